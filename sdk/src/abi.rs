@@ -165,6 +165,120 @@ pub const fn lib_header(
     }
 }
 
+/// The host's side of a run: what it does with the plugin's calls. `run_plugin` turns these
+/// methods into the C callbacks of [`HostCallbacks`].
+pub trait HostSink {
+    fn begin(&mut self, plan_json: &str) -> Result<(), String>;
+    fn emit(&mut self, batch: RecordBatch) -> Result<(), String>;
+    fn skip(&mut self, row: u64, reason: &str) -> Result<(), String>;
+    fn progress(&mut self, rows: u64);
+}
+
+/// Host side: runs a plugin over `input`, routing its output to `sink` and its log records to
+/// this process's logger.
+pub fn run_plugin(
+    module: PluginModRef,
+    sink: &mut dyn HostSink,
+    args_json: String,
+    device: Device,
+    input: Box<dyn arrow::record_batch::RecordBatchReader + Send>,
+) -> Result<(), String> {
+    let mut stream = export_stream(input);
+    let mut sink_ref: &mut dyn HostSink = sink;
+    let callbacks = HostCallbacks {
+        // A thin pointer to the fat `&mut dyn HostSink`, valid until this function returns.
+        ctx: (&mut sink_ref as *mut &mut dyn HostSink).cast::<c_void>(),
+        begin: sink_begin,
+        emit: sink_emit,
+        skip: sink_skip,
+        progress: sink_progress,
+        log: forward_log,
+        max_log_level: log::max_level() as u8,
+    };
+    let request = RunRequest {
+        args_json: RString::from(args_json),
+        device,
+        input_stream: (&mut *stream as *mut FFI_ArrowArrayStream).cast::<c_void>(),
+    };
+    let run = module.run();
+    // The plugin contains its own panics; this guards against one that escapes anyway.
+    let result = contain_panic("plugin", || match run(callbacks, request) {
+        RResult::ROk(()) => Ok(()),
+        RResult::RErr(e) => Err(e.into_string()),
+    });
+    drop(stream);
+    result
+}
+
+/// Recovers the sink behind a callback's `ctx`.
+///
+/// # Safety
+/// `ctx` must be the pointer `run_plugin` put in [`HostCallbacks::ctx`], used while that
+/// `run_plugin` call is still executing and from the thread that called the plugin's `run`
+/// (the callbacks' contract), so the `&mut` is unique and live.
+unsafe fn sink_from<'a>(ctx: *mut c_void) -> &'a mut dyn HostSink {
+    unsafe { &mut **ctx.cast::<&mut dyn HostSink>() }
+}
+
+fn to_rresult(result: Result<(), String>) -> RResult<(), RString> {
+    match result {
+        Ok(()) => RResult::ROk(()),
+        Err(e) => RResult::RErr(RString::from(e)),
+    }
+}
+
+extern "C" fn sink_begin(ctx: *mut c_void, plan_json: RStr<'_>) -> RResult<(), RString> {
+    // SAFETY: called by the plugin under the callbacks' contract (see `sink_from`).
+    to_rresult(contain_panic("host", || unsafe { sink_from(ctx) }.begin(plan_json.as_str())))
+}
+
+extern "C" fn sink_emit(ctx: *mut c_void, array: *mut c_void, schema: *mut c_void) -> RResult<(), RString> {
+    to_rresult(contain_panic("host", || {
+        let batch = import_batch(array, schema)?;
+        // SAFETY: as in sink_begin.
+        unsafe { sink_from(ctx) }.emit(batch)
+    }))
+}
+
+extern "C" fn sink_skip(ctx: *mut c_void, row: u64, reason: RStr<'_>) -> RResult<(), RString> {
+    // SAFETY: as in sink_begin.
+    to_rresult(contain_panic("host", || unsafe { sink_from(ctx) }.skip(row, reason.as_str())))
+}
+
+extern "C" fn sink_progress(ctx: *mut c_void, rows: u64) {
+    // SAFETY: as in sink_begin.
+    let _ = contain_panic("host", || {
+        unsafe { sink_from(ctx) }.progress(rows);
+        Ok(())
+    });
+}
+
+/// Hands a plugin's log record to the host's logger, with the plugin's name as target.
+extern "C" fn forward_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
+    let _ = contain_panic("host logger", || {
+        log::logger().log(
+            &log::Record::builder()
+                .level(crate::logging::level(level))
+                .target(target.as_str())
+                .args(format_args!("{}", message.as_str()))
+                .build(),
+        );
+        Ok(())
+    });
+}
+
+/// Loads a shared library with RTLD_NOW | RTLD_GLOBAL and keeps it loaded for the life of the
+/// process, so its symbols serve every library loaded after it.
+pub fn load_library_global(name: &str) -> Result<(), String> {
+    use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+    // SAFETY: the only libraries loaded this way are libtorch's own (libtorch_cuda.so), whose
+    // initialisers register backends with the libtorch already in the process. The handle is
+    // leaked on purpose: unloading would leave those registrations dangling.
+    let library = unsafe { Library::open(Some(name), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| e.to_string())?;
+    std::mem::forget(library);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,0 +1,134 @@
+//! The command line, built at run time from what the discovered plugins declare, so a new
+//! plugin gets its flags without a host rebuild. Flags use DeepTune's snake_case spellings
+//! (`--batch_size`); the kebab-case spellings (`--batch-size`) are accepted too.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use deepembed_sdk::{ArgKind, ArgSpec, Args};
+use serde_json::Value;
+
+use crate::loader::Discovery;
+
+/// Flags the host handles for every plugin, declared like a plugin's own.
+pub fn host_args() -> Vec<ArgSpec> {
+    vec![
+        ArgSpec::new("df", ArgKind::Path, "Input Parquet file.").required(),
+        ArgSpec::new("out", ArgKind::Path, "Directory that receives embed_output_<MODEL>_<date>_<time>/.").default("deeptune_results"),
+        ArgSpec::new("batch_size", ArgKind::Int, "Rows per batch.").default("32"),
+        ArgSpec::new("device", ArgKind::String, "auto (first usable CUDA device, else cpu), cpu, cuda or cuda:N.").default("auto"),
+        ArgSpec::new("on_error", ArgKind::String, "What to do with a row the model cannot use: fail, or skip it and record it in skipped_rows.json.")
+            .default("fail")
+            .choices(&["fail", "skip"]),
+        ArgSpec::new("json", ArgKind::Bool, "Print a JSON summary of the result on stdout."),
+    ]
+}
+
+/// `--plugin-path` values, read before clap runs because they decide which plugins (and so
+/// which subcommands and flags) exist.
+pub fn prescan_plugin_paths(argv: &[OsString]) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    let mut it = argv.iter().skip(1);
+    while let Some(arg) = it.next() {
+        let arg = arg.to_string_lossy();
+        let value = if arg == "--plugin-path" || arg == "--plugin_path" {
+            it.next().map(|v| v.to_string_lossy().into_owned())
+        } else {
+            arg.strip_prefix("--plugin-path=").or_else(|| arg.strip_prefix("--plugin_path=")).map(str::to_string)
+        };
+        if let Some(value) = value {
+            paths.extend(std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()));
+        }
+    }
+    paths
+}
+
+pub fn build(discovery: &Discovery) -> Command {
+    let mut embed = Command::new("embed")
+        .about("Extract embeddings with a plugin: deepembed embed <plugin> --df data.parquet ...")
+        .subcommand_required(true)
+        .allow_external_subcommands(true);
+    for plugin in &discovery.plugins {
+        let m = &plugin.manifest;
+        let mut sub = Command::new(m.name.clone())
+            .about(format!("{} ({} embeddings)", m.description, m.modality))
+            .after_help(format!("Models: {}\nPlugin: {} {}", m.models.join(", "), m.name, m.version));
+        let host = host_args();
+        for spec in host.iter().chain(m.args.iter().filter(|a| !host.iter().any(|h| h.name == a.name))) {
+            sub = sub.arg(clap_arg(spec));
+        }
+        embed = embed.subcommand(sub);
+    }
+    Command::new("deepembed")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Extract embeddings from pretrained and fine-tuned deep models into Parquet.")
+        .subcommand_required(true)
+        .arg(
+            Arg::new("plugin-path")
+                .long("plugin-path")
+                .visible_alias("plugin_path")
+                .global(true)
+                .action(ArgAction::Append)
+                .value_name("DIR")
+                .help("Look for plugins here first (colon-separated list allowed)."),
+        )
+        .arg(Arg::new("quiet").long("quiet").short('q').global(true).action(ArgAction::SetTrue).help("No progress bar and only warnings and errors on stderr."))
+        .subcommand(
+            Command::new("plugins")
+                .about("List discovered plugins, and files that could not be loaded with the reason.")
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Machine-readable output.")),
+        )
+        .subcommand(embed)
+}
+
+fn clap_arg(spec: &ArgSpec) -> Arg {
+    let mut arg = Arg::new(spec.name.clone()).long(spec.name.clone()).help(spec.help.clone());
+    let kebab = spec.name.replace('_', "-");
+    if kebab != spec.name {
+        arg = arg.visible_alias(kebab);
+    }
+    arg = match spec.kind {
+        ArgKind::Bool => arg.action(ArgAction::SetTrue),
+        ArgKind::List => arg.num_args(1..).action(ArgAction::Append),
+        ArgKind::Int => arg.value_parser(clap::value_parser!(i64)),
+        ArgKind::Float => arg.value_parser(clap::value_parser!(f64)),
+        ArgKind::Path => arg.value_parser(clap::value_parser!(PathBuf)).value_name("PATH"),
+        ArgKind::String => arg,
+    };
+    if !spec.choices.is_empty() {
+        arg = arg.value_parser(spec.choices.clone());
+    }
+    if let Some(default) = &spec.default {
+        arg = arg.default_value(default.clone());
+    }
+    arg.required(spec.required)
+}
+
+/// Every argument of the plugin subcommand as JSON, by snake_case name. Absent optional
+/// arguments are `null`, so `cli_arguments.json` lists every argument; paths are made absolute.
+pub fn collect_args(specs: &[ArgSpec], matches: &ArgMatches) -> Result<Args> {
+    let mut args = Args::default();
+    for spec in specs {
+        let id = spec.name.as_str();
+        let value = match spec.kind {
+            ArgKind::Bool => Value::Bool(matches.get_flag(id)),
+            ArgKind::Int => matches.get_one::<i64>(id).map_or(Value::Null, |v| Value::from(*v)),
+            ArgKind::Float => matches.get_one::<f64>(id).map_or(Value::Null, |v| Value::from(*v)),
+            ArgKind::Path => match matches.get_one::<PathBuf>(id) {
+                Some(p) => Value::from(
+                    std::path::absolute(p).map_err(|e| anyhow!("--{id} {}: {e}", p.display()))?.to_string_lossy().into_owned(),
+                ),
+                None => Value::Null,
+            },
+            ArgKind::List => match matches.get_many::<String>(id) {
+                Some(values) => Value::from(values.cloned().collect::<Vec<_>>()),
+                None => Value::Null,
+            },
+            ArgKind::String => matches.get_one::<String>(id).map_or(Value::Null, |v| Value::from(v.clone())),
+        };
+        args.insert(id, value);
+    }
+    Ok(args)
+}

@@ -1,0 +1,66 @@
+//! `--device auto|cpu|cuda|cuda:N`, resolved to a device handle for the plugin.
+
+use anyhow::{anyhow, bail, Result};
+use deepembed_sdk::Device;
+
+/// Resolves the user's choice. `auto` is the first usable CUDA device, else the CPU; an explicit
+/// CUDA request that cannot be met is an error saying why.
+pub fn resolve(spec: &str) -> Result<Device> {
+    let spec = spec.trim().to_ascii_lowercase();
+    match spec.as_str() {
+        "cpu" => Ok(Device::CPU),
+        "auto" => match cuda_devices() {
+            Ok(n) if n > 0 => Ok(Device::cuda(0)),
+            Ok(_) => {
+                log::info!("no CUDA device is usable; running on the CPU");
+                Ok(Device::CPU)
+            }
+            Err(why) => {
+                log::info!("running on the CPU: {why}");
+                Ok(Device::CPU)
+            }
+        },
+        _ => {
+            let index = match spec.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .ok_or_else(|| anyhow!("--device '{spec}' is not one of auto, cpu, cuda, cuda:N"))?,
+                None => bail!("--device '{spec}' is not one of auto, cpu, cuda, cuda:N"),
+            };
+            let count = cuda_devices().map_err(|why| anyhow!("--device {spec}: {why}"))?;
+            if count == 0 {
+                bail!("--device {spec}: libtorch's CUDA support loaded, but it sees no CUDA device (check the driver and CUDA_VISIBLE_DEVICES)");
+            }
+            if index as usize >= count {
+                bail!("--device {spec}: there are only {count} CUDA devices (cuda:0 to cuda:{})", count - 1);
+            }
+            Ok(Device::cuda(index))
+        }
+    }
+}
+
+/// Loads libtorch's CUDA library and counts devices.
+///
+/// The linker's `--as-needed` drops `libtorch_cuda.so` from every binary and plugin, since no
+/// symbol of it is referenced directly, and without it libtorch reports no CUDA. Loading it with
+/// RTLD_GLOBAL before any tensor exists registers the CUDA backend for the host and every plugin.
+fn cuda_devices() -> Result<usize, String> {
+    load_cuda_library()?;
+    if !tch::Cuda::is_available() {
+        return Ok(0);
+    }
+    Ok(tch::Cuda::device_count().max(0) as usize)
+}
+
+fn load_cuda_library() -> Result<(), String> {
+    static LOADED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            deepembed_sdk::abi::load_library_global("libtorch_cuda.so").map_err(|e| {
+                format!("libtorch's CUDA library could not be loaded ({e}); this libtorch may be a CPU-only build")
+            })
+        })
+        .clone()
+}

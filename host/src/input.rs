@@ -1,0 +1,25 @@
+//! The input Parquet file, read as a stream of record batches of `batch_size` rows.
+
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use arrow::record_batch::RecordBatchReader;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+pub struct Input {
+    pub rows: u64,
+    pub reader: Box<dyn RecordBatchReader + Send>,
+}
+
+pub fn open(path: &Path, batch_size: usize) -> Result<Input> {
+    if !path.exists() {
+        bail!("input file {} does not exist (--df)", path.display());
+    }
+    let file = File::open(path).with_context(|| format!("cannot open input file {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file (--df)", path.display()))?;
+    let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+    let reader = builder.with_batch_size(batch_size.max(1)).build()?;
+    Ok(Input { rows, reader: Box::new(reader) })
+}

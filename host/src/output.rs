@@ -1,0 +1,91 @@
+//! DeepTune's output layout, written so that nothing half-written looks complete:
+//!
+//! `<out>/embed_output_<MODEL_STR>_<YYYYMMDD>_<HHMM>[_N]/` holding
+//! `<file_name>` (streamed under a temporary name, renamed when complete),
+//! `cli_arguments.json`, `embedding_details.json` and, when rows were skipped, `skipped_rows.json`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use arrow::array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+/// Creates a new output directory. An existing one is never reused: a second run in the same
+/// minute gets `_2`, `_3`, ...
+pub fn create_run_dir(out: &Path, model_str: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {} (--out)", out.display()))?;
+    let stamp = chrono::Local::now().format("%Y%m%d_%H%M");
+    let base = format!("embed_output_{model_str}_{stamp}");
+    for n in 1..10_000 {
+        let name = if n == 1 { base.clone() } else { format!("{base}_{n}") };
+        let dir = out.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+    }
+    bail!("too many output directories named {base}_* in {}", out.display())
+}
+
+/// The embeddings file, written batch by batch.
+pub struct ParquetSink {
+    final_path: PathBuf,
+    temp_path: PathBuf,
+    writer: Option<ArrowWriter<File>>,
+    pub rows: u64,
+}
+
+impl ParquetSink {
+    pub fn new(dir: &Path, file_name: &str) -> ParquetSink {
+        ParquetSink {
+            final_path: dir.join(file_name),
+            temp_path: dir.join(format!(".{file_name}.partial")),
+            writer: None,
+            rows: 0,
+        }
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.writer.is_none() {
+            let file = File::create(&self.temp_path).with_context(|| format!("cannot create {}", self.temp_path.display()))?;
+            // Snappy, as pandas writes by default: every reader downstream handles it.
+            let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+            self.writer = Some(ArrowWriter::try_new(file, batch.schema(), Some(props))?);
+        }
+        let writer = self.writer.as_mut().expect("writer was just created");
+        writer.write(batch).context("writing the embeddings file")?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Closes the file and moves it to its final name.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        match self.writer.take() {
+            Some(writer) => {
+                writer.close().context("finishing the embeddings file")?;
+            }
+            None => bail!("the plugin produced no output rows"),
+        }
+        std::fs::rename(&self.temp_path, &self.final_path)
+            .with_context(|| format!("cannot move the finished file to {}", self.final_path.display()))?;
+        Ok(self.final_path.clone())
+    }
+}
+
+impl Drop for ParquetSink {
+    fn drop(&mut self) {
+        // Unfinished: leave nothing behind that could pass for output.
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.temp_path);
+        }
+    }
+}
+
+pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}

@@ -1,0 +1,153 @@
+//! `deepembed embed <plugin>`: one extraction, from input Parquet to the output layout.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use arrow::array::RecordBatch;
+use deepembed_sdk::abi::{self, HostSink};
+use deepembed_sdk::{Args, Device, OutputPlan};
+use indicatif::ProgressBar;
+use serde_json::{json, Value};
+
+use crate::loader::Plugin;
+use crate::output::{self, ParquetSink};
+use crate::{input, logger};
+
+/// What the host was asked to do, beyond the plugin's own arguments.
+pub struct EmbedRequest<'a> {
+    pub plugin: &'a Plugin,
+    /// Every argument, host and plugin, by snake_case name (paths already absolute).
+    pub args: Args,
+    pub df: PathBuf,
+    pub out: PathBuf,
+    pub batch_size: usize,
+    pub device: Device,
+    pub quiet: bool,
+}
+
+/// Where a finished run put its results.
+pub struct EmbedResult {
+    pub dir: PathBuf,
+    pub file: PathBuf,
+    pub rows: u64,
+    pub skipped: usize,
+}
+
+/// The host's state during a run: it receives the plugin's callbacks.
+struct RunSink<'a> {
+    out: &'a Path,
+    dir: Option<PathBuf>,
+    plan: Option<OutputPlan>,
+    parquet: Option<ParquetSink>,
+    skipped: Vec<(u64, String)>,
+    bar: ProgressBar,
+}
+
+impl HostSink for RunSink<'_> {
+    fn begin(&mut self, plan_json: &str) -> Result<(), String> {
+        if self.plan.is_some() {
+            return Err("plugin declared its output twice".into());
+        }
+        let plan: OutputPlan = serde_json::from_str(plan_json).map_err(|e| format!("plugin sent an invalid output plan: {e}"))?;
+        if plan.file_name.contains(['/', '\\']) || plan.model_str.contains(['/', '\\']) {
+            return Err(format!("plugin asked for an output name with a path separator: {}", plan.file_name));
+        }
+        let dir = output::create_run_dir(self.out, &plan.model_str).map_err(|e| format!("{e:#}"))?;
+        self.parquet = Some(ParquetSink::new(&dir, &plan.file_name));
+        self.dir = Some(dir);
+        self.plan = Some(plan);
+        Ok(())
+    }
+
+    fn emit(&mut self, batch: RecordBatch) -> Result<(), String> {
+        let sink = self.parquet.as_mut().ok_or("plugin emitted output before declaring it")?;
+        sink.write(&batch).map_err(|e| format!("{e:#}"))
+    }
+
+    fn skip(&mut self, row: u64, reason: &str) -> Result<(), String> {
+        log::warn!("skipping row {row}: {reason}");
+        self.skipped.push((row, reason.to_string()));
+        Ok(())
+    }
+
+    fn progress(&mut self, rows: u64) {
+        self.bar.inc(rows);
+    }
+}
+
+impl RunSink<'_> {
+    /// Removes what a failed run created: the directory is new and holds only our files.
+    fn discard(&mut self) {
+        self.parquet = None;
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
+    let name = &req.plugin.manifest.name;
+    let input = input::open(&req.df, req.batch_size)?;
+    log::info!("{}: {} rows from {} on {}", name, input.rows, req.df.display(), req.device);
+    let bar = logger::progress_bar(input.rows, req.quiet);
+    let mut sink = RunSink { out: &req.out, dir: None, plan: None, parquet: None, skipped: vec![], bar: bar.clone() };
+    let started = Instant::now();
+    let result = abi::run_plugin(req.plugin.module, &mut sink, req.args.to_json(), req.device, input.reader);
+    logger::finish_progress(&bar);
+    if let Err(e) = result {
+        sink.discard();
+        return Err(anyhow!("plugin '{name}' failed: {e}"));
+    }
+    match finish(&req, &mut sink, started) {
+        Ok(done) => Ok(done),
+        Err(e) => {
+            sink.discard();
+            Err(e)
+        }
+    }
+}
+
+/// Renames the Parquet file into place and writes the JSON files beside it.
+fn finish(req: &EmbedRequest, sink: &mut RunSink, started: Instant) -> Result<EmbedResult> {
+    let plugin = &req.plugin.manifest;
+    let plan = sink.plan.clone().ok_or_else(|| anyhow!("plugin '{}' finished without producing output", plugin.name))?;
+    let dir = sink.dir.clone().context("output directory missing")?;
+    let parquet = sink.parquet.take().context("output file missing")?;
+    let rows = parquet.rows;
+    let file = parquet.finish()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let input_rows = rows + sink.skipped.len() as u64;
+
+    let mut details = json!({
+        "epochs": 1,
+        "total_duration_seconds": seconds,
+        "rows": rows,
+        "dims": plan.dims,
+        "skipped_rows": sink.skipped.len(),
+        "device": req.device.to_string(),
+        "plugin": plugin.name,
+        "plugin_version": plugin.version,
+        "rows_per_second": if seconds > 0.0 { input_rows as f64 / seconds } else { 0.0 },
+        "deepembed_version": env!("CARGO_PKG_VERSION"),
+    });
+    if let Value::Object(map) = &mut details {
+        for (k, v) in &plan.details {
+            map.entry(k.clone()).or_insert(v.clone());
+        }
+    }
+    output::write_json(&dir.join("embedding_details.json"), &details)?;
+    let args: Value = serde_json::from_str(&req.args.to_json())?;
+    output::write_json(&dir.join("cli_arguments.json"), &args)?;
+    if !sink.skipped.is_empty() {
+        let skipped: Vec<Value> = sink.skipped.iter().map(|(row, reason)| json!({"row": row, "reason": reason})).collect();
+        output::write_json(&dir.join("skipped_rows.json"), &Value::Array(skipped))?;
+    }
+    log::info!(
+        "{rows} rows x {} dims in {seconds:.1} s ({:.1} rows/s){}",
+        plan.dims,
+        input_rows as f64 / seconds.max(1e-9),
+        if sink.skipped.is_empty() { String::new() } else { format!(", {} rows skipped (see skipped_rows.json)", sink.skipped.len()) }
+    );
+    Ok(EmbedResult { dir, file, rows, skipped: sink.skipped.len() })
+}
