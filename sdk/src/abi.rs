@@ -284,6 +284,6 @@ mod tests {
     #[test]
     fn exported_symbol_name_is_the_one_abi_stable_looks_up() {
         // export_plugin! spells the symbol out because `#[export_name]` needs a literal.
-        assert_eq!(abi_stable::library::ROOT_MODULE_LOADER_NAME, "_as_ln_lib_header_lib_header_root_module_loader");
+        assert_eq!(abi_stable::library::ROOT_MODULE_LOADER_NAME, "_1as_0lib_1header_0root_bmodule_bloader");
     }
 }

@@ -163,7 +163,7 @@ macro_rules! export_plugin {
     (root = $root:path) => {
         /// The header abi_stable's loader looks up by this exact symbol name.
         #[doc(hidden)]
-        #[export_name = "_as_ln_lib_header_lib_header_root_module_loader"]
+        #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
         pub static __DEEPEMBED_LIB_HEADER: $crate::abi_stable::library::LibHeader = {
             extern "C" fn erased() -> $crate::abi_stable::library::RootModuleResult {
                 $crate::abi_stable::library::__call_root_module_loader($root)

@@ -1,0 +1,204 @@
+//! Which weights a run uses, and how DeepTune's checkpoints map onto torchvision's names.
+//!
+//! - pretrained: a torchvision hub file, keys as torchvision writes them.
+//! - finetuned: DeepTune's adjusted model, `torch.save(model.state_dict())`: the backbone under
+//!   `model.`, then `fc1.*` (and `fc2.*` with two added layers).
+//! - peft: the same after peft's LoRA on every backbone Conv2d/Linear. Each backbone key exists
+//!   under `model.` and under `peftmodel.base_model.model.`; wrapped layers hold
+//!   `<path>.base_layer.*`, `<path>.lora_A.default.weight` and `<path>.lora_B.default.weight`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use deepembed_sdk::checkpoint::StateDict;
+use tch::Tensor;
+
+use crate::models::Architecture;
+use crate::options::{UseCase, VisionOptions};
+
+/// The weights file for a pretrained run: `--model_weights`, else torchvision's file in the
+/// torch hub cache.
+pub fn pretrained_file(opts: &VisionOptions, arch: &Architecture) -> Result<PathBuf> {
+    if let Some(path) = &opts.model_weights {
+        if !path.is_file() {
+            bail!("--model_weights {}: file not found", path.display());
+        }
+        return Ok(path.clone());
+    }
+    let hub = torch_home().join("hub").join("checkpoints");
+    let path = hub.join(arch.hub_file);
+    if path.is_file() {
+        return Ok(path);
+    }
+    bail!(
+        "no weights for pretrained {}: put torchvision's file {} in {} (or name any torchvision {} weights file with --model_weights); nothing is downloaded",
+        arch.version,
+        arch.hub_file,
+        hub.display(),
+        arch.version
+    )
+}
+
+/// `$TORCH_HOME`, else `$XDG_CACHE_HOME/torch`, else `~/.cache/torch`, as torch.hub decides.
+fn torch_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("TORCH_HOME") {
+        return PathBuf::from(home);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("torch")
+}
+
+/// DeepTune's checkpoint: the `.pth` file given, or the first `*.pth` in the directory given.
+pub fn deeptune_checkpoint(opts: &VisionOptions) -> Result<PathBuf> {
+    let path = opts.model_weights.as_ref().ok_or_else(|| {
+        anyhow!("--use_case {} needs --model_weights: DeepTune's .pth checkpoint or the directory holding it", opts.use_case.prefix().to_lowercase())
+    })?;
+    if path.is_file() {
+        return Ok(path.clone());
+    }
+    if path.is_dir() {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "pth"))
+            .collect();
+        found.sort();
+        return found.into_iter().next().ok_or_else(|| anyhow!("--model_weights {}: the directory holds no .pth checkpoint", path.display()));
+    }
+    bail!("--model_weights {}: no such file or directory", path.display())
+}
+
+/// The layers DeepTune added after the backbone, read from the checkpoint and checked against
+/// what the user said.
+pub struct Head {
+    pub added_layers: i64,
+    /// fc1's width with two added layers.
+    pub embed_size: Option<i64>,
+    pub num_classes: i64,
+    /// fc1 (weight, bias), applied for the embedding only with two added layers.
+    pub fc1: (Tensor, Tensor),
+}
+
+pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) -> Result<Head> {
+    let source = sd.source().display();
+    let tensor = |name: &str| -> Result<Tensor> {
+        sd.get(name).map(Tensor::shallow_clone).ok_or_else(|| {
+            anyhow!("{source} has no {name}: it is not a DeepTune {} checkpoint", opts.use_case.prefix().to_lowercase())
+        })
+    };
+    let fc1 = (tensor("fc1.weight")?, tensor("fc1.bias")?);
+    let fc1_shape = fc1.0.size();
+    if fc1_shape.len() != 2 || fc1_shape[1] != arch.features {
+        bail!(
+            "{source}: fc1.weight has shape {fc1_shape:?}, but {} features are {} wide; the checkpoint was made for another --model_version",
+            arch.version,
+            arch.features
+        );
+    }
+    let found_layers = if sd.contains("fc2.weight") { 2 } else { 1 };
+    if let Some(given) = opts.added_layers {
+        if given != found_layers {
+            let why = if found_layers == 2 { "it has fc2 (two added layers)" } else { "it has no fc2 (one added layer)" };
+            bail!("--added_layers {given} was given, but the checkpoint {source} says {found_layers}: {why}");
+        }
+    }
+    let last = if found_layers == 2 { tensor("fc2.weight")? } else { fc1.0.shallow_clone() };
+    let last_name = if found_layers == 2 { "fc2.weight" } else { "fc1.weight" };
+    let num_classes = last.size()[0];
+    if let Some(given) = opts.num_classes {
+        if given != num_classes {
+            bail!("--num_classes {given} was given, but {last_name} in {source} has shape {:?} ({num_classes} outputs)", last.size());
+        }
+    }
+    if opts.mode == "reg" && num_classes != 1 {
+        bail!("--mode reg was given, but {last_name} in {source} has {num_classes} outputs (a regression head has 1)");
+    }
+    let embed_size = (found_layers == 2).then_some(fc1_shape[0]);
+    if let (Some(given), Some(found)) = (opts.embed_size, embed_size) {
+        if given != found {
+            bail!("--embed_size {given} was given, but fc1.weight in {source} has shape {fc1_shape:?} ({found} outputs)");
+        }
+    }
+    Ok(Head { added_layers: found_layers, embed_size, num_classes, fc1 })
+}
+
+/// The backbone weights of a DeepTune checkpoint under torchvision names. For peft, LoRA
+/// updates are merged into the base weights: `W + (B @ A) * alpha / r`.
+pub fn deeptune_backbone(sd: &StateDict, opts: &VisionOptions) -> Result<StateDict> {
+    let has_lora = sd.keys().any(|k| k.contains(".lora_A."));
+    let source = sd.source().display();
+    match (opts.use_case, has_lora) {
+        (UseCase::Finetuned, true) => bail!("{source} holds LoRA weights: it is a peft checkpoint; use --use_case peft"),
+        (UseCase::Peft, false) => bail!("{source} holds no LoRA weights: it is not a peft checkpoint; use --use_case finetuned"),
+        _ => {}
+    }
+    let backbone = sd.strip_prefix("model.");
+    if backbone.tensors.is_empty() {
+        bail!("{source} has no `model.*` weights: it is not a DeepTune checkpoint");
+    }
+    if has_lora {
+        merge_lora(&backbone, opts)
+    } else {
+        Ok(backbone)
+    }
+}
+
+fn merge_lora(sd: &StateDict, opts: &VisionOptions) -> Result<StateDict> {
+    let mut merged = BTreeMap::new();
+    let mut rank = None;
+    for (key, tensor) in &sd.tensors {
+        if key.contains(".lora_A.") || key.contains(".lora_B.") {
+            continue;
+        }
+        let Some((layer, param)) = key.split_once(".base_layer.") else {
+            merged.insert(key.clone(), tensor.shallow_clone());
+            continue;
+        };
+        let name = format!("{layer}.{param}");
+        if param != "weight" {
+            merged.insert(name, tensor.shallow_clone());
+            continue;
+        }
+        let a = sd.get(&format!("{layer}.lora_A.default.weight"));
+        let b = sd.get(&format!("{layer}.lora_B.default.weight"));
+        let (a, b) = match (a, b) {
+            (Some(a), Some(b)) => (a, b),
+            _ => bail!("{}: {layer} is LoRA-wrapped but lacks lora_A/lora_B weights", sd.source().display()),
+        };
+        let r = a.size()[0];
+        if *rank.get_or_insert(r) != r {
+            bail!("{}: LoRA ranks differ between layers", sd.source().display());
+        }
+        merged.insert(name, lora_merged(tensor, a, b, opts.lora_alpha / r as f64).with_context(|| format!("merging LoRA into {layer}"))?);
+    }
+    let rank = rank.unwrap_or(0);
+    if let Some(given) = opts.embed_size {
+        if given != rank {
+            log::warn!("--embed_size {given} was given, but the checkpoint's LoRA rank is {rank}; using the checkpoint's");
+        }
+    }
+    log::info!("merged LoRA updates (rank {rank}, alpha {}) into the backbone", opts.lora_alpha);
+    Ok(StateDict::new(sd.source().to_path_buf(), merged))
+}
+
+/// `W + dW * scale` with `dW = B @ A` for Linear, and for Conv2d the same product over the
+/// flattened kernels (`einsum('or,rikl->oikl', B[:, :, 0, 0], A)`), which covers 1x1 and kxk.
+fn lora_merged(w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {
+    let out = w.size()[0];
+    let r = a.size()[0];
+    if b.size()[0] != out || b.size().iter().skip(1).product::<i64>() != r {
+        bail!("lora_B has shape {:?}, expected [{out}, {r}, ...]", b.size());
+    }
+    let a2 = a.to_kind(tch::Kind::Float).reshape([r, -1]);
+    let b2 = b.to_kind(tch::Kind::Float).reshape([out, r]);
+    let delta = b2.matmul(&a2).reshape(w.size());
+    Ok(w.to_kind(tch::Kind::Float) + delta * scale)
+}
+
+/// Keys a torchvision or DeepTune file may hold that the embedding model does not use.
+pub fn unused_key(key: &str) -> bool {
+    key.ends_with("num_batches_tracked") || key.starts_with("fc.")
+}
