@@ -1,0 +1,117 @@
+//! Shared helpers for the end-to-end tests: where fixtures and binaries are, running the
+//! `deepembed` binary, reading Parquet and raw f32 references.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::Float32Type;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// Fixtures written by the Python generators (`cargo xtask test` sets this).
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("DEEPEMBED_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("work"));
+    assert!(dir.is_dir(), "test fixtures missing at {}: run `cargo xtask test`, which generates them", dir.display());
+    dir
+}
+
+/// The release binary, with plugins installed beside it by `cargo xtask`.
+pub fn binary() -> PathBuf {
+    let bin = std::env::var_os("DEEPEMBED_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/deepembed"));
+    assert!(bin.is_file(), "deepembed binary missing at {}: run `cargo xtask test`", bin.display());
+    bin
+}
+
+/// The Python of the reference venv.
+pub fn python() -> PathBuf {
+    std::env::var_os("DEEPEMBED_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
+}
+
+/// A fresh, empty scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("deepembed-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn deepembed(args: &[&str]) -> Output {
+    deepembed_env(args, &[])
+}
+
+pub fn deepembed_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.args(args).env_remove("DEEPEMBED_PLUGIN_PATH").env_remove("LD_LIBRARY_PATH");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running deepembed")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs deepembed and returns the output directory it reports (via --json), failing loudly.
+pub fn embed_ok(args: &[&str], env: &[(&str, &str)]) -> PathBuf {
+    let mut full = vec!["embed"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--json", "--quiet", "--device", "cpu"]);
+    let out = deepembed_env(&full, env);
+    assert!(out.status.success(), "deepembed {:?} failed:\n{}", full, stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON on stdout");
+    PathBuf::from(summary["output_dir"].as_str().unwrap())
+}
+
+pub fn read_parquet(path: &Path) -> RecordBatch {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// The single Parquet file in an output directory.
+pub fn output_parquet(dir: &Path) -> PathBuf {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert_eq!(files.len(), 1, "expected one parquet file in {}: {files:?}", dir.display());
+    files[0].clone()
+}
+
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// Embedding columns `"0"`..`"dims-1"` as a row-major matrix.
+pub fn embedding_matrix(batch: &RecordBatch, dims: usize) -> Vec<f32> {
+    let cols: Vec<_> = (0..dims)
+        .map(|d| batch.column_by_name(&d.to_string()).unwrap_or_else(|| panic!("column \"{d}\" missing")).as_primitive::<Float32Type>().clone())
+        .collect();
+    let mut out = Vec::with_capacity(batch.num_rows() * dims);
+    for r in 0..batch.num_rows() {
+        for c in &cols {
+            assert!(!c.is_null(r));
+            out.push(c.value(r));
+        }
+    }
+    out
+}
+
+/// Largest absolute difference, and where.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).enumerate().fold((0.0, 0), |(m, at), (i, (x, y))| {
+        let d = (x - y).abs();
+        if d > m || d.is_nan() { (d, i) } else { (m, at) }
+    })
+}

@@ -135,7 +135,6 @@ enum Item {
     Tuple(Rc<Vec<Item>>),
     Set(Rc<RefCell<Vec<Item>>>),
     Object(Rc<RefCell<PendingObject>>),
-    Mark,
 }
 
 #[derive(Debug, Clone)]
@@ -178,7 +177,6 @@ impl Item {
                     dict_items: pairs(&o.dict_items)?,
                 }))
             }
-            Item::Mark => bail!("unbalanced MARK in pickle"),
         })
     }
 }
@@ -229,10 +227,11 @@ impl<'a> Machine<'a> {
         std::str::from_utf8(&rest[..end]).context("pickle text line is not UTF-8")
     }
     fn pop(&mut self) -> Result<Item> {
-        match self.stack.pop() {
-            Some(Item::Mark) | None => bail!("pickle stack underflow at byte {}", self.pos),
-            Some(item) => Ok(item),
+        // Items below the innermost MARK belong to an outer construct.
+        if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
+            bail!("pickle pops past a MARK at byte {}", self.pos);
         }
+        self.stack.pop().ok_or_else(|| anyhow!("pickle stack underflow at byte {}", self.pos))
     }
     fn top(&mut self) -> Result<&Item> {
         self.stack.last().ok_or_else(|| anyhow!("pickle stack is empty at byte {}", self.pos))
@@ -242,11 +241,7 @@ impl<'a> Machine<'a> {
         if mark > self.stack.len() {
             bail!("pickle MARK points past the stack");
         }
-        let items = self.stack.split_off(mark);
-        if items.iter().any(|i| matches!(i, Item::Mark)) {
-            bail!("pickle nested MARK without matching opcode");
-        }
-        Ok(items)
+        Ok(self.stack.split_off(mark))
     }
     fn push(&mut self, v: Value) {
         self.stack.push(Item::Value(v));
@@ -270,7 +265,7 @@ impl<'a> Machine<'a> {
                 0x80 => { self.u8()?; }                          // PROTO
                 0x95 => { self.u64()?; }                         // FRAME (framing is advisory)
                 b'.' => return self.pop()?.into_value(0),         // STOP
-                b'(' => { self.marks.push(self.stack.len()); self.stack.push(Item::Mark); } // MARK
+                b'(' => self.marks.push(self.stack.len()),        // MARK
                 b'0' => { self.pop()?; }                         // POP
                 b'1' => { self.pop_mark()?; }                    // POP_MARK
                 b'2' => { let t = self.top()?.clone(); self.stack.push(t); } // DUP

@@ -1,0 +1,135 @@
+//! Bad input gets a clear error naming the row, column, file or parameter, a non-zero exit, and
+//! leaves no output directory behind.
+
+use deepembed_tests::*;
+use std::path::Path;
+
+fn vision_dir() -> std::path::PathBuf {
+    fixtures().join("vision")
+}
+
+/// Runs a failing command and returns its stderr, checking that nothing was left in `out`.
+fn fails(args: &[&str], out: &Path) -> String {
+    let output = deepembed_env(args, &[("TORCH_HOME", vision_dir().join("torch_home").to_str().unwrap())]);
+    let err = stderr(&output);
+    assert!(!output.status.success(), "expected failure for {args:?}, got success:\n{err}");
+    assert_eq!(output.status.code(), Some(1), "exit code for {args:?}:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let leftovers: Vec<_> = std::fs::read_dir(out).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+    assert!(leftovers.is_empty(), "a failed run left {leftovers:?} behind");
+    err
+}
+
+#[test]
+fn missing_input_file_is_named() {
+    let out = scratch("err-missing-input");
+    let err = fails(&["embed", "vision", "--df", "/nonexistent/data.parquet", "--model_version", "resnet18", "--out", out.to_str().unwrap()], &out);
+    assert!(err.contains("/nonexistent/data.parquet") && err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn missing_image_column_lists_the_columns_found() {
+    let out = scratch("err-missing-column");
+    let df = vision_dir().join("images.parquet");
+    let err = fails(&["embed", "vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--image_column", "pictures", "--out", out.to_str().unwrap()], &out);
+    assert!(err.contains("'pictures'") && err.contains("patient_id, images, labels, site, age"), "{err}");
+}
+
+#[test]
+fn undecodable_image_names_the_row() {
+    let out = scratch("err-decode");
+    let df = vision_dir().join("bad_images.parquet");
+    let err = fails(&["embed", "vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--out", out.to_str().unwrap()], &out);
+    assert!(err.contains("row 3") && err.contains("--on_error skip"), "{err}");
+}
+
+#[test]
+fn on_error_skip_records_skipped_rows() {
+    let out = scratch("skip");
+    let df = vision_dir().join("bad_images.parquet");
+    let torch_home = vision_dir().join("torch_home");
+    let dir = embed_ok(
+        &["vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--on_error", "skip", "--out", out.to_str().unwrap(), "--batch_size", "3"],
+        &[("TORCH_HOME", torch_home.to_str().unwrap())],
+    );
+    let batch = read_parquet(&output_parquet(&dir));
+    assert_eq!(batch.num_rows(), 6, "8 rows minus the 2 bad ones");
+    let skipped: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("skipped_rows.json")).unwrap()).unwrap();
+    let rows: Vec<u64> = skipped.as_array().unwrap().iter().map(|s| s["row"].as_u64().unwrap()).collect();
+    assert_eq!(rows, vec![3, 5]);
+    assert!(skipped[1]["reason"].as_str().unwrap().contains("null"));
+    let details: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("embedding_details.json")).unwrap()).unwrap();
+    assert_eq!(details["skipped_rows"], 2);
+    assert_eq!(details["rows"], 6);
+    // The surviving rows keep their pass-through values, in order.
+    let ids = batch.column_by_name("patient_id").unwrap();
+    let ids: Vec<String> = (0..6).map(|i| arrow::util::display::array_value_to_string(ids, i).unwrap()).collect();
+    assert_eq!(ids, ["P000", "P001", "P002", "P004", "P006", "P007"]);
+}
+
+#[test]
+fn missing_pretrained_weights_say_which_file_to_put_where() {
+    let out = scratch("err-no-weights");
+    let df = vision_dir().join("images.parquet");
+    let empty_home = scratch("empty-torch-home");
+    let output = deepembed_env(
+        &["embed", "vision", "--df", df.to_str().unwrap(), "--model_version", "resnet50", "--out", out.to_str().unwrap()],
+        &[("TORCH_HOME", empty_home.to_str().unwrap())],
+    );
+    let err = stderr(&output);
+    assert!(!output.status.success());
+    assert!(err.contains("resnet50-0676ba61.pth") && err.contains(&empty_home.join("hub/checkpoints").display().to_string()), "{err}");
+}
+
+#[test]
+fn weights_of_another_model_version_are_refused() {
+    let out = scratch("err-wrong-version");
+    let df = vision_dir().join("images.parquet");
+    let r18 = vision_dir().join("torch_home/hub/checkpoints/resnet18-f37072fd.pth");
+    let err = fails(&["embed", "vision", "--df", df.to_str().unwrap(), "--model_version", "resnet34", "--model_weights", r18.to_str().unwrap(), "--out", out.to_str().unwrap()], &out);
+    assert!(err.contains("not a torchvision resnet34 weights file") && err.contains("missing weights"), "{err}");
+}
+
+#[test]
+fn head_flags_that_contradict_the_checkpoint_name_flag_value_and_shape() {
+    let out = scratch("err-head");
+    let df = vision_dir().join("images.parquet");
+    let ckpt = vision_dir().join("finetuned/finetuned-resnet18-a2-cls/model_weights.pth");
+    let base = ["embed", "vision", "--df", df.to_str().unwrap(), "--use_case", "finetuned", "--model_weights", ckpt.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let with = |extra: &[&str]| -> String {
+        let mut args = base.to_vec();
+        if !extra.contains(&"--model_version") {
+            args.extend_from_slice(&["--model_version", "resnet18"]);
+        }
+        args.extend_from_slice(extra);
+        fails(&args, &out)
+    };
+    let err = with(&["--embed_size", "100"]);
+    assert!(err.contains("--embed_size 100") && err.contains("[64, 512]"), "{err}");
+    let err = with(&["--num_classes", "9"]);
+    assert!(err.contains("--num_classes 9") && err.contains("fc2.weight") && err.contains("[4, 64]"), "{err}");
+    let err = with(&["--added_layers", "1"]);
+    assert!(err.contains("--added_layers 1") && err.contains("fc2"), "{err}");
+    let err = with(&["--model_version", "resnet50"]);
+    assert!(err.contains("fc1.weight has shape [64, 512]") && err.contains("--model_version"), "{err}");
+}
+
+#[test]
+fn unknown_plugin_lists_the_known_ones() {
+    let output = deepembed(&["embed", "audio", "--df", "x.parquet"]);
+    let err = stderr(&output);
+    assert!(!output.status.success());
+    assert!(err.contains("unknown plugin 'audio'") && err.contains("known plugins: vision") && err.contains("searched:"), "{err}");
+}
+
+#[test]
+fn an_impossible_cuda_request_says_why() {
+    let out = scratch("err-cuda");
+    let df = vision_dir().join("images.parquet");
+    let output = deepembed(&["embed", "vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--device", "cuda:7", "--out", out.to_str().unwrap()]);
+    let err = stderr(&output);
+    if output.status.success() {
+        panic!("a machine with 8 CUDA devices? {err}");
+    }
+    assert!(err.contains("--device cuda:7"), "{err}");
+}
