@@ -1,1 +1,118 @@
-fn main(){}
+//! Project tasks: `cargo xtask <task>`.
+//!
+//!   demo           set up, then extract embeddings from a generated sample dataset
+//!   test           set up, generate the parity fixtures, then run every test
+//!   setup          only the set-up (system packages, Python venv, release build, plugins)
+//!   bench vision   deepembed against a DeepTune-like Python pipeline (see docs/BENCHMARKS.md)
+//!   gpu-check      the extraction on a CUDA device, with throughput (needs an NVIDIA GPU)
+
+mod setup;
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Result};
+use setup::{run, Workspace};
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let ws = Workspace::locate();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["setup"] => setup::setup(&ws),
+        ["demo"] => demo(&ws),
+        ["test", rest @ ..] => test(&ws, rest),
+        ["bench", "vision", rest @ ..] => bench_vision(&ws, rest),
+        ["gpu-check", rest @ ..] => gpu_check(&ws, rest),
+        _ => bail!("usage: cargo xtask <demo | test [test filter] | setup | bench vision [--images N] | gpu-check>"),
+    }
+}
+
+fn demo(ws: &Workspace) -> Result<()> {
+    setup::setup(ws)?;
+    let demo = ws.root.join("target").join("demo");
+    run(ws.command(ws.python())?.arg("tests/python/gen_demo.py").arg(&demo))?;
+    let out = demo.join("deeptune_results");
+    let status = Command::new(ws.binary())
+        .args(["embed", "vision", "--model_version", "resnet18", "--batch_size", "16"])
+        .arg("--df")
+        .arg(demo.join("images.parquet"))
+        .arg("--model_weights")
+        .arg(demo.join("resnet18-random-weights.pth"))
+        .arg("--out")
+        .arg(&out)
+        .status()?;
+    if !status.success() {
+        bail!("the demo extraction failed");
+    }
+    println!("\nDemo output (image embeddings from a random-weight ResNet-18): {}", newest_dir(&out)?.display());
+    println!("Run `{} plugins` to see what is installed.", ws.binary().display());
+    Ok(())
+}
+
+fn newest_dir(dir: &Path) -> Result<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).collect();
+    dirs.sort_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
+    dirs.last().map(|e| e.path()).ok_or_else(|| anyhow::anyhow!("no output in {}", dir.display()))
+}
+
+/// Generates fixtures (only when a generator or the requirements changed), then runs every
+/// test of the workspace in release mode, so test builds reuse the release artifacts.
+fn test(ws: &Workspace, filter: &[&str]) -> Result<()> {
+    setup::setup(ws)?;
+    let work = ws.root.join("tests").join("work");
+    generate_fixtures(ws, &work)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = ws.command(&cargo)?;
+    cmd.args(["test", "--release", "--workspace", "--exclude", "xtask"])
+        .env("DEEPEMBED_TEST_DATA", &work)
+        .env("DEEPEMBED_PYTHON", ws.python())
+        .env("DEEPEMBED_BIN", ws.binary());
+    if !filter.is_empty() {
+        cmd.arg("--").args(filter);
+    }
+    run(&mut cmd)
+}
+
+fn generate_fixtures(ws: &Workspace, work: &Path) -> Result<()> {
+    let generators = ["gen_vision.py", "gen_checkpoints.py"];
+    let python_dir = ws.root.join("tests").join("python");
+    let mut fingerprint = std::fs::read_to_string(ws.requirements())?;
+    for g in generators {
+        fingerprint.push_str(&std::fs::read_to_string(python_dir.join(g))?);
+    }
+    let stamp = work.join(".generated-by");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(fingerprint.as_str()) {
+        eprintln!("xtask: fixtures in {} are up to date", work.display());
+        return Ok(());
+    }
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work)?;
+    run(ws.command(ws.python())?.arg(python_dir.join("gen_vision.py")).arg(work.join("vision")))?;
+    run(ws.command(ws.python())?.arg(python_dir.join("gen_checkpoints.py")).arg(work.join("checkpoints")))?;
+    std::fs::write(stamp, fingerprint)?;
+    Ok(())
+}
+
+fn bench_vision(ws: &Workspace, rest: &[&str]) -> Result<()> {
+    setup::setup(ws)?;
+    run(ws
+        .command(ws.python())?
+        .arg("bench/bench_vision.py")
+        .arg("--deepembed")
+        .arg(ws.binary())
+        .arg("--work")
+        .arg(ws.root.join("target").join("bench"))
+        .args(rest))
+}
+
+fn gpu_check(ws: &Workspace, rest: &[&str]) -> Result<()> {
+    setup::setup(ws)?;
+    run(Command::new("bash").arg(ws.root.join("bench").join("gpu_check.sh")).arg(ws.binary()).args(rest))
+}

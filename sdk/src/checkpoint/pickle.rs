@@ -314,12 +314,12 @@ impl<'a> Machine<'a> {
                 b'g' => { let l = self.line()?; let k = l.trim().parse().context("pickle GET")?; self.memo_get(k)?; }
                 b'h' => { let k = self.u8()? as u64; self.memo_get(k)?; }
                 b'j' => { let k = self.u32()? as u64; self.memo_get(k)?; }
-                b'c' => { let module = self.line()?.to_string(); let name = self.line()?.to_string(); self.push(Value::Global { module, name }); }
+                b'c' => { let module = python3_module(self.line()?); let name = self.line()?.to_string(); self.push(Value::Global { module, name }); }
                 0x93 => {                                                   // STACK_GLOBAL
                     let name = self.pop()?.into_value(0)?;
                     let module = self.pop()?.into_value(0)?;
                     match (module, name) {
-                        (Value::Str(module), Value::Str(name)) => self.push(Value::Global { module, name }),
+                        (Value::Str(module), Value::Str(name)) => self.push(Value::Global { module: python3_module(&module), name }),
                         _ => bail!("pickle STACK_GLOBAL needs two strings"),
                     }
                 }
@@ -417,6 +417,31 @@ impl<'a> Machine<'a> {
             ("collections", "OrderedDict") | ("builtins", "dict") if args.is_empty() => Ok(Item::Dict(Rc::default())),
             ("builtins", "list") if args.is_empty() => Ok(Item::List(Rc::default())),
             ("builtins", "set") | ("builtins", "frozenset") if args.is_empty() => Ok(Item::Set(Rc::default())),
+            // Protocol 2 (torch.save's default) writes sets as `set([items])`, ordered dicts as
+            // `OrderedDict([(k, v), ...])` and bytes as `_codecs.encode(text, 'latin1')`.
+            ("builtins", "set") | ("builtins", "frozenset") if args.len() == 1 => match &args[0] {
+                Item::List(items) => Ok(Item::Set(Rc::new(RefCell::new(items.borrow().clone())))),
+                other => bail!("pickle: set() of {other:?}"),
+            },
+            ("collections", "OrderedDict") | ("builtins", "dict") if args.len() == 1 => {
+                let Item::List(items) = &args[0] else { bail!("pickle: {name}() of a non-list") };
+                let mut pairs = Vec::new();
+                for item in items.borrow().iter() {
+                    match item {
+                        Item::Tuple(t) if t.len() == 2 => pairs.push((t[0].clone(), t[1].clone())),
+                        other => bail!("pickle: {name}() item {other:?} is not a pair"),
+                    }
+                }
+                Ok(Item::Dict(Rc::new(RefCell::new(pairs))))
+            }
+            ("_codecs", "encode") if args.len() == 2 => match (args[0].into_value(0)?, args[1].into_value(0)?) {
+                (Value::Str(text), Value::Str(encoding)) if encoding == "latin1" || encoding == "latin-1" => {
+                    // Each char is one byte (< 256) in latin-1.
+                    let bytes = text.chars().map(|c| u8::try_from(c as u32)).collect::<Result<Vec<u8>, _>>();
+                    Ok(Item::Value(Value::Bytes(bytes.map_err(|_| anyhow!("pickle: non-latin-1 text in bytes"))?)))
+                }
+                _ => Ok(Item::Object(Rc::new(RefCell::new(PendingObject { module, name, args, state: None, list_items: vec![], dict_items: vec![] })))),
+            },
             ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => Ok(Item::Value(rebuild_tensor(&args)?)),
             // A Parameter is its tensor for our purposes.
             ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state")
@@ -446,6 +471,17 @@ fn pairs(items: Vec<Item>) -> Result<Vec<(Item, Item)>> {
         out.push((k, v));
     }
     Ok(out)
+}
+
+/// Protocol 2 pickles name some modules by their Python 2 names; Python maps them back
+/// (`fix_imports`), and so do we.
+fn python3_module(module: &str) -> String {
+    match module {
+        "__builtin__" => "builtins",
+        "copy_reg" => "copyreg",
+        other => other,
+    }
+    .to_string()
 }
 
 fn long_value(bytes: &[u8]) -> Value {

@@ -1,0 +1,114 @@
+"""Checkpoint-reader fixtures, written by torch and safetensors themselves.
+
+Each file comes with <name>.expected.json: every tensor's dtype, shape and values (as floats), so
+the Rust reader is checked against what PyTorch holds, not against pasted numbers.
+"""
+
+import argparse
+import collections
+import json
+import os
+import pathlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+
+def expected(tensors):
+    out = {}
+    for name, t in tensors.items():
+        out[name] = {
+            "dtype": str(t.dtype).replace("torch.", ""),
+            "shape": list(t.shape),
+            "values": t.detach().to(torch.float64).flatten().tolist(),
+        }
+    return out
+
+
+def write(out, name, obj, tensors):
+    torch.save(obj, out / name)
+    (out / f"{name}.expected.json").write_text(json.dumps(expected(tensors)))
+
+
+class Evil:
+    """Unpickling this under Python runs a shell command that creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def main(out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(3)
+    g = torch.Generator().manual_seed(3)
+
+    # Every dtype torchvision, transformers and Lightning save.
+    dtypes = collections.OrderedDict()
+    dtypes["f32"] = torch.randn(3, 4, generator=g)
+    dtypes["f16"] = torch.randn(5, generator=g).to(torch.float16)
+    dtypes["bf16"] = torch.randn(2, 3, generator=g).to(torch.bfloat16)
+    dtypes["f64"] = torch.randn(4, generator=g, dtype=torch.float64)
+    dtypes["i64"] = torch.tensor([-(2**40), -1, 0, 7, 2**62])
+    dtypes["i32"] = torch.tensor([-5, 0, 2**30], dtype=torch.int32)
+    dtypes["i16"] = torch.tensor([-300, 300], dtype=torch.int16)
+    dtypes["i8"] = torch.tensor([-128, 127], dtype=torch.int8)
+    dtypes["u8"] = torch.tensor([0, 1, 255], dtype=torch.uint8)
+    dtypes["bool"] = torch.tensor([True, False, True])
+    dtypes["scalar"] = torch.tensor(3.5)
+    dtypes["empty"] = torch.zeros(0, 4)
+    write(out, "dtypes.pth", dtypes, dtypes)
+
+    # Views: storage offsets, strides, and storages shared between tensors.
+    base = torch.arange(60, dtype=torch.float32).reshape(6, 10)
+    views = collections.OrderedDict()
+    views["base"] = base
+    views["rows"] = base[2:4]  # offset 20
+    views["transposed"] = base.t()  # strides (1, 10)
+    views["strided"] = base[1:, ::3]  # offset 10, strides (10, 3)
+    views["column"] = base[:, 7]
+    views["shared_again"] = base.view(60)[5:9]
+    write(out, "views.pth", views, views)
+
+    # A training checkpoint: nested dicts around the state dict.
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+    nested = {"epoch": 3, "model": model.state_dict(), "optimizer": {"lr": 0.1, "betas": (0.9, 0.99)}, "name": "run-1"}
+    flat = {f"model.{k}": v for k, v in model.state_dict().items()}
+    write(out, "nested.pth", nested, flat)
+
+    # A Lightning-style checkpoint: state_dict next to objects of many classes (inert to us).
+    lightning = {
+        "epoch": 1,
+        "global_step": 10,
+        "pytorch-lightning_version": "2.5.0",
+        "state_dict": model.state_dict(),
+        "hyper_parameters": {"args": argparse.Namespace(lr=0.1, layers=[1, 2]), "path": pathlib.PurePosixPath("/data/x")},
+        "numpy_stats": np.arange(4, dtype=np.float32),
+        "loops": collections.OrderedDict(fit={"state": {"batches": 5}}),
+        "big_int": 2**80,
+        "set": {1, 2},
+        "bytes": b"\x00\x01",
+        "none": None,
+    }
+    write(out, "lightning.ckpt", lightning, dict(model.state_dict()))
+
+    # safetensors.
+    st = {"a": torch.randn(2, 2, generator=g), "b": torch.arange(5, dtype=torch.int64), "c": torch.randn(3, generator=g).to(torch.bfloat16)}
+    save_file(st, out / "weights.safetensors")
+    (out / "weights.safetensors.expected.json").write_text(json.dumps(expected(st)))
+
+    # Pickles that would run a shell command under Python.
+    marker = out / "PWNED"
+    torch.save(Evil(marker), out / "evil.pth")
+    torch.save({"weight": torch.ones(2), "payload": Evil(marker)}, out / "evil_with_weights.pth")
+    (out / "evil.json").write_text(json.dumps({"marker": str(marker)}))
+    print(f"checkpoint fixtures in {out}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]).resolve())

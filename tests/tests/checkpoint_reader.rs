@@ -1,0 +1,121 @@
+//! The SDK's checkpoint reader against what PyTorch and safetensors wrote (tests/python/
+//! gen_checkpoints.py): every dtype, views with offsets and strides, shared storages, nested and
+//! Lightning-style checkpoints, and pickles that would run code under Python.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use deepembed_sdk::checkpoint::{Checkpoint, StateDict, Value};
+use deepembed_tests::fixtures;
+
+fn dir() -> PathBuf {
+    fixtures().join("checkpoints")
+}
+
+/// Compares a loaded state dict with the generator's expectations: names, dtypes, shapes and
+/// every value exactly (each dtype converts to f64 without loss).
+fn check_against_expected(file: &Path) {
+    let sd = StateDict::load(file).unwrap_or_else(|e| panic!("{}: {e:#}", file.display()));
+    let expected_path = PathBuf::from(format!("{}.expected.json", file.display()));
+    let expected: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&std::fs::read(expected_path).unwrap()).unwrap();
+    let names: Vec<&String> = sd.keys().collect();
+    let wanted: Vec<&String> = expected.keys().collect();
+    assert_eq!(names, wanted, "{}", file.display());
+    for (name, want) in &expected {
+        let t = sd.get(name).unwrap();
+        let kind = format!("{:?}", t.kind());
+        let dtype = want["dtype"].as_str().unwrap();
+        let kind_ok = matches!(
+            (dtype, kind.as_str()),
+            ("float32", "Float") | ("float16", "Half") | ("bfloat16", "BFloat16") | ("float64", "Double") | ("int64", "Int64")
+                | ("int32", "Int") | ("int16", "Int16") | ("int8", "Int8") | ("uint8", "Uint8") | ("bool", "Bool")
+        );
+        assert!(kind_ok, "{name}: dtype {dtype} loaded as {kind}");
+        let shape: Vec<i64> = want["shape"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        assert_eq!(t.size(), shape, "{name}: shape");
+        let values: Vec<f64> = want["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let ours = Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap_or_default();
+        let ours = if shape.is_empty() { vec![t.to_kind(tch::Kind::Double).double_value(&[])] } else { ours };
+        assert_eq!(ours, values, "{name}: values");
+    }
+}
+
+#[test]
+fn every_dtype_loads_exactly() {
+    check_against_expected(&dir().join("dtypes.pth"));
+}
+
+#[test]
+fn views_offsets_strides_and_shared_storages() {
+    check_against_expected(&dir().join("views.pth"));
+}
+
+#[test]
+fn nested_training_checkpoint_is_flattened() {
+    check_against_expected(&dir().join("nested.pth"));
+}
+
+#[test]
+fn lightning_checkpoint_uses_its_state_dict_and_keeps_other_objects_inert() {
+    let file = dir().join("lightning.ckpt");
+    check_against_expected(&file);
+    let ckpt = Checkpoint::open(&file).unwrap();
+    let root = ckpt.root();
+    assert_eq!(root.get("epoch"), Some(&Value::Int(1)));
+    assert_eq!(root.get("pytorch-lightning_version").and_then(Value::as_str), Some("2.5.0"));
+    match root.get("hyper_parameters").and_then(|h| h.get("args")) {
+        Some(Value::Object(o)) => {
+            assert_eq!((o.module.as_str(), o.name.as_str()), ("argparse", "Namespace"));
+            // The Namespace's attributes are data we can read.
+            let lr = o.state.as_ref().and_then(|s| s.get("lr")).and_then(Value::as_f64);
+            assert_eq!(lr, Some(0.1));
+        }
+        other => panic!("argparse.Namespace should load as an inert object, got {other:?}"),
+    }
+    assert!(matches!(root.get("big_int"), Some(Value::BigInt(_))));
+    assert!(matches!(root.get("set"), Some(Value::Set(items)) if items.len() == 2));
+    assert_eq!(root.get("bytes"), Some(&Value::Bytes(vec![0, 1])));
+    assert_eq!(root.get("none"), Some(&Value::None));
+}
+
+#[test]
+fn safetensors_files_load() {
+    check_against_expected(&dir().join("weights.safetensors"));
+}
+
+#[test]
+fn a_pickle_that_would_run_a_shell_command_runs_nothing() {
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(dir().join("evil.json")).unwrap()).unwrap();
+    let marker = PathBuf::from(info["marker"].as_str().unwrap());
+    let _ = std::fs::remove_file(&marker);
+
+    // Alone: it loads as an inert description of the call, and holds no weights.
+    let ckpt = Checkpoint::open(&dir().join("evil.pth")).expect("the reader treats the call as data");
+    match ckpt.root() {
+        Value::Object(o) => {
+            assert_eq!(o.name, "system");
+            assert!(o.module == "posix" || o.module == "os", "{}", o.module);
+        }
+        other => panic!("expected an inert object, got {other:?}"),
+    }
+    let err = ckpt.state_dict().err().expect("no tensors in it").to_string();
+    assert!(err.contains("holds no tensors"), "{err}");
+
+    // Beside real weights: the weights load, the payload stays inert.
+    let sd = StateDict::load(&dir().join("evil_with_weights.pth")).unwrap();
+    assert_eq!(sd.keys().collect::<Vec<_>>(), ["weight"]);
+
+    assert!(!marker.exists(), "the shell command ran");
+}
+
+#[test]
+fn truncated_and_foreign_files_fail_cleanly() {
+    let scratch = deepembed_tests::scratch("bad-checkpoints");
+    let good = std::fs::read(dir().join("dtypes.pth")).unwrap();
+    std::fs::write(scratch.join("truncated.pth"), &good[..good.len() / 2]).unwrap();
+    std::fs::write(scratch.join("text.pth"), b"this is not a checkpoint at all").unwrap();
+    for name in ["truncated.pth", "text.pth"] {
+        let err = StateDict::load(&scratch.join(name)).err().unwrap_or_else(|| panic!("{name} loaded"));
+        assert!(format!("{err:#}").contains(name), "error should name the file: {err:#}");
+    }
+}

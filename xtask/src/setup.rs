@@ -1,0 +1,155 @@
+//! Set-up shared by every task: system packages, the Python venv that provides libtorch and the
+//! reference stack, the release build, and installing plugins beside the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Paths of the workspace, derived from this crate's location.
+pub struct Workspace {
+    pub root: PathBuf,
+}
+
+impl Workspace {
+    pub fn locate() -> Workspace {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf();
+        Workspace { root }
+    }
+    pub fn venv(&self) -> PathBuf {
+        self.root.join(".venv")
+    }
+    pub fn python(&self) -> PathBuf {
+        self.venv().join("bin").join("python")
+    }
+    pub fn release(&self) -> PathBuf {
+        self.root.join("target").join("release")
+    }
+    pub fn binary(&self) -> PathBuf {
+        self.release().join("deepembed")
+    }
+    pub fn requirements(&self) -> PathBuf {
+        self.root.join("tests").join("python").join("requirements.txt")
+    }
+
+    /// The directory of libtorch inside the venv's torch package.
+    pub fn torch_lib(&self) -> Result<PathBuf> {
+        let out = Command::new(self.python())
+            .args(["-c", "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))"])
+            .output()
+            .context("running the venv's python")?;
+        if !out.status.success() {
+            bail!("torch is not importable in {}: {}", self.venv().display(), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+    }
+
+    /// A command with the venv first on PATH and libtorch on the library path, as the build and
+    /// the tests need.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        let mut cmd = Command::new(program);
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![self.venv().join("bin")];
+        paths.extend(std::env::split_paths(&path));
+        cmd.env("PATH", std::env::join_paths(paths)?)
+            .env("LIBTORCH_USE_PYTORCH", "1")
+            .env("LD_LIBRARY_PATH", self.torch_lib()?)
+            .env_remove("LIBTORCH")
+            .current_dir(&self.root);
+        Ok(cmd)
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {}", describe(cmd));
+    let status = cmd.status().with_context(|| format!("cannot run {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("{} failed with {status}", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    format!("{} {}", cmd.get_program().to_string_lossy(), args.join(" "))
+}
+
+/// Everything `demo` and `test` need before running anything.
+pub fn setup(ws: &Workspace) -> Result<()> {
+    system_packages()?;
+    python_venv(ws)?;
+    build(ws)?;
+    install_plugins(ws)?;
+    Ok(())
+}
+
+/// cmake and nasm build libjpeg-turbo (linked statically into the vision plugin).
+fn system_packages() -> Result<()> {
+    let missing: Vec<&str> = ["cmake", "nasm"].into_iter().filter(|tool| !on_path(tool)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if !is_root || !on_path("apt-get") {
+        bail!("the build needs {} (to build libjpeg-turbo); install them with your package manager and rerun", missing.join(" and "));
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+/// `.venv` with the pinned requirements. Reinstalled only when requirements.txt changes.
+fn python_venv(ws: &Workspace) -> Result<()> {
+    let stamp = ws.venv().join(".deepembed-requirements");
+    let wanted = std::fs::read_to_string(ws.requirements())?;
+    if ws.python().is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(());
+    }
+    if !ws.python().is_file() {
+        let base = std::env::var("DEEPEMBED_BASE_PYTHON").unwrap_or_else(|_| "python3".into());
+        run(Command::new(&base).args(["-m", "venv"]).arg(ws.venv()))?;
+    }
+    run(Command::new(ws.python()).args(["-m", "pip", "install", "--quiet", "--upgrade", "pip"]))?;
+    run(Command::new(ws.python()).args(["-m", "pip", "install", "--quiet", "-r"]).arg(ws.requirements()))?;
+    std::fs::write(stamp, wanted)?;
+    Ok(())
+}
+
+/// Release build of the host and every plugin against the venv's libtorch.
+fn build(ws: &Workspace) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(ws.command(&cargo)?.args(["build", "--release", "--workspace", "--exclude", "xtask"]))
+}
+
+/// The plugin crates: one directory each under `plugins/`.
+pub fn plugin_names(ws: &Workspace) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(ws.root.join("plugins"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Copies each plugin library to `target/release/plugins/`, where the host looks by default.
+fn install_plugins(ws: &Workspace) -> Result<()> {
+    let dest = ws.release().join("plugins");
+    std::fs::create_dir_all(&dest)?;
+    for name in plugin_names(ws)? {
+        let file = format!("libdeepembed_{}.so", name.replace('-', "_"));
+        let built = ws.release().join(&file);
+        if !built.is_file() {
+            bail!("plugin {name} was not built: {} is missing", built.display());
+        }
+        // Copy then rename, so a running deepembed never maps a half-written library.
+        let tmp = dest.join(format!(".{file}.tmp"));
+        std::fs::copy(&built, &tmp)?;
+        std::fs::rename(&tmp, dest.join(&file))?;
+    }
+    eprintln!("xtask: plugins installed in {}", dest.display());
+    Ok(())
+}
