@@ -17,6 +17,9 @@ pub mod manifest;
 pub mod plugin;
 
 pub use abi_stable;
+pub use anyhow;
+pub use arrow;
+pub use log;
 pub use args::Args;
 pub use device::{Device, DeviceKind};
 pub use manifest::{ArgKind, ArgSpec, Manifest, OutputPlan};

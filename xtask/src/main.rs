@@ -69,6 +69,7 @@ fn test(ws: &Workspace, filter: &[&str]) -> Result<()> {
     let work = ws.root.join("tests").join("work");
     generate_fixtures(ws, &work)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    build_third_party_plugins(ws, &cargo)?;
     let mut cmd = ws.command(&cargo)?;
     cmd.args(["test", "--release", "--workspace", "--exclude", "xtask"])
         .env("DEEPEMBED_TEST_DATA", &work)
@@ -78,6 +79,19 @@ fn test(ws: &Workspace, filter: &[&str]) -> Result<()> {
         cmd.arg("--").args(filter);
     }
     run(&mut cmd)
+}
+
+/// The plugins of tests/plugins: a workspace of its own, depending only on the SDK. Built with the
+/// host's lock file and target directory so the shared dependencies are not compiled twice.
+fn build_third_party_plugins(ws: &Workspace, cargo: &str) -> Result<()> {
+    let dir = ws.root.join("tests").join("plugins");
+    std::fs::copy(ws.root.join("Cargo.lock"), dir.join("Cargo.lock"))?;
+    run(ws
+        .command(cargo)?
+        .args(["build", "--release", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(ws.root.join("target")))
 }
 
 fn generate_fixtures(ws: &Workspace, work: &Path) -> Result<()> {

@@ -1,0 +1,18 @@
+//! An outside plugin that claims to be built against another libtorch. The host must report it and never run it.
+
+use deepembed_sdk::abi::{leak_root, HostCallbacks, PluginMod, PluginModRef, RunRequest};
+use deepembed_sdk::abi_stable::std_types::{RResult, RStr, RString};
+
+extern "C" fn manifest() -> RString {
+    RString::from(r#"{"name":"oldtorch","version":"0.3.1","modality":"tabular","description":"mismatched","models":[],"args":[]}"#)
+}
+
+extern "C" fn run(_host: HostCallbacks, _request: RunRequest) -> RResult<(), RString> {
+    RResult::RErr(RString::from("this plugin must never be run"))
+}
+
+fn root() -> PluginModRef {
+    leak_root(PluginMod { sdk_abi_version: deepembed_sdk::SDK_ABI_VERSION, libtorch_version: RStr::from_str("1.13.1"), manifest, run })
+}
+
+deepembed_sdk::export_plugin!(root = root);
