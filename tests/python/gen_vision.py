@@ -229,6 +229,11 @@ def main(out: Path):
     pre = torch.stack([TRANSFORM(Image.open(io.BytesIO(b)).convert("RGB")) for b in images])
     write_f32(out / "preprocessed.f32", pre)
 
+    # A larger set for downstream tools that cross-validate (df-analyze): the sample images
+    # repeated, with a binary label.
+    many = pd.DataFrame({"images": [images[i % n] for i in range(120)], "labels": np.arange(120) % 2, "row": np.arange(120)})
+    many.to_parquet(out / "images_120.parquet", index=False)
+
     bad = df.head(8).copy()
     bad.loc[3, "images"] = b"\xff\xd8\xff\xe0 this is not really a jpeg"
     bad.loc[5, "images"] = None

@@ -69,3 +69,44 @@ print("ok")
     let output = std::process::Command::new(python()).args(["-c", script, file.to_str().unwrap()]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// df-analyze, the downstream tool DeepTune feeds, runs a classification on our output.
+#[test]
+fn df_analyze_reads_the_output() {
+    let dir = fixtures().join("vision");
+    let out = scratch("df-analyze");
+    let run_dir = embed_ok(
+        &["vision", "--df", dir.join("images_120.parquet").to_str().unwrap(), "--model_version", "resnet18", "--out", out.to_str().unwrap()],
+        &[("TORCH_HOME", dir.join("torch_home").to_str().unwrap())],
+    );
+    let file = output_parquet(&run_dir);
+    let df_analyze = python().parent().unwrap().join("df-analyze");
+    let report = out.join("df-analyze");
+    let output = std::process::Command::new(&df_analyze)
+        .args(["--df", file.to_str().unwrap(), "--target", "label", "--mode", "classify", "--classifiers", "lr", "dummy"])
+        .args(["--feat-select", "none", "--embed-select", "none", "--outdir", report.to_str().unwrap()])
+        .env("MPLBACKEND", "Agg")
+        .output()
+        .expect("running df-analyze");
+    assert!(
+        output.status.success(),
+        "df-analyze failed on our Parquet:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let produced: Vec<_> = walk(&report);
+    assert!(produced.iter().any(|p| p.to_string_lossy().contains("final_performances")), "no df-analyze results in {}: {produced:?}", report.display());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

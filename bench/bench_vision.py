@@ -1,0 +1,71 @@
+"""`cargo xtask bench vision`: deepembed against a DeepTune-like Python pipeline on the same
+generated JPEG dataset and the same model, then again on a dataset ten times larger to show
+whether peak memory grows with the dataset. Prints images/s and peak RSS of each command.
+
+Each command runs as a child process; wall time covers the whole command (start-up, model
+loading, decoding, inference, writing Parquet), and peak RSS is the child's ru_maxrss.
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def measure(cmd, env=None):
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"command failed: {' '.join(map(str, cmd))}\n{err}")
+    return seconds, usage.ru_maxrss / 1024.0  # MiB
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--deepembed", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--images", type=int, default=512)
+    p.add_argument("--scale", type=int, default=10, help="size factor of the second dataset")
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--batch_size", type=int, default=32)
+    args = p.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    print(f"model {args.model}, batch size {args.batch_size}, CPU\n")
+    print("| images | tool | seconds | images/s | peak RSS (MiB) |")
+    print("|---:|---|---:|---:|---:|")
+    rows = {}
+    for n in (args.images, args.images * args.scale):
+        made = subprocess.run([sys.executable, HERE / "make_dataset.py", work, str(n), args.model], check=True, capture_output=True, text=True)
+        data, weights = made.stdout.split()
+        out = work / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        ours = [args.deepembed, "embed", "vision", "--df", data, "--model_version", args.model, "--model_weights", weights,
+                "--batch_size", str(args.batch_size), "--device", "cpu", "--out", str(out), "--quiet"]
+        python = [sys.executable, HERE / "deeptune_like.py", data, weights, args.model, str(args.batch_size), str(work / "python.parquet")]
+        for tool, cmd in (("deepembed", ours), ("python (DeepTune-like)", python)):
+            seconds, rss = measure(cmd)
+            rows[(n, tool)] = (seconds, rss)
+            print(f"| {n} | {tool} | {seconds:.1f} | {n / seconds:.1f} | {rss:.0f} |", flush=True)
+    print()
+    for n in (args.images, args.images * args.scale):
+        (a, ra), (b, rb) = rows[(n, "deepembed")], rows[(n, "python (DeepTune-like)")]
+        print(f"{n} images: deepembed {b / a:.2f}x the Python throughput; peak RSS {ra:.0f} vs {rb:.0f} MiB")
+    small, large = args.images, args.images * args.scale
+    print(f"peak RSS growth from {small} to {large} images: deepembed {rows[(large, 'deepembed')][1] - rows[(small, 'deepembed')][1]:+.0f} MiB, "
+          f"python {rows[(large, 'python (DeepTune-like)')][1] - rows[(small, 'python (DeepTune-like)')][1]:+.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""A benchmark dataset: N JPEGs of mixed sizes around 500x375 (photo-like content), with labels
+and an id column, plus a random-weight torchvision weights file for the model.
+
+Usage: make_dataset.py OUT_DIR N [MODEL]
+"""
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+from PIL import Image
+
+
+def jpeg(rng, w, h):
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([x * 255.0 / w, y * 255.0 / h, (x + y) * 127.0 / (w + h)], axis=-1)
+    img += rng.normal(0, 20, size=(h, w, 3))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def main(out: Path, n: int, model: str):
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / f"images_{n}.parquet"
+    if not data.exists():
+        rng = np.random.default_rng(n)
+        # A pool of distinct images, repeated: encoding thousands of JPEGs would dominate set-up.
+        pool = [jpeg(rng, int(rng.integers(400, 640)), int(rng.integers(300, 480))) for _ in range(min(n, 256))]
+        images = [pool[i % len(pool)] for i in range(n)]
+        df = pd.DataFrame({"images": images, "labels": rng.integers(0, 5, size=n), "id": np.arange(n)})
+        df.to_parquet(data, index=False)
+    weights = out / f"{model}-random.pth"
+    if not weights.exists():
+        torch.manual_seed(0)
+        torch.save(getattr(torchvision.models, model)(weights=None).state_dict(), weights)
+    print(data)
+    print(weights)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "resnet18")
