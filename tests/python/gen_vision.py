@@ -230,8 +230,14 @@ def main(out: Path):
     write_f32(out / "preprocessed.f32", pre)
 
     # A larger set for downstream tools that cross-validate (df-analyze): the sample images
-    # repeated, with a binary label.
-    many = pd.DataFrame({"images": [images[i % n] for i in range(120)], "labels": np.arange(120) % 2, "row": np.arange(120)})
+    # repeated, with a binary label and a categorical column (df-analyze 0.1.3 divides by zero
+    # when a table has no categorical column at all).
+    many = pd.DataFrame({
+        "images": [images[i % n] for i in range(120)],
+        "labels": np.arange(120) % 2,
+        "row": np.arange(120),
+        "site": [("north", "south", "east")[i % 3] for i in range(120)],
+    })
     many.to_parquet(out / "images_120.parquet", index=False)
 
     bad = df.head(8).copy()

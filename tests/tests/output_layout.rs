@@ -75,16 +75,19 @@ print("ok")
 fn df_analyze_reads_the_output() {
     let dir = fixtures().join("vision");
     let out = scratch("df-analyze");
+    // A fine-tuned model with a 64-wide embedding layer keeps df-analyze's tuning short.
+    let checkpoint = dir.join("finetuned/finetuned-resnet18-a2-cls/model_weights.pth");
     let run_dir = embed_ok(
-        &["vision", "--df", dir.join("images_120.parquet").to_str().unwrap(), "--model_version", "resnet18", "--out", out.to_str().unwrap()],
-        &[("TORCH_HOME", dir.join("torch_home").to_str().unwrap())],
+        &["vision", "--df", dir.join("images_120.parquet").to_str().unwrap(), "--model_version", "resnet18", "--use_case", "finetuned",
+          "--model_weights", checkpoint.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[],
     );
     let file = output_parquet(&run_dir);
     let df_analyze = python().parent().unwrap().join("df-analyze");
     let report = out.join("df-analyze");
     let output = std::process::Command::new(&df_analyze)
         .args(["--df", file.to_str().unwrap(), "--target", "label", "--mode", "classify", "--classifiers", "lr", "dummy"])
-        .args(["--feat-select", "none", "--embed-select", "none", "--outdir", report.to_str().unwrap()])
+        .args(["--feat-select", "none", "--embed-select", "none", "--htune-trials", "5", "--outdir", report.to_str().unwrap()])
         .env("MPLBACKEND", "Agg")
         .output()
         .expect("running df-analyze");
