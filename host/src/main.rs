@@ -9,6 +9,7 @@ mod logger;
 mod output;
 mod run;
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -70,7 +71,7 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
             "rows": result.rows,
             "skipped_rows": result.skipped,
         });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        print_stdout(&(serde_json::to_string_pretty(&summary)? + "\n"))?;
     }
     Ok(())
 }
@@ -96,26 +97,36 @@ fn list_plugins(discovery: &Discovery, as_json: bool) -> Result<()> {
             "not_loaded": discovery.rejected.iter().map(|r| json!({"path": r.path, "reason": r.reason})).collect::<Vec<_>>(),
             "searched": discovery.searched.iter().map(|(p, why)| json!({"path": p, "source": why})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&value).context("formatting JSON")?);
-        return Ok(());
+        return print_stdout(&(serde_json::to_string_pretty(&value).context("formatting JSON")? + "\n"));
     }
+    let mut text = String::new();
     if discovery.plugins.is_empty() {
-        println!("no plugins found");
+        writeln!(text, "no plugins found")?;
     }
     for p in &discovery.plugins {
         let m = &p.manifest;
-        println!("{} {} ({})", m.name, m.version, m.modality);
-        println!("  {}", m.description);
-        println!("  models:   {}", m.models.join(", "));
-        println!("  sdk abi:  {}    libtorch: {}", p.sdk_abi_version, p.libtorch_version);
-        println!("  path:     {}", p.path.display());
+        writeln!(text, "{} {} ({})", m.name, m.version, m.modality)?;
+        writeln!(text, "  {}", m.description)?;
+        writeln!(text, "  models:   {}", m.models.join(", "))?;
+        writeln!(text, "  sdk abi:  {}    libtorch: {}", p.sdk_abi_version, p.libtorch_version)?;
+        writeln!(text, "  path:     {}", p.path.display())?;
     }
     for r in &discovery.rejected {
-        println!("not loaded: {}\n  {}", r.path.display(), r.reason);
+        writeln!(text, "not loaded: {}\n  {}", r.path.display(), r.reason)?;
     }
-    println!("searched:");
+    writeln!(text, "searched:")?;
     for (dir, why) in &discovery.searched {
-        println!("  {} [{why}]{}", dir.display(), if dir.exists() { "" } else { " (does not exist)" });
+        writeln!(text, "  {} [{why}]{}", dir.display(), if dir.exists() { "" } else { " (does not exist)" })?;
     }
-    Ok(())
+    print_stdout(&text)
+}
+
+/// Writes results to stdout. A reader that closed the pipe early (`| head`) is not an error.
+fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

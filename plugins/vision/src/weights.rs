@@ -135,7 +135,12 @@ pub fn deeptune_backbone(sd: &StateDict, opts: &VisionOptions) -> Result<StateDi
         (UseCase::Peft, false) => bail!("{source} holds no LoRA weights: it is not a peft checkpoint; use --use_case finetuned"),
         _ => {}
     }
-    let backbone = sd.strip_prefix("model.");
+    // DeepTune saves the backbone under `model.`; with peft the same tensors also sit under
+    // `peftmodel.base_model.model.`, which is all a checkpoint trimmed of duplicates may keep.
+    let mut backbone = sd.strip_prefix("model.");
+    if backbone.tensors.is_empty() {
+        backbone = sd.strip_prefix("peftmodel.base_model.model.");
+    }
     if backbone.tensors.is_empty() {
         bail!("{source} has no `model.*` weights: it is not a DeepTune checkpoint");
     }
