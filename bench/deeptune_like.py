@@ -2,7 +2,8 @@
 the whole Parquet file, a Dataset decodes with PIL per row, torchvision transforms, a DataLoader
 (no workers on CPU, as DeepTune), the model, np.vstack of all embeddings, a DataFrame, Parquet.
 
-Usage: deeptune_like.py DATA.parquet WEIGHTS.pth MODEL BATCH_SIZE OUT.parquet
+Usage: deeptune_like.py DATA.parquet WEIGHTS.pth MODEL BATCH_SIZE OUT.parquet [DEVICE [WORKERS]]
+DeepTune uses min(8, cpus // 2) workers and pinned memory on a GPU, no workers on the CPU.
 """
 
 import io
@@ -37,17 +38,18 @@ class ParquetImages(Dataset):
         return TRANSFORM(img), torch.tensor(row["labels"], dtype=torch.long), extras
 
 
-def main(data, weights, model_name, batch_size, out):
+def main(data, weights, model_name, batch_size, out, device="cpu", workers=0):
     model = getattr(torchvision.models, model_name)(weights=None)
     model.load_state_dict(torch.load(weights, weights_only=True))
     model.fc = nn.Identity()
-    model.eval()
+    model.eval().to(device)
     df = pd.read_parquet(data)
-    loader = DataLoader(ParquetImages(df), batch_size=batch_size, shuffle=False, num_workers=0)
+    loader = DataLoader(ParquetImages(df), batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device != "cpu", persistent_workers=workers > 0)
     embeddings, labels, extras = [], [], []
     with torch.no_grad():
         for x, y, extra in loader:
-            embeddings.append(model(x).numpy())
+            embeddings.append(model(x.to(device)).cpu().numpy())
             labels += y.numpy().tolist()
             for i in range(len(x)):
                 extras.append({k: v[i].item() if hasattr(v[i], "item") else v[i] for k, v in extra.items()})
@@ -57,4 +59,5 @@ def main(data, weights, model_name, batch_size, out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+    extra = sys.argv[6:]
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], extra[0] if extra else "cpu", int(extra[1]) if len(extra) > 1 else 0)

@@ -132,3 +132,42 @@ pub fn collect_args(specs: &[ArgSpec], matches: &ArgMatches) -> Result<Args> {
     }
     Ok(args)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        std::iter::once("deepembed").chain(args.iter().copied()).map(OsString::from).collect()
+    }
+
+    #[test]
+    fn plugin_paths_are_found_in_every_spelling_before_clap_runs() {
+        let found = prescan_plugin_paths(&argv(&["embed", "x", "--plugin-path", "/a:/b", "--plugin_path=/c", "--plugin-path=/d", "--df", "f"]));
+        assert_eq!(found, ["/a", "/b", "/c", "/d"].map(PathBuf::from));
+        assert!(prescan_plugin_paths(&argv(&["plugins", "--plugin-path"])).is_empty());
+    }
+
+    #[test]
+    fn flags_accept_snake_and_kebab_case_and_record_every_argument() {
+        let specs = vec![
+            ArgSpec::new("model_version", ArgKind::String, "").required(),
+            ArgSpec::new("embed_size", ArgKind::Int, ""),
+            ArgSpec::new("cols", ArgKind::List, ""),
+            ArgSpec::new("model_weights", ArgKind::Path, ""),
+        ];
+        let mut cmd = Command::new("t");
+        for s in &specs {
+            cmd = cmd.arg(clap_arg(s));
+        }
+        let m = cmd.try_get_matches_from(["t", "--model-version", "r18", "--embed_size", "64", "--cols", "a", "b", "--model_weights", "w.pth"]).unwrap();
+        let args = collect_args(&specs, &m).unwrap();
+        assert_eq!(args.str("model_version"), Some("r18"));
+        assert_eq!(args.int("embed_size").unwrap(), Some(64));
+        assert_eq!(args.list("cols"), Some(vec!["a".to_string(), "b".to_string()]));
+        assert!(std::path::Path::new(args.str("model_weights").unwrap()).is_absolute());
+        let m = cmd.try_get_matches_from(["t", "--model_version", "r18"]).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&collect_args(&specs, &m).unwrap().to_json()).unwrap();
+        assert!(json["embed_size"].is_null() && json.as_object().unwrap().contains_key("embed_size"));
+    }
+}

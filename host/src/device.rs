@@ -34,7 +34,8 @@ pub fn resolve(spec: &str) -> Result<Device> {
                 bail!("--device {spec}: libtorch's CUDA support loaded, but it sees no CUDA device (check the driver and CUDA_VISIBLE_DEVICES)");
             }
             if index as usize >= count {
-                bail!("--device {spec}: there are only {count} CUDA devices (cuda:0 to cuda:{})", count - 1);
+                let visible = if count == 1 { "only cuda:0 is visible".to_string() } else { format!("only cuda:0 to cuda:{} are visible", count - 1) };
+                bail!("--device {spec}: {visible}");
             }
             Ok(Device::cuda(index))
         }
@@ -63,4 +64,17 @@ fn load_cuda_library() -> Result<(), String> {
             })
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn device_spellings() {
+        assert_eq!(super::resolve("cpu").unwrap(), deepembed_sdk::Device::CPU);
+        assert_eq!(super::resolve(" CPU ").unwrap(), deepembed_sdk::Device::CPU);
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda0", "mps"] {
+            let err = super::resolve(bad).unwrap_err().to_string();
+            assert!(err.contains("auto, cpu, cuda, cuda:N") || err.contains("--device"), "{bad}: {err}");
+        }
+    }
 }

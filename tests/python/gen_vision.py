@@ -295,6 +295,13 @@ def main(out: Path):
         torch.save(model.state_dict(), path)
         args = ["--use_case", "peft", "--model_version", version, "--model_weights", str(path)]
         reference(name, model.embed, args, 8)
+        if added == 1:
+            # The same weights with only peft's copy of the backbone (`peftmodel.base_model.model.*`).
+            trimmed = {k: v for k, v in model.state_dict().items() if not k.startswith("model.")}
+            tpath = out / "peft" / f"{name}-peft-keys-only.pth"
+            torch.save(trimmed, tpath)
+            args = ["--use_case", "peft", "--model_version", version, "--model_weights", str(tpath)]
+            reference(f"{name}-peft-keys-only", model.embed, args, 8)
 
     (out / "cases.json").write_text(json.dumps({"images": n, "cases": cases}, indent=2))
     print(f"vision fixtures: {n} images, {len(cases)} cases in {out}")

@@ -545,3 +545,48 @@ fn rebuild_tensor(args: &[Item]) -> Result<Value> {
     }
     Ok(Value::Tensor(Box::new(TensorRef { storage, offset, size, stride })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_plain(bytes: &[u8]) -> Result<Value> {
+        load(bytes, &mut NoPersistentLoad)
+    }
+
+    #[test]
+    fn a_memoized_container_sees_items_added_after_it_was_memoized() {
+        // [d, d] where d = {'a': 1}; d is memoized (BINPUT 1) while still empty.
+        let bytes = b"\x80\x02]q\x00(}q\x01X\x01\x00\x00\x00aK\x01sh\x01e.";
+        let d = Value::Dict(vec![(Value::Str("a".into()), Value::Int(1))]);
+        assert_eq!(load_plain(bytes).unwrap(), Value::List(vec![d.clone(), d]));
+    }
+
+    #[test]
+    fn unknown_callables_become_inert_objects() {
+        // os.system('echo hi') as protocol 0: GLOBAL, MARK, STRING, TUPLE, REDUCE.
+        let bytes = b"cos\nsystem\n(S'echo hi'\ntR.";
+        match load_plain(bytes).unwrap() {
+            Value::Object(o) => {
+                assert_eq!((o.module.as_str(), o.name.as_str()), ("os", "system"));
+                assert_eq!(o.args, vec![Value::Str("echo hi".into())]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_pickles_are_errors_not_panics() {
+        for bytes in [&b""[..], b"\x80\x02", b"\x80\x02h\x05.", b"\x80\x02(t0", b"\x80\x02X\xff\xff\xff\x7fab.", b"\x80\x02\xff."] {
+            assert!(load_plain(bytes).is_err(), "{bytes:?} should fail");
+        }
+    }
+
+    #[test]
+    fn long_integers_of_any_width() {
+        // LONG1 with 1 byte (-1), 8 bytes (i64::MIN), and 9 bytes (2**64).
+        assert_eq!(load_plain(b"\x80\x02\x8a\x01\xff.").unwrap(), Value::Int(-1));
+        assert_eq!(load_plain(b"\x80\x02\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80.").unwrap(), Value::Int(i64::MIN));
+        assert!(matches!(load_plain(b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01.").unwrap(), Value::BigInt(_)));
+    }
+}
