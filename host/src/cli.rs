@@ -160,7 +160,7 @@ mod tests {
         for s in &specs {
             cmd = cmd.arg(clap_arg(s));
         }
-        let m = cmd.try_get_matches_from(["t", "--model-version", "r18", "--embed_size", "64", "--cols", "a", "b", "--model_weights", "w.pth"]).unwrap();
+        let m = cmd.clone().try_get_matches_from(["t", "--model-version", "r18", "--embed_size", "64", "--cols", "a", "b", "--model_weights", "w.pth"]).unwrap();
         let args = collect_args(&specs, &m).unwrap();
         assert_eq!(args.str("model_version"), Some("r18"));
         assert_eq!(args.int("embed_size").unwrap(), Some(64));
