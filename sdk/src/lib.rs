@@ -4,7 +4,8 @@
 //! - [`plugin`]: the [`Plugin`] trait, the [`RunContext`] of a run and [`export_plugin!`].
 //! - [`manifest`]: what a plugin declares (arguments, models) and its [`OutputPlan`].
 //! - [`device`], [`args`], [`logging`]: the device handle, run arguments and log bridge.
-//! - [`checkpoint`]: a safe reader for PyTorch and safetensors checkpoints.
+//! - [`checkpoint`]: a safe reader for PyTorch and safetensors checkpoints; [`lora`]: merging
+//!   peft LoRA adapters into base weights.
 //! - [`columns`]: helpers for output columns and pass-through.
 
 pub mod abi;
@@ -13,6 +14,7 @@ pub mod checkpoint;
 pub mod columns;
 pub mod device;
 pub mod logging;
+pub mod lora;
 pub mod manifest;
 pub mod plugin;
 

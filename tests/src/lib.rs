@@ -94,10 +94,16 @@ pub fn read_f32(path: &Path) -> Vec<f32> {
 
 /// Embedding columns `"0"`..`"dims-1"` as a row-major matrix.
 pub fn embedding_matrix(batch: &RecordBatch, dims: usize) -> Vec<f32> {
-    let cols: Vec<_> = (0..dims)
-        .map(|d| batch.column_by_name(&d.to_string()).unwrap_or_else(|| panic!("column \"{d}\" missing")).as_primitive::<Float32Type>().clone())
+    named_matrix(batch, &(0..dims).map(|d| d.to_string()).collect::<Vec<_>>())
+}
+
+/// The named Float32 columns as a row-major matrix.
+pub fn named_matrix(batch: &RecordBatch, names: &[String]) -> Vec<f32> {
+    let cols: Vec<_> = names
+        .iter()
+        .map(|d| batch.column_by_name(d).unwrap_or_else(|| panic!("column \"{d}\" missing")).as_primitive::<Float32Type>().clone())
         .collect();
-    let mut out = Vec::with_capacity(batch.num_rows() * dims);
+    let mut out = Vec::with_capacity(batch.num_rows() * names.len());
     for r in 0..batch.num_rows() {
         for c in &cols {
             assert!(!c.is_null(r));

@@ -95,7 +95,7 @@ fn build_third_party_plugins(ws: &Workspace, cargo: &str) -> Result<()> {
 }
 
 fn generate_fixtures(ws: &Workspace, work: &Path) -> Result<()> {
-    let generators = ["gen_vision.py", "gen_checkpoints.py"];
+    let generators = ["gen_vision.py", "gen_checkpoints.py", "gen_text.py"];
     let python_dir = ws.root.join("tests").join("python");
     let mut fingerprint = std::fs::read_to_string(ws.requirements())?;
     for g in generators {
@@ -110,6 +110,7 @@ fn generate_fixtures(ws: &Workspace, work: &Path) -> Result<()> {
     std::fs::create_dir_all(work)?;
     run(ws.command(ws.python())?.arg(python_dir.join("gen_vision.py")).arg(work.join("vision")))?;
     run(ws.command(ws.python())?.arg(python_dir.join("gen_checkpoints.py")).arg(work.join("checkpoints")))?;
+    run(ws.command(ws.python())?.arg(python_dir.join("gen_text.py")).arg(work.join("text")))?;
     std::fs::write(stamp, fingerprint)?;
     Ok(())
 }

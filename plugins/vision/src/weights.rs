@@ -7,10 +7,9 @@
 //!   under `model.` and under `peftmodel.base_model.model.`; wrapped layers hold
 //!   `<path>.base_layer.*`, `<path>.lora_A.default.weight` and `<path>.lora_B.default.weight`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use deepembed_sdk::checkpoint::StateDict;
 use tch::Tensor;
 
@@ -128,7 +127,7 @@ pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) 
 /// The backbone weights of a DeepTune checkpoint under torchvision names. For peft, LoRA
 /// updates are merged into the base weights: `W + (B @ A) * alpha / r`.
 pub fn deeptune_backbone(sd: &StateDict, opts: &VisionOptions) -> Result<StateDict> {
-    let has_lora = sd.keys().any(|k| k.contains(".lora_A."));
+    let has_lora = deepembed_sdk::lora::has_lora(sd);
     let source = sd.source().display();
     match (opts.use_case, has_lora) {
         (UseCase::Finetuned, true) => bail!("{source} holds LoRA weights: it is a peft checkpoint; use --use_case peft"),
@@ -152,55 +151,14 @@ pub fn deeptune_backbone(sd: &StateDict, opts: &VisionOptions) -> Result<StateDi
 }
 
 fn merge_lora(sd: &StateDict, opts: &VisionOptions) -> Result<StateDict> {
-    let mut merged = BTreeMap::new();
-    let mut rank = None;
-    for (key, tensor) in &sd.tensors {
-        if key.contains(".lora_A.") || key.contains(".lora_B.") {
-            continue;
-        }
-        let Some((layer, param)) = key.split_once(".base_layer.") else {
-            merged.insert(key.clone(), tensor.shallow_clone());
-            continue;
-        };
-        let name = format!("{layer}.{param}");
-        if param != "weight" {
-            merged.insert(name, tensor.shallow_clone());
-            continue;
-        }
-        let a = sd.get(&format!("{layer}.lora_A.default.weight"));
-        let b = sd.get(&format!("{layer}.lora_B.default.weight"));
-        let (a, b) = match (a, b) {
-            (Some(a), Some(b)) => (a, b),
-            _ => bail!("{}: {layer} is LoRA-wrapped but lacks lora_A/lora_B weights", sd.source().display()),
-        };
-        let r = a.size()[0];
-        if *rank.get_or_insert(r) != r {
-            bail!("{}: LoRA ranks differ between layers", sd.source().display());
-        }
-        merged.insert(name, lora_merged(tensor, a, b, opts.lora_alpha / r as f64).with_context(|| format!("merging LoRA into {layer}"))?);
-    }
-    let rank = rank.unwrap_or(0);
+    let merged = deepembed_sdk::lora::merge(sd, opts.lora_alpha)?;
     if let Some(given) = opts.embed_size {
-        if given != rank {
-            log::warn!("--embed_size {given} was given, but the checkpoint's LoRA rank is {rank}; using the checkpoint's");
+        if given != merged.rank {
+            log::warn!("--embed_size {given} was given, but the checkpoint's LoRA rank is {}; using the checkpoint's", merged.rank);
         }
     }
-    log::info!("merged LoRA updates (rank {rank}, alpha {}) into the backbone", opts.lora_alpha);
-    Ok(StateDict::new(sd.source().to_path_buf(), merged))
-}
-
-/// `W + dW * scale` with `dW = B @ A` for Linear, and for Conv2d the same product over the
-/// flattened kernels (`einsum('or,rikl->oikl', B[:, :, 0, 0], A)`), which covers 1x1 and kxk.
-fn lora_merged(w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {
-    let out = w.size()[0];
-    let r = a.size()[0];
-    if b.size()[0] != out || b.size().iter().skip(1).product::<i64>() != r {
-        bail!("lora_B has shape {:?}, expected [{out}, {r}, ...]", b.size());
-    }
-    let a2 = a.to_kind(tch::Kind::Float).reshape([r, -1]);
-    let b2 = b.to_kind(tch::Kind::Float).reshape([out, r]);
-    let delta = b2.matmul(&a2).reshape(w.size());
-    Ok(w.to_kind(tch::Kind::Float) + delta * scale)
+    log::info!("merged LoRA updates (rank {}, alpha {}) into {} backbone layers", merged.rank, opts.lora_alpha, merged.layers);
+    Ok(merged.weights)
 }
 
 /// Keys a torchvision or DeepTune file may hold that the embedding model does not use.

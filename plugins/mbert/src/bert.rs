@@ -1,0 +1,185 @@
+//! BERT (transformers' `BertModel`), forward pass only, with its parameter names.
+//!
+//! embeddings: word + token type (all 0) + position, LayerNorm; then per layer: self-attention
+//! (query/key/value, softmax(q k^T / sqrt(d) + mask) v), output dense + residual + LayerNorm,
+//! intermediate dense + exact (erf) GELU, output dense + residual + LayerNorm. No final norm.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use deepembed_sdk::checkpoint::StateDict;
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+/// The fields of a transformers `config.json` this model needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub hidden_size: i64,
+    pub num_hidden_layers: i64,
+    pub num_attention_heads: i64,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default)]
+    pub max_position_embeddings: Option<i64>,
+}
+
+fn default_eps() -> f64 {
+    1e-12
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+
+impl BertConfig {
+    pub fn from_file(path: &Path) -> Result<BertConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let config: BertConfig = serde_json::from_str(&text).with_context(|| format!("{} is not a BERT config.json", path.display()))?;
+        if config.hidden_act != "gelu" {
+            bail!("{}: hidden_act {} is not supported (BERT uses gelu)", path.display(), config.hidden_act);
+        }
+        if config.num_attention_heads < 1 || config.hidden_size % config.num_attention_heads != 0 {
+            bail!("{}: hidden_size {} is not a multiple of num_attention_heads {}", path.display(), config.hidden_size, config.num_attention_heads);
+        }
+        Ok(config)
+    }
+}
+
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, Some(&self.bias))
+    }
+}
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+pub struct Bert {
+    config: BertConfig,
+    word_embeddings: Tensor,
+    position_embeddings: Tensor,
+    token_type_embeddings: Tensor,
+    embeddings_norm: LayerNorm,
+    layers: Vec<Layer>,
+}
+
+/// Reads named tensors out of a state dict, remembering which were used.
+struct Weights<'a> {
+    sd: &'a StateDict,
+    device: Device,
+}
+
+impl Weights<'_> {
+    fn get(&self, name: &str) -> Result<Tensor> {
+        let t = self.sd.get(name).ok_or_else(|| anyhow!("{} has no weight {name}", self.sd.source().display()))?;
+        Ok(t.to_kind(Kind::Float).to_device(self.device))
+    }
+    fn linear(&self, prefix: &str) -> Result<Linear> {
+        Ok(Linear { weight: self.get(&format!("{prefix}.weight"))?, bias: self.get(&format!("{prefix}.bias"))? })
+    }
+    fn norm(&self, prefix: &str) -> Result<LayerNorm> {
+        Ok(LayerNorm { weight: self.get(&format!("{prefix}.weight"))?, bias: self.get(&format!("{prefix}.bias"))? })
+    }
+}
+
+impl Bert {
+    /// Builds the model from BertModel weights (names without a `bert.` prefix).
+    pub fn load(config: BertConfig, sd: &StateDict, device: Device) -> Result<Bert> {
+        let w = Weights { sd, device };
+        let word_embeddings = w.get("embeddings.word_embeddings.weight")?;
+        let hidden = word_embeddings.size()[1];
+        if hidden != config.hidden_size {
+            bail!("{}: embeddings are {hidden} wide but config.json says hidden_size {}", sd.source().display(), config.hidden_size);
+        }
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let p = format!("encoder.layer.{i}");
+                Ok(Layer {
+                    query: w.linear(&format!("{p}.attention.self.query"))?,
+                    key: w.linear(&format!("{p}.attention.self.key"))?,
+                    value: w.linear(&format!("{p}.attention.self.value"))?,
+                    attention_output: w.linear(&format!("{p}.attention.output.dense"))?,
+                    attention_norm: w.norm(&format!("{p}.attention.output.LayerNorm"))?,
+                    intermediate: w.linear(&format!("{p}.intermediate.dense"))?,
+                    output: w.linear(&format!("{p}.output.dense"))?,
+                    output_norm: w.norm(&format!("{p}.output.LayerNorm"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if sd.contains(&format!("encoder.layer.{}.attention.self.query.weight", config.num_hidden_layers)) {
+            bail!("{} has more layers than config.json's num_hidden_layers {}", sd.source().display(), config.num_hidden_layers);
+        }
+        Ok(Bert {
+            word_embeddings,
+            position_embeddings: w.get("embeddings.position_embeddings.weight")?,
+            token_type_embeddings: w.get("embeddings.token_type_embeddings.weight")?,
+            embeddings_norm: w.norm("embeddings.LayerNorm")?,
+            layers,
+            config,
+        })
+    }
+
+    pub fn hidden_size(&self) -> i64 {
+        self.config.hidden_size
+    }
+
+    pub fn max_positions(&self) -> i64 {
+        self.position_embeddings.size()[0]
+    }
+
+    pub fn vocab_size(&self) -> i64 {
+        self.word_embeddings.size()[0]
+    }
+
+    /// `input_ids` and `attention_mask` are (B, T) int64; returns the last hidden state (B, T, H).
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
+        let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
+        let eps = self.config.layer_norm_eps;
+        let h = self.config.hidden_size;
+        let norm = |x: &Tensor, n: &LayerNorm| x.layer_norm([h], Some(&n.weight), Some(&n.bias), eps, false);
+        let positions = Tensor::arange(t, (Kind::Int64, input_ids.device()));
+        // Token types are all 0 for single texts; transformers adds them before positions.
+        let embedded = (self.word_embeddings.index_select(0, &input_ids.view([-1])).view([b, t, h])
+            + self.token_type_embeddings.get(0))
+            + self.position_embeddings.index_select(0, &positions).unsqueeze(0);
+        let mut x = norm(&embedded, &self.embeddings_norm);
+        // Keys that are padding get the float minimum added, as transformers' eager path does.
+        let mask = (attention_mask.to_kind(Kind::Float).ones_like() - attention_mask.to_kind(Kind::Float)) * f64::from(f32::MIN);
+        let mask = mask.view([b, 1, 1, t]);
+        let heads = self.config.num_attention_heads;
+        let d = h / heads;
+        let scale = 1.0 / (d as f64).sqrt();
+        for layer in &self.layers {
+            let split = |y: Tensor| y.view([b, t, heads, d]).transpose(1, 2);
+            let q = split(layer.query.forward(&x));
+            let k = split(layer.key.forward(&x));
+            let v = split(layer.value.forward(&x));
+            let scores = q.matmul(&k.transpose(-1, -2)) * scale + &mask;
+            let context = scores.softmax(-1, Kind::Float).matmul(&v).transpose(1, 2).contiguous().view([b, t, h]);
+            x = norm(&(layer.attention_output.forward(&context) + &x), &layer.attention_norm);
+            let inner = layer.intermediate.forward(&x).gelu("none");
+            x = norm(&(layer.output.forward(&inner) + &x), &layer.output_norm);
+        }
+        x
+    }
+}

@@ -1,0 +1,195 @@
+//! The embedding model of a run: BERT's [CLS] vector, through DeepTune's `additional` layer when
+//! two layers were added, with the weights of the directory the user named.
+//!
+//! - pretrained: a Hugging Face directory (config.json, model.safetensors or pytorch_model.bin).
+//! - finetuned: DeepTune's directory: model_config.json, bert_model/ (config.json), tokenizer/,
+//!   model_weights.pth (`bert.*`, `additional.*`, `classifier.*`). DeepTune itself loads these
+//!   weights and then embeds with the stock pretrained model; we use the fine-tuned weights.
+//! - peft: the same with LoRA on query/key/value/dense (`bert.base_model.model.*`), merged here.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use deepembed_sdk::checkpoint::StateDict;
+use tch::{Device, Kind, Tensor};
+
+use crate::bert::{Bert, BertConfig};
+use crate::options::{TextOptions, UseCase};
+
+pub struct TextModel {
+    bert: Bert,
+    /// DeepTune's `additional` (weight, bias), applied to the CLS vector with two added layers.
+    additional: Option<(Tensor, Tensor)>,
+    pub dims: i64,
+    pub tokenizer_dir: PathBuf,
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TextModel {
+    pub fn load(opts: &TextOptions, device: Device) -> Result<TextModel> {
+        let dir = &opts.model_weights;
+        if !dir.is_dir() {
+            bail!("--model_weights {}: not a directory (a Hugging Face model directory, or DeepTune's output directory)", dir.display());
+        }
+        let mut details = serde_json::Map::new();
+        details.insert("weights".into(), dir.display().to_string().into());
+        match opts.use_case {
+            UseCase::Pretrained => {
+                let config = BertConfig::from_file(&opts.bert_config.clone().unwrap_or_else(|| dir.join("config.json")))?;
+                let sd = hf_weights(dir)?;
+                let bert = Bert::load(config, &sd, device)?;
+                let dims = bert.hidden_size();
+                Ok(TextModel { bert, additional: None, dims, tokenizer_dir: dir.clone(), details })
+            }
+            UseCase::Finetuned | UseCase::Peft => load_deeptune(opts, dir, device, details),
+        }
+    }
+
+    pub fn max_positions(&self) -> i64 {
+        self.bert.max_positions()
+    }
+
+    pub fn vocab_size(&self) -> i64 {
+        self.bert.vocab_size()
+    }
+
+    /// (B, T) ids and mask to (B, dims) embeddings.
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let cls = self.bert.forward(ids, mask).select(1, 0);
+            match &self.additional {
+                Some((w, b)) => cls.linear(w, Some(b)),
+                None => cls,
+            }
+        })
+    }
+}
+
+/// A Hugging Face model directory's weights, without a `bert.` prefix (task models keep the
+/// encoder under `bert.`).
+fn hf_weights(dir: &Path) -> Result<StateDict> {
+    let file = ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("{} holds no model.safetensors or pytorch_model.bin", dir.display()))?;
+    let sd = StateDict::load(&file)?;
+    Ok(if sd.contains("bert.embeddings.word_embeddings.weight") { sd.strip_prefix("bert.") } else { sd })
+}
+
+fn load_deeptune(opts: &TextOptions, dir: &Path, device: Device, mut details: serde_json::Map<String, serde_json::Value>) -> Result<TextModel> {
+    let model_config: serde_json::Value = {
+        let path = dir.join("model_config.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{} is not a DeepTune fine-tuned BERT directory: no model_config.json", dir.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?
+    };
+    let weights = dir.join("model_weights.pth");
+    if !weights.is_file() {
+        bail!("{} is not a DeepTune fine-tuned BERT directory: no model_weights.pth", dir.display());
+    }
+    let sd = StateDict::load(&weights)?;
+    let source = weights.display();
+
+    let peft = deepembed_sdk::lora::has_lora(&sd);
+    match (opts.use_case, peft) {
+        (UseCase::Finetuned, true) => bail!("{source} holds LoRA weights: it is a peft checkpoint; use --use_case peft"),
+        (UseCase::Peft, false) => bail!("{source} holds no LoRA weights: it is not a peft checkpoint; use --use_case finetuned"),
+        _ => {}
+    }
+    let encoder = if peft {
+        let alpha = lora_alpha(opts, dir)?;
+        let merged = deepembed_sdk::lora::merge(&sd.strip_prefix("bert.base_model.model."), alpha)?;
+        log::info!("merged LoRA updates (rank {}, alpha {alpha}) into {} layers", merged.rank, merged.layers);
+        details.insert("lora_rank".into(), merged.rank.into());
+        details.insert("lora_alpha".into(), alpha.into());
+        merged.weights
+    } else {
+        sd.strip_prefix("bert.")
+    };
+    if !encoder.contains("embeddings.word_embeddings.weight") {
+        bail!("{source} has no BERT encoder weights under `bert.`: it is not a DeepTune BERT checkpoint");
+    }
+    let config = BertConfig::from_file(&bert_config_path(opts, dir)?)?;
+    let bert = Bert::load(config, &encoder, device)?;
+
+    // The head: `additional` exists with two added layers; `classifier` gives the class count.
+    let found_layers = if sd.contains("additional.weight") { 2 } else { 1 };
+    let declared = model_config["added_layers"].as_i64();
+    for (what, given) in [("--added_layers", opts.added_layers), ("model_config.json's added_layers", declared)] {
+        if let Some(given) = given {
+            if given != found_layers {
+                let why = if found_layers == 2 { "it has an `additional` layer" } else { "it has no `additional` layer" };
+                bail!("{what} is {given}, but {source} has {found_layers} added layers: {why}");
+            }
+        }
+    }
+    let additional = if found_layers == 2 {
+        let w = sd.get("additional.weight").context("additional.weight")?.to_kind(Kind::Float).to_device(device);
+        let b = sd.get("additional.bias").ok_or_else(|| anyhow!("{source} has additional.weight but no additional.bias"))?.to_kind(Kind::Float).to_device(device);
+        let found = w.size()[0];
+        if let Some(given) = opts.embed_size {
+            if given != found {
+                bail!("--embed_size {given} was given, but additional.weight in {source} has shape {:?} ({found} outputs)", w.size());
+            }
+        }
+        details.insert("embed_size".into(), found.into());
+        Some((w, b))
+    } else {
+        None
+    };
+    if let Some(classifier) = sd.get("classifier.weight") {
+        let found = classifier.size()[0];
+        if let Some(given) = opts.num_classes {
+            if given != found {
+                bail!("--num_classes {given} was given, but classifier.weight in {source} has shape {:?} ({found} outputs)", classifier.size());
+            }
+        }
+        details.insert("num_classes".into(), found.into());
+    }
+    details.insert("added_layers".into(), found_layers.into());
+    let dims = additional.as_ref().map_or(bert.hidden_size(), |(w, _)| w.size()[0]);
+    let tokenizer_dir = dir.join("tokenizer");
+    Ok(TextModel { bert, additional, dims, tokenizer_dir, details })
+}
+
+/// `--lora_alpha`, else the adapter config peft saved next to the weights, else DeepTune's 32.
+fn lora_alpha(opts: &TextOptions, dir: &Path) -> Result<f64> {
+    if let Some(alpha) = opts.lora_alpha {
+        return Ok(alpha);
+    }
+    let adapter = dir.join("bert_model").join("adapter_config.json");
+    if let Ok(text) = std::fs::read_to_string(&adapter) {
+        let config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", adapter.display()))?;
+        if let Some(alpha) = config["lora_alpha"].as_f64() {
+            return Ok(alpha);
+        }
+    }
+    Ok(32.0)
+}
+
+/// The encoder's config.json: `--bert_config`, bert_model/config.json, or (peft, whose
+/// bert_model/ holds only the adapter) the base model directory the adapter names, if local.
+fn bert_config_path(opts: &TextOptions, dir: &Path) -> Result<PathBuf> {
+    if let Some(path) = &opts.bert_config {
+        return Ok(path.clone());
+    }
+    let bert_model = dir.join("bert_model");
+    let direct = bert_model.join("config.json");
+    if direct.is_file() {
+        return Ok(direct);
+    }
+    let adapter = bert_model.join("adapter_config.json");
+    let base = std::fs::read_to_string(&adapter)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|c| c["base_model_name_or_path"].as_str().map(str::to_string));
+    if let Some(base) = &base {
+        let candidate = Path::new(base).join("config.json");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    let named = base.map(|b| format!(" (the adapter was trained on {b})")).unwrap_or_default();
+    bail!("{} has no config.json{named}; pass that model's config.json with --bert_config", bert_model.display())
+}

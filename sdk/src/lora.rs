@@ -1,0 +1,74 @@
+//! Merging peft LoRA adapters into base weights, for checkpoints saved from a peft-wrapped model
+//! (`<layer>.base_layer.weight`, `<layer>.lora_A.default.weight`, `<layer>.lora_B.default.weight`).
+//!
+//! `W' = W + (B @ A) * alpha / r`. For Linear layers `B @ A` is the plain product; for Conv2d
+//! layers the same product over flattened kernels equals peft's `einsum('or,rikl->oikl', B, A)`
+//! (1x1 and kxk alike).
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use tch::{Kind, Tensor};
+
+use crate::checkpoint::StateDict;
+
+/// A state dict with LoRA merged in and peft's names undone (`<layer>.weight`).
+pub struct Merged {
+    pub weights: StateDict,
+    /// The LoRA rank (0 when the state dict held no adapters).
+    pub rank: i64,
+    /// How many layers carried an adapter.
+    pub layers: usize,
+}
+
+pub fn has_lora(sd: &StateDict) -> bool {
+    sd.keys().any(|k| k.contains(".lora_A."))
+}
+
+/// Merges every adapter in `sd` with scale `alpha / r`.
+pub fn merge(sd: &StateDict, alpha: f64) -> Result<Merged> {
+    let mut merged = BTreeMap::new();
+    let mut rank = None;
+    let mut layers = 0;
+    let source = sd.source().display().to_string();
+    for (key, tensor) in &sd.tensors {
+        if key.contains(".lora_A.") || key.contains(".lora_B.") || key.contains(".lora_dropout.") {
+            continue;
+        }
+        let Some((layer, param)) = key.split_once(".base_layer.") else {
+            merged.insert(key.clone(), tensor.shallow_clone());
+            continue;
+        };
+        let name = format!("{layer}.{param}");
+        if param != "weight" {
+            merged.insert(name, tensor.shallow_clone());
+            continue;
+        }
+        let (Some(a), Some(b)) = (sd.get(&format!("{layer}.lora_A.default.weight")), sd.get(&format!("{layer}.lora_B.default.weight"))) else {
+            bail!("{source}: {layer} is LoRA-wrapped but lacks lora_A/lora_B weights");
+        };
+        let r = a.size()[0];
+        if *rank.get_or_insert(r) != r {
+            bail!("{source}: LoRA ranks differ between layers ({} and {r})", rank.unwrap_or(r));
+        }
+        let w = merged_weight(tensor, a, b, alpha / r as f64).with_context(|| format!("{source}: merging LoRA into {layer}"))?;
+        merged.insert(name, w);
+        layers += 1;
+    }
+    Ok(Merged { weights: StateDict::new(sd.source().to_path_buf(), merged), rank: rank.unwrap_or(0), layers })
+}
+
+fn merged_weight(w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {
+    let out = w.size()[0];
+    let r = a.size()[0];
+    if b.size()[0] != out || b.size().iter().skip(1).product::<i64>() != r {
+        bail!("lora_B has shape {:?}, expected [{out}, {r}, ...]", b.size());
+    }
+    if a.size().iter().skip(1).product::<i64>() != w.size().iter().skip(1).product::<i64>() {
+        bail!("lora_A has shape {:?}, which does not fit the base weight {:?}", a.size(), w.size());
+    }
+    let a2 = a.to_kind(Kind::Float).reshape([r, -1]);
+    let b2 = b.to_kind(Kind::Float).reshape([out, r]);
+    let delta = b2.matmul(&a2).reshape(w.size());
+    Ok(w.to_kind(Kind::Float) + delta * scale)
+}

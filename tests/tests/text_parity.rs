@@ -1,0 +1,128 @@
+//! The mbert plugin against transformers (tests/python/gen_text.py): random tiny BERTs in Hugging
+//! Face and DeepTune layouts, tokenizers from tokenizer.json and from vocab.txt, DeepTune
+//! finetuned and peft directories, and the real all-MiniLM-L6-v2, on texts with accents, CJK,
+//! emoji, control characters, empty strings and texts longer than 256 tokens.
+//!
+//! Tolerance: 1e-4 max abs, as the issue asks. The reference pads every text to 256 tokens;
+//! we pad each batch to its longest text, which masked attention makes equivalent (checked
+//! separately to 1e-5).
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use deepembed_tests::*;
+
+fn text_dir() -> PathBuf {
+    fixtures().join("text")
+}
+
+fn cases() -> Vec<serde_json::Value> {
+    let cases: serde_json::Value = serde_json::from_slice(&std::fs::read(text_dir().join("cases.json")).unwrap()).unwrap();
+    cases["cases"].as_array().unwrap().clone()
+}
+
+fn embed_names(dims: usize) -> Vec<String> {
+    (0..dims).map(|i| format!("embed{i:04}")).collect()
+}
+
+fn run_case(case: &serde_json::Value, out: &Path, extra: &[&str]) -> (PathBuf, Vec<f32>) {
+    let df = text_dir().join(case["df"].as_str().unwrap());
+    let dims = case["dims"].as_u64().unwrap() as usize;
+    let case_args: Vec<String> = case["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    let mut args = vec!["mbert", "--df", df.to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch_size", "4"];
+    args.extend(case_args.iter().map(String::as_str));
+    args.extend_from_slice(extra);
+    let dir = embed_ok(&args, &[]);
+    let batch = read_parquet(&output_parquet(&dir));
+    (dir, named_matrix(&batch, &embed_names(dims)))
+}
+
+#[test]
+fn every_generated_case_matches_transformers() {
+    let out = scratch("text-parity");
+    let cases = cases();
+    assert!(cases.len() >= 5, "generator wrote too few cases");
+    assert!(cases.iter().any(|c| c["name"] == "minilm-real"), "the real MiniLM case is missing");
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let (_, ours) = run_case(case, &out, &[]);
+        let reference = read_f32(&text_dir().join(case["ref"].as_str().unwrap()));
+        let (diff, at) = max_abs_diff(&ours, &reference);
+        let dims = case["dims"].as_u64().unwrap() as usize;
+        eprintln!("{name}: max abs diff {diff:e}");
+        if !(diff <= 1e-4) {
+            failures.push(format!("{name}: max abs diff {diff} at row {} dim {}", at / dims, at % dims));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn padding_to_the_longest_text_changes_no_embedding() {
+    let out = scratch("text-padding");
+    for case in cases().iter().filter(|c| c["name"] == "pretrained-tokenizer-json" || c["name"] == "minilm-real") {
+        let (_, longest) = run_case(case, &out, &["--padding", "longest"]);
+        let (_, fixed) = run_case(case, &out, &["--padding", "max_length"]);
+        let (diff, _) = max_abs_diff(&longest, &fixed);
+        assert!(diff <= 1e-5, "{}: dynamic padding moved an embedding by {diff}", case["name"]);
+    }
+}
+
+#[test]
+fn output_follows_deeptune_bert_layout() {
+    let out = scratch("text-layout");
+    let case = cases().into_iter().find(|c| c["name"] == "finetuned-a2").unwrap();
+    let (dir, _) = run_case(&case, &out, &[]);
+    assert!(dir.file_name().unwrap().to_str().unwrap().starts_with("embed_output_FINETUNED_BERT_"));
+    let file = output_parquet(&dir);
+    assert_eq!(file.file_name().unwrap().to_str().unwrap(), "FINETUNED_BERT_finetuned_embeddings.parquet");
+    let batch = read_parquet(&file);
+    let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let mut expected = embed_names(24);
+    expected.extend(["labels", "doc_id", "source"].map(String::from));
+    assert_eq!(names, expected);
+    let input = read_parquet(&text_dir().join("texts.parquet"));
+    assert_eq!(batch.column_by_name("labels").unwrap().as_primitive::<Int64Type>(), input.column_by_name("labels").unwrap().as_primitive::<Int64Type>());
+    assert_eq!(batch.column_by_name("doc_id").unwrap().to_data(), input.column_by_name("doc_id").unwrap().to_data());
+    let details: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("embedding_details.json")).unwrap()).unwrap();
+    assert_eq!(details["added_layers"], 2);
+    assert_eq!(details["num_classes"], 3);
+}
+
+#[test]
+fn a_null_text_names_its_row_or_is_skipped() {
+    let out = scratch("text-null");
+    let df = text_dir().join("null_text.parquet");
+    let model = text_dir().join("hf-tiny-bert");
+    let args = ["embed", "mbert", "--df", df.to_str().unwrap(), "--model_weights", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"];
+    let output = deepembed(&args);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("row 2") && err.contains("null"), "{err}");
+    let dir = embed_ok(&["mbert", "--df", df.to_str().unwrap(), "--model_weights", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--on_error", "skip"], &[]);
+    assert_eq!(read_parquet(&output_parquet(&dir)).num_rows(), 19);
+}
+
+#[test]
+fn contradicting_flags_and_wrong_directories_are_named() {
+    let out = scratch("text-errors");
+    let df = text_dir().join("texts.parquet");
+    let finetuned = text_dir().join("finetuned-a2");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["embed", "mbert", "--df", df.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"];
+        args.extend_from_slice(extra);
+        let output = deepembed(&args);
+        assert_eq!(output.status.code(), Some(1));
+        stderr(&output)
+    };
+    let err = run(&["--use_case", "finetuned", "--model_weights", finetuned.to_str().unwrap(), "--embed_size", "7"]);
+    assert!(err.contains("--embed_size 7") && err.contains("[24, 32]"), "{err}");
+    let err = run(&["--use_case", "peft", "--model_weights", finetuned.to_str().unwrap()]);
+    assert!(err.contains("not a peft checkpoint"), "{err}");
+    let err = run(&["--use_case", "finetuned", "--model_weights", text_dir().join("hf-tiny-bert").to_str().unwrap()]);
+    assert!(err.contains("model_config.json"), "{err}");
+    let err = run(&["--model_weights", finetuned.to_str().unwrap(), "--text_column", "body"]);
+    assert!(err.contains("'body'") && err.contains("doc_id, text, labels, source"), "{err}");
+}
