@@ -37,9 +37,14 @@ fn real_main() -> Result<()> {
 fn demo(ws: &Workspace) -> Result<()> {
     setup::setup(ws)?;
     let demo = ws.root.join("target").join("demo");
-    run(ws.command(ws.python())?.arg("tests/python/gen_demo.py").arg(&demo))?;
+    // The generator prints the directory of the real MiniLM model it ships with.
+    let generated = ws.command(ws.python())?.arg("tests/python/gen_demo.py").arg(&demo).output()?;
+    if !generated.status.success() {
+        bail!("generating the demo data failed:\n{}", String::from_utf8_lossy(&generated.stderr));
+    }
+    let minilm = String::from_utf8(generated.stdout)?.trim().to_string();
     let out = demo.join("deeptune_results");
-    let status = Command::new(ws.binary())
+    let image_run = Command::new(ws.binary())
         .args(["embed", "vision", "--model_version", "resnet18", "--batch_size", "16"])
         .arg("--df")
         .arg(demo.join("images.parquet"))
@@ -48,10 +53,24 @@ fn demo(ws: &Workspace) -> Result<()> {
         .arg("--out")
         .arg(&out)
         .status()?;
-    if !status.success() {
-        bail!("the demo extraction failed");
+    if !image_run.success() {
+        bail!("the demo image extraction failed");
     }
-    println!("\nDemo output (image embeddings from a random-weight ResNet-18): {}", newest_dir(&out)?.display());
+    let images = newest_dir(&out)?;
+    let text_run = Command::new(ws.binary())
+        .args(["embed", "mbert", "--use_case", "pretrained", "--model_weights", &minilm])
+        .arg("--df")
+        .arg(demo.join("texts.parquet"))
+        .arg("--out")
+        .arg(&out)
+        .status()?;
+    if !text_run.success() {
+        bail!("the demo text extraction failed");
+    }
+    let texts = newest_dir(&out)?;
+    println!("\nDemo output:");
+    println!("  image embeddings (random-weight ResNet-18):   {}", images.display());
+    println!("  text embeddings (all-MiniLM-L6-v2, real):     {}", texts.display());
     println!("Run `{} plugins` to see what is installed.", ws.binary().display());
     Ok(())
 }
