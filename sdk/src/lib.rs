@@ -6,7 +6,8 @@
 //! - [`device`], [`args`], [`logging`]: the device handle, run arguments and log bridge.
 //! - [`checkpoint`]: a safe reader for PyTorch and safetensors checkpoints; [`lora`]: merging
 //!   peft LoRA adapters into base weights.
-//! - [`columns`]: helpers for output columns and pass-through.
+//! - [`columns`]: helpers for output columns and pass-through; [`text`]: the run loop of text
+//!   plugins (tokenizing thread, length-bucketed batches).
 
 pub mod abi;
 pub mod args;
@@ -17,6 +18,7 @@ pub mod logging;
 pub mod lora;
 pub mod manifest;
 pub mod plugin;
+pub mod text;
 
 pub use abi_stable;
 pub use anyhow;

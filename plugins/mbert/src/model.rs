@@ -53,14 +53,15 @@ impl TextModel {
         self.bert.vocab_size()
     }
 
-    /// (B, T) ids and mask to (B, dims) embeddings.
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Tensor {
-        tch::no_grad(|| {
-            let cls = self.bert.forward(ids, mask).select(1, 0);
-            match &self.additional {
-                Some((w, b)) => cls.linear(w, Some(b)),
-                None => cls,
-            }
+}
+
+impl deepembed_sdk::text::Embed for TextModel {
+    /// The [CLS] vector of the last hidden state, through `additional` with two added layers.
+    fn embed(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let cls = self.bert.forward(ids, mask).select(1, 0);
+        Ok(match &self.additional {
+            Some((w, b)) => cls.linear(w, Some(b)),
+            None => cls,
         })
     }
 }

@@ -48,8 +48,11 @@ impl BertTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+}
+
+impl deepembed_sdk::text::Tokenize for BertTokenizer {
     /// Token ids of each text, with [CLS] and [SEP].
-    pub fn encode(&self, texts: Vec<&str>) -> Result<Vec<Vec<i64>>> {
+    fn encode(&self, texts: Vec<&str>) -> Result<Vec<Vec<i64>>> {
         let encodings = self.inner.encode_batch(texts, true).map_err(|e| anyhow!("tokenizing: {e}"))?;
         Ok(encodings.iter().map(|e| e.get_ids().iter().map(|&id| i64::from(id)).collect()).collect())
     }
