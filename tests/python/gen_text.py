@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 import torch.nn as nn
 from peft import LoraConfig, get_peft_model
-from tokenizers import BertWordPieceTokenizer
-from transformers import BertConfig, BertModel, BertTokenizer
+from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
+from transformers import BertConfig, BertModel, BertTokenizer, GPT2Config, GPT2Model, GPT2Tokenizer
 
 MAX_LENGTH = 256
 
@@ -100,6 +100,54 @@ class DeepTuneBert(nn.Module):
         return self.additional(cls) if self.added_layers == 2 else cls
 
 
+def train_bpe(texts, out_dir: Path):
+    tok = ByteLevelBPETokenizer()
+    tok.train_from_iterator(texts + [t.lower() for t in texts], vocab_size=800, min_frequency=1, special_tokens=["<|endoftext|>"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok.save_model(str(out_dir))
+    gpt2_tok = GPT2Tokenizer.from_pretrained(out_dir)
+    gpt2_tok.pad_token = gpt2_tok.eos_token  # as DeepTune
+    return gpt2_tok
+
+
+def random_gpt2(vocab_size, seed):
+    torch.manual_seed(seed)
+    # The trained vocabulary puts <|endoftext|> at id 0.
+    config = GPT2Config(vocab_size=vocab_size, n_positions=300, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+    model = GPT2Model(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ln_" in name and name.endswith("weight"):
+                p.uniform_(0.5, 1.5)
+            elif "ln_" in name and name.endswith("bias"):
+                p.normal_(0, 0.1)
+    return model
+
+
+def masked_mean(model):
+    """DeepTune's pretrained GPT-2 embedding: the mean of the last hidden state over real tokens."""
+    def fn(input_ids, attention_mask, **_):
+        h = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).float()
+        return (h * m).sum(1) / m.sum(1).clamp(min=1e-6)
+    return fn
+
+
+class DeepTuneGpt2(nn.Module):
+    """DeepTune's AdjustedGPT2Model layout: `gpt2`, then `conv_head` = Conv1d(E, C, 3, padding 1),
+    ReLU, AdaptiveMaxPool1d(1), Flatten, Linear(C, output_dim), over all positions."""
+
+    def __init__(self, gpt2, channels, output_dim):
+        super().__init__()
+        self.gpt2 = gpt2
+        e = gpt2.config.n_embd
+        self.conv_head = nn.Sequential(nn.Conv1d(e, channels, kernel_size=3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(channels, output_dim))
+
+    def embed(self, input_ids, attention_mask, **_):
+        h = self.gpt2(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.conv_head(h.transpose(1, 2))
+
+
 def reference(tokenizer, fn, texts, batch_size=8):
     out = []
     with torch.no_grad():
@@ -138,10 +186,11 @@ def main(out: Path):
 
     cases = []
 
-    def add_case(name, args, tokenizer, fn, rows_texts=texts, df_name="texts.parquet"):
-        emb = reference(tokenizer, fn, rows_texts)
+    def add_case(name, args, tokenizer, fn, plugin="mbert"):
+        emb = reference(tokenizer, fn, texts)
         write_f32(out / "ref" / f"{name}.f32", emb)
-        cases.append({"name": name, "df": df_name, "args": args, "rows": len(rows_texts), "dims": emb.shape[1], "ref": f"ref/{name}.f32"})
+        columns = "embed" if plugin == "mbert" else "index"
+        cases.append({"name": name, "plugin": plugin, "columns": columns, "df": "texts.parquet", "args": args, "rows": n, "dims": emb.shape[1], "ref": f"ref/{name}.f32"})
 
     # Pretrained, Hugging Face directory with tokenizer.json (uncased: lower-casing strips accents).
     hf = out / "hf-tiny-bert"
@@ -188,6 +237,29 @@ def main(out: Path):
     uncased.save_pretrained(d / "tokenizer")
     (d / "model_config.json").write_text(json.dumps({"num_classes": 3, "added_layers": 2, "embedding_layer": 16, "use_peft": True}))
     add_case("peft-a2", ["--use_case", "peft", "--model_weights", str(d)], uncased, wrapper.embed)
+
+    # GPT-2: byte-level BPE trained offline; pad = eos, as DeepTune.
+    gpt2_tok = train_bpe(texts, out / "bpe")
+    vocab_size = len(gpt2_tok)
+    g = out / "hf-tiny-gpt2"
+    gpt2 = random_gpt2(vocab_size, seed=30)
+    gpt2.save_pretrained(g)
+    gpt2_tok.save_pretrained(g)
+    add_case("gpt2-pretrained-tokenizer-json", ["--use_case", "pretrained", "--model_weights", str(g)], gpt2_tok, masked_mean(gpt2), plugin="gpt2")
+    g2 = out / "hf-tiny-gpt2-vocab-merges"
+    gpt2_b = random_gpt2(vocab_size, seed=31)
+    gpt2_b.save_pretrained(g2)
+    for f in ("vocab.json", "merges.txt"):
+        (g2 / f).write_text((out / "bpe" / f).read_text())
+    add_case("gpt2-pretrained-vocab-merges", ["--use_case", "pretrained", "--model_weights", str(g2)], gpt2_tok, masked_mean(gpt2_b), plugin="gpt2")
+    d = out / "gpt2-finetuned"
+    wrapper = DeepTuneGpt2(random_gpt2(vocab_size, seed=32), channels=16, output_dim=12).eval()
+    d.mkdir(parents=True, exist_ok=True)
+    torch.save(wrapper.state_dict(), d / "model_weights.pth")
+    random_gpt2(vocab_size, seed=98).save_pretrained(d / "gpt2_model")
+    gpt2_tok.save_pretrained(d / "tokenizer")
+    (d / "model_config.json").write_text(json.dumps({"output_dim": 12}, indent=2))
+    add_case("gpt2-finetuned", ["--use_case", "finetuned", "--model_weights", str(d)], gpt2_tok, wrapper.embed, plugin="gpt2")
 
     # The real all-MiniLM-L6-v2, on real sentences.
     try:

@@ -1,7 +1,8 @@
-//! The mbert plugin against transformers (tests/python/gen_text.py): random tiny BERTs in Hugging
-//! Face and DeepTune layouts, tokenizers from tokenizer.json and from vocab.txt, DeepTune
-//! finetuned and peft directories, and the real all-MiniLM-L6-v2, on texts with accents, CJK,
-//! emoji, control characters, empty strings and texts longer than 256 tokens.
+//! The mbert and gpt2 plugins against transformers (tests/python/gen_text.py): random tiny BERTs
+//! and GPT-2s in Hugging Face and DeepTune layouts, tokenizers from tokenizer.json, vocab.txt and
+//! vocab.json + merges.txt, DeepTune finetuned and peft directories, and the real
+//! all-MiniLM-L6-v2, on texts with accents, CJK, emoji, control characters, empty strings and
+//! texts longer than 256 tokens.
 //!
 //! Tolerance: 1e-4 max abs, as the issue asks. The reference pads every text to 256 tokens;
 //! we pad each batch to its longest text, which masked attention makes equivalent (checked
@@ -26,16 +27,24 @@ fn embed_names(dims: usize) -> Vec<String> {
     (0..dims).map(|i| format!("embed{i:04}")).collect()
 }
 
+/// The embedding columns a case's plugin writes: `embed0000`... for BERT, `"0"`... for GPT-2.
+fn case_columns(case: &serde_json::Value, dims: usize) -> Vec<String> {
+    match case["columns"].as_str() {
+        Some("index") => (0..dims).map(|i| i.to_string()).collect(),
+        _ => embed_names(dims),
+    }
+}
+
 fn run_case(case: &serde_json::Value, out: &Path, extra: &[&str]) -> (PathBuf, Vec<f32>) {
     let df = text_dir().join(case["df"].as_str().unwrap());
     let dims = case["dims"].as_u64().unwrap() as usize;
     let case_args: Vec<String> = case["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
-    let mut args = vec!["mbert", "--df", df.to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch_size", "4"];
+    let mut args = vec![case["plugin"].as_str().unwrap(), "--df", df.to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch_size", "4"];
     args.extend(case_args.iter().map(String::as_str));
     args.extend_from_slice(extra);
     let dir = embed_ok(&args, &[]);
     let batch = read_parquet(&output_parquet(&dir));
-    (dir, named_matrix(&batch, &embed_names(dims)))
+    (dir, named_matrix(&batch, &case_columns(case, dims)))
 }
 
 #[test]
@@ -44,6 +53,7 @@ fn every_generated_case_matches_transformers() {
     let cases = cases();
     assert!(cases.len() >= 5, "generator wrote too few cases");
     assert!(cases.iter().any(|c| c["name"] == "minilm-real"), "the real MiniLM case is missing");
+    assert!(cases.iter().any(|c| c["plugin"] == "gpt2"), "the GPT-2 cases are missing");
     let mut failures = Vec::new();
     for case in &cases {
         let name = case["name"].as_str().unwrap();
@@ -62,7 +72,8 @@ fn every_generated_case_matches_transformers() {
 #[test]
 fn padding_to_the_longest_text_changes_no_embedding() {
     let out = scratch("text-padding");
-    for case in cases().iter().filter(|c| c["name"] == "pretrained-tokenizer-json" || c["name"] == "minilm-real") {
+    let checked = ["pretrained-tokenizer-json", "minilm-real", "gpt2-pretrained-tokenizer-json"];
+    for case in cases().iter().filter(|c| checked.iter().any(|n| c["name"] == *n)) {
         let (_, longest) = run_case(case, &out, &["--padding", "longest"]);
         let (_, fixed) = run_case(case, &out, &["--padding", "max_length"]);
         let (diff, _) = max_abs_diff(&longest, &fixed);

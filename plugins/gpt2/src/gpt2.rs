@@ -1,0 +1,173 @@
+//! GPT-2 (transformers' `GPT2Model`), forward pass only, with its parameter names.
+//!
+//! h = wte[ids] + wpe[positions]; per block: h += attn(ln_1(h)), h += mlp(ln_2(h)); then ln_f.
+//! Projections are HF's `Conv1D`, whose weight is stored (in, out): y = x @ W + b. Attention is
+//! causal and masks padded keys; a query with no key left (an empty text, all padding) gets a
+//! zero attention output, as PyTorch's scaled_dot_product_attention (transformers' default) does.
+//! The MLP's activation is gelu_new (the tanh approximation).
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use deepembed_sdk::checkpoint::StateDict;
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+/// The fields of a transformers GPT-2 `config.json` this model needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Gpt2Config {
+    pub n_embd: i64,
+    pub n_layer: i64,
+    pub n_head: i64,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+fn default_act() -> String {
+    "gelu_new".into()
+}
+
+impl Gpt2Config {
+    pub fn from_file(path: &Path) -> Result<Gpt2Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let config: Gpt2Config = serde_json::from_str(&text).with_context(|| format!("{} is not a GPT-2 config.json", path.display()))?;
+        if config.activation_function != "gelu_new" {
+            bail!("{}: activation_function {} is not supported (GPT-2 uses gelu_new)", path.display(), config.activation_function);
+        }
+        if config.n_head < 1 || config.n_embd % config.n_head != 0 {
+            bail!("{}: n_embd {} is not a multiple of n_head {}", path.display(), config.n_embd, config.n_head);
+        }
+        Ok(config)
+    }
+}
+
+/// HF's Conv1D: weight (in, out).
+struct Conv1D {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv1D {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.matmul(&self.weight) + &self.bias
+    }
+}
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+struct Block {
+    ln_1: LayerNorm,
+    c_attn: Conv1D,
+    attn_proj: Conv1D,
+    ln_2: LayerNorm,
+    c_fc: Conv1D,
+    mlp_proj: Conv1D,
+}
+
+pub struct Gpt2 {
+    config: Gpt2Config,
+    wte: Tensor,
+    wpe: Tensor,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+}
+
+impl Gpt2 {
+    /// Builds the model from GPT2Model weights (names without a `transformer.` prefix).
+    pub fn load(config: Gpt2Config, sd: &StateDict, device: Device) -> Result<Gpt2> {
+        let get = |name: &str| -> Result<Tensor> {
+            let t = sd.get(name).ok_or_else(|| anyhow!("{} has no weight {name}", sd.source().display()))?;
+            Ok(t.to_kind(Kind::Float).to_device(device))
+        };
+        let conv = |p: &str| -> Result<Conv1D> { Ok(Conv1D { weight: get(&format!("{p}.weight"))?, bias: get(&format!("{p}.bias"))? }) };
+        let norm = |p: &str| -> Result<LayerNorm> { Ok(LayerNorm { weight: get(&format!("{p}.weight"))?, bias: get(&format!("{p}.bias"))? }) };
+        let wte = get("wte.weight")?;
+        if wte.size()[1] != config.n_embd {
+            bail!("{}: wte is {} wide but config.json says n_embd {}", sd.source().display(), wte.size()[1], config.n_embd);
+        }
+        let blocks = (0..config.n_layer)
+            .map(|i| {
+                let p = format!("h.{i}");
+                Ok(Block {
+                    ln_1: norm(&format!("{p}.ln_1"))?,
+                    c_attn: conv(&format!("{p}.attn.c_attn"))?,
+                    attn_proj: conv(&format!("{p}.attn.c_proj"))?,
+                    ln_2: norm(&format!("{p}.ln_2"))?,
+                    c_fc: conv(&format!("{p}.mlp.c_fc"))?,
+                    mlp_proj: conv(&format!("{p}.mlp.c_proj"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if sd.contains(&format!("h.{}.ln_1.weight", config.n_layer)) {
+            bail!("{} has more layers than config.json's n_layer {}", sd.source().display(), config.n_layer);
+        }
+        Ok(Gpt2 { wpe: get("wpe.weight")?, ln_f: norm("ln_f")?, wte, blocks, config })
+    }
+
+    pub fn hidden_size(&self) -> i64 {
+        self.config.n_embd
+    }
+
+    pub fn max_positions(&self) -> i64 {
+        self.wpe.size()[0]
+    }
+
+    pub fn vocab_size(&self) -> i64 {
+        self.wte.size()[0]
+    }
+
+    /// `ids` and `mask` are (B, T) int64; returns the last hidden state (B, T, E), after ln_f.
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Tensor {
+        let (b, t) = (ids.size()[0], ids.size()[1]);
+        let e = self.config.n_embd;
+        let eps = self.config.layer_norm_epsilon;
+        let norm = |x: &Tensor, n: &LayerNorm| x.layer_norm([e], Some(&n.weight), Some(&n.bias), eps, false);
+        // Positions are 0..T whatever the padding, as transformers numbers them.
+        let positions = Tensor::arange(t, (Kind::Int64, ids.device()));
+        let mut h = self.wte.index_select(0, &ids.view([-1])).view([b, t, e]) + self.wpe.index_select(0, &positions).unsqueeze(0);
+        // allowed[b, q, k] = k <= q and key k is not padding.
+        let causal = Tensor::ones([t, t], (Kind::Bool, ids.device())).tril(0);
+        let allowed = causal.view([1, 1, t, t]).logical_and(&mask.to_kind(Kind::Bool).view([b, 1, 1, t]));
+        let blocked = Tensor::zeros([1], (Kind::Float, ids.device())).fill_(f64::NEG_INFINITY);
+        let bias = Tensor::zeros([1], (Kind::Float, ids.device())).where_self(&allowed, &blocked);
+        let heads = self.config.n_head;
+        let d = e / heads;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let mut scale = 1.0 / (d as f64).sqrt();
+            if self.config.scale_attn_by_inverse_layer_idx {
+                scale /= (i + 1) as f64;
+            }
+            let qkv = block.c_attn.forward(&norm(&h, &block.ln_1));
+            let parts = qkv.split(e, -1);
+            let split = |y: &Tensor| y.view([b, t, heads, d]).transpose(1, 2);
+            let (q, k, v) = (split(&parts[0]), split(&parts[1]), split(&parts[2]));
+            let scores = q.matmul(&k.transpose(-1, -2)) * scale + &bias;
+            // A fully masked query row softmaxes to NaN; SDPA returns 0 there, and so do we.
+            let weights = scores.softmax(-1, Kind::Float).nan_to_num(0.0, None, None);
+            let context = weights.matmul(&v).transpose(1, 2).contiguous().view([b, t, e]);
+            h = h + block.attn_proj.forward(&context);
+            let inner = gelu_new(&block.c_fc.forward(&norm(&h, &block.ln_2)));
+            h = h + block.mlp_proj.forward(&inner);
+        }
+        norm(&h, &self.ln_f)
+    }
+}
+
+/// transformers' NewGELUActivation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+fn gelu_new(x: &Tensor) -> Tensor {
+    // The same operations in the same order, so results agree to the last bit.
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let inner = (x + x.pow_tensor_scalar(3.0) * 0.044715) * c;
+    (x * 0.5) * (inner.tanh() + 1.0)
+}
