@@ -68,6 +68,21 @@ pub fn check_text_column(schema: &Schema, text_column: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks that a tokenizer and a model belong together and that `max_length` fits the model,
+/// before any row is read.
+pub fn check_fits(max_length: usize, max_positions: i64, tokenizer_vocab: usize, model_vocab: i64, tokenizer_dir: &std::path::Path) -> Result<()> {
+    if max_length as i64 > max_positions {
+        bail!("--max_length {max_length} exceeds the model's {max_positions} positions");
+    }
+    if tokenizer_vocab as i64 > model_vocab {
+        bail!(
+            "the tokenizer in {} has {tokenizer_vocab} tokens but the model's vocabulary has {model_vocab}: they do not belong together",
+            tokenizer_dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs `model` over the input's texts. The caller has already called `ctx.begin`.
 pub fn run(ctx: &mut RunContext, layout: &TextLayout, tokenizer: impl Tokenize, model: &dyn Embed) -> Result<()> {
     let batch_size = ctx.batch_size();

@@ -147,3 +147,18 @@ fn gpt2_refuses_peft_with_deeptunes_reason() {
     assert_eq!(output.status.code(), Some(1));
     assert!(err.contains("PEFT is not supported for GPT-2"), "{err}");
 }
+
+#[test]
+fn text_plugins_are_listed_and_declare_their_flags() {
+    let listing = deepembed(&["plugins", "--json"]);
+    let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    let names: Vec<&str> = listing["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"gpt2") && names.contains(&"mbert"), "{names:?}");
+    for (plugin, flags) in [("mbert", &["--text_column", "--label_column", "--max_length", "--added_layers", "--embed_size", "--use-case"][..]), ("gpt2", &["--text_column", "--max_length", "--padding", "--model-weights"][..])] {
+        let help = deepembed(&["embed", plugin, "--help"]);
+        let help = String::from_utf8_lossy(&help.stdout);
+        for flag in flags {
+            assert!(help.contains(flag), "{plugin} --help lacks {flag}:\n{help}");
+        }
+    }
+}

@@ -5,7 +5,7 @@ pub mod model;
 pub mod options;
 pub mod tokenizer;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use deepembed_sdk::columns::EmbeddingNames;
 use deepembed_sdk::text::{self, Padding, TextLayout};
 use deepembed_sdk::{Manifest, OutputPlan, Plugin, RunContext};
@@ -33,18 +33,8 @@ impl Plugin for Gpt2Plugin {
         let opts = TextOptions::from_args(ctx.args())?;
         text::check_text_column(ctx.input_schema(), &opts.text_column)?;
         let model = TextModel::load(&opts, ctx.device().to_tch())?;
-        if opts.max_length as i64 > model.max_positions() {
-            bail!("--max_length {} exceeds the model's {} positions", opts.max_length, model.max_positions());
-        }
         let tokenizer = Gpt2Tokenizer::load(&model.tokenizer_dir, opts.max_length)?;
-        if tokenizer.vocab_size() as i64 > model.vocab_size() {
-            bail!(
-                "the tokenizer in {} has {} tokens but the model's vocabulary has {}: they do not belong together",
-                model.tokenizer_dir.display(),
-                tokenizer.vocab_size(),
-                model.vocab_size()
-            );
-        }
+        text::check_fits(opts.max_length, model.max_positions(), tokenizer.vocab_size(), model.vocab_size(), &model.tokenizer_dir)?;
         let model_str = opts.model_str();
         ctx.begin(&OutputPlan {
             model_str: model_str.to_string(),

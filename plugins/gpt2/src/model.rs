@@ -43,7 +43,7 @@ impl TextModel {
         details.insert("weights".into(), dir.display().to_string().into());
         match opts.use_case {
             UseCase::Pretrained => {
-                let gpt2 = Gpt2::load(Gpt2Config::from_file(&dir.join("config.json"))?, &hf_weights(dir)?, device)?;
+                let gpt2 = Gpt2::load(Gpt2Config::from_file(&dir.join("config.json"))?, &StateDict::load_hf_dir(dir, "transformer.", "wte.weight")?, device)?;
                 let dims = gpt2.hidden_size();
                 Ok(TextModel { gpt2, head: None, dims, tokenizer_dir: dir.clone(), details })
             }
@@ -79,17 +79,6 @@ impl deepembed_sdk::text::Embed for TextModel {
             }
         })
     }
-}
-
-/// A Hugging Face directory's weights, without the `transformer.` prefix of LM-head models.
-fn hf_weights(dir: &Path) -> Result<StateDict> {
-    let file = ["model.safetensors", "pytorch_model.bin"]
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
-        .ok_or_else(|| anyhow!("{} holds no model.safetensors or pytorch_model.bin", dir.display()))?;
-    let sd = StateDict::load(&file)?;
-    Ok(if sd.contains("transformer.wte.weight") { sd.strip_prefix("transformer.") } else { sd })
 }
 
 fn load_deeptune(dir: &Path, device: Device, mut details: serde_json::Map<String, serde_json::Value>) -> Result<TextModel> {

@@ -36,7 +36,7 @@ impl TextModel {
         match opts.use_case {
             UseCase::Pretrained => {
                 let config = BertConfig::from_file(&opts.bert_config.clone().unwrap_or_else(|| dir.join("config.json")))?;
-                let sd = hf_weights(dir)?;
+                let sd = StateDict::load_hf_dir(dir, "bert.", "embeddings.word_embeddings.weight")?;
                 let bert = Bert::load(config, &sd, device)?;
                 let dims = bert.hidden_size();
                 Ok(TextModel { bert, additional: None, dims, tokenizer_dir: dir.clone(), details })
@@ -64,18 +64,6 @@ impl deepembed_sdk::text::Embed for TextModel {
             None => cls,
         })
     }
-}
-
-/// A Hugging Face model directory's weights, without a `bert.` prefix (task models keep the
-/// encoder under `bert.`).
-fn hf_weights(dir: &Path) -> Result<StateDict> {
-    let file = ["model.safetensors", "pytorch_model.bin"]
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
-        .ok_or_else(|| anyhow!("{} holds no model.safetensors or pytorch_model.bin", dir.display()))?;
-    let sd = StateDict::load(&file)?;
-    Ok(if sd.contains("bert.embeddings.word_embeddings.weight") { sd.strip_prefix("bert.") } else { sd })
 }
 
 fn load_deeptune(opts: &TextOptions, dir: &Path, device: Device, mut details: serde_json::Map<String, serde_json::Value>) -> Result<TextModel> {

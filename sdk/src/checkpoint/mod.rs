@@ -102,6 +102,19 @@ impl StateDict {
         Checkpoint::open(path)?.state_dict()
     }
 
+    /// The weights of a Hugging Face model directory (`model.safetensors`, else
+    /// `pytorch_model.bin`), with `prefix` removed when the file nests the base model under it
+    /// (task models save `bert.*`, `transformer.*`); `probe` is a key of the bare model.
+    pub fn load_hf_dir(dir: &Path, prefix: &str, probe: &str) -> Result<StateDict> {
+        let file = ["model.safetensors", "pytorch_model.bin"]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| anyhow!("{} holds no model.safetensors or pytorch_model.bin", dir.display()))?;
+        let sd = StateDict::load(&file)?;
+        Ok(if !sd.contains(probe) && sd.contains(&format!("{prefix}{probe}")) { sd.strip_prefix(prefix) } else { sd })
+    }
+
     pub fn source(&self) -> &Path {
         &self.source
     }
