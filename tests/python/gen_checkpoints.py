@@ -1,5 +1,6 @@
 """Checkpoint-reader fixtures, written by torch and safetensors themselves.
 
+numpy arrays come in plain pickles (protocols 2, 4, 5) and a joblib file, with numpy.expected.json.
 Each file comes with <name>.expected.json: every tensor's dtype, shape and values (as floats), so
 the Rust reader is checked against what PyTorch holds, not against pasted numbers.
 """
@@ -107,7 +108,36 @@ def main(out: Path):
     torch.save(Evil(marker), out / "evil.pth")
     torch.save({"weight": torch.ones(2), "payload": Evil(marker)}, out / "evil_with_weights.pth")
     (out / "evil.json").write_text(json.dumps({"marker": str(marker)}))
+    numpy_fixtures(out)
     print(f"checkpoint fixtures in {out}")
+
+
+
+def numpy_fixtures(out: Path):
+    """numpy arrays in plain pickles (protocols 2, 4, 5) and in joblib files, with expectations."""
+    import pickle
+
+    import joblib
+
+    arrays = {
+        "f8": np.array([1.5, -2.25, 1e300], dtype=np.float64),
+        "f4_2d": np.arange(6, dtype=np.float32).reshape(2, 3) / 3,
+        "f4_fortran": np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)),
+        "i8": np.array([-(2**40), 0, 7], dtype=np.int64),
+        "u1": np.array([0, 255], dtype=np.uint8),
+        "bool": np.array([True, False, True]),
+        "big_endian": np.array([1.0, 2.0], dtype=">f8"),
+        "empty": np.zeros((0, 3)),
+        "scalar": np.float64(3.25),
+    }
+    strings = {"unicode": np.array(["a", "ñandú", "東京"]), "objects": np.array(["x", "yz"], dtype=object)}
+    expected = {k: {"shape": list(np.shape(v)), "values": np.asarray(v, dtype=np.float64).ravel(order="C").tolist()} for k, v in arrays.items()}
+    expected.update({k: {"shape": list(v.shape), "strings": v.astype(str).ravel().tolist()} for k, v in strings.items()})
+    payload = {**arrays, **strings}
+    for proto in (2, 4, 5):
+        (out / f"numpy_p{proto}.pkl").write_bytes(pickle.dumps(payload, protocol=proto))
+    joblib.dump(payload, out / "numpy.joblib")
+    (out / "numpy.expected.json").write_text(json.dumps(expected))
 
 
 if __name__ == "__main__":

@@ -119,3 +119,25 @@ fn truncated_and_foreign_files_fail_cleanly() {
         assert!(format!("{err:#}").contains(name), "error should name the file: {err:#}");
     }
 }
+
+/// numpy arrays in plain pickles (protocols 2, 4 and 5) and in a joblib file, against numpy's own
+/// values: dtypes, shapes, Fortran order, big-endian data, strings and object arrays, a scalar.
+#[test]
+fn numpy_arrays_in_pickles_and_joblib_files() {
+    let expected: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&std::fs::read(dir().join("numpy.expected.json")).unwrap()).unwrap();
+    for file in ["numpy_p2.pkl", "numpy_p4.pkl", "numpy_p5.pkl", "numpy.joblib"] {
+        let root = deepembed_sdk::checkpoint::read_pickle_file(&dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        for (name, want) in &expected {
+            let array = root.get(name).and_then(Value::as_array).unwrap_or_else(|| panic!("{file}: {name} is not an array: {:?}", root.get(name)));
+            let shape: Vec<usize> = want["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+            assert_eq!(array.shape, shape, "{file}: {name} shape");
+            if let Some(values) = want.get("values") {
+                let values: Vec<f64> = values.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                assert_eq!(array.to_f64().unwrap(), values, "{file}: {name} values");
+            } else {
+                let strings: Vec<&str> = want["strings"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+                assert_eq!(array.to_strings().unwrap(), strings, "{file}: {name} strings");
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! read here: the zip archive's `data.pkl` goes through the inert [`pickle`] interpreter, and
 //! tensors are views into the archive's storage files.
 
+pub mod numpy;
 pub mod pickle;
 mod storage;
 
@@ -16,8 +17,19 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use tch::Tensor;
 
+pub use numpy::{ArrayData, NdArray};
 pub use pickle::{Object, StorageRef, TensorRef, Value};
 use storage::StorageSource;
+
+/// Reads a plain pickle file (`pickle.dump`, or `joblib.dump` without compression, as
+/// pytorch-tabular's `datamodule.sav`) as inert data.
+pub fn read_pickle_file(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.first() != Some(&0x80) {
+        bail!("{} is not an uncompressed pickle (joblib files saved with compress=... are not supported)", path.display());
+    }
+    pickle::load(&bytes, &mut pickle::NoPersistentLoad).with_context(|| format!("reading {}", path.display()))
+}
 
 /// An opened checkpoint: its pickled root value and the storages its tensors point into.
 pub struct Checkpoint {

@@ -6,6 +6,9 @@
 //! a few containers). A pickle that names `os.system` therefore yields an object describing
 //! that call, which nothing ever performs.
 //!
+//! numpy arrays become [`NdArray`] values (see [`super::numpy`]), including joblib's, whose bytes
+//! follow their wrapper in the stream.
+//!
 //! Protocols 0 to 5 are read. Out-of-band buffers and the extension registry are refused.
 
 use std::cell::RefCell;
@@ -13,6 +16,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use anyhow::{anyhow, bail, Context, Result};
+
+use super::numpy::{self, ArrayData, NdArray, WrapperLayout};
 
 /// An unpickled value. Containers own their contents; shared references in the pickle are
 /// copied (the memo is resolved when the value is built).
@@ -39,6 +44,8 @@ pub enum Value {
     Tensor(Box<TensorRef>),
     /// A storage named by a persistent id (the torch zip format's `('storage', ...)` tuples).
     Storage(StorageRef),
+    /// A numpy array or scalar (shape `[]`).
+    Array(Box<NdArray>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +96,13 @@ impl Value {
         match self {
             Value::Float(f) => Some(*f),
             Value::Int(i) => Some(*i as f64),
+            Value::Array(a) if a.shape.is_empty() => a.to_f64().ok()?.first().copied(),
+            _ => None,
+        }
+    }
+    pub fn as_array(&self) -> Option<&NdArray> {
+        match self {
+            Value::Array(a) => Some(a),
             _ => None,
         }
     }
@@ -145,6 +159,14 @@ struct PendingObject {
     state: Option<Item>,
     list_items: Vec<Item>,
     dict_items: Vec<(Item, Item)>,
+    /// What the object turned out to be, for the few classes we understand (numpy arrays).
+    resolved: Option<Value>,
+}
+
+impl PendingObject {
+    fn new(module: String, name: String, args: Vec<Item>) -> PendingObject {
+        PendingObject { module, name, args, state: None, list_items: vec![], dict_items: vec![], resolved: None }
+    }
 }
 
 /// Guards the conversion of shared items into owned values against cycles and bombs.
@@ -168,6 +190,9 @@ impl Item {
             Item::Dict(m) => Value::Dict(pairs(&m.borrow())?),
             Item::Object(o) => {
                 let o = o.borrow();
+                if let Some(value) = &o.resolved {
+                    return Ok(value.clone());
+                }
                 Value::Object(Box::new(Object {
                     module: o.module.clone(),
                     name: o.name.clone(),
@@ -183,9 +208,7 @@ impl Item {
 
 /// Reads one pickle from `data`.
 pub fn load(data: &[u8], persistent: &mut dyn PersistentLoad) -> Result<Value> {
-    Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), persistent }
-        .run()
-        .context("reading pickle")
+    Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), persistent }.run().context("reading pickle")
 }
 
 struct Machine<'a> {
@@ -257,7 +280,7 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    fn run(mut self) -> Result<Value> {
+    fn run(&mut self) -> Result<Value> {
         loop {
             let at = self.pos;
             let op = self.u8()?;
@@ -349,6 +372,34 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// joblib writes an array's bytes right after its `NumpyArrayWrapper` is built: for
+    /// object arrays a nested pickle, otherwise (joblib >= 1.2) a padding length byte and
+    /// padding, then the raw data.
+    fn joblib_array(&mut self, state: &Value) -> Result<NdArray> {
+        let layout = WrapperLayout::from_state(state)?;
+        if layout.is_object() {
+            let mut nested = Machine { data: self.data, pos: self.pos, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), persistent: &mut *self.persistent };
+            let value = nested.run()?;
+            self.pos = nested.pos;
+            let items = match value {
+                Value::Array(a) => match a.data {
+                    ArrayData::Objects(items) => items,
+                    ArrayData::Raw(_) => bail!("joblib object array arrived as raw bytes"),
+                },
+                other => bail!("joblib object array arrived as {other:?}"),
+            };
+            return layout.into_array(ArrayData::Objects(items));
+        }
+        if layout.aligned {
+            let padding = self.u8()? as usize;
+            self.take(padding)?;
+        }
+        let n = layout.nbytes()?;
+        let n = self.len(n as u64)?;
+        let bytes = self.take(n)?.to_vec();
+        layout.into_array(ArrayData::Raw(bytes))
+    }
+
     fn push_str(&mut self, n: u64) -> Result<()> {
         let n = self.len(n)?;
         let bytes = self.take(n)?;
@@ -391,12 +442,27 @@ impl<'a> Machine<'a> {
     }
 
     fn build(&mut self, state: Item) -> Result<()> {
-        match self.top()? {
-            Item::Object(o) => o.borrow_mut().state = Some(state),
+        match self.top()?.clone() {
+            Item::Object(o) => {
+                let (module, name) = {
+                    let o = o.borrow();
+                    (o.module.clone(), o.name.clone())
+                };
+                let resolved = match (module.as_str(), name.as_str()) {
+                    (m, "_reconstruct") if numpy::MULTIARRAY.contains(&m) => {
+                        Some(Value::Array(Box::new(numpy::from_reconstruct_state(&state.into_value(0)?)?)))
+                    }
+                    ("joblib.numpy_pickle", "NumpyArrayWrapper") => Some(Value::Array(Box::new(self.joblib_array(&state.into_value(0)?)?))),
+                    _ => None,
+                };
+                let mut o = o.borrow_mut();
+                o.state = Some(state);
+                o.resolved = resolved;
+            }
             // OrderedDict carries `_metadata` (module versions) as state; it means nothing here.
             Item::Dict(_) => {}
-            // BUILD on a rebuilt tensor sets its Python attributes: nothing to keep.
-            Item::Value(Value::Tensor(_)) => {}
+            // BUILD on a rebuilt tensor or array sets Python attributes: nothing to keep.
+            Item::Value(Value::Tensor(_) | Value::Array(_)) => {}
             other => bail!("pickle BUILD on {other:?}"),
         }
         Ok(())
@@ -416,6 +482,7 @@ impl<'a> Machine<'a> {
         match (module.as_str(), name.as_str()) {
             ("collections", "OrderedDict") | ("builtins", "dict") if args.is_empty() => Ok(Item::Dict(Rc::default())),
             ("builtins", "list") if args.is_empty() => Ok(Item::List(Rc::default())),
+            ("builtins", "bytes") | ("builtins", "bytearray") if args.is_empty() => Ok(Item::Value(Value::Bytes(vec![]))),
             ("builtins", "set") | ("builtins", "frozenset") if args.is_empty() => Ok(Item::Set(Rc::default())),
             // Protocol 2 (torch.save's default) writes sets as `set([items])`, ordered dicts as
             // `OrderedDict([(k, v), ...])` and bytes as `_codecs.encode(text, 'latin1')`.
@@ -440,7 +507,7 @@ impl<'a> Machine<'a> {
                     let bytes = text.chars().map(|c| u8::try_from(c as u32)).collect::<Result<Vec<u8>, _>>();
                     Ok(Item::Value(Value::Bytes(bytes.map_err(|_| anyhow!("pickle: non-latin-1 text in bytes"))?)))
                 }
-                _ => Ok(Item::Object(Rc::new(RefCell::new(PendingObject { module, name, args, state: None, list_items: vec![], dict_items: vec![] })))),
+                _ => Ok(Item::Object(Rc::new(RefCell::new(PendingObject::new(module, name, args))))),
             },
             ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => Ok(Item::Value(rebuild_tensor(&args)?)),
             // A Parameter is its tensor for our purposes.
@@ -449,14 +516,15 @@ impl<'a> Machine<'a> {
                 let data = args.first().ok_or_else(|| anyhow!("pickle: {module}.{name} without data"))?;
                 Ok(data.clone())
             }
-            _ => Ok(Item::Object(Rc::new(RefCell::new(PendingObject {
-                module,
-                name,
-                args,
-                state: None,
-                list_items: vec![],
-                dict_items: vec![],
-            })))),
+            (m, "_frombuffer") if numpy::NUMERIC.contains(&m) => {
+                let args = args.iter().map(|a| a.into_value(0)).collect::<Result<Vec<_>>>()?;
+                Ok(Item::Value(Value::Array(Box::new(numpy::from_frombuffer(&args)?))))
+            }
+            (m, "scalar") if numpy::MULTIARRAY.contains(&m) => {
+                let args = args.iter().map(|a| a.into_value(0)).collect::<Result<Vec<_>>>()?;
+                Ok(Item::Value(Value::Array(Box::new(numpy::from_scalar(&args)?))))
+            }
+            _ => Ok(Item::Object(Rc::new(RefCell::new(PendingObject::new(module, name, args))))),
         }
     }
 }
