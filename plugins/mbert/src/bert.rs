@@ -34,6 +34,20 @@ fn default_act() -> String {
 }
 
 impl BertConfig {
+    /// The published configuration of the BERTs DeepTune fine-tunes, for directories that
+    /// name them instead of holding a config.json (peft adapters).
+    pub fn published(name: &str) -> Option<BertConfig> {
+        let known = ["bert-base-multilingual-uncased", "bert-base-multilingual-cased", "nlptown/bert-base-multilingual-uncased-sentiment"];
+        known.contains(&name.trim_start_matches("google-bert/")).then(|| BertConfig {
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            layer_norm_eps: 1e-12,
+            hidden_act: "gelu".into(),
+            max_position_embeddings: Some(512),
+        })
+    }
+
     pub fn from_file(path: &Path) -> Result<BertConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let config: BertConfig = serde_json::from_str(&text).with_context(|| format!("{} is not a BERT config.json", path.display()))?;

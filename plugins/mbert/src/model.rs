@@ -99,7 +99,7 @@ fn load_deeptune(opts: &TextOptions, dir: &Path, device: Device, mut details: se
     if !encoder.contains("embeddings.word_embeddings.weight") {
         bail!("{source} has no BERT encoder weights under `bert.`: it is not a DeepTune BERT checkpoint");
     }
-    let config = BertConfig::from_file(&bert_config_path(opts, dir)?)?;
+    let config = encoder_config(opts, dir)?;
     let bert = Bert::load(config, &encoder, device)?;
 
     // The head: `additional` exists with two added layers; `classifier` gives the class count.
@@ -157,16 +157,17 @@ fn lora_alpha(opts: &TextOptions, dir: &Path) -> Result<f64> {
     Ok(32.0)
 }
 
-/// The encoder's config.json: `--bert_config`, bert_model/config.json, or (peft, whose
-/// bert_model/ holds only the adapter) the base model directory the adapter names, if local.
-fn bert_config_path(opts: &TextOptions, dir: &Path) -> Result<PathBuf> {
+/// The encoder's configuration: `--bert_config`, bert_model/config.json, or (peft, whose
+/// bert_model/ holds only the adapter) the base model the adapter names: its config.json when
+/// that is a local directory, or the published shape of the multilingual BERTs DeepTune uses.
+fn encoder_config(opts: &TextOptions, dir: &Path) -> Result<BertConfig> {
     if let Some(path) = &opts.bert_config {
-        return Ok(path.clone());
+        return BertConfig::from_file(path);
     }
     let bert_model = dir.join("bert_model");
     let direct = bert_model.join("config.json");
     if direct.is_file() {
-        return Ok(direct);
+        return BertConfig::from_file(&direct);
     }
     let adapter = bert_model.join("adapter_config.json");
     let base = std::fs::read_to_string(&adapter)
@@ -176,9 +177,45 @@ fn bert_config_path(opts: &TextOptions, dir: &Path) -> Result<PathBuf> {
     if let Some(base) = &base {
         let candidate = Path::new(base).join("config.json");
         if candidate.is_file() {
-            return Ok(candidate);
+            return BertConfig::from_file(&candidate);
+        }
+        if let Some(config) = BertConfig::published(base) {
+            log::info!("{} has no config.json; using {base}'s published configuration", bert_model.display());
+            return Ok(config);
         }
     }
     let named = base.map(|b| format!(" (the adapter was trained on {b})")).unwrap_or_default();
     bail!("{} has no config.json{named}; pass that model's config.json with --bert_config", bert_model.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peft_directory_naming_multilingual_bert_needs_no_config_file() {
+        let dir = std::env::temp_dir().join(format!("mbert-config-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("bert_model")).unwrap();
+        let adapter = r#"{"base_model_name_or_path": "bert-base-multilingual-uncased", "r": 16, "lora_alpha": 32}"#;
+        std::fs::write(dir.join("bert_model/adapter_config.json"), adapter).unwrap();
+        let opts = TextOptions {
+            use_case: UseCase::Peft,
+            model_weights: dir.clone(),
+            added_layers: None,
+            embed_size: None,
+            num_classes: None,
+            lora_alpha: None,
+            bert_config: None,
+            text_column: "text".into(),
+            label_column: "labels".into(),
+            max_length: 256,
+            pad_to_longest: true,
+        };
+        let config = encoder_config(&opts, &dir).unwrap();
+        assert_eq!((config.hidden_size, config.num_hidden_layers, config.num_attention_heads), (768, 12, 12));
+        std::fs::write(dir.join("bert_model/adapter_config.json"), r#"{"base_model_name_or_path": "someone/unknown-bert"}"#).unwrap();
+        let err = encoder_config(&opts, &dir).unwrap_err().to_string();
+        assert!(err.contains("someone/unknown-bert") && err.contains("--bert_config"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
