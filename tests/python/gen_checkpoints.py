@@ -34,6 +34,15 @@ def write(out, name, obj, tensors):
     (out / f"{name}.expected.json").write_text(json.dumps(expected(tensors)))
 
 
+class Node:
+    """A tree node that knows its parent."""
+
+    def __init__(self, name, parent=None):
+        self.name = name
+        self.parent = parent
+        self.children = []
+
+
 class Evil:
     """Unpickling this under Python runs a shell command that creates a marker file."""
 
@@ -96,7 +105,17 @@ def main(out: Path):
         "bytes": b"\x00\x01",
         "none": None,
     }
+    # Objects that refer back to their parents, as omegaconf's nodes in real Lightning and
+    # pytorch-tabular checkpoints do: a cycle the reader must cut, not follow.
+    parent = Node("root")
+    parent.children = [Node("leaf", parent), Node("leaf2", parent)]
+    lightning["hyper_parameters"]["tree"] = parent
     write(out, "lightning.ckpt", lightning, dict(model.state_dict()))
+    # A tensor pickled with plain pickle (as joblib files of Lightning callbacks hold): its storage
+    # is a nested legacy torch.save, which stays an inert object.
+    import pickle
+
+    (out / "plain_pickle_tensor.pkl").write_bytes(pickle.dumps({"best_score": torch.tensor(0.25), "patience": 3}, protocol=2))
 
     # safetensors.
     st = {"a": torch.randn(2, 2, generator=g), "b": torch.arange(5, dtype=torch.int64), "c": torch.randn(3, generator=g).to(torch.bfloat16)}

@@ -72,6 +72,14 @@ fn lightning_checkpoint_uses_its_state_dict_and_keeps_other_objects_inert() {
         }
         other => panic!("argparse.Namespace should load as an inert object, got {other:?}"),
     }
+    // A parent/child cycle is cut where it closes.
+    let tree = root.get("hyper_parameters").and_then(|h| h.get("tree")).expect("tree");
+    let Some(Value::Object(tree)) = Some(tree) else { panic!("{tree:?}") };
+    let children = tree.state.as_ref().and_then(|s| s.get("children"));
+    let Some(Value::List(children)) = children else { panic!("{children:?}") };
+    assert_eq!(children.len(), 2);
+    assert_eq!(children[0].get("name").and_then(Value::as_str), Some("leaf"));
+    assert_eq!(children[0].get("parent"), Some(&Value::Cycle));
     assert!(matches!(root.get("big_int"), Some(Value::BigInt(_))));
     assert!(matches!(root.get("set"), Some(Value::Set(items)) if items.len() == 2));
     assert_eq!(root.get("bytes"), Some(&Value::Bytes(vec![0, 1])));
@@ -140,4 +148,13 @@ fn numpy_arrays_in_pickles_and_joblib_files() {
             }
         }
     }
+}
+
+/// A tensor in a plain pickle (its storage a nested legacy torch.save) loads as an inert object
+/// without failing the rest of the file.
+#[test]
+fn a_plain_pickled_tensor_stays_inert() {
+    let root = deepembed_sdk::checkpoint::read_pickle_file(&dir().join("plain_pickle_tensor.pkl")).unwrap();
+    assert_eq!(root.get("patience"), Some(&Value::Int(3)));
+    assert!(matches!(root.get("best_score"), Some(Value::Object(_))), "{:?}", root.get("best_score"));
 }

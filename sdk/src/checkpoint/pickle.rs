@@ -46,6 +46,8 @@ pub enum Value {
     Storage(StorageRef),
     /// A numpy array or scalar (shape `[]`).
     Array(Box<NdArray>),
+    /// A reference back to a container that encloses it (the pickle holds a cycle).
+    Cycle,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -169,25 +171,53 @@ impl PendingObject {
     }
 }
 
-/// Guards the conversion of shared items into owned values against cycles and bombs.
+/// Guards the conversion of shared items into owned values against nesting bombs.
 const MAX_DEPTH: usize = 512;
 
 impl Item {
-    fn into_value(&self, depth: usize) -> Result<Value> {
-        if depth > MAX_DEPTH {
-            bail!("pickle nests deeper than {MAX_DEPTH} levels (or refers to itself)");
+    fn into_value(&self) -> Result<Value> {
+        self.to_value(&mut Vec::new())
+    }
+
+    /// `path` holds the containers being converted, outermost first: meeting one again is a
+    /// cycle (Python objects may refer to themselves, as omegaconf nodes do to their parents).
+    fn to_value(&self, path: &mut Vec<usize>) -> Result<Value> {
+        if path.len() > MAX_DEPTH {
+            bail!("pickle nests deeper than {MAX_DEPTH} levels");
         }
-        let d = depth + 1;
-        let all = |items: &[Item]| items.iter().map(|i| i.into_value(d)).collect::<Result<Vec<_>>>();
-        let pairs = |items: &[(Item, Item)]| {
-            items.iter().map(|(k, v)| Ok((k.into_value(d)?, v.into_value(d)?))).collect::<Result<Vec<_>>>()
+        let id = match self {
+            Item::List(l) => Some(Rc::as_ptr(l) as *const () as usize),
+            Item::Dict(d) => Some(Rc::as_ptr(d) as *const () as usize),
+            Item::Set(s) => Some(Rc::as_ptr(s) as *const () as usize),
+            Item::Object(o) => Some(Rc::as_ptr(o) as *const () as usize),
+            Item::Value(_) | Item::Tuple(_) => None,
         };
+        if let Some(id) = id {
+            if path.contains(&id) {
+                return Ok(Value::Cycle);
+            }
+            path.push(id);
+        }
+        let value = self.convert(path);
+        if id.is_some() {
+            path.pop();
+        }
+        value
+    }
+
+    fn convert(&self, path: &mut Vec<usize>) -> Result<Value> {
+        fn all(items: &[Item], path: &mut Vec<usize>) -> Result<Vec<Value>> {
+            items.iter().map(|i| i.to_value(path)).collect()
+        }
+        fn pairs(items: &[(Item, Item)], path: &mut Vec<usize>) -> Result<Vec<(Value, Value)>> {
+            items.iter().map(|(k, v)| Ok((k.to_value(path)?, v.to_value(path)?))).collect()
+        }
         Ok(match self {
             Item::Value(v) => v.clone(),
-            Item::List(l) => Value::List(all(&l.borrow())?),
-            Item::Tuple(t) => Value::Tuple(all(t)?),
-            Item::Set(s) => Value::Set(all(&s.borrow())?),
-            Item::Dict(m) => Value::Dict(pairs(&m.borrow())?),
+            Item::List(l) => Value::List(all(&l.borrow(), path)?),
+            Item::Tuple(t) => Value::Tuple(all(t, path)?),
+            Item::Set(s) => Value::Set(all(&s.borrow(), path)?),
+            Item::Dict(m) => Value::Dict(pairs(&m.borrow(), path)?),
             Item::Object(o) => {
                 let o = o.borrow();
                 if let Some(value) = &o.resolved {
@@ -196,10 +226,10 @@ impl Item {
                 Value::Object(Box::new(Object {
                     module: o.module.clone(),
                     name: o.name.clone(),
-                    args: all(&o.args)?,
-                    state: o.state.as_ref().map(|s| s.into_value(d)).transpose()?,
-                    list_items: all(&o.list_items)?,
-                    dict_items: pairs(&o.dict_items)?,
+                    args: all(&o.args, path)?,
+                    state: o.state.as_ref().map(|s| s.to_value(path)).transpose()?,
+                    list_items: all(&o.list_items, path)?,
+                    dict_items: pairs(&o.dict_items, path)?,
                 }))
             }
         })
@@ -287,7 +317,7 @@ impl<'a> Machine<'a> {
             match op {
                 0x80 => { self.u8()?; }                          // PROTO
                 0x95 => { self.u64()?; }                         // FRAME (framing is advisory)
-                b'.' => return self.pop()?.into_value(0),         // STOP
+                b'.' => return self.pop()?.into_value(),         // STOP
                 b'(' => self.marks.push(self.stack.len()),        // MARK
                 b'0' => { self.pop()?; }                         // POP
                 b'1' => { self.pop_mark()?; }                    // POP_MARK
@@ -339,8 +369,8 @@ impl<'a> Machine<'a> {
                 b'j' => { let k = self.u32()? as u64; self.memo_get(k)?; }
                 b'c' => { let module = python3_module(self.line()?); let name = self.line()?.to_string(); self.push(Value::Global { module, name }); }
                 0x93 => {                                                   // STACK_GLOBAL
-                    let name = self.pop()?.into_value(0)?;
-                    let module = self.pop()?.into_value(0)?;
+                    let name = self.pop()?.into_value()?;
+                    let module = self.pop()?.into_value()?;
                     match (module, name) {
                         (Value::Str(module), Value::Str(name)) => self.push(Value::Global { module: python3_module(&module), name }),
                         _ => bail!("pickle STACK_GLOBAL needs two strings"),
@@ -363,7 +393,7 @@ impl<'a> Machine<'a> {
                     self.stack.push(r);
                 }
                 b'b' => { let state = self.pop()?; self.build(state)?; }      // BUILD
-                b'Q' => { let pid = self.pop()?.into_value(0)?; let v = self.persistent.load(pid)?; self.push(v); } // BINPERSID
+                b'Q' => { let pid = self.pop()?.into_value()?; let v = self.persistent.load(pid)?; self.push(v); } // BINPERSID
                 b'P' => { let l = self.line()?.to_string(); let v = self.persistent.load(Value::Str(l))?; self.push(v); } // PERSID
                 0x82..=0x84 => bail!("pickle uses the copyreg extension registry (opcode 0x{op:02x}), which is not supported"),
                 0x97 | 0x98 => bail!("pickle uses out-of-band buffers (protocol 5), which are not supported"),
@@ -450,9 +480,9 @@ impl<'a> Machine<'a> {
                 };
                 let resolved = match (module.as_str(), name.as_str()) {
                     (m, "_reconstruct") if numpy::MULTIARRAY.contains(&m) => {
-                        Some(Value::Array(Box::new(numpy::from_reconstruct_state(&state.into_value(0)?)?)))
+                        Some(Value::Array(Box::new(numpy::from_reconstruct_state(&state.into_value()?)?)))
                     }
-                    ("joblib.numpy_pickle", "NumpyArrayWrapper") => Some(Value::Array(Box::new(self.joblib_array(&state.into_value(0)?)?))),
+                    ("joblib.numpy_pickle", "NumpyArrayWrapper") => Some(Value::Array(Box::new(self.joblib_array(&state.into_value()?)?))),
                     _ => None,
                 };
                 let mut o = o.borrow_mut();
@@ -471,7 +501,7 @@ impl<'a> Machine<'a> {
     /// A call the pickle asks for. Only known-harmless constructors get meaning; everything else
     /// becomes an inert [`Object`].
     fn call(&mut self, callable: Item, args: Item) -> Result<Item> {
-        let (module, name) = match callable.into_value(0)? {
+        let (module, name) = match callable.into_value()? {
             Value::Global { module, name } => (module, name),
             other => bail!("pickle calls a non-class value {other:?}"),
         };
@@ -501,7 +531,7 @@ impl<'a> Machine<'a> {
                 }
                 Ok(Item::Dict(Rc::new(RefCell::new(pairs))))
             }
-            ("_codecs", "encode") if args.len() == 2 => match (args[0].into_value(0)?, args[1].into_value(0)?) {
+            ("_codecs", "encode") if args.len() == 2 => match (args[0].into_value()?, args[1].into_value()?) {
                 (Value::Str(text), Value::Str(encoding)) if encoding == "latin1" || encoding == "latin-1" => {
                     // Each char is one byte (< 256) in latin-1.
                     let bytes = text.chars().map(|c| u8::try_from(c as u32)).collect::<Result<Vec<u8>, _>>();
@@ -509,7 +539,13 @@ impl<'a> Machine<'a> {
                 }
                 _ => Ok(Item::Object(Rc::new(RefCell::new(PendingObject::new(module, name, args))))),
             },
-            ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => Ok(Item::Value(rebuild_tensor(&args)?)),
+            // A tensor whose storage is a zip entry; other storages (a nested legacy
+            // `torch.storage._load_from_bytes`) stay inert objects.
+            ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor")
+                if matches!(args.first(), Some(Item::Value(Value::Storage(_)))) =>
+            {
+                Ok(Item::Value(rebuild_tensor(&args)?))
+            }
             // A Parameter is its tensor for our purposes.
             ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state")
             | ("torch.nn.parameter", "Parameter") => {
@@ -517,11 +553,11 @@ impl<'a> Machine<'a> {
                 Ok(data.clone())
             }
             (m, "_frombuffer") if numpy::NUMERIC.contains(&m) => {
-                let args = args.iter().map(|a| a.into_value(0)).collect::<Result<Vec<_>>>()?;
+                let args = args.iter().map(|a| a.into_value()).collect::<Result<Vec<_>>>()?;
                 Ok(Item::Value(Value::Array(Box::new(numpy::from_frombuffer(&args)?))))
             }
             (m, "scalar") if numpy::MULTIARRAY.contains(&m) => {
-                let args = args.iter().map(|a| a.into_value(0)).collect::<Result<Vec<_>>>()?;
+                let args = args.iter().map(|a| a.into_value()).collect::<Result<Vec<_>>>()?;
                 Ok(Item::Value(Value::Array(Box::new(numpy::from_scalar(&args)?))))
             }
             _ => Ok(Item::Object(Rc::new(RefCell::new(PendingObject::new(module, name, args))))),
@@ -593,7 +629,7 @@ fn unescape_raw_unicode(line: &str) -> String {
 /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, ...)`
 fn rebuild_tensor(args: &[Item]) -> Result<Value> {
     let arg = |i: usize| -> Result<Value> {
-        args.get(i).ok_or_else(|| anyhow!("tensor rebuild call has {} arguments", args.len()))?.into_value(0)
+        args.get(i).ok_or_else(|| anyhow!("tensor rebuild call has {} arguments", args.len()))?.into_value()
     };
     let storage = match arg(0)? {
         Value::Storage(s) => s,
@@ -628,6 +664,12 @@ mod tests {
         let bytes = b"\x80\x02]q\x00(}q\x01X\x01\x00\x00\x00aK\x01sh\x01e.";
         let d = Value::Dict(vec![(Value::Str("a".into()), Value::Int(1))]);
         assert_eq!(load_plain(bytes).unwrap(), Value::List(vec![d.clone(), d]));
+    }
+
+    #[test]
+    fn a_container_that_contains_itself_loads_with_the_cycle_marked() {
+        // l = []; l.append(l)
+        assert_eq!(load_plain(b"\x80\x02]q\x00h\x00a.").unwrap(), Value::List(vec![Value::Cycle]));
     }
 
     #[test]
