@@ -128,6 +128,7 @@ def main(out: Path):
     torch.save({"weight": torch.ones(2), "payload": Evil(marker)}, out / "evil_with_weights.pth")
     (out / "evil.json").write_text(json.dumps({"marker": str(marker)}))
     numpy_fixtures(out)
+    pandas_fixtures(out)
     print(f"checkpoint fixtures in {out}")
 
 
@@ -157,6 +158,48 @@ def numpy_fixtures(out: Path):
         (out / f"numpy_p{proto}.pkl").write_bytes(pickle.dumps(payload, protocol=proto))
     joblib.dump(payload, out / "numpy.joblib")
     (out / "numpy.expected.json").write_text(json.dumps(expected))
+
+
+def pandas_fixtures(out: Path):
+    """pandas frames, series and indexes, and fitted StandardScalers, as pytorch-tabular's
+    datamodule.sav holds them, in plain pickles and a joblib file, with expectations."""
+    import pickle
+
+    import joblib
+    import pandas as pd
+    from sklearn.preprocessing import StandardScaler
+
+    def plain(values):
+        return [v.item() if hasattr(v, "item") else v for v in values]
+
+    frames = {
+        # Interleaved dtypes: the int64 block's placement is not one slice.
+        "mixed": pd.DataFrame({"i": [1, -2, 3], "s": ["x", "ñ", "z"], "f": [0.5, 1.25, -3.0], "j": [10, 20, 30], "b": [True, False, True]}),
+        # pytorch-tabular's category mapping: category index, "value" codes from 1.
+        "mapping": pd.Series(pd.unique(pd.Series(["y", "x", 0, "z"])), name="c").reset_index().rename(columns={"index": "value"}).assign(value=lambda d: d["value"] + 1).set_index("c"),
+        "float_index": pd.DataFrame({"value": [1, 2]}, index=pd.Index([0.5, 2.0], name="k")),
+        "empty": pd.DataFrame({"a": pd.Series([], dtype="float64")}),
+    }
+    series = {"named": pd.Series([3.5, -1.0], index=["p", "q"], name="w"), "ints": pd.Series([7, 8, 9])}
+    expected = {
+        "frames": {
+            k: {"index": plain(f.index), "labels": plain(f.columns), "columns": [plain(f[c]) for c in f.columns]} for k, f in frames.items()
+        },
+        "series": {k: {"name": v.name, "index": plain(v.index), "values": plain(v)} for k, v in series.items()},
+    }
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"a": rng.normal(size=20), "b": rng.normal(3, 2, size=20)})
+    scalers = {"scaler": StandardScaler().fit(x), "scaler_no_mean": StandardScaler(with_mean=False).fit(x.values)}
+    probe = [[0.3, -1.7], [5.0, 2.0]]
+    probes = {"scaler": pd.DataFrame(probe, columns=["a", "b"]), "scaler_no_mean": np.array(probe)}
+    expected["scalers"] = {k: {"probe": probe, "transformed": s.transform(probes[k]).tolist()} for k, s in scalers.items()}
+    expected["scalers"]["scaler"]["feature_names"] = ["a", "b"]
+    categorical = pd.DataFrame({"c": pd.Categorical(["u", "v"])})
+    payload = {"frames": frames, "series": series, **scalers, "categorical": categorical}
+    for proto in (2, 5):
+        (out / f"pandas_p{proto}.pkl").write_bytes(pickle.dumps(payload, protocol=proto))
+    joblib.dump(payload, out / "pandas.joblib")
+    (out / "pandas.expected.json").write_text(json.dumps(expected))
 
 
 if __name__ == "__main__":

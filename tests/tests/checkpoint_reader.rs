@@ -158,3 +158,59 @@ fn a_plain_pickled_tensor_stays_inert() {
     assert_eq!(root.get("patience"), Some(&Value::Int(3)));
     assert!(matches!(root.get("best_score"), Some(Value::Object(_))), "{:?}", root.get("best_score"));
 }
+
+/// pandas frames (interleaved dtypes, a category mapping, a float index, an empty frame) and
+/// series, and fitted StandardScalers, against pandas' and scikit-learn's own values, in plain
+/// pickles and a joblib file; a categorical column is refused by name.
+#[test]
+fn pandas_frames_and_sklearn_scalers_in_pickles_and_joblib_files() {
+    use deepembed_sdk::checkpoint::pandas::{DataFrame, Series};
+    use deepembed_sdk::checkpoint::sklearn::StandardScaler;
+    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(dir().join("pandas.expected.json")).unwrap()).unwrap();
+    let json = |values: &[Value]| -> Vec<serde_json::Value> {
+        values
+            .iter()
+            .map(|v| match v {
+                Value::Int(i) => serde_json::json!(i),
+                Value::Float(f) => serde_json::json!(f),
+                Value::Str(s) => serde_json::json!(s),
+                Value::Bool(b) => serde_json::json!(b),
+                Value::None => serde_json::Value::Null,
+                other => panic!("unexpected value {other:?}"),
+            })
+            .collect()
+    };
+    for file in ["pandas_p2.pkl", "pandas_p5.pkl", "pandas.joblib"] {
+        let root = deepembed_sdk::checkpoint::read_pickle_file(&dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        for (name, want) in expected["frames"].as_object().unwrap() {
+            let frame = DataFrame::from_value(root.get("frames").unwrap().get(name).unwrap()).unwrap_or_else(|e| panic!("{file}: {name}: {e:#}"));
+            assert_eq!(json(&frame.index.values), want["index"].as_array().unwrap().clone(), "{file}: {name} index");
+            let labels: Vec<Value> = frame.columns.iter().map(|(l, _)| l.clone()).collect();
+            assert_eq!(json(&labels), want["labels"].as_array().unwrap().clone(), "{file}: {name} labels");
+            for ((label, values), want) in frame.columns.iter().zip(want["columns"].as_array().unwrap()) {
+                assert_eq!(json(values), want.as_array().unwrap().clone(), "{file}: {name} column {label:?}");
+            }
+        }
+        for (name, want) in expected["series"].as_object().unwrap() {
+            let series = Series::from_value(root.get("series").unwrap().get(name).unwrap()).unwrap_or_else(|e| panic!("{file}: {name}: {e:#}"));
+            assert_eq!(json(std::slice::from_ref(&series.name))[0], want["name"], "{file}: {name} name");
+            assert_eq!(json(&series.index.values), want["index"].as_array().unwrap().clone(), "{file}: {name} index");
+            assert_eq!(json(&series.values), want["values"].as_array().unwrap().clone(), "{file}: {name} values");
+        }
+        for (name, want) in expected["scalers"].as_object().unwrap() {
+            let scaler = StandardScaler::from_value(root.get(name).unwrap()).unwrap_or_else(|e| panic!("{file}: {name}: {e:#}"));
+            let probe = want["probe"].as_array().unwrap();
+            for (row, out) in probe.iter().zip(want["transformed"].as_array().unwrap()) {
+                for (i, (x, y)) in row.as_array().unwrap().iter().zip(out.as_array().unwrap()).enumerate() {
+                    assert_eq!(scaler.transform(i, x.as_f64().unwrap()), y.as_f64().unwrap(), "{file}: {name} feature {i}");
+                }
+            }
+            if let Some(names) = want.get("feature_names") {
+                let names: Vec<String> = serde_json::from_value(names.clone()).unwrap();
+                assert_eq!(scaler.feature_names.as_ref(), Some(&names), "{file}: {name} feature names");
+            }
+        }
+        let err = DataFrame::from_value(root.get("categorical").unwrap()).unwrap_err();
+        assert!(format!("{err:#}").contains("Categorical"), "{file}: the refusal should name the extension array: {err:#}");
+    }
+}

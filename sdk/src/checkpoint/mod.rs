@@ -5,10 +5,14 @@
 //! libtorch's own unpickler cannot read a plain `torch.save(model.state_dict())` (an
 //! OrderedDict), and Python's would execute whatever the pickle names. So the torch format is
 //! read here: the zip archive's `data.pkl` goes through the inert [`pickle`] interpreter, and
-//! tensors are views into the archive's storage files.
+//! tensors are views into the archive's storage files. The same interpreter reads joblib and
+//! plain pickles; [`numpy`], [`pandas`] and [`sklearn`] interpret the arrays, frames and fitted
+//! transformers found in them, still as data.
 
 pub mod numpy;
+pub mod pandas;
 pub mod pickle;
+pub mod sklearn;
 mod storage;
 
 use std::collections::BTreeMap;

@@ -106,6 +106,43 @@ impl NdArray {
         Ok(self.c_order(values))
     }
 
+    /// Elements as pickle values, in C order: booleans as `Bool`, integers as `Int`, floats as
+    /// `Float`, unicode as `Str`, object arrays as they are. The general form pandas columns and
+    /// indexes need, whatever their dtype.
+    pub fn to_values(&self) -> Result<Vec<Value>> {
+        if let ArrayData::Objects(items) = &self.data {
+            return Ok(self.c_order(items.clone()));
+        }
+        let (_, kind, size) = split_dtype(&self.dtype)?;
+        match kind {
+            'U' => Ok(self.to_strings()?.into_iter().map(Value::Str).collect()),
+            'b' => Ok(self.to_f64()?.into_iter().map(|v| Value::Bool(v != 0.0)).collect()),
+            'f' => Ok(self.to_f64()?.into_iter().map(Value::Float).collect()),
+            // Read integers exactly: f64 would round those above 2^53.
+            'i' | 'u' => {
+                let ArrayData::Raw(bytes) = &self.data else { unreachable!() };
+                let big = self.dtype.starts_with('>');
+                let values = bytes
+                    .chunks_exact(size)
+                    .map(|c| {
+                        let mut b = [0u8; 8];
+                        for (i, byte) in c.iter().enumerate() {
+                            b[if big { size - 1 - i } else { i }] = *byte;
+                        }
+                        // Sign-extend signed integers narrower than 8 bytes.
+                        if kind == 'i' && size < 8 && c[if big { 0 } else { size - 1 }] & 0x80 != 0 {
+                            b[size..].fill(0xff);
+                        }
+                        let v = u64::from_le_bytes(b);
+                        if kind == 'u' && v > i64::MAX as u64 { Value::Float(v as f64) } else { Value::Int(v as i64) }
+                    })
+                    .collect();
+                Ok(self.c_order(values))
+            }
+            _ => bail!("numpy dtype {} cannot be read as values", self.dtype),
+        }
+    }
+
     /// Reorders Fortran-order elements into C order.
     fn c_order<T: Clone>(&self, values: Vec<T>) -> Vec<T> {
         if !self.fortran_order || self.shape.len() < 2 {

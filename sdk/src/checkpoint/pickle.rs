@@ -121,6 +121,27 @@ impl Value {
             _ => None,
         }
     }
+    /// A short description for error messages: the Python type, never the (maybe huge) contents.
+    pub fn type_name(&self) -> String {
+        match self {
+            Value::None => "None".into(),
+            Value::Bool(_) => "bool".into(),
+            Value::Int(_) | Value::BigInt(_) => "int".into(),
+            Value::Float(_) => "float".into(),
+            Value::Str(_) => "str".into(),
+            Value::Bytes(_) => "bytes".into(),
+            Value::List(_) => "list".into(),
+            Value::Tuple(_) => "tuple".into(),
+            Value::Set(_) => "set".into(),
+            Value::Dict(_) => "dict".into(),
+            Value::Global { module, name } => format!("{module}.{name} (a class or function)"),
+            Value::Object(o) => format!("{}.{}", o.module, o.name),
+            Value::Tensor(_) => "torch.Tensor".into(),
+            Value::Storage(_) => "torch storage".into(),
+            Value::Array(a) => format!("numpy array ({})", a.dtype),
+            Value::Cycle => "a reference cycle".into(),
+        }
+    }
     /// `self[key]` for a dict with string keys.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.dict_entries()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
