@@ -119,7 +119,7 @@ fn unknown_plugin_lists_the_known_ones() {
     let output = deepembed(&["embed", "audio", "--df", "x.parquet"]);
     let err = stderr(&output);
     assert!(!output.status.success());
-    assert!(err.contains("unknown plugin 'audio'") && err.contains("known plugins: gpt2, mbert, vision") && err.contains("searched:"), "{err}");
+    assert!(err.contains("unknown plugin 'audio'") && err.contains("known plugins: gandalf, gpt2, mbert, vision") && err.contains("searched:"), "{err}");
 }
 
 #[test]

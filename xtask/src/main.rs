@@ -115,10 +115,11 @@ fn build_third_party_plugins(ws: &Workspace, cargo: &str) -> Result<()> {
 }
 
 fn generate_fixtures(ws: &Workspace, work: &Path) -> Result<()> {
-    let generators = ["gen_vision.py", "gen_checkpoints.py", "gen_text.py"];
+    // Each generator writes its fixtures into its own folder under `work`.
+    let generators = [("gen_vision.py", "vision"), ("gen_checkpoints.py", "checkpoints"), ("gen_text.py", "text"), ("gen_tabular.py", "tabular")];
     let python_dir = ws.root.join("tests").join("python");
     let mut fingerprint = std::fs::read_to_string(ws.requirements())?;
-    for g in generators {
+    for (g, _) in generators {
         fingerprint.push_str(&std::fs::read_to_string(python_dir.join(g))?);
     }
     let stamp = work.join(".generated-by");
@@ -128,9 +129,9 @@ fn generate_fixtures(ws: &Workspace, work: &Path) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work)?;
-    run(ws.command(ws.python())?.arg(python_dir.join("gen_vision.py")).arg(work.join("vision")))?;
-    run(ws.command(ws.python())?.arg(python_dir.join("gen_checkpoints.py")).arg(work.join("checkpoints")))?;
-    run(ws.command(ws.python())?.arg(python_dir.join("gen_text.py")).arg(work.join("text")))?;
+    for (generator, folder) in generators {
+        run(ws.command(ws.python())?.arg(python_dir.join(generator)).arg(work.join(folder)))?;
+    }
     std::fs::write(stamp, fingerprint)?;
     Ok(())
 }

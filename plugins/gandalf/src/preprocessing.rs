@@ -1,0 +1,253 @@
+//! pytorch-tabular's inference preprocessing, with the fitted values from `datamodule.sav`:
+//! categories become the saved codes (`fillna(0).map(mapping)`, unseen values the imputed code),
+//! continuous values go through the saved StandardScaler in float64, then to float32.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, bail, Result};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use deepembed_sdk::checkpoint::pandas::PyKey;
+use deepembed_sdk::checkpoint::sklearn::StandardScaler;
+use deepembed_sdk::checkpoint::Value;
+
+/// What the encoder does with a category training never saw.
+#[derive(Debug, Clone, Copy)]
+pub enum Unseen {
+    /// Use this code (pytorch-tabular's default, `handle_unknown_categories=True`: 0).
+    Impute(i64),
+    /// The model was saved with `handle_unknown_categories=False`.
+    Error,
+}
+
+/// The fitted code table of one categorical column.
+pub struct CategoryEncoder {
+    pub column: String,
+    codes: HashMap<PyKey, i64>,
+    unseen: Unseen,
+    missing_is_error: bool,
+}
+
+impl CategoryEncoder {
+    pub fn new(column: &str, categories: &[Value], codes: &[Value], unseen: Unseen, missing_is_error: bool) -> Result<CategoryEncoder> {
+        let mut table = HashMap::with_capacity(codes.len());
+        for (category, code) in categories.iter().zip(codes) {
+            let key = PyKey::of(category).ok_or_else(|| anyhow!("column '{column}': category {} cannot be looked up", category.type_name()))?;
+            let code = code.as_i64().ok_or_else(|| anyhow!("column '{column}': the code of a category is a {}", code.type_name()))?;
+            // pandas' map uses the first of duplicated labels.
+            table.entry(key).or_insert(code);
+        }
+        Ok(CategoryEncoder { column: column.to_string(), codes: table, unseen, missing_is_error })
+    }
+
+    /// The largest code this encoder can produce (to check against the embedding table).
+    pub fn max_code(&self) -> i64 {
+        let imputed = match self.unseen {
+            Unseen::Impute(code) => code,
+            Unseen::Error => 0,
+        };
+        self.codes.values().copied().max().unwrap_or(0).max(imputed)
+    }
+
+    pub fn min_code(&self) -> i64 {
+        let imputed = match self.unseen {
+            Unseen::Impute(code) => code,
+            Unseen::Error => 0,
+        };
+        self.codes.values().copied().min().unwrap_or(0).min(imputed)
+    }
+}
+
+pub struct Preprocessing {
+    pub continuous: Vec<String>,
+    pub scaler: Option<StandardScaler>,
+    pub encoders: Vec<CategoryEncoder>,
+}
+
+/// One batch, ready for the model: only the rows that could be encoded.
+pub struct Encoded {
+    /// Row-major `kept x continuous` values.
+    pub continuous: Vec<f32>,
+    /// Row-major `kept x categorical` codes.
+    pub categorical: Vec<i64>,
+    /// Indices (within the batch) of the rows encoded.
+    pub kept: Vec<u32>,
+    /// Rows that could not be encoded (index within the batch, reason).
+    pub failed: Vec<(u32, String)>,
+}
+
+/// What the run reports at its end, per column.
+#[derive(Default)]
+pub struct Counts {
+    /// Categorical values training never saw (encoded as unseen), per categorical column.
+    pub unseen: Vec<u64>,
+    /// Missing categorical values, per categorical column.
+    pub missing_categories: Vec<u64>,
+    /// Missing continuous values (their rows' embeddings are NaN), per continuous column.
+    pub missing_continuous: Vec<u64>,
+}
+
+impl Preprocessing {
+    pub fn counts(&self) -> Counts {
+        Counts { unseen: vec![0; self.encoders.len()], missing_categories: vec![0; self.encoders.len()], missing_continuous: vec![0; self.continuous.len()] }
+    }
+
+    /// Checks the input's column types before any row is read.
+    pub fn check_types(&self, schema: &arrow::datatypes::Schema) -> Result<()> {
+        for name in &self.continuous {
+            let dt = value_type(schema.field_with_name(name)?.data_type());
+            if !(dt.is_numeric() || matches!(dt, DataType::Boolean | DataType::Null) || is_text(dt)) {
+                bail!("continuous column '{name}' has type {dt}; it must hold numbers");
+            }
+        }
+        for encoder in &self.encoders {
+            let dt = value_type(schema.field_with_name(&encoder.column)?.data_type());
+            if !(dt.is_integer() || dt.is_floating() || is_text(dt) || matches!(dt, DataType::Boolean | DataType::Null)) {
+                bail!("categorical column '{}' has type {dt}; categories must be text, integers, floats or booleans", encoder.column);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self, batch: &RecordBatch, counts: &mut Counts) -> Result<Encoded> {
+        let rows = batch.num_rows();
+        let mut errors: Vec<Option<String>> = vec![None; rows];
+        let mut continuous = vec![0f32; rows * self.continuous.len()];
+        let width = self.continuous.len();
+        for (c, name) in self.continuous.iter().enumerate() {
+            let values = continuous_values(column(batch, name)?, name, &mut errors)?;
+            for (r, value) in values.into_iter().enumerate() {
+                let Some(x) = value else { continue };
+                if x.is_nan() {
+                    counts.missing_continuous[c] += 1;
+                }
+                let x = match &self.scaler {
+                    // scikit-learn refuses infinities (NaN passes through).
+                    Some(_) if x.is_infinite() => {
+                        errors[r].get_or_insert_with(|| format!("column '{name}': {x} is not finite, and the saved scaler cannot transform it"));
+                        continue;
+                    }
+                    Some(scaler) => scaler.transform(c, x),
+                    None => x,
+                };
+                continuous[r * width + c] = x as f32;
+            }
+        }
+        let n_cat = self.encoders.len();
+        let mut categorical = vec![0i64; rows * n_cat];
+        for (c, encoder) in self.encoders.iter().enumerate() {
+            let keys = category_keys(column(batch, &encoder.column)?)?;
+            for (r, key) in keys.into_iter().enumerate() {
+                let missing = key.is_none();
+                let key = match key {
+                    Some(key) => key,
+                    None if encoder.missing_is_error => {
+                        errors[r].get_or_insert_with(|| format!("column '{}': missing value, and the model was saved with handle_missing_values=False", encoder.column));
+                        continue;
+                    }
+                    // pandas' fillna(0) before the lookup.
+                    None => {
+                        counts.missing_categories[c] += 1;
+                        PyKey::Int(0)
+                    }
+                };
+                categorical[r * n_cat + c] = match (encoder.codes.get(&key), encoder.unseen) {
+                    (Some(&code), _) => code,
+                    (None, Unseen::Impute(code)) => {
+                        counts.unseen[c] += u64::from(!missing);
+                        code
+                    }
+                    (None, Unseen::Error) => {
+                        errors[r].get_or_insert_with(|| format!("column '{}': category {} was not seen in training, and the model was saved with handle_unknown_categories=False", encoder.column, describe(&key)));
+                        continue;
+                    }
+                };
+            }
+        }
+        let kept: Vec<u32> = (0..rows as u32).filter(|&r| errors[r as usize].is_none()).collect();
+        let failed = errors.into_iter().enumerate().filter_map(|(r, e)| e.map(|e| (r as u32, e))).collect();
+        if kept.len() < rows {
+            continuous = kept.iter().flat_map(|&r| continuous[r as usize * width..(r as usize + 1) * width].to_vec()).collect();
+            categorical = kept.iter().flat_map(|&r| categorical[r as usize * n_cat..(r as usize + 1) * n_cat].to_vec()).collect();
+        }
+        Ok(Encoded { continuous, categorical, kept, failed })
+    }
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch.column_by_name(name).ok_or_else(|| anyhow!("the input has no column '{name}'"))
+}
+
+/// A dictionary column's value type; other types as they are.
+fn value_type(dt: &DataType) -> &DataType {
+    match dt {
+        DataType::Dictionary(_, values) => values,
+        other => other,
+    }
+}
+
+fn is_text(dt: &DataType) -> bool {
+    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// Decodes dictionary columns (pandas categoricals written to Parquet).
+fn plain(array: &ArrayRef) -> Result<ArrayRef> {
+    match array.data_type() {
+        DataType::Dictionary(_, values) => Ok(cast(array, values)?),
+        _ => Ok(array.clone()),
+    }
+}
+
+/// Continuous values as float64, NaN for missing; `None` where the row has an error (recorded).
+fn continuous_values(array: &ArrayRef, name: &str, errors: &mut [Option<String>]) -> Result<Vec<Option<f64>>> {
+    let array = plain(array)?;
+    if is_text(array.data_type()) {
+        // Text columns hold numbers written as text; pandas and scikit-learn convert them too.
+        let text = cast(&array, &DataType::Utf8)?;
+        return Ok(text
+            .as_string::<i32>()
+            .iter()
+            .enumerate()
+            .map(|(r, s)| match s {
+                None => Some(f64::NAN),
+                Some(s) => match s.trim().parse::<f64>() {
+                    Ok(x) => Some(x),
+                    Err(_) => {
+                        errors[r].get_or_insert_with(|| format!("column '{name}': '{s}' is not a number"));
+                        None
+                    }
+                },
+            })
+            .collect());
+    }
+    let floats = cast(&array, &DataType::Float64)?;
+    Ok(floats.as_primitive::<Float64Type>().iter().map(|x| Some(x.unwrap_or(f64::NAN))).collect())
+}
+
+/// Category lookup keys, `None` for missing values (null, or NaN in a float column).
+fn category_keys(array: &ArrayRef) -> Result<Vec<Option<PyKey>>> {
+    let array = plain(array)?;
+    let dt = array.data_type().clone();
+    Ok(if is_text(&dt) {
+        cast(&array, &DataType::Utf8)?.as_string::<i32>().iter().map(|s| s.map(|s| PyKey::Str(s.to_string()))).collect()
+    } else if dt.is_floating() {
+        cast(&array, &DataType::Float64)?.as_primitive::<Float64Type>().iter().map(|x| x.and_then(PyKey::float)).collect()
+    } else if dt == DataType::UInt64 {
+        // Beyond i64: compare as Python would, through the float path.
+        cast(&array, &DataType::Float64)?.as_primitive::<Float64Type>().iter().map(|x| x.and_then(PyKey::float)).collect()
+    } else if dt.is_integer() || dt == DataType::Boolean || dt == DataType::Null {
+        cast(&array, &DataType::Int64)?.as_primitive::<Int64Type>().iter().map(|x| x.map(PyKey::Int)).collect()
+    } else {
+        bail!("categories of type {dt} are not supported")
+    })
+}
+
+fn describe(key: &PyKey) -> String {
+    match key {
+        PyKey::None => "None".into(),
+        PyKey::Int(i) => i.to_string(),
+        PyKey::Float(bits) => f64::from_bits(*bits).to_string(),
+        PyKey::Str(s) => format!("'{s}'"),
+    }
+}
