@@ -251,3 +251,79 @@ fn describe(key: &PyKey) -> String {
         PyKey::Str(s) => format!("'{s}'"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{BooleanArray, DictionaryArray, Float64Array, Int32Array, Int64Array, StringArray};
+    use arrow::datatypes::Int8Type;
+
+    use super::*;
+
+    fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    fn site_encoder(unseen: Unseen) -> CategoryEncoder {
+        // Training saw "a", "b" and a missing value (pandas filled it with 0 before fitting).
+        let categories = [Value::Str("a".into()), Value::Str("b".into()), Value::Int(0)];
+        CategoryEncoder::new("site", &categories, &[Value::Int(1), Value::Int(2), Value::Int(3)], unseen, false).unwrap()
+    }
+
+    fn preprocessing(encoders: Vec<CategoryEncoder>, scaler: Option<StandardScaler>) -> Preprocessing {
+        Preprocessing { continuous: vec!["x".into()], scaler, encoders }
+    }
+
+    #[test]
+    fn categories_map_to_saved_codes_and_unseen_to_the_imputed_code() {
+        let p = preprocessing(vec![site_encoder(Unseen::Impute(0))], None);
+        let sites: ArrayRef = Arc::new(StringArray::from(vec![Some("b"), Some("zz"), None, Some("a")]));
+        let b = batch(vec![("x", Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0, 4.0])) as ArrayRef), ("site", sites)]);
+        let mut counts = p.counts();
+        let encoded = p.encode(&b, &mut counts).unwrap();
+        // A missing value looks up pandas' fill value 0, which training saw here.
+        assert_eq!(encoded.categorical, vec![2, 0, 3, 1]);
+        assert_eq!((counts.unseen[0], counts.missing_categories[0]), (1, 1));
+        assert!(encoded.failed.is_empty());
+    }
+
+    #[test]
+    fn dictionary_integer_float_and_boolean_categories_compare_as_python_does() {
+        let codes = [Value::Int(1), Value::Int(2)];
+        let encoder = |categories: &[Value]| CategoryEncoder::new("c", categories, &codes, Unseen::Impute(0), false).unwrap();
+        let cases: Vec<(CategoryEncoder, ArrayRef, Vec<i64>)> = vec![
+            (encoder(&[Value::Str("u".into()), Value::Str("v".into())]), Arc::new(["v", "u", "w"].into_iter().collect::<DictionaryArray<Int8Type>>()), vec![2, 1, 0]),
+            (encoder(&[Value::Int(3), Value::Int(5)]), Arc::new(Float64Array::from(vec![5.0, 3.0, 3.5, f64::NAN])), vec![2, 1, 0, 0]),
+            (encoder(&[Value::Float(1.5), Value::Int(7)]), Arc::new(Int32Array::from(vec![7, 1])), vec![2, 0]),
+            (encoder(&[Value::Bool(false), Value::Bool(true)]), Arc::new(BooleanArray::from(vec![true, false])), vec![2, 1]),
+            (encoder(&[Value::Str("1".into()), Value::Int(2)]), Arc::new(Int64Array::from(vec![1, 2])), vec![0, 2]),
+        ];
+        for (i, (encoder, column, want)) in cases.into_iter().enumerate() {
+            let rows = column.len();
+            let p = Preprocessing { continuous: vec![], scaler: None, encoders: vec![encoder] };
+            let encoded = p.encode(&batch(vec![("c", column)]), &mut p.counts()).unwrap();
+            assert_eq!(encoded.categorical, want, "case {i}");
+            assert_eq!(encoded.kept.len(), rows, "case {i}");
+        }
+    }
+
+    #[test]
+    fn bad_values_fail_their_row_only() {
+        let scaler = StandardScaler { mean: Some(vec![1.0]), scale: Some(vec![2.0]), feature_names: None, n_features: 1 };
+        let p = preprocessing(vec![site_encoder(Unseen::Error)], Some(scaler));
+        let x: ArrayRef = Arc::new(StringArray::from(vec![Some(" 3.0"), Some("abc"), Some("inf"), None, Some("5")]));
+        let sites: ArrayRef = Arc::new(StringArray::from(vec!["a", "a", "a", "a", "mars"]));
+        let mut counts = p.counts();
+        let encoded = p.encode(&batch(vec![("x", x), ("site", sites)]), &mut counts).unwrap();
+        assert_eq!(encoded.kept, vec![0, 3]);
+        // Scaled in float64 as scikit-learn does; a missing value stays NaN.
+        assert_eq!(encoded.continuous[0], 1.0);
+        assert!(encoded.continuous[1].is_nan());
+        assert_eq!(counts.missing_continuous[0], 1);
+        let reasons: Vec<(u32, &str)> = encoded.failed.iter().map(|(r, m)| (*r, m.as_str())).collect();
+        assert!(reasons[0].0 == 1 && reasons[0].1.contains("'abc' is not a number"), "{reasons:?}");
+        assert!(reasons[1].0 == 2 && reasons[1].1.contains("not finite"), "{reasons:?}");
+        assert!(reasons[2].0 == 4 && reasons[2].1.contains("'mars' was not seen in training"), "{reasons:?}");
+    }
+}
