@@ -5,6 +5,7 @@
 //!   setup          only the set-up (system packages, Python venv, release build, plugins)
 //!   bench vision   deepembed against a DeepTune-like Python pipeline (see docs/BENCHMARKS.md)
 //!   bench text     the same for text: all-MiniLM-L6-v2 and a GPT-2-sized model
+//!   bench tabular  a GANDALF against pytorch-tabular's own inference path
 //!   gpu-check      the extraction on a CUDA device, with throughput (needs an NVIDIA GPU)
 
 mod setup;
@@ -29,9 +30,9 @@ fn real_main() -> Result<()> {
         ["setup"] => setup::setup(&ws),
         ["demo"] => demo(&ws),
         ["test", rest @ ..] => test(&ws, rest),
-        ["bench", kind @ ("vision" | "text"), rest @ ..] => bench(&ws, kind, rest),
+        ["bench", kind @ ("vision" | "text" | "tabular"), rest @ ..] => bench(&ws, kind, rest),
         ["gpu-check", rest @ ..] => gpu_check(&ws, rest),
-        _ => bail!("usage: cargo xtask <demo | test [test filter] | setup | bench vision|text [options] | gpu-check>"),
+        _ => bail!("usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular [options] | gpu-check>"),
     }
 }
 
