@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench_vision import measure
+from bench_vision import compare
 
 HERE = Path(__file__).resolve().parent
 
@@ -97,12 +97,7 @@ def main():
         ours = [args.deepembed, "embed", "gandalf", "--df", data, "--model_weights", work / "model", "--batch_size", str(args.batch_size),
                 "--device", "cpu", "--out", out, "--quiet"]
         python = [sys.executable, "-c", PYTHON_SIDE, data, work / "model", str(args.batch_size), work / "python.parquet"]
-        rates = {}
-        for tool, cmd in (("deepembed", ours), ("python (pytorch-tabular)", python)):
-            seconds, rss = measure(cmd)
-            rates[tool] = n / seconds
-            print(f"| {n} | {tool} | {seconds:.1f} | {n / seconds:.0f} | {rss:.0f} |", flush=True)
-        print(f"| {n} | deepembed / python | | {rates['deepembed'] / rates['python (pytorch-tabular)']:.2f}x | |", flush=True)
+        compare(n, n, (("deepembed", ours), ("python (pytorch-tabular)", python)))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench_vision import measure
+from bench_vision import compare
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,12 +40,7 @@ def main():
         ours = [args.deepembed, "embed", plugin, "--df", data, "--model_weights", model, "--batch_size", str(args.batch_size),
                 "--device", "cpu", "--out", str(out), "--quiet"]
         python = [sys.executable, HERE / "text_like_deeptune.py", kind, data, model, str(args.batch_size), str(work / "python.parquet")]
-        rates = {}
-        for tool, cmd in (("deepembed", ours), ("python (DeepTune-like)", python)):
-            seconds, rss = measure(cmd)
-            rates[tool] = n / seconds
-            print(f"| {label} | {n} | {tool} | {seconds:.1f} | {n / seconds:.1f} | {rss:.0f} |", flush=True)
-        print(f"| {label} | | deepembed / python | | {rates['deepembed'] / rates['python (DeepTune-like)']:.2f}x | |", flush=True)
+        compare(f"{label} | {n}", n, (("deepembed", ours), ("python (DeepTune-like)", python)))
 
 
 if __name__ == "__main__":

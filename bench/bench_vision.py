@@ -29,6 +29,19 @@ def measure(cmd, env=None):
     return seconds, usage.ru_maxrss / 1024.0  # MiB
 
 
+def compare(label, n, commands):
+    """Runs each (tool, command), prints a table row per tool and one with the first tool's
+    throughput relative to the second's; returns {tool: (seconds, peak RSS)}."""
+    results = {}
+    for tool, cmd in commands:
+        seconds, rss = measure(cmd)
+        results[tool] = (seconds, rss)
+        print(f"| {label} | {tool} | {seconds:.1f} | {n / seconds:.1f} | {rss:.0f} |", flush=True)
+    (first, (a, _)), (second, (b, _)) = list(results.items())[:2]
+    print(f"| {label} | {first} / {second} | | {b / a:.2f}x | |", flush=True)
+    return results
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--deepembed", required=True)
@@ -54,10 +67,8 @@ def main():
         ours = [args.deepembed, "embed", "vision", "--df", data, "--model_version", args.model, "--model_weights", weights,
                 "--batch_size", str(args.batch_size), "--device", "cpu", "--out", str(out), "--quiet"]
         python = [sys.executable, HERE / "deeptune_like.py", data, weights, args.model, str(args.batch_size), str(work / "python.parquet")]
-        for tool, cmd in (("deepembed", ours), ("python (DeepTune-like)", python)):
-            seconds, rss = measure(cmd)
-            rows[(n, tool)] = (seconds, rss)
-            print(f"| {n} | {tool} | {seconds:.1f} | {n / seconds:.1f} | {rss:.0f} |", flush=True)
+        for tool, result in compare(n, n, (("deepembed", ours), ("python (DeepTune-like)", python))).items():
+            rows[(n, tool)] = result
     print()
     for n in (args.images, args.images * args.scale):
         (a, ra), (b, rb) = rows[(n, "deepembed")], rows[(n, "python (DeepTune-like)")]
