@@ -290,3 +290,16 @@ fn numbers_written_as_text_are_read_as_numbers() {
     let batch = run(&case, &scratch.join("out"), &[]);
     check_against_reference("reg_continuous", &case, &batch).unwrap();
 }
+
+#[test]
+fn gandalf_is_listed_and_declares_deeptunes_flags() {
+    let listing = deepembed(&["plugins", "--json"]);
+    let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    let gandalf = listing["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "gandalf").expect("gandalf is listed");
+    assert_eq!(gandalf["modality"], "tabular");
+    let help = deepembed(&["embed", "gandalf", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--model_weights", "--tabular_target_column", "--categorical_cols", "--continuous_cols", "--grouper", "--batch_size"] {
+        assert!(help.contains(flag), "gandalf --help lacks {flag}:\n{help}");
+    }
+}
