@@ -74,12 +74,7 @@ impl Index {
 
 impl Series {
     pub fn from_value(value: &Value) -> Result<Series> {
-        let object = expect_object(value, "a pandas Series")?;
-        if object.name != "Series" {
-            bail!("expected a pandas Series, got {}.{}", object.module, object.name);
-        }
-        let state = object.state.as_ref().ok_or_else(|| anyhow!("pandas Series without state"))?;
-        let manager = BlockManager::from_value(manager_of(state)?)?;
+        let (state, manager) = unpack(value, "Series")?;
         let [index] = <[Index; 1]>::try_from(manager.axes).map_err(|a| anyhow!("a Series manager has {} axes, expected 1", a.len()))?;
         let values = match manager.blocks.as_slice() {
             [] => vec![],
@@ -97,12 +92,7 @@ impl Series {
 
 impl DataFrame {
     pub fn from_value(value: &Value) -> Result<DataFrame> {
-        let object = expect_object(value, "a pandas DataFrame")?;
-        if object.name != "DataFrame" {
-            bail!("expected a pandas DataFrame, got {}.{}", object.module, object.name);
-        }
-        let state = object.state.as_ref().ok_or_else(|| anyhow!("pandas DataFrame without state"))?;
-        let manager = BlockManager::from_value(manager_of(state)?)?;
+        let (_, manager) = unpack(value, "DataFrame")?;
         let [labels, index] = <[Index; 2]>::try_from(manager.axes).map_err(|a| anyhow!("a DataFrame manager has {} axes, expected 2", a.len()))?;
         let rows = index.values.len();
         let mut columns: Vec<Option<Vec<Value>>> = vec![None; labels.values.len()];
@@ -279,9 +269,16 @@ fn numpy_values(value: &Value) -> Result<Vec<Value>> {
     }
 }
 
-/// The block manager in a Series' or DataFrame's state (`_mgr`; `_data` before pandas 1.1).
-fn manager_of(state: &Value) -> Result<&Value> {
-    state.get("_mgr").or_else(|| state.get("_data")).ok_or_else(|| anyhow!("pandas object state without a block manager"))
+/// A pickled Series or DataFrame (`class`): its state and the block manager in it (`_mgr`;
+/// `_data` before pandas 1.1).
+fn unpack<'a>(value: &'a Value, class: &str) -> Result<(&'a Value, BlockManager)> {
+    let object = expect_object(value, &format!("a pandas {class}"))?;
+    if object.name != class {
+        bail!("expected a pandas {class}, got {}.{}", object.module, object.name);
+    }
+    let state = object.state.as_ref().ok_or_else(|| anyhow!("pandas {class} without state"))?;
+    let manager = state.get("_mgr").or_else(|| state.get("_data")).ok_or_else(|| anyhow!("pandas {class} state without a block manager"))?;
+    Ok((state, BlockManager::from_value(manager)?))
 }
 
 fn expect_object<'a>(value: &'a Value, what: &str) -> Result<&'a Object> {
