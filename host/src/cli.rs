@@ -16,12 +16,18 @@ use crate::loader::Discovery;
 pub fn host_args() -> Vec<ArgSpec> {
     vec![
         ArgSpec::new("df", ArgKind::Path, "Input Parquet file.").required(),
-        ArgSpec::new("out", ArgKind::Path, "Directory that receives embed_output_<MODEL>_<date>_<time>/.").default("deeptune_results"),
+        ArgSpec::new("out", ArgKind::Path, "Directory that receives embed_output_<MODEL>_<date>_<time>/.")
+            .default("deeptune_results"),
         ArgSpec::new("batch_size", ArgKind::Int, "Rows per batch.").default("32"),
-        ArgSpec::new("device", ArgKind::String, "auto (first usable CUDA device, else cpu), cpu, cuda or cuda:N.").default("auto"),
-        ArgSpec::new("on_error", ArgKind::String, "What to do with a row the model cannot use: fail, or skip it and record it in skipped_rows.json.")
-            .default("fail")
-            .choices(&["fail", "skip"]),
+        ArgSpec::new("device", ArgKind::String, "auto (first usable CUDA device, else cpu), cpu, cuda or cuda:N.")
+            .default("auto"),
+        ArgSpec::new(
+            "on_error",
+            ArgKind::String,
+            "What to do with a row the model cannot use: fail, or skip it and record it in skipped_rows.json.",
+        )
+        .default("fail")
+        .choices(&["fail", "skip"]),
         ArgSpec::new("json", ArgKind::Bool, "Print a JSON summary of the result on stdout."),
     ]
 }
@@ -74,7 +80,14 @@ pub fn build(discovery: &Discovery) -> Command {
                 .value_name("DIR")
                 .help("Look for plugins here first (colon-separated list allowed)."),
         )
-        .arg(Arg::new("quiet").long("quiet").short('q').global(true).action(ArgAction::SetTrue).help("No progress bar and only warnings and errors on stderr."))
+        .arg(
+            Arg::new("quiet")
+                .long("quiet")
+                .short('q')
+                .global(true)
+                .action(ArgAction::SetTrue)
+                .help("No progress bar and only warnings and errors on stderr."),
+        )
         .subcommand(
             Command::new("plugins")
                 .about("List discovered plugins, and files that could not be loaded with the reason.")
@@ -118,7 +131,10 @@ pub fn collect_args(specs: &[ArgSpec], matches: &ArgMatches) -> Result<Args> {
             ArgKind::Float => matches.get_one::<f64>(id).map_or(Value::Null, |v| Value::from(*v)),
             ArgKind::Path => match matches.get_one::<PathBuf>(id) {
                 Some(p) => Value::from(
-                    std::path::absolute(p).map_err(|e| anyhow!("--{id} {}: {e}", p.display()))?.to_string_lossy().into_owned(),
+                    std::path::absolute(p)
+                        .map_err(|e| anyhow!("--{id} {}: {e}", p.display()))?
+                        .to_string_lossy()
+                        .into_owned(),
                 ),
                 None => Value::Null,
             },
@@ -143,7 +159,16 @@ mod tests {
 
     #[test]
     fn plugin_paths_are_found_in_every_spelling_before_clap_runs() {
-        let found = prescan_plugin_paths(&argv(&["embed", "x", "--plugin-path", "/a:/b", "--plugin_path=/c", "--plugin-path=/d", "--df", "f"]));
+        let found = prescan_plugin_paths(&argv(&[
+            "embed",
+            "x",
+            "--plugin-path",
+            "/a:/b",
+            "--plugin_path=/c",
+            "--plugin-path=/d",
+            "--df",
+            "f",
+        ]));
         assert_eq!(found, ["/a", "/b", "/c", "/d"].map(PathBuf::from));
         assert!(prescan_plugin_paths(&argv(&["plugins", "--plugin-path"])).is_empty());
     }
@@ -160,7 +185,21 @@ mod tests {
         for s in &specs {
             cmd = cmd.arg(clap_arg(s));
         }
-        let m = cmd.clone().try_get_matches_from(["t", "--model-version", "r18", "--embed_size", "64", "--cols", "a", "b", "--model_weights", "w.pth"]).unwrap();
+        let m = cmd
+            .clone()
+            .try_get_matches_from([
+                "t",
+                "--model-version",
+                "r18",
+                "--embed_size",
+                "64",
+                "--cols",
+                "a",
+                "b",
+                "--model_weights",
+                "w.pth",
+            ])
+            .unwrap();
         let args = collect_args(&specs, &m).unwrap();
         assert_eq!(args.str("model_version"), Some("r18"));
         assert_eq!(args.int("embed_size").unwrap(), Some(64));

@@ -34,7 +34,11 @@ pub fn resolve(spec: &str) -> Result<Device> {
                 bail!("--device {spec}: libtorch's CUDA support loaded, but it sees no CUDA device (check the driver and CUDA_VISIBLE_DEVICES)");
             }
             if index as usize >= count {
-                let visible = if count == 1 { "only cuda:0 is visible".to_string() } else { format!("only cuda:0 to cuda:{} are visible", count - 1) };
+                let visible = if count == 1 {
+                    "only cuda:0 is visible".to_string()
+                } else {
+                    format!("only cuda:0 to cuda:{} are visible", count - 1)
+                };
                 bail!("--device {spec}: {visible}");
             }
             Ok(Device::cuda(index))

@@ -110,4 +110,3 @@ pub fn load(path: &Path) -> Result<Plugin> {
     let manifest: Manifest = serde_json::from_str(&json).map_err(|e| anyhow!("its manifest is not valid: {e}"))?;
     Ok(Plugin { path: path.to_path_buf(), manifest, module, sdk_abi_version, libtorch_version })
 }
-

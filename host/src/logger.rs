@@ -45,10 +45,11 @@ fn short_target(target: &str) -> &str {
 
 /// `quiet` keeps warnings and errors; `DEEPEMBED_LOG=debug|trace|...` overrides the level.
 pub fn init(quiet: bool) {
-    let level = std::env::var("DEEPEMBED_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-        .unwrap_or(if quiet { LevelFilter::Warn } else { LevelFilter::Info });
+    let level = std::env::var("DEEPEMBED_LOG").ok().and_then(|v| v.parse::<LevelFilter>().ok()).unwrap_or(if quiet {
+        LevelFilter::Warn
+    } else {
+        LevelFilter::Info
+    });
     let _ = log::set_logger(&StderrLogger);
     log::set_max_level(level);
 }
@@ -60,8 +61,10 @@ pub fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
     } else {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} rows  {per_sec}  eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} rows  {per_sec}  eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
         bar

@@ -52,7 +52,11 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
         anyhow!("unknown plugin '{name}'; known plugins: {known}\n{}", discovery.explain())
     })?;
     let host = cli::host_args();
-    let specs: Vec<_> = host.iter().chain(plugin.manifest.args.iter().filter(|a| !host.iter().any(|h| h.name == a.name))).cloned().collect();
+    let specs: Vec<_> = host
+        .iter()
+        .chain(plugin.manifest.args.iter().filter(|a| !host.iter().any(|h| h.name == a.name)))
+        .cloned()
+        .collect();
     let args = cli::collect_args(&specs, matches)?;
     let device = device::resolve(args.str("device").unwrap_or("auto"))?;
     let df = PathBuf::from(args.require_str("df")?);
@@ -62,7 +66,8 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
         return Err(anyhow!("--batch_size must be at least 1, got {batch_size}"));
     }
     let json_summary = args.flag("json");
-    let result = run::embed(run::EmbedRequest { plugin, args, df, out, batch_size: batch_size as usize, device, quiet })?;
+    let result =
+        run::embed(run::EmbedRequest { plugin, args, df, out, batch_size: batch_size as usize, device, quiet })?;
     log::info!("embeddings written to {}", result.file.display());
     if json_summary {
         let summary = json!({

@@ -16,7 +16,8 @@ use parquet::file::properties::WriterProperties;
 /// Creates a new output directory. An existing one is never reused: a second run in the same
 /// minute gets `_2`, `_3`, ...
 pub fn create_run_dir(out: &Path, model_str: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {} (--out)", out.display()))?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output directory {} (--out)", out.display()))?;
     let stamp = chrono::Local::now().format("%Y%m%d_%H%M");
     let base = format!("embed_output_{model_str}_{stamp}");
     for n in 1..10_000 {
@@ -56,7 +57,8 @@ impl ParquetSink {
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if self.writer.is_none() {
-            let file = File::create(&self.temp_path).with_context(|| format!("cannot create {}", self.temp_path.display()))?;
+            let file =
+                File::create(&self.temp_path).with_context(|| format!("cannot create {}", self.temp_path.display()))?;
             // Snappy, as pandas writes by default: every reader downstream handles it.
             let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
             self.writer = Some(ArrowWriter::try_new(file, batch.schema(), Some(props))?);

@@ -49,7 +49,8 @@ impl HostSink for RunSink<'_> {
         if self.plan.is_some() {
             return Err("plugin declared its output twice".into());
         }
-        let plan: OutputPlan = serde_json::from_str(plan_json).map_err(|e| format!("plugin sent an invalid output plan: {e}"))?;
+        let plan: OutputPlan =
+            serde_json::from_str(plan_json).map_err(|e| format!("plugin sent an invalid output plan: {e}"))?;
         if plan.file_name.contains(['/', '\\']) || plan.model_str.contains(['/', '\\']) {
             return Err(format!("plugin asked for an output name with a path separator: {}", plan.file_name));
         }
@@ -111,7 +112,8 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
 /// Renames the Parquet file into place and writes the JSON files beside it.
 fn finish(req: &EmbedRequest, sink: &mut RunSink, started: Instant) -> Result<EmbedResult> {
     let plugin = &req.plugin.manifest;
-    let plan = sink.plan.clone().ok_or_else(|| anyhow!("plugin '{}' finished without producing output", plugin.name))?;
+    let plan =
+        sink.plan.clone().ok_or_else(|| anyhow!("plugin '{}' finished without producing output", plugin.name))?;
     let dir = sink.dir.clone().context("output directory missing")?;
     let parquet = sink.parquet.take().context("output file missing")?;
     let rows = parquet.rows;
@@ -140,14 +142,19 @@ fn finish(req: &EmbedRequest, sink: &mut RunSink, started: Instant) -> Result<Em
     let args: Value = serde_json::from_str(&req.args.to_json())?;
     output::write_json(&dir.join("cli_arguments.json"), &args)?;
     if !sink.skipped.is_empty() {
-        let skipped: Vec<Value> = sink.skipped.iter().map(|(row, reason)| json!({"row": row, "reason": reason})).collect();
+        let skipped: Vec<Value> =
+            sink.skipped.iter().map(|(row, reason)| json!({"row": row, "reason": reason})).collect();
         output::write_json(&dir.join("skipped_rows.json"), &Value::Array(skipped))?;
     }
     log::info!(
         "{rows} rows x {} dims in {seconds:.1} s ({:.1} rows/s){}",
         plan.dims,
         input_rows as f64 / seconds.max(1e-9),
-        if sink.skipped.is_empty() { String::new() } else { format!(", {} rows skipped (see skipped_rows.json)", sink.skipped.len()) }
+        if sink.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} rows skipped (see skipped_rows.json)", sink.skipped.len())
+        }
     );
     Ok(EmbedResult { dir, file, rows, skipped: sink.skipped.len() })
 }

@@ -23,7 +23,7 @@ use abi_stable::std_types::{RResult, RStr, RString};
 use abi_stable::{declare_root_module_statics, package_version_strings, StableAbi};
 use arrow::array::{Array, RecordBatch, StructArray};
 use arrow::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
-use arrow::ffi_stream::{RecordBatchStreamReader, FFI_ArrowArrayStream};
+use arrow::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
 
 use crate::device::Device;
 

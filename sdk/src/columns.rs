@@ -29,7 +29,12 @@ impl EmbeddingNames {
 }
 
 /// Float32 columns from a row-major `rows x dims` matrix.
-pub fn embedding_columns(matrix: &[f32], rows: usize, dims: usize, names: EmbeddingNames) -> Result<Vec<(Field, ArrayRef)>> {
+pub fn embedding_columns(
+    matrix: &[f32],
+    rows: usize,
+    dims: usize,
+    names: EmbeddingNames,
+) -> Result<Vec<(Field, ArrayRef)>> {
     if matrix.len() != rows * dims {
         return Err(anyhow!("embedding matrix holds {} values, expected {rows} x {dims}", matrix.len()));
     }

@@ -22,10 +22,10 @@ pub mod text;
 
 pub use abi_stable;
 pub use anyhow;
-pub use arrow;
-pub use log;
 pub use args::Args;
+pub use arrow;
 pub use device::{Device, DeviceKind};
+pub use log;
 pub use manifest::{ArgKind, ArgSpec, Manifest, OutputPlan};
 pub use plugin::{OnError, Plugin, RunContext};
 

@@ -44,14 +44,17 @@ pub fn merge(sd: &StateDict, alpha: f64) -> Result<Merged> {
             merged.insert(name, tensor.shallow_clone());
             continue;
         }
-        let (Some(a), Some(b)) = (sd.get(&format!("{layer}.lora_A.default.weight")), sd.get(&format!("{layer}.lora_B.default.weight"))) else {
+        let (Some(a), Some(b)) =
+            (sd.get(&format!("{layer}.lora_A.default.weight")), sd.get(&format!("{layer}.lora_B.default.weight")))
+        else {
             bail!("{source}: {layer} is LoRA-wrapped but lacks lora_A/lora_B weights");
         };
         let r = a.size()[0];
         if *rank.get_or_insert(r) != r {
             bail!("{source}: LoRA ranks differ between layers ({} and {r})", rank.unwrap_or(r));
         }
-        let w = merged_weight(tensor, a, b, alpha / r as f64).with_context(|| format!("{source}: merging LoRA into {layer}"))?;
+        let w = merged_weight(tensor, a, b, alpha / r as f64)
+            .with_context(|| format!("{source}: merging LoRA into {layer}"))?;
         merged.insert(name, w);
         layers += 1;
     }

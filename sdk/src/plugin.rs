@@ -5,8 +5,8 @@ use std::ffi::c_void;
 use abi_stable::std_types::{RResult, RStr, RString};
 use anyhow::{anyhow, bail, Result};
 use arrow::array::RecordBatch;
-use arrow::ffi_stream::RecordBatchStreamReader;
 use arrow::datatypes::SchemaRef;
+use arrow::ffi_stream::RecordBatchStreamReader;
 use arrow::record_batch::RecordBatchReader;
 
 use crate::abi::{self, HostCallbacks, PluginMod, PluginModRef, RunRequest};

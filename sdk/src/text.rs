@@ -70,7 +70,13 @@ pub fn check_text_column(schema: &Schema, text_column: &str) -> Result<()> {
 
 /// Checks that a tokenizer and a model belong together and that `max_length` fits the model,
 /// before any row is read.
-pub fn check_fits(max_length: usize, max_positions: i64, tokenizer_vocab: usize, model_vocab: i64, tokenizer_dir: &std::path::Path) -> Result<()> {
+pub fn check_fits(
+    max_length: usize,
+    max_positions: i64,
+    tokenizer_vocab: usize,
+    model_vocab: i64,
+    tokenizer_dir: &std::path::Path,
+) -> Result<()> {
     if max_length as i64 > max_positions {
         bail!("--max_length {max_length} exceeds the model's {max_positions} positions");
     }
@@ -127,7 +133,8 @@ fn texts(column: &ArrayRef) -> Result<Vec<Option<&str>>> {
 }
 
 fn tokenize(batch: RecordBatch, tokenizer: &impl Tokenize, text_column: &str, first_row: u64) -> Result<Window> {
-    let column = batch.column_by_name(text_column).ok_or_else(|| anyhow!("input lacks column '{text_column}'"))?.clone();
+    let column =
+        batch.column_by_name(text_column).ok_or_else(|| anyhow!("input lacks column '{text_column}'"))?.clone();
     let texts = texts(&column)?;
     let present: Vec<&str> = texts.iter().flatten().copied().collect();
     let mut encoded = tokenizer.encode(present)?.into_iter();
@@ -145,7 +152,13 @@ fn tokenize(batch: RecordBatch, tokenizer: &impl Tokenize, text_column: &str, fi
     Ok(Window { batch, tokens, failed })
 }
 
-fn consume(ctx: &mut RunContext, layout: &TextLayout, model: &dyn Embed, batch_size: usize, rx: Receiver<Result<Window>>) -> Result<()> {
+fn consume(
+    ctx: &mut RunContext,
+    layout: &TextLayout,
+    model: &dyn Embed,
+    batch_size: usize,
+    rx: Receiver<Result<Window>>,
+) -> Result<()> {
     let device = ctx.device().to_tch();
     let dims = layout.dims;
     for window in rx {
@@ -160,7 +173,8 @@ fn consume(ctx: &mut RunContext, layout: &TextLayout, model: &dyn Embed, batch_s
         order.sort_by_key(|&k| std::cmp::Reverse(length(k)));
         let mut matrix = vec![0f32; kept.len() * dims];
         for chunk in order.chunks(batch_size.max(1)) {
-            let rows: Vec<&[i64]> = chunk.iter().map(|&k| w.tokens[kept[k] as usize].as_deref().unwrap_or_default()).collect();
+            let rows: Vec<&[i64]> =
+                chunk.iter().map(|&k| w.tokens[kept[k] as usize].as_deref().unwrap_or_default()).collect();
             let width = match layout.padding {
                 Padding::Longest => rows.iter().map(|r| r.len()).max().unwrap_or(1).max(1),
                 Padding::Fixed(n) => n,

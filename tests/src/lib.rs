@@ -101,7 +101,13 @@ pub fn embedding_matrix(batch: &RecordBatch, dims: usize) -> Vec<f32> {
 pub fn named_matrix(batch: &RecordBatch, names: &[String]) -> Vec<f32> {
     let cols: Vec<_> = names
         .iter()
-        .map(|d| batch.column_by_name(d).unwrap_or_else(|| panic!("column \"{d}\" missing")).as_primitive::<Float32Type>().clone())
+        .map(|d| {
+            batch
+                .column_by_name(d)
+                .unwrap_or_else(|| panic!("column \"{d}\" missing"))
+                .as_primitive::<Float32Type>()
+                .clone()
+        })
         .collect();
     let mut out = Vec::with_capacity(batch.num_rows() * names.len());
     for r in 0..batch.num_rows() {
@@ -118,7 +124,11 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
     assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter().zip(b).enumerate().fold((0.0, 0), |(m, at), (i, (x, y))| {
         let d = (x - y).abs();
-        if d > m || d.is_nan() { (d, i) } else { (m, at) }
+        if d > m || d.is_nan() {
+            (d, i)
+        } else {
+            (m, at)
+        }
     })
 }
 
@@ -127,14 +137,26 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
 /// root-module symbol, so two cannot link into one binary.)
 pub fn check_token_ids(kind: &str, tokenize: impl Fn(&Path, Vec<&str>) -> Vec<Vec<i64>>) {
     let dir = fixtures().join("text");
-    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("token_ids.json")).unwrap()).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("token_ids.json")).unwrap()).unwrap();
     let input = read_parquet(&dir.join("texts.parquet"));
-    let column = arrow::compute::cast(input.column_by_name("text").unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
+    let column =
+        arrow::compute::cast(input.column_by_name("text").unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
     let texts: Vec<&str> = column.as_string::<i32>().iter().map(|t| t.unwrap()).collect();
     let mut checked = 0;
-    for (name, entry) in expected.as_object().unwrap().iter().filter(|(n, _)| n.starts_with(kind) || (kind == "bert" && n.as_str() == "minilm")) {
+    for (name, entry) in expected
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(n, _)| n.starts_with(kind) || (kind == "bert" && n.as_str() == "minilm"))
+    {
         let ours = tokenize(Path::new(entry["dir"].as_str().unwrap()), texts.clone());
-        let theirs: Vec<Vec<i64>> = entry["ids"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect()).collect();
+        let theirs: Vec<Vec<i64>> = entry["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect())
+            .collect();
         assert_eq!(ours.len(), theirs.len());
         for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
             assert_eq!(a, b, "{name}: text {i} ({:?}) tokenizes differently", texts[i]);
@@ -143,4 +165,3 @@ pub fn check_token_ids(kind: &str, tokenize: impl Fn(&Path, Vec<&str>) -> Vec<Ve
     }
     assert!(checked >= 2, "too few {kind} tokenizers checked");
 }
-

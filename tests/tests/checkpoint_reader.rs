@@ -17,7 +17,8 @@ fn dir() -> PathBuf {
 fn check_against_expected(file: &Path) {
     let sd = StateDict::load(file).unwrap_or_else(|e| panic!("{}: {e:#}", file.display()));
     let expected_path = PathBuf::from(format!("{}.expected.json", file.display()));
-    let expected: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&std::fs::read(expected_path).unwrap()).unwrap();
+    let expected: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(expected_path).unwrap()).unwrap();
     let names: Vec<&String> = sd.keys().collect();
     let wanted: Vec<&String> = expected.keys().collect();
     assert_eq!(names, wanted, "{}", file.display());
@@ -27,8 +28,16 @@ fn check_against_expected(file: &Path) {
         let dtype = want["dtype"].as_str().unwrap();
         let kind_ok = matches!(
             (dtype, kind.as_str()),
-            ("float32", "Float") | ("float16", "Half") | ("bfloat16", "BFloat16") | ("float64", "Double") | ("int64", "Int64")
-                | ("int32", "Int") | ("int16", "Int16") | ("int8", "Int8") | ("uint8", "Uint8") | ("bool", "Bool")
+            ("float32", "Float")
+                | ("float16", "Half")
+                | ("bfloat16", "BFloat16")
+                | ("float64", "Double")
+                | ("int64", "Int64")
+                | ("int32", "Int")
+                | ("int16", "Int16")
+                | ("int8", "Int8")
+                | ("uint8", "Uint8")
+                | ("bool", "Bool")
         );
         assert!(kind_ok, "{name}: dtype {dtype} loaded as {kind}");
         let shape: Vec<i64> = want["shape"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
@@ -132,18 +141,25 @@ fn truncated_and_foreign_files_fail_cleanly() {
 /// values: dtypes, shapes, Fortran order, big-endian data, strings and object arrays, a scalar.
 #[test]
 fn numpy_arrays_in_pickles_and_joblib_files() {
-    let expected: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&std::fs::read(dir().join("numpy.expected.json")).unwrap()).unwrap();
+    let expected: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(dir().join("numpy.expected.json")).unwrap()).unwrap();
     for file in ["numpy_p2.pkl", "numpy_p4.pkl", "numpy_p5.pkl", "numpy.joblib"] {
-        let root = deepembed_sdk::checkpoint::read_pickle_file(&dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        let root =
+            deepembed_sdk::checkpoint::read_pickle_file(&dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e:#}"));
         for (name, want) in &expected {
-            let array = root.get(name).and_then(Value::as_array).unwrap_or_else(|| panic!("{file}: {name} is not an array: {:?}", root.get(name)));
-            let shape: Vec<usize> = want["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+            let array = root
+                .get(name)
+                .and_then(Value::as_array)
+                .unwrap_or_else(|| panic!("{file}: {name} is not an array: {:?}", root.get(name)));
+            let shape: Vec<usize> =
+                want["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
             assert_eq!(array.shape, shape, "{file}: {name} shape");
             if let Some(values) = want.get("values") {
                 let values: Vec<f64> = values.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
                 assert_eq!(array.to_f64().unwrap(), values, "{file}: {name} values");
             } else {
-                let strings: Vec<&str> = want["strings"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+                let strings: Vec<&str> =
+                    want["strings"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
                 assert_eq!(array.to_strings().unwrap(), strings, "{file}: {name} strings");
             }
         }
@@ -166,7 +182,8 @@ fn a_plain_pickled_tensor_stays_inert() {
 fn pandas_frames_and_sklearn_scalers_in_pickles_and_joblib_files() {
     use deepembed_sdk::checkpoint::pandas::{DataFrame, Series};
     use deepembed_sdk::checkpoint::sklearn::StandardScaler;
-    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(dir().join("pandas.expected.json")).unwrap()).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir().join("pandas.expected.json")).unwrap()).unwrap();
     let json = |values: &[Value]| -> Vec<serde_json::Value> {
         values
             .iter()
@@ -181,9 +198,11 @@ fn pandas_frames_and_sklearn_scalers_in_pickles_and_joblib_files() {
             .collect()
     };
     for file in ["pandas_p2.pkl", "pandas_p5.pkl", "pandas.joblib"] {
-        let root = deepembed_sdk::checkpoint::read_pickle_file(&dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        let root =
+            deepembed_sdk::checkpoint::read_pickle_file(&dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e:#}"));
         for (name, want) in expected["frames"].as_object().unwrap() {
-            let frame = DataFrame::from_value(root.get("frames").unwrap().get(name).unwrap()).unwrap_or_else(|e| panic!("{file}: {name}: {e:#}"));
+            let frame = DataFrame::from_value(root.get("frames").unwrap().get(name).unwrap())
+                .unwrap_or_else(|e| panic!("{file}: {name}: {e:#}"));
             assert_eq!(json(&frame.index.values), want["index"].as_array().unwrap().clone(), "{file}: {name} index");
             let labels: Vec<Value> = frame.columns.iter().map(|(l, _)| l.clone()).collect();
             assert_eq!(json(&labels), want["labels"].as_array().unwrap().clone(), "{file}: {name} labels");
@@ -192,17 +211,23 @@ fn pandas_frames_and_sklearn_scalers_in_pickles_and_joblib_files() {
             }
         }
         for (name, want) in expected["series"].as_object().unwrap() {
-            let series = Series::from_value(root.get("series").unwrap().get(name).unwrap()).unwrap_or_else(|e| panic!("{file}: {name}: {e:#}"));
+            let series = Series::from_value(root.get("series").unwrap().get(name).unwrap())
+                .unwrap_or_else(|e| panic!("{file}: {name}: {e:#}"));
             assert_eq!(json(std::slice::from_ref(&series.name))[0], want["name"], "{file}: {name} name");
             assert_eq!(json(&series.index.values), want["index"].as_array().unwrap().clone(), "{file}: {name} index");
             assert_eq!(json(&series.values), want["values"].as_array().unwrap().clone(), "{file}: {name} values");
         }
         for (name, want) in expected["scalers"].as_object().unwrap() {
-            let scaler = StandardScaler::from_value(root.get(name).unwrap()).unwrap_or_else(|e| panic!("{file}: {name}: {e:#}"));
+            let scaler =
+                StandardScaler::from_value(root.get(name).unwrap()).unwrap_or_else(|e| panic!("{file}: {name}: {e:#}"));
             let probe = want["probe"].as_array().unwrap();
             for (row, out) in probe.iter().zip(want["transformed"].as_array().unwrap()) {
                 for (i, (x, y)) in row.as_array().unwrap().iter().zip(out.as_array().unwrap()).enumerate() {
-                    assert_eq!(scaler.transform(i, x.as_f64().unwrap()), y.as_f64().unwrap(), "{file}: {name} feature {i}");
+                    assert_eq!(
+                        scaler.transform(i, x.as_f64().unwrap()),
+                        y.as_f64().unwrap(),
+                        "{file}: {name} feature {i}"
+                    );
                 }
             }
             if let Some(names) = want.get("feature_names") {
@@ -211,6 +236,9 @@ fn pandas_frames_and_sklearn_scalers_in_pickles_and_joblib_files() {
             }
         }
         let err = DataFrame::from_value(root.get("categorical").unwrap()).unwrap_err();
-        assert!(format!("{err:#}").contains("Categorical"), "{file}: the refusal should name the extension array: {err:#}");
+        assert!(
+            format!("{err:#}").contains("Categorical"),
+            "{file}: the refusal should name the extension array: {err:#}"
+        );
     }
 }

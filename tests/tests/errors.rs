@@ -23,7 +23,19 @@ fn fails(args: &[&str], out: &Path) -> String {
 #[test]
 fn missing_input_file_is_named() {
     let out = scratch("err-missing-input");
-    let err = fails(&["embed", "vision", "--df", "/nonexistent/data.parquet", "--model_version", "resnet18", "--out", out.to_str().unwrap()], &out);
+    let err = fails(
+        &[
+            "embed",
+            "vision",
+            "--df",
+            "/nonexistent/data.parquet",
+            "--model_version",
+            "resnet18",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &out,
+    );
     assert!(err.contains("/nonexistent/data.parquet") && err.contains("does not exist"), "{err}");
 }
 
@@ -31,7 +43,21 @@ fn missing_input_file_is_named() {
 fn missing_image_column_lists_the_columns_found() {
     let out = scratch("err-missing-column");
     let df = vision_dir().join("images.parquet");
-    let err = fails(&["embed", "vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--image_column", "pictures", "--out", out.to_str().unwrap()], &out);
+    let err = fails(
+        &[
+            "embed",
+            "vision",
+            "--df",
+            df.to_str().unwrap(),
+            "--model_version",
+            "resnet18",
+            "--image_column",
+            "pictures",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &out,
+    );
     assert!(err.contains("'pictures'") && err.contains("patient_id, images, labels, site, age"), "{err}");
 }
 
@@ -39,7 +65,19 @@ fn missing_image_column_lists_the_columns_found() {
 fn undecodable_image_names_the_row() {
     let out = scratch("err-decode");
     let df = vision_dir().join("bad_images.parquet");
-    let err = fails(&["embed", "vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--out", out.to_str().unwrap()], &out);
+    let err = fails(
+        &[
+            "embed",
+            "vision",
+            "--df",
+            df.to_str().unwrap(),
+            "--model_version",
+            "resnet18",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &out,
+    );
     assert!(err.contains("row 3") && err.contains("--on_error skip"), "{err}");
 }
 
@@ -49,16 +87,30 @@ fn on_error_skip_records_skipped_rows() {
     let df = vision_dir().join("bad_images.parquet");
     let torch_home = vision_dir().join("torch_home");
     let dir = embed_ok(
-        &["vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--on_error", "skip", "--out", out.to_str().unwrap(), "--batch_size", "3"],
+        &[
+            "vision",
+            "--df",
+            df.to_str().unwrap(),
+            "--model_version",
+            "resnet18",
+            "--on_error",
+            "skip",
+            "--out",
+            out.to_str().unwrap(),
+            "--batch_size",
+            "3",
+        ],
         &[("TORCH_HOME", torch_home.to_str().unwrap())],
     );
     let batch = read_parquet(&output_parquet(&dir));
     assert_eq!(batch.num_rows(), 6, "8 rows minus the 2 bad ones");
-    let skipped: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("skipped_rows.json")).unwrap()).unwrap();
+    let skipped: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("skipped_rows.json")).unwrap()).unwrap();
     let rows: Vec<u64> = skipped.as_array().unwrap().iter().map(|s| s["row"].as_u64().unwrap()).collect();
     assert_eq!(rows, vec![3, 5]);
     assert!(skipped[1]["reason"].as_str().unwrap().contains("null"));
-    let details: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("embedding_details.json")).unwrap()).unwrap();
+    let details: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("embedding_details.json")).unwrap()).unwrap();
     assert_eq!(details["skipped_rows"], 2);
     assert_eq!(details["rows"], 6);
     // The surviving rows keep their pass-through values, in order.
@@ -73,12 +125,25 @@ fn missing_pretrained_weights_say_which_file_to_put_where() {
     let df = vision_dir().join("images.parquet");
     let empty_home = scratch("empty-torch-home");
     let output = deepembed_env(
-        &["embed", "vision", "--df", df.to_str().unwrap(), "--model_version", "resnet50", "--out", out.to_str().unwrap()],
+        &[
+            "embed",
+            "vision",
+            "--df",
+            df.to_str().unwrap(),
+            "--model_version",
+            "resnet50",
+            "--out",
+            out.to_str().unwrap(),
+        ],
         &[("TORCH_HOME", empty_home.to_str().unwrap())],
     );
     let err = stderr(&output);
     assert!(!output.status.success());
-    assert!(err.contains("resnet50-0676ba61.pth") && err.contains(&empty_home.join("hub/checkpoints").display().to_string()), "{err}");
+    assert!(
+        err.contains("resnet50-0676ba61.pth")
+            && err.contains(&empty_home.join("hub/checkpoints").display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -86,7 +151,21 @@ fn weights_of_another_model_version_are_refused() {
     let out = scratch("err-wrong-version");
     let df = vision_dir().join("images.parquet");
     let r18 = vision_dir().join("torch_home/hub/checkpoints/resnet18-f37072fd.pth");
-    let err = fails(&["embed", "vision", "--df", df.to_str().unwrap(), "--model_version", "resnet34", "--model_weights", r18.to_str().unwrap(), "--out", out.to_str().unwrap()], &out);
+    let err = fails(
+        &[
+            "embed",
+            "vision",
+            "--df",
+            df.to_str().unwrap(),
+            "--model_version",
+            "resnet34",
+            "--model_weights",
+            r18.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &out,
+    );
     assert!(err.contains("not a torchvision resnet34 weights file") && err.contains("missing weights"), "{err}");
 }
 
@@ -95,7 +174,18 @@ fn head_flags_that_contradict_the_checkpoint_name_flag_value_and_shape() {
     let out = scratch("err-head");
     let df = vision_dir().join("images.parquet");
     let ckpt = vision_dir().join("finetuned/finetuned-resnet18-a2-cls/model_weights.pth");
-    let base = ["embed", "vision", "--df", df.to_str().unwrap(), "--use_case", "finetuned", "--model_weights", ckpt.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let base = [
+        "embed",
+        "vision",
+        "--df",
+        df.to_str().unwrap(),
+        "--use_case",
+        "finetuned",
+        "--model_weights",
+        ckpt.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
     let with = |extra: &[&str]| -> String {
         let mut args = base.to_vec();
         if !extra.contains(&"--model_version") {
@@ -119,14 +209,30 @@ fn unknown_plugin_lists_the_known_ones() {
     let output = deepembed(&["embed", "audio", "--df", "x.parquet"]);
     let err = stderr(&output);
     assert!(!output.status.success());
-    assert!(err.contains("unknown plugin 'audio'") && err.contains("known plugins: gandalf, gpt2, mbert, vision") && err.contains("searched:"), "{err}");
+    assert!(
+        err.contains("unknown plugin 'audio'")
+            && err.contains("known plugins: gandalf, gpt2, mbert, vision")
+            && err.contains("searched:"),
+        "{err}"
+    );
 }
 
 #[test]
 fn an_impossible_cuda_request_says_why() {
     let out = scratch("err-cuda");
     let df = vision_dir().join("images.parquet");
-    let output = deepembed(&["embed", "vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--device", "cuda:7", "--out", out.to_str().unwrap()]);
+    let output = deepembed(&[
+        "embed",
+        "vision",
+        "--df",
+        df.to_str().unwrap(),
+        "--model_version",
+        "resnet18",
+        "--device",
+        "cuda:7",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let err = stderr(&output);
     if output.status.success() {
         panic!("a machine with 8 CUDA devices? {err}");

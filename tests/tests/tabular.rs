@@ -20,7 +20,8 @@ fn tabular_dir() -> PathBuf {
 }
 
 fn cases() -> serde_json::Map<String, serde_json::Value> {
-    let cases: serde_json::Value = serde_json::from_slice(&std::fs::read(tabular_dir().join("cases.json")).unwrap()).unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tabular_dir().join("cases.json")).unwrap()).unwrap();
     cases.as_object().unwrap().clone()
 }
 
@@ -48,7 +49,15 @@ fn run(case: &serde_json::Value, out: &Path, extra: &[&str]) -> RecordBatch {
 
 /// Embeddings as a row-major matrix; NaN allowed (pytorch-tabular's missing continuous values).
 fn matrix(batch: &RecordBatch, dims: usize) -> Vec<f32> {
-    let cols: Vec<_> = (0..dims).map(|d| batch.column_by_name(&d.to_string()).unwrap_or_else(|| panic!("column \"{d}\" missing")).as_primitive::<Float32Type>().clone()).collect();
+    let cols: Vec<_> = (0..dims)
+        .map(|d| {
+            batch
+                .column_by_name(&d.to_string())
+                .unwrap_or_else(|| panic!("column \"{d}\" missing"))
+                .as_primitive::<Float32Type>()
+                .clone()
+        })
+        .collect();
     (0..batch.num_rows()).flat_map(|r| cols.iter().map(move |c| c.value(r))).collect()
 }
 
@@ -105,7 +114,9 @@ fn every_generated_model_matches_pytorch_tabular() {
         let input = read_parquet(Path::new(&path_of(case, "eval")));
         assert_eq!(column_strings(&batch, "label"), column_strings(&input, "y"), "{name}: labels");
         assert_eq!(column_strings(&batch, "cohort"), column_strings(&input, "cohort"), "{name}: grouper");
-        let nan_rows: Vec<u64> = (0..batch.num_rows() as u64).filter(|&r| batch.column(0).as_primitive::<Float32Type>().value(r as usize).is_nan()).collect();
+        let nan_rows: Vec<u64> = (0..batch.num_rows() as u64)
+            .filter(|&r| batch.column(0).as_primitive::<Float32Type>().value(r as usize).is_nan())
+            .collect();
         let expected_nan: Vec<u64> = case["nan_rows"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
         assert_eq!(nan_rows, expected_nan, "{name}: rows with NaN embeddings");
     }
@@ -130,7 +141,21 @@ fn save_directory_forms_and_agreeing_column_flags() {
     let out = scratch("gandalf-forms");
     let mut case = case("cls_mixed");
     case["model_arg"] = serde_json::json!("cls_mixed/GANDALF_model");
-    let batch = run(&case, &out, &["--continuous_cols", "age", "dose", "score", "--categorical_cols", "site", "grade", "--tabular_target_column", "y"]);
+    let batch = run(
+        &case,
+        &out,
+        &[
+            "--continuous_cols",
+            "age",
+            "dose",
+            "score",
+            "--categorical_cols",
+            "site",
+            "grade",
+            "--tabular_target_column",
+            "y",
+        ],
+    );
     check_against_reference("cls_mixed", &case, &batch).unwrap();
 }
 
@@ -140,7 +165,18 @@ fn unseen_categories_are_logged_per_column() {
     let out = scratch("gandalf-unseen");
     let case = case("cls_mixed");
     let (df, model) = (path_of(&case, "eval"), path_of(&case, "model_arg"));
-    let output = deepembed(&["embed", "gandalf", "--df", &df, "--model_weights", &model, "--out", out.to_str().unwrap(), "--device", "cpu"]);
+    let output = deepembed(&[
+        "embed",
+        "gandalf",
+        "--df",
+        &df,
+        "--model_weights",
+        &model,
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     let err = stderr(&output);
     assert!(output.status.success(), "{err}");
     assert!(err.contains("column 'site': 1 value(s) not seen in training"), "{err}");
@@ -178,12 +214,19 @@ fn a_directory_that_is_not_a_gandalf_save_is_refused() {
     let empty = scratch.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let err = fails(&["--df", &df, "--model_weights", empty.to_str().unwrap()], &out);
-    assert!(err.contains("not a pytorch-tabular GANDALF save") && err.contains("config.yml") && err.contains(empty.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("not a pytorch-tabular GANDALF save")
+            && err.contains("config.yml")
+            && err.contains(empty.to_str().unwrap()),
+        "{err}"
+    );
 
     // Another pytorch-tabular model's save.
     let other = scratch.join("other");
     copy_dir(&tabular_dir().join("cls_mixed/GANDALF_model"), &other);
-    let config = std::fs::read_to_string(other.join("config.yml")).unwrap().replace("_model_name: GANDALFModel", "_model_name: CategoryEmbeddingModel");
+    let config = std::fs::read_to_string(other.join("config.yml"))
+        .unwrap()
+        .replace("_model_name: GANDALFModel", "_model_name: CategoryEmbeddingModel");
     std::fs::write(other.join("config.yml"), config).unwrap();
     let err = fails(&["--df", &df, "--model_weights", other.to_str().unwrap()], &out);
     assert!(err.contains("CategoryEmbeddingModel, not a GANDALF model"), "{err}");
@@ -191,7 +234,9 @@ fn a_directory_that_is_not_a_gandalf_save_is_refused() {
     // A saved quantile transform cannot be reproduced: refused by name.
     let transformed = scratch.join("transformed");
     copy_dir(&tabular_dir().join("cls_mixed/GANDALF_model"), &transformed);
-    let config = std::fs::read_to_string(transformed.join("config.yml")).unwrap().replace("continuous_feature_transform: null", "continuous_feature_transform: quantile_normal");
+    let config = std::fs::read_to_string(transformed.join("config.yml"))
+        .unwrap()
+        .replace("continuous_feature_transform: null", "continuous_feature_transform: quantile_normal");
     std::fs::write(transformed.join("config.yml"), config).unwrap();
     let err = fails(&["--df", &df, "--model_weights", transformed.to_str().unwrap()], &out);
     assert!(err.contains("quantile_normal"), "{err}");
@@ -215,7 +260,12 @@ fn column_flags_that_contradict_the_saved_config_name_the_columns() {
     let case = case("cls_mixed");
     let (df, model) = (path_of(&case, "eval"), path_of(&case, "model_arg"));
     let err = fails(&["--df", &df, "--model_weights", &model, "--continuous_cols", "age", "weight"], &out);
-    assert!(err.contains("--continuous_cols") && err.contains("not given: dose, score") && err.contains("not model columns: weight"), "{err}");
+    assert!(
+        err.contains("--continuous_cols")
+            && err.contains("not given: dose, score")
+            && err.contains("not model columns: weight"),
+        "{err}"
+    );
     let err = fails(&["--df", &df, "--model_weights", &model, "--categorical_cols", "grade", "site"], &out);
     assert!(err.contains("--categorical_cols") && err.contains("order"), "{err}");
     let err = fails(&["--df", &df, "--model_weights", &model, "--tabular_target_column", "outcome"], &out);
@@ -233,7 +283,8 @@ fn a_missing_model_column_is_named() {
     let without = input.project(&kept).unwrap();
     let df = scratch.join("no_score.parquet");
     write_parquet(&df, &without);
-    let err = fails(&["--df", df.to_str().unwrap(), "--model_weights", &path_of(&case, "model_arg")], &scratch.join("out"));
+    let err =
+        fails(&["--df", df.to_str().unwrap(), "--model_weights", &path_of(&case, "model_arg")], &scratch.join("out"));
     assert!(err.contains("lacks the model's column(s) score"), "{err}");
 }
 
@@ -244,18 +295,39 @@ fn a_non_numeric_continuous_value_names_row_and_column() {
     let df = tabular_dir().join("non_numeric.parquet");
     let model = path_of(&case, "model_arg");
     let err = fails(&["--df", df.to_str().unwrap(), "--model_weights", &model], &scratch.join("out"));
-    assert!(err.contains("row 5") && err.contains("column 'age'") && err.contains("'abc' is not a number") && err.contains("--on_error skip"), "{err}");
+    assert!(
+        err.contains("row 5")
+            && err.contains("column 'age'")
+            && err.contains("'abc' is not a number")
+            && err.contains("--on_error skip"),
+        "{err}"
+    );
 
     // With --on_error skip the row is left out and recorded; the rest match the reference.
-    let dir = embed_ok(&["gandalf", "--df", df.to_str().unwrap(), "--model_weights", &model, "--out", scratch.join("skip").to_str().unwrap(), "--on_error", "skip"], &[]);
+    let dir = embed_ok(
+        &[
+            "gandalf",
+            "--df",
+            df.to_str().unwrap(),
+            "--model_weights",
+            &model,
+            "--out",
+            scratch.join("skip").to_str().unwrap(),
+            "--on_error",
+            "skip",
+        ],
+        &[],
+    );
     let batch = read_parquet(&output_parquet(&dir));
     assert_eq!(batch.num_rows(), case["rows"].as_u64().unwrap() as usize - 1);
-    let skipped: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("skipped_rows.json")).unwrap()).unwrap();
+    let skipped: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("skipped_rows.json")).unwrap()).unwrap();
     assert_eq!(skipped[0]["row"], 5);
     let dims = case["dims"].as_u64().unwrap() as usize;
     let reference = read_f32(&tabular_dir().join("cls_mixed/ref.f32"));
     let ours = matrix(&batch, dims);
-    let survivors: Vec<f32> = reference.chunks(dims).enumerate().filter(|(r, _)| *r != 5).flat_map(|(_, row)| row.to_vec()).collect();
+    let survivors: Vec<f32> =
+        reference.chunks(dims).enumerate().filter(|(r, _)| *r != 5).flat_map(|(_, row)| row.to_vec()).collect();
     for (a, b) in ours.iter().zip(&survivors) {
         assert!((a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5, "{a} vs {b}");
     }
@@ -279,9 +351,26 @@ fn numbers_written_as_text_are_read_as_numbers() {
         .fields()
         .iter()
         .zip(input.columns())
-        .map(|(f, c)| if f.name() == "score" { Arc::new(StringArray::from(column_strings(&input, "score"))) as ArrayRef } else { c.clone() })
+        .map(|(f, c)| {
+            if f.name() == "score" {
+                Arc::new(StringArray::from(column_strings(&input, "score"))) as ArrayRef
+            } else {
+                c.clone()
+            }
+        })
         .collect();
-    let fields: Vec<_> = input.schema().fields().iter().map(|f| if f.name() == "score" { Arc::new(arrow::datatypes::Field::new("score", arrow::datatypes::DataType::Utf8, true)) } else { f.clone() }).collect();
+    let fields: Vec<_> = input
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == "score" {
+                Arc::new(arrow::datatypes::Field::new("score", arrow::datatypes::DataType::Utf8, true))
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
     let text = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
     let df = scratch.join("text_score.parquet");
     write_parquet(&df, &text);
@@ -295,11 +384,19 @@ fn numbers_written_as_text_are_read_as_numbers() {
 fn gandalf_is_listed_and_declares_deeptunes_flags() {
     let listing = deepembed(&["plugins", "--json"]);
     let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
-    let gandalf = listing["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "gandalf").expect("gandalf is listed");
+    let gandalf =
+        listing["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "gandalf").expect("gandalf is listed");
     assert_eq!(gandalf["modality"], "tabular");
     let help = deepembed(&["embed", "gandalf", "--help"]);
     let help = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--model_weights", "--tabular_target_column", "--categorical_cols", "--continuous_cols", "--grouper", "--batch_size"] {
+    for flag in [
+        "--model_weights",
+        "--tabular_target_column",
+        "--categorical_cols",
+        "--continuous_cols",
+        "--grouper",
+        "--batch_size",
+    ] {
         assert!(help.contains(flag), "gandalf --help lacks {flag}:\n{help}");
     }
 }

@@ -19,7 +19,8 @@ fn text_dir() -> PathBuf {
 }
 
 fn cases() -> Vec<serde_json::Value> {
-    let cases: serde_json::Value = serde_json::from_slice(&std::fs::read(text_dir().join("cases.json")).unwrap()).unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(text_dir().join("cases.json")).unwrap()).unwrap();
     cases["cases"].as_array().unwrap().clone()
 }
 
@@ -38,8 +39,17 @@ fn case_columns(case: &serde_json::Value, dims: usize) -> Vec<String> {
 fn run_case(case: &serde_json::Value, out: &Path, extra: &[&str]) -> (PathBuf, Vec<f32>) {
     let df = text_dir().join(case["df"].as_str().unwrap());
     let dims = case["dims"].as_u64().unwrap() as usize;
-    let case_args: Vec<String> = case["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
-    let mut args = vec![case["plugin"].as_str().unwrap(), "--df", df.to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch_size", "4"];
+    let case_args: Vec<String> =
+        case["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    let mut args = vec![
+        case["plugin"].as_str().unwrap(),
+        "--df",
+        df.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--batch_size",
+        "4",
+    ];
     args.extend(case_args.iter().map(String::as_str));
     args.extend_from_slice(extra);
     let dir = embed_ok(&args, &[]);
@@ -95,9 +105,13 @@ fn output_follows_deeptune_bert_layout() {
     expected.extend(["labels", "doc_id", "source"].map(String::from));
     assert_eq!(names, expected);
     let input = read_parquet(&text_dir().join("texts.parquet"));
-    assert_eq!(batch.column_by_name("labels").unwrap().as_primitive::<Int64Type>(), input.column_by_name("labels").unwrap().as_primitive::<Int64Type>());
+    assert_eq!(
+        batch.column_by_name("labels").unwrap().as_primitive::<Int64Type>(),
+        input.column_by_name("labels").unwrap().as_primitive::<Int64Type>()
+    );
     assert_eq!(batch.column_by_name("doc_id").unwrap().to_data(), input.column_by_name("doc_id").unwrap().to_data());
-    let details: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("embedding_details.json")).unwrap()).unwrap();
+    let details: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("embedding_details.json")).unwrap()).unwrap();
     assert_eq!(details["added_layers"], 2);
     assert_eq!(details["num_classes"], 3);
 }
@@ -107,12 +121,36 @@ fn a_null_text_names_its_row_or_is_skipped() {
     let out = scratch("text-null");
     let df = text_dir().join("null_text.parquet");
     let model = text_dir().join("hf-tiny-bert");
-    let args = ["embed", "mbert", "--df", df.to_str().unwrap(), "--model_weights", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"];
+    let args = [
+        "embed",
+        "mbert",
+        "--df",
+        df.to_str().unwrap(),
+        "--model_weights",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
     let output = deepembed(&args);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(err.contains("row 2") && err.contains("null"), "{err}");
-    let dir = embed_ok(&["mbert", "--df", df.to_str().unwrap(), "--model_weights", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--on_error", "skip"], &[]);
+    let dir = embed_ok(
+        &[
+            "mbert",
+            "--df",
+            df.to_str().unwrap(),
+            "--model_weights",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--on_error",
+            "skip",
+        ],
+        &[],
+    );
     assert_eq!(read_parquet(&output_parquet(&dir)).num_rows(), 19);
 }
 
@@ -122,7 +160,8 @@ fn contradicting_flags_and_wrong_directories_are_named() {
     let df = text_dir().join("texts.parquet");
     let finetuned = text_dir().join("finetuned-a2");
     let run = |extra: &[&str]| {
-        let mut args = vec!["embed", "mbert", "--df", df.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"];
+        let mut args =
+            vec!["embed", "mbert", "--df", df.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"];
         args.extend_from_slice(extra);
         let output = deepembed(&args);
         assert_eq!(output.status.code(), Some(1));
@@ -142,7 +181,20 @@ fn contradicting_flags_and_wrong_directories_are_named() {
 fn gpt2_refuses_peft_with_deeptunes_reason() {
     let out = scratch("gpt2-peft");
     let df = text_dir().join("texts.parquet");
-    let output = deepembed(&["embed", "gpt2", "--df", df.to_str().unwrap(), "--use_case", "peft", "--model_weights", "x", "--out", out.to_str().unwrap(), "--device", "cpu"]);
+    let output = deepembed(&[
+        "embed",
+        "gpt2",
+        "--df",
+        df.to_str().unwrap(),
+        "--use_case",
+        "peft",
+        "--model_weights",
+        "x",
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1));
     assert!(err.contains("PEFT is not supported for GPT-2"), "{err}");
@@ -154,7 +206,13 @@ fn text_plugins_are_listed_and_declare_their_flags() {
     let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
     let names: Vec<&str> = listing["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"gpt2") && names.contains(&"mbert"), "{names:?}");
-    for (plugin, flags) in [("mbert", &["--text_column", "--label_column", "--max_length", "--added_layers", "--embed_size", "--use-case"][..]), ("gpt2", &["--text_column", "--max_length", "--padding", "--model-weights"][..])] {
+    for (plugin, flags) in [
+        (
+            "mbert",
+            &["--text_column", "--label_column", "--max_length", "--added_layers", "--embed_size", "--use-case"][..],
+        ),
+        ("gpt2", &["--text_column", "--max_length", "--padding", "--model-weights"][..]),
+    ] {
         let help = deepembed(&["embed", plugin, "--help"]);
         let help = String::from_utf8_lossy(&help.stdout);
         for flag in flags {

@@ -11,7 +11,9 @@ use deepembed_tests::*;
 
 /// A fresh plugin directory holding the named third-party plugin libraries.
 fn plugin_dir(name: &str, plugins: &[&str]) -> PathBuf {
-    let built = std::env::var_os("DEEPEMBED_THIRD_PARTY_PLUGINS").map(PathBuf::from).unwrap_or_else(|| binary().parent().unwrap().to_path_buf());
+    let built = std::env::var_os("DEEPEMBED_THIRD_PARTY_PLUGINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| binary().parent().unwrap().to_path_buf());
     let dir = scratch(name);
     for p in plugins {
         let file = format!("libthirdparty_{}.so", p.replace('-', "_"));
@@ -26,7 +28,11 @@ fn numbers_parquet(dir: &Path) -> PathBuf {
     let path = dir.join("numbers.parquet");
     let values = Float64Array::from(vec![1.5, -2.0, 0.25, 10.0, 3.0]);
     let names = StringArray::from(vec!["a", "b", "c", "d", "e"]);
-    let batch = RecordBatch::try_from_iter([("value", std::sync::Arc::new(values) as _), ("name", std::sync::Arc::new(names) as _)]).unwrap();
+    let batch = RecordBatch::try_from_iter([
+        ("value", std::sync::Arc::new(values) as _),
+        ("name", std::sync::Arc::new(names) as _),
+    ])
+    .unwrap();
     let file = std::fs::File::create(&path).unwrap();
     let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
     w.write(&batch).unwrap();
@@ -58,10 +64,27 @@ fn an_outside_plugin_is_discovered_and_run_by_the_unchanged_host() {
     let help = deepembed(&["embed", "echo", "--help", "--plugin-path", plugins.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("--column"));
 
-    let args = ["embed", "echo", "--df", df.to_str().unwrap(), "--out", out.to_str().unwrap(), "--column", "value", "--device", "cpu", "--batch_size", "2"];
+    let args = [
+        "embed",
+        "echo",
+        "--df",
+        df.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--column",
+        "value",
+        "--device",
+        "cpu",
+        "--batch_size",
+        "2",
+    ];
     let output = deepembed_env(&args, &[("DEEPEMBED_PLUGIN_PATH", plugins.to_str().unwrap())]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stderr(&output).contains("[echo] echo saw 5 rows"), "the plugin's log reaches the host's stderr under its name:\n{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("[echo] echo saw 5 rows"),
+        "the plugin's log reaches the host's stderr under its name:\n{}",
+        stderr(&output)
+    );
     let dirs: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(dirs.len(), 1);
     let batch = read_parquet(&dirs[0].join("ECHO_embeddings.parquet"));
@@ -80,7 +103,8 @@ fn incompatible_plugins_are_reported_and_not_loaded() {
     let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
     let names: Vec<&str> = listing["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"echo") && !names.contains(&"badabi") && !names.contains(&"oldtorch"), "{names:?}");
-    let reasons: Vec<String> = listing["not_loaded"].as_array().unwrap().iter().map(|r| format!("{} {}", r["path"], r["reason"])).collect();
+    let reasons: Vec<String> =
+        listing["not_loaded"].as_array().unwrap().iter().map(|r| format!("{} {}", r["path"], r["reason"])).collect();
     let bad = reasons.iter().find(|r| r.contains("bad_abi")).expect("bad-abi reported");
     assert!(bad.contains("SDK ABI version 999") && bad.contains("version 1"), "{bad}");
     let old = reasons.iter().find(|r| r.contains("old_torch")).expect("old-torch reported");
@@ -90,7 +114,12 @@ fn incompatible_plugins_are_reported_and_not_loaded() {
     let output = deepembed(&["embed", "badabi", "--df", "x.parquet", "--plugin-path", plugins.to_str().unwrap()]);
     let err = stderr(&output);
     assert!(!output.status.success());
-    assert!(err.contains("unknown plugin 'badabi'") && err.contains("SDK ABI version 999") && err.contains(plugins.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("unknown plugin 'badabi'")
+            && err.contains("SDK ABI version 999")
+            && err.contains(plugins.to_str().unwrap()),
+        "{err}"
+    );
     assert!(err.contains("[user data directory]") && err.contains("[beside the binary]"), "{err}");
 
     // The text listing says the same.
@@ -105,7 +134,18 @@ fn a_panicking_plugin_is_a_clean_error() {
     let work = scratch("tp-panic-run");
     let df = numbers_parquet(&work);
     let out = work.join("out");
-    let output = deepembed(&["embed", "panicky", "--df", df.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu", "--plugin-path", plugins.to_str().unwrap()]);
+    let output = deepembed(&[
+        "embed",
+        "panicky",
+        "--df",
+        df.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--plugin-path",
+        plugins.to_str().unwrap(),
+    ]);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "a clean exit, not an abort:\n{err}");
     assert!(err.contains("plugin 'panicky' failed") && err.contains("panicked") && err.contains("boom"), "{err}");

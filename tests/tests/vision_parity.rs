@@ -25,8 +25,10 @@ fn every_generated_case_matches_pytorch() {
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let dims = case["dims"].as_u64().unwrap() as usize;
-        let case_args: Vec<String> = case["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
-        let mut args = vec!["vision", "--df", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch_size", "5"];
+        let case_args: Vec<String> =
+            case["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+        let mut args =
+            vec!["vision", "--df", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch_size", "5"];
         args.extend(case_args.iter().map(String::as_str));
         let run_dir = embed_ok(&args, &[("TORCH_HOME", torch_home.to_str().unwrap())]);
         let batch = read_parquet(&output_parquet(&run_dir));
@@ -36,7 +38,12 @@ fn every_generated_case_matches_pytorch() {
         let (diff, at) = max_abs_diff(&ours, &reference);
         eprintln!("{name}: max abs diff {diff:e} (largest |value| {scale})");
         if !(diff <= TOLERANCE * scale) {
-            failures.push(format!("{name}: max abs diff {diff} at row {} dim {} exceeds {}", at / dims, at % dims, TOLERANCE * scale));
+            failures.push(format!(
+                "{name}: max abs diff {diff} at row {} dim {} exceeds {}",
+                at / dims,
+                at % dims,
+                TOLERANCE * scale
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -49,7 +56,17 @@ fn output_columns_follow_deeptune_and_pass_everything_through_in_order() {
     let out = scratch("vision-columns");
     let torch_home = dir.join("torch_home");
     let run_dir = embed_ok(
-        &["vision", "--df", dir.join("images.parquet").to_str().unwrap(), "--out", out.to_str().unwrap(), "--model_version", "resnet18", "--batch_size", "7"],
+        &[
+            "vision",
+            "--df",
+            dir.join("images.parquet").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--model_version",
+            "resnet18",
+            "--batch_size",
+            "7",
+        ],
         &[("TORCH_HOME", torch_home.to_str().unwrap())],
     );
     let file = output_parquet(&run_dir);
@@ -66,6 +83,10 @@ fn output_columns_follow_deeptune_and_pass_everything_through_in_order() {
     let input_labels = input.column_by_name("labels").unwrap().as_primitive::<Int64Type>();
     assert_eq!(labels, input_labels);
     for col in ["patient_id", "site", "age"] {
-        assert_eq!(batch.column_by_name(col).unwrap().to_data(), input.column_by_name(col).unwrap().to_data(), "column {col}");
+        assert_eq!(
+            batch.column_by_name(col).unwrap().to_data(),
+            input.column_by_name(col).unwrap().to_data(),
+            "column {col}"
+        );
     }
 }

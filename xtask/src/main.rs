@@ -32,7 +32,9 @@ fn real_main() -> Result<()> {
         ["test", rest @ ..] => test(&ws, rest),
         ["bench", kind @ ("vision" | "text" | "tabular"), rest @ ..] => bench(&ws, kind, rest),
         ["gpu-check", rest @ ..] => gpu_check(&ws, rest),
-        _ => bail!("usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular [options] | gpu-check>"),
+        _ => bail!(
+            "usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular [options] | gpu-check>"
+        ),
     }
 }
 
@@ -47,11 +49,41 @@ fn demo(ws: &Workspace) -> Result<()> {
     let minilm = String::from_utf8(generated.stdout)?.trim().to_string();
     let out = demo.join("deeptune_results");
     let [images, resnet, texts, table, gandalf] =
-        ["images.parquet", "resnet18-random-weights.pth", "texts.parquet", "table.parquet", "gandalf"].map(|name| demo.join(name).display().to_string());
+        ["images.parquet", "resnet18-random-weights.pth", "texts.parquet", "table.parquet", "gandalf"]
+            .map(|name| demo.join(name).display().to_string());
     let runs = [
-        ("image embeddings (random-weight ResNet-18)", vec!["vision", "--model_version", "resnet18", "--batch_size", "16", "--df", &images, "--model_weights", &resnet]),
-        ("text embeddings (all-MiniLM-L6-v2, real)", vec!["mbert", "--use_case", "pretrained", "--model_weights", &minilm, "--df", &texts]),
-        ("tabular embeddings (GANDALF trained on the table)", vec!["gandalf", "--model_weights", &gandalf, "--tabular_target_column", "outcome", "--grouper", "patient_id", "--df", &table]),
+        (
+            "image embeddings (random-weight ResNet-18)",
+            vec![
+                "vision",
+                "--model_version",
+                "resnet18",
+                "--batch_size",
+                "16",
+                "--df",
+                &images,
+                "--model_weights",
+                &resnet,
+            ],
+        ),
+        (
+            "text embeddings (all-MiniLM-L6-v2, real)",
+            vec!["mbert", "--use_case", "pretrained", "--model_weights", &minilm, "--df", &texts],
+        ),
+        (
+            "tabular embeddings (GANDALF trained on the table)",
+            vec![
+                "gandalf",
+                "--model_weights",
+                &gandalf,
+                "--tabular_target_column",
+                "outcome",
+                "--grouper",
+                "patient_id",
+                "--df",
+                &table,
+            ],
+        ),
     ];
     let mut written = Vec::new();
     for (what, args) in runs {
@@ -109,7 +141,12 @@ fn build_third_party_plugins(ws: &Workspace, cargo: &str) -> Result<()> {
 
 fn generate_fixtures(ws: &Workspace, work: &Path) -> Result<()> {
     // Each generator writes its fixtures into its own folder under `work`.
-    let generators = [("gen_vision.py", "vision"), ("gen_checkpoints.py", "checkpoints"), ("gen_text.py", "text"), ("gen_tabular.py", "tabular")];
+    let generators = [
+        ("gen_vision.py", "vision"),
+        ("gen_checkpoints.py", "checkpoints"),
+        ("gen_text.py", "text"),
+        ("gen_tabular.py", "tabular"),
+    ];
     let python_dir = ws.root.join("tests").join("python");
     let mut fingerprint = std::fs::read_to_string(ws.requirements())?;
     for (g, _) in generators {

@@ -91,7 +91,10 @@ fn system_packages() -> Result<()> {
     }
     let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
     if !is_root || !on_path("apt-get") {
-        bail!("the build needs {} (to build libjpeg-turbo); install them with your package manager and rerun", missing.join(" and "));
+        bail!(
+            "the build needs {} (to build libjpeg-turbo); install them with your package manager and rerun",
+            missing.join(" and ")
+        );
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
     run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))

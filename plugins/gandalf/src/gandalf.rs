@@ -45,12 +45,22 @@ pub struct Gandalf {
 impl Gandalf {
     /// Builds the network from a GANDALF state dict, checking every shape against the column
     /// counts the config gives.
-    pub fn from_weights(weights: &StateDict, continuous: usize, categorical: usize, stages: usize, device: Device) -> Result<Gandalf> {
+    pub fn from_weights(
+        weights: &StateDict,
+        continuous: usize,
+        categorical: usize,
+        stages: usize,
+        device: Device,
+    ) -> Result<Gandalf> {
         let get = |name: &str| -> Result<Tensor> {
-            let tensor = weights.get(name).ok_or_else(|| anyhow!("{} has no tensor {name}: not a GANDALF checkpoint", weights.source().display()))?;
+            let tensor = weights.get(name).ok_or_else(|| {
+                anyhow!("{} has no tensor {name}: not a GANDALF checkpoint", weights.source().display())
+            })?;
             Ok(tensor.to_kind(Kind::Float).to_device(device))
         };
-        let linear = |name: String| -> Result<Linear> { Ok(Linear { weight: get(&format!("{name}.weight"))?, bias: get(&format!("{name}.bias"))? }) };
+        let linear = |name: String| -> Result<Linear> {
+            Ok(Linear { weight: get(&format!("{name}.weight"))?, bias: get(&format!("{name}.bias"))? })
+        };
 
         // Ghost batch norm (virtual_batch_size) nests the BatchNorm1d one level deeper.
         let batch_norm = ["normalizing_batch_norm.bn", "normalizing_batch_norm.bn.bn"]
@@ -66,7 +76,9 @@ impl Gandalf {
                 })
             })
             .transpose()?;
-        let category_tables = (0..categorical).map(|i| get(&format!("{EMBEDDING}.cat_embedding_layers.{i}.weight"))).collect::<Result<Vec<_>>>()?;
+        let category_tables = (0..categorical)
+            .map(|i| get(&format!("{EMBEDDING}.cat_embedding_layers.{i}.weight")))
+            .collect::<Result<Vec<_>>>()?;
         if weights.contains(&format!("{EMBEDDING}.cat_embedding_layers.{categorical}.weight")) {
             bail!("the config lists {categorical} categorical columns, but the checkpoint has more category embedding tables");
         }
@@ -81,14 +93,29 @@ impl Gandalf {
 
         let category_width: i64 = category_tables.iter().map(|t| t.size()[1]).sum();
         let features = continuous as i64 + category_width;
-        let model = Gandalf { batch_norm, category_tables, w_in, w_out, feature_masks, t, continuous, features: features as usize };
-        model.check_shapes(features, stages as i64).context("config.yml and model.ckpt disagree; were they saved from the same model?")?;
+        let model = Gandalf {
+            batch_norm,
+            category_tables,
+            w_in,
+            w_out,
+            feature_masks,
+            t,
+            continuous,
+            features: features as usize,
+        };
+        model
+            .check_shapes(features, stages as i64)
+            .context("config.yml and model.ckpt disagree; were they saved from the same model?")?;
         Ok(model)
     }
 
     fn check_shapes(&self, n: i64, stages: i64) -> Result<()> {
         let widths: Vec<String> = self.category_tables.iter().map(|t| t.size()[1].to_string()).collect();
-        let expected = format!("{} continuous columns and category embeddings of widths [{}] make {n} features", self.continuous, widths.join(", "));
+        let expected = format!(
+            "{} continuous columns and category embeddings of widths [{}] make {n} features",
+            self.continuous,
+            widths.join(", ")
+        );
         let check = |what: &str, tensor: &Tensor, shape: &[i64]| -> Result<()> {
             if tensor.size() != shape {
                 bail!("{expected}, so {what} should be {shape:?}, but it is {:?}", tensor.size());
@@ -105,7 +132,12 @@ impl Gandalf {
         check("t", &self.t, &[stages, 1])?;
         if let Some(bn) = &self.batch_norm {
             let c = self.continuous as i64;
-            for (name, tensor) in [("weight", &bn.weight), ("bias", &bn.bias), ("running_mean", &bn.running_mean), ("running_var", &bn.running_var)] {
+            for (name, tensor) in [
+                ("weight", &bn.weight),
+                ("bias", &bn.bias),
+                ("running_mean", &bn.running_mean),
+                ("running_var", &bn.running_var),
+            ] {
                 check(&format!("the continuous batch norm's {name}"), tensor, &[c])?;
             }
         }
@@ -123,7 +155,16 @@ impl Gandalf {
         let mut parts = Vec::new();
         if self.continuous > 0 {
             parts.push(match &self.batch_norm {
-                Some(bn) => continuous.batch_norm(Some(&bn.weight), Some(&bn.bias), Some(&bn.running_mean), Some(&bn.running_var), false, 0.1, BATCH_NORM_EPS, true),
+                Some(bn) => continuous.batch_norm(
+                    Some(&bn.weight),
+                    Some(&bn.bias),
+                    Some(&bn.running_mean),
+                    Some(&bn.running_var),
+                    false,
+                    0.1,
+                    BATCH_NORM_EPS,
+                    true,
+                ),
                 None => continuous.shallow_clone(),
             });
         }

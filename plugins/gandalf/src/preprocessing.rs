@@ -30,11 +30,20 @@ pub struct CategoryEncoder {
 }
 
 impl CategoryEncoder {
-    pub fn new(column: &str, categories: &[Value], codes: &[Value], unseen: Unseen, missing_is_error: bool) -> Result<CategoryEncoder> {
+    pub fn new(
+        column: &str,
+        categories: &[Value],
+        codes: &[Value],
+        unseen: Unseen,
+        missing_is_error: bool,
+    ) -> Result<CategoryEncoder> {
         let mut table = HashMap::with_capacity(codes.len());
         for (category, code) in categories.iter().zip(codes) {
-            let key = PyKey::of(category).ok_or_else(|| anyhow!("column '{column}': category {} cannot be looked up", category.type_name()))?;
-            let code = code.as_i64().ok_or_else(|| anyhow!("column '{column}': the code of a category is a {}", code.type_name()))?;
+            let key = PyKey::of(category)
+                .ok_or_else(|| anyhow!("column '{column}': category {} cannot be looked up", category.type_name()))?;
+            let code = code
+                .as_i64()
+                .ok_or_else(|| anyhow!("column '{column}': the code of a category is a {}", code.type_name()))?;
             // pandas' map uses the first of duplicated labels.
             table.entry(key).or_insert(code);
         }
@@ -90,7 +99,11 @@ pub struct Counts {
 
 impl Preprocessing {
     pub fn counts(&self) -> Counts {
-        Counts { unseen: vec![0; self.encoders.len()], missing_categories: vec![0; self.encoders.len()], missing_continuous: vec![0; self.continuous.len()] }
+        Counts {
+            unseen: vec![0; self.encoders.len()],
+            missing_categories: vec![0; self.encoders.len()],
+            missing_continuous: vec![0; self.continuous.len()],
+        }
     }
 
     /// Checks the input's column types before any row is read.
@@ -103,8 +116,12 @@ impl Preprocessing {
         }
         for encoder in &self.encoders {
             let dt = value_type(schema.field_with_name(&encoder.column)?.data_type());
-            if !(dt.is_integer() || dt.is_floating() || is_text(dt) || matches!(dt, DataType::Boolean | DataType::Null)) {
-                bail!("categorical column '{}' has type {dt}; categories must be text, integers, floats or booleans", encoder.column);
+            if !(dt.is_integer() || dt.is_floating() || is_text(dt) || matches!(dt, DataType::Boolean | DataType::Null))
+            {
+                bail!(
+                    "categorical column '{}' has type {dt}; categories must be text, integers, floats or booleans",
+                    encoder.column
+                );
             }
         }
         Ok(())
@@ -125,7 +142,9 @@ impl Preprocessing {
                 let x = match &self.scaler {
                     // scikit-learn refuses infinities (NaN passes through).
                     Some(_) if x.is_infinite() => {
-                        errors[r].get_or_insert_with(|| format!("column '{name}': {x} is not finite, and the saved scaler cannot transform it"));
+                        errors[r].get_or_insert_with(|| {
+                            format!("column '{name}': {x} is not finite, and the saved scaler cannot transform it")
+                        });
                         continue;
                     }
                     Some(scaler) => scaler.transform(c, x),
@@ -143,7 +162,12 @@ impl Preprocessing {
                 let key = match key {
                     Some(key) => key,
                     None if encoder.missing_is_error => {
-                        errors[r].get_or_insert_with(|| format!("column '{}': missing value, and the model was saved with handle_missing_values=False", encoder.column));
+                        errors[r].get_or_insert_with(|| {
+                            format!(
+                                "column '{}': missing value, and the model was saved with handle_missing_values=False",
+                                encoder.column
+                            )
+                        });
                         continue;
                     }
                     // pandas' fillna(0) before the lookup.
@@ -168,8 +192,10 @@ impl Preprocessing {
         let kept: Vec<u32> = (0..rows as u32).filter(|&r| errors[r as usize].is_none()).collect();
         let failed = errors.into_iter().enumerate().filter_map(|(r, e)| e.map(|e| (r as u32, e))).collect();
         if kept.len() < rows {
-            continuous = kept.iter().flat_map(|&r| continuous[r as usize * width..(r as usize + 1) * width].to_vec()).collect();
-            categorical = kept.iter().flat_map(|&r| categorical[r as usize * n_cat..(r as usize + 1) * n_cat].to_vec()).collect();
+            continuous =
+                kept.iter().flat_map(|&r| continuous[r as usize * width..(r as usize + 1) * width].to_vec()).collect();
+            categorical =
+                kept.iter().flat_map(|&r| categorical[r as usize * n_cat..(r as usize + 1) * n_cat].to_vec()).collect();
         }
         Ok(Encoded { continuous, categorical, kept, failed })
     }
@@ -232,10 +258,18 @@ fn category_keys(array: &ArrayRef) -> Result<Vec<Option<PyKey>>> {
     Ok(if is_text(&dt) {
         cast(&array, &DataType::Utf8)?.as_string::<i32>().iter().map(|s| s.map(|s| PyKey::Str(s.to_string()))).collect()
     } else if dt.is_floating() {
-        cast(&array, &DataType::Float64)?.as_primitive::<Float64Type>().iter().map(|x| x.and_then(PyKey::float)).collect()
+        cast(&array, &DataType::Float64)?
+            .as_primitive::<Float64Type>()
+            .iter()
+            .map(|x| x.and_then(PyKey::float))
+            .collect()
     } else if dt == DataType::UInt64 {
         // Beyond i64: compare as Python would, through the float path.
-        cast(&array, &DataType::Float64)?.as_primitive::<Float64Type>().iter().map(|x| x.and_then(PyKey::float)).collect()
+        cast(&array, &DataType::Float64)?
+            .as_primitive::<Float64Type>()
+            .iter()
+            .map(|x| x.and_then(PyKey::float))
+            .collect()
     } else if dt.is_integer() || dt == DataType::Boolean || dt == DataType::Null {
         cast(&array, &DataType::Int64)?.as_primitive::<Int64Type>().iter().map(|x| x.map(PyKey::Int)).collect()
     } else {
@@ -268,7 +302,8 @@ mod tests {
     fn site_encoder(unseen: Unseen) -> CategoryEncoder {
         // Training saw "a", "b" and a missing value (pandas filled it with 0 before fitting).
         let categories = [Value::Str("a".into()), Value::Str("b".into()), Value::Int(0)];
-        CategoryEncoder::new("site", &categories, &[Value::Int(1), Value::Int(2), Value::Int(3)], unseen, false).unwrap()
+        CategoryEncoder::new("site", &categories, &[Value::Int(1), Value::Int(2), Value::Int(3)], unseen, false)
+            .unwrap()
     }
 
     fn preprocessing(encoders: Vec<CategoryEncoder>, scaler: Option<StandardScaler>) -> Preprocessing {
@@ -291,12 +326,25 @@ mod tests {
     #[test]
     fn dictionary_integer_float_and_boolean_categories_compare_as_python_does() {
         let codes = [Value::Int(1), Value::Int(2)];
-        let encoder = |categories: &[Value]| CategoryEncoder::new("c", categories, &codes, Unseen::Impute(0), false).unwrap();
+        let encoder =
+            |categories: &[Value]| CategoryEncoder::new("c", categories, &codes, Unseen::Impute(0), false).unwrap();
         let cases: Vec<(CategoryEncoder, ArrayRef, Vec<i64>)> = vec![
-            (encoder(&[Value::Str("u".into()), Value::Str("v".into())]), Arc::new(["v", "u", "w"].into_iter().collect::<DictionaryArray<Int8Type>>()), vec![2, 1, 0]),
-            (encoder(&[Value::Int(3), Value::Int(5)]), Arc::new(Float64Array::from(vec![5.0, 3.0, 3.5, f64::NAN])), vec![2, 1, 0, 0]),
+            (
+                encoder(&[Value::Str("u".into()), Value::Str("v".into())]),
+                Arc::new(["v", "u", "w"].into_iter().collect::<DictionaryArray<Int8Type>>()),
+                vec![2, 1, 0],
+            ),
+            (
+                encoder(&[Value::Int(3), Value::Int(5)]),
+                Arc::new(Float64Array::from(vec![5.0, 3.0, 3.5, f64::NAN])),
+                vec![2, 1, 0, 0],
+            ),
             (encoder(&[Value::Float(1.5), Value::Int(7)]), Arc::new(Int32Array::from(vec![7, 1])), vec![2, 0]),
-            (encoder(&[Value::Bool(false), Value::Bool(true)]), Arc::new(BooleanArray::from(vec![true, false])), vec![2, 1]),
+            (
+                encoder(&[Value::Bool(false), Value::Bool(true)]),
+                Arc::new(BooleanArray::from(vec![true, false])),
+                vec![2, 1],
+            ),
             (encoder(&[Value::Str("1".into()), Value::Int(2)]), Arc::new(Int64Array::from(vec![1, 2])), vec![0, 2]),
         ];
         for (i, (encoder, column, want)) in cases.into_iter().enumerate() {
@@ -310,7 +358,8 @@ mod tests {
 
     #[test]
     fn bad_values_fail_their_row_only() {
-        let scaler = StandardScaler { mean: Some(vec![1.0]), scale: Some(vec![2.0]), feature_names: None, n_features: 1 };
+        let scaler =
+            StandardScaler { mean: Some(vec![1.0]), scale: Some(vec![2.0]), feature_names: None, n_features: 1 };
         let p = preprocessing(vec![site_encoder(Unseen::Error)], Some(scaler));
         let x: ArrayRef = Arc::new(StringArray::from(vec![Some(" 3.0"), Some("abc"), Some("inf"), None, Some("5")]));
         let sites: ArrayRef = Arc::new(StringArray::from(vec!["a", "a", "a", "a", "mars"]));

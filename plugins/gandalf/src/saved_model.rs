@@ -87,9 +87,14 @@ fn locate(path: &Path) -> Result<PathBuf> {
 fn read_config(dir: &Path) -> Result<SavedConfig> {
     let path = dir.join("config.yml");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let config: SavedConfig = serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not a pytorch-tabular config", path.display()))?;
+    let config: SavedConfig = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{} is not a pytorch-tabular config", path.display()))?;
     if config.model_name != "GANDALFModel" {
-        bail!("{} holds a pytorch-tabular {}, not a GANDALF model; this plugin reads GANDALF only", dir.display(), config.model_name);
+        bail!(
+            "{} holds a pytorch-tabular {}, not a GANDALF model; this plugin reads GANDALF only",
+            dir.display(),
+            config.model_name
+        );
     }
     if let Some(transform) = &config.continuous_feature_transform {
         bail!(
@@ -109,13 +114,20 @@ fn read_datamodule(dir: &Path, config: &SavedConfig) -> Result<Preprocessing> {
     let root = read_pickle_file(&path)?;
     let context = || format!("reading the fitted preprocessing in {}", path.display());
     // pytorch-tabular keeps these behind properties; older releases stored them directly.
-    let field = |name: &str| root.get(&format!("_{name}")).or_else(|| root.get(name)).filter(|v| !matches!(v, Value::None));
+    let field =
+        |name: &str| root.get(&format!("_{name}")).or_else(|| root.get(name)).filter(|v| !matches!(v, Value::None));
 
     if let Some(transform) = field("continuous_transform") {
-        bail!("{} holds a fitted continuous transform ({}), which deepembed does not reproduce; nothing was computed", path.display(), transform.type_name());
+        bail!(
+            "{} holds a fitted continuous transform ({}), which deepembed does not reproduce; nothing was computed",
+            path.display(),
+            transform.type_name()
+        );
     }
     let scaler = if config.normalize_continuous_features && !config.continuous_cols.is_empty() {
-        let value = field("scaler").ok_or_else(|| anyhow!("{} has no fitted scaler, but config.yml says continuous features are normalized", path.display()))?;
+        let value = field("scaler").ok_or_else(|| {
+            anyhow!("{} has no fitted scaler, but config.yml says continuous features are normalized", path.display())
+        })?;
         let scaler = StandardScaler::from_value(value).with_context(context)?;
         check_scaler(&scaler, &config.continuous_cols).with_context(context)?;
         Some(scaler)
@@ -125,7 +137,9 @@ fn read_datamodule(dir: &Path, config: &SavedConfig) -> Result<Preprocessing> {
     let encoders = if config.categorical_cols.is_empty() {
         vec![]
     } else {
-        let encoder = field("categorical_encoder").ok_or_else(|| anyhow!("{} has no fitted category encoder, but config.yml lists categorical columns", path.display()))?;
+        let encoder = field("categorical_encoder").ok_or_else(|| {
+            anyhow!("{} has no fitted category encoder, but config.yml lists categorical columns", path.display())
+        })?;
         read_encoders(encoder, &config.categorical_cols).with_context(context)?
     };
     Ok(Preprocessing { continuous: config.continuous_cols.clone(), scaler, encoders })
@@ -133,11 +147,19 @@ fn read_datamodule(dir: &Path, config: &SavedConfig) -> Result<Preprocessing> {
 
 fn check_scaler(scaler: &StandardScaler, continuous: &[String]) -> Result<()> {
     if scaler.n_features != continuous.len() {
-        bail!("the scaler was fitted on {} columns, config.yml lists {} continuous columns", scaler.n_features, continuous.len());
+        bail!(
+            "the scaler was fitted on {} columns, config.yml lists {} continuous columns",
+            scaler.n_features,
+            continuous.len()
+        );
     }
     if let Some(names) = &scaler.feature_names {
         if names != continuous {
-            bail!("the scaler was fitted on columns [{}], config.yml lists [{}]", names.join(", "), continuous.join(", "));
+            bail!(
+                "the scaler was fitted on columns [{}], config.yml lists [{}]",
+                names.join(", "),
+                continuous.join(", ")
+            );
         }
     }
     Ok(())
@@ -148,7 +170,11 @@ fn check_scaler(scaler: &StandardScaler, continuous: &[String]) -> Result<()> {
 fn read_encoders(encoder: &Value, columns: &[String]) -> Result<Vec<CategoryEncoder>> {
     let Value::Object(object) = encoder else { bail!("the category encoder is a {}", encoder.type_name()) };
     if object.name != "OrdinalEncoder" {
-        bail!("the category encoder is {}.{}; deepembed reads pytorch-tabular's OrdinalEncoder", object.module, object.name);
+        bail!(
+            "the category encoder is {}.{}; deepembed reads pytorch-tabular's OrdinalEncoder",
+            object.module,
+            object.name
+        );
     }
     let unseen = match encoder.get("handle_unseen").and_then(Value::as_str) {
         Some("impute") => Unseen::Impute(encoder.get("_imputed").and_then(Value::as_i64).unwrap_or(0)),
@@ -156,13 +182,19 @@ fn read_encoders(encoder: &Value, columns: &[String]) -> Result<Vec<CategoryEnco
         _ => Unseen::Error,
     };
     let missing_is_error = encoder.get("handle_missing").and_then(Value::as_str) == Some("error");
-    let mapping = encoder.get("_mapping").ok_or_else(|| anyhow!("the category encoder has no mapping (was it fitted?)"))?;
+    let mapping =
+        encoder.get("_mapping").ok_or_else(|| anyhow!("the category encoder has no mapping (was it fitted?)"))?;
     columns
         .iter()
         .map(|column| {
-            let table = mapping.get(column).ok_or_else(|| anyhow!("the category encoder has no mapping for column '{column}'"))?;
-            let frame = DataFrame::from_value(table).with_context(|| format!("the category mapping of column '{column}'"))?;
-            let codes = frame.column("value").ok_or_else(|| anyhow!("the category mapping of column '{column}' has no 'value' column"))?;
+            let table = mapping
+                .get(column)
+                .ok_or_else(|| anyhow!("the category encoder has no mapping for column '{column}'"))?;
+            let frame =
+                DataFrame::from_value(table).with_context(|| format!("the category mapping of column '{column}'"))?;
+            let codes = frame
+                .column("value")
+                .ok_or_else(|| anyhow!("the category mapping of column '{column}' has no 'value' column"))?;
             CategoryEncoder::new(column, &frame.index.values, codes, unseen, missing_is_error)
         })
         .collect()

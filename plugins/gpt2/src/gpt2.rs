@@ -38,9 +38,14 @@ fn default_act() -> String {
 impl Gpt2Config {
     pub fn from_file(path: &Path) -> Result<Gpt2Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let config: Gpt2Config = serde_json::from_str(&text).with_context(|| format!("{} is not a GPT-2 config.json", path.display()))?;
+        let config: Gpt2Config =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a GPT-2 config.json", path.display()))?;
         if config.activation_function != "gelu_new" {
-            bail!("{}: activation_function {} is not supported (GPT-2 uses gelu_new)", path.display(), config.activation_function);
+            bail!(
+                "{}: activation_function {} is not supported (GPT-2 uses gelu_new)",
+                path.display(),
+                config.activation_function
+            );
         }
         if config.n_head < 1 || config.n_embd % config.n_head != 0 {
             bail!("{}: n_embd {} is not a multiple of n_head {}", path.display(), config.n_embd, config.n_head);
@@ -90,11 +95,20 @@ impl Gpt2 {
             let t = sd.get(name).ok_or_else(|| anyhow!("{} has no weight {name}", sd.source().display()))?;
             Ok(t.to_kind(Kind::Float).to_device(device))
         };
-        let conv = |p: &str| -> Result<Conv1D> { Ok(Conv1D { weight: get(&format!("{p}.weight"))?, bias: get(&format!("{p}.bias"))? }) };
-        let norm = |p: &str| -> Result<LayerNorm> { Ok(LayerNorm { weight: get(&format!("{p}.weight"))?, bias: get(&format!("{p}.bias"))? }) };
+        let conv = |p: &str| -> Result<Conv1D> {
+            Ok(Conv1D { weight: get(&format!("{p}.weight"))?, bias: get(&format!("{p}.bias"))? })
+        };
+        let norm = |p: &str| -> Result<LayerNorm> {
+            Ok(LayerNorm { weight: get(&format!("{p}.weight"))?, bias: get(&format!("{p}.bias"))? })
+        };
         let wte = get("wte.weight")?;
         if wte.size()[1] != config.n_embd {
-            bail!("{}: wte is {} wide but config.json says n_embd {}", sd.source().display(), wte.size()[1], config.n_embd);
+            bail!(
+                "{}: wte is {} wide but config.json says n_embd {}",
+                sd.source().display(),
+                wte.size()[1],
+                config.n_embd
+            );
         }
         let blocks = (0..config.n_layer)
             .map(|i| {
@@ -135,7 +149,8 @@ impl Gpt2 {
         let norm = |x: &Tensor, n: &LayerNorm| x.layer_norm([e], Some(&n.weight), Some(&n.bias), eps, false);
         // Positions are 0..T whatever the padding, as transformers numbers them.
         let positions = Tensor::arange(t, (Kind::Int64, ids.device()));
-        let mut h = self.wte.index_select(0, &ids.view([-1])).view([b, t, e]) + self.wpe.index_select(0, &positions).unsqueeze(0);
+        let mut h = self.wte.index_select(0, &ids.view([-1])).view([b, t, e])
+            + self.wpe.index_select(0, &positions).unsqueeze(0);
         // allowed[b, q, k] = k <= q and key k is not padding.
         let causal = Tensor::ones([t, t], (Kind::Bool, ids.device())).tril(0);
         let allowed = causal.view([1, 1, t, t]).logical_and(&mask.to_kind(Kind::Bool).view([b, 1, 1, t]));

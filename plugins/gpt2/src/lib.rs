@@ -34,7 +34,13 @@ impl Plugin for Gpt2Plugin {
         text::check_text_column(ctx.input_schema(), &opts.text_column)?;
         let model = TextModel::load(&opts, ctx.device().to_tch())?;
         let tokenizer = Gpt2Tokenizer::load(&model.tokenizer_dir, opts.max_length)?;
-        text::check_fits(opts.max_length, model.max_positions(), tokenizer.vocab_size(), model.vocab_size(), &model.tokenizer_dir)?;
+        text::check_fits(
+            opts.max_length,
+            model.max_positions(),
+            tokenizer.vocab_size(),
+            model.vocab_size(),
+            &model.tokenizer_dir,
+        )?;
         let model_str = opts.model_str();
         ctx.begin(&OutputPlan {
             model_str: model_str.to_string(),
@@ -45,7 +51,8 @@ impl Plugin for Gpt2Plugin {
         // Mean pooling over real tokens ignores padding (causal attention: real tokens never see
         // the padding after them); the fine-tuned head max-pools over every position, padding
         // included, so it keeps DeepTune's fixed length.
-        let padding = if opts.pad_to_longest && !model.has_head() { Padding::Longest } else { Padding::Fixed(opts.max_length) };
+        let padding =
+            if opts.pad_to_longest && !model.has_head() { Padding::Longest } else { Padding::Fixed(opts.max_length) };
         let layout = TextLayout {
             text_column: &opts.text_column,
             label_column: &opts.label_column,

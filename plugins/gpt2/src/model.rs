@@ -37,13 +37,20 @@ impl TextModel {
     pub fn load(opts: &TextOptions, device: Device) -> Result<TextModel> {
         let dir = &opts.model_weights;
         if !dir.is_dir() {
-            bail!("--model_weights {}: not a directory (a Hugging Face GPT-2 directory, or DeepTune's output directory)", dir.display());
+            bail!(
+                "--model_weights {}: not a directory (a Hugging Face GPT-2 directory, or DeepTune's output directory)",
+                dir.display()
+            );
         }
         let mut details = serde_json::Map::new();
         details.insert("weights".into(), dir.display().to_string().into());
         match opts.use_case {
             UseCase::Pretrained => {
-                let gpt2 = Gpt2::load(Gpt2Config::from_file(&dir.join("config.json"))?, &StateDict::load_hf_dir(dir, "transformer.", "wte.weight")?, device)?;
+                let gpt2 = Gpt2::load(
+                    Gpt2Config::from_file(&dir.join("config.json"))?,
+                    &StateDict::load_hf_dir(dir, "transformer.", "wte.weight")?,
+                    device,
+                )?;
                 let dims = gpt2.hidden_size();
                 Ok(TextModel { gpt2, head: None, dims, tokenizer_dir: dir.clone(), details })
             }
@@ -74,20 +81,25 @@ impl deepembed_sdk::text::Embed for TextModel {
                 summed / m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1e-6)
             }
             Some(head) => {
-                let x = hidden.transpose(1, 2).conv1d(&head.conv_weight, Some(&head.conv_bias), [1], [1], [1], 1).relu();
+                let x =
+                    hidden.transpose(1, 2).conv1d(&head.conv_weight, Some(&head.conv_bias), [1], [1], [1], 1).relu();
                 x.amax([2], false).linear(&head.linear_weight, Some(&head.linear_bias))
             }
         })
     }
 }
 
-fn load_deeptune(dir: &Path, device: Device, mut details: serde_json::Map<String, serde_json::Value>) -> Result<TextModel> {
+fn load_deeptune(
+    dir: &Path,
+    device: Device,
+    mut details: serde_json::Map<String, serde_json::Value>,
+) -> Result<TextModel> {
     let config_path = dir.join("model_config.json");
-    let model_config: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&config_path)
-            .with_context(|| format!("{} is not a DeepTune fine-tuned GPT-2 directory: no model_config.json", dir.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", config_path.display()))?;
+    let model_config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).with_context(|| {
+            format!("{} is not a DeepTune fine-tuned GPT-2 directory: no model_config.json", dir.display())
+        })?)
+        .with_context(|| format!("{} is not JSON", config_path.display()))?;
     let weights = dir.join("model_weights.pth");
     if !weights.is_file() {
         bail!("{} is not a DeepTune fine-tuned GPT-2 directory: no model_weights.pth", dir.display());
@@ -100,7 +112,11 @@ fn load_deeptune(dir: &Path, device: Device, mut details: serde_json::Map<String
     }
     let gpt2 = Gpt2::load(Gpt2Config::from_file(&dir.join("gpt2_model").join("config.json"))?, &encoder, device)?;
     let get = |name: &str| -> Result<Tensor> {
-        Ok(sd.get(name).ok_or_else(|| anyhow!("{source} has no {name}: it is not a DeepTune fine-tuned GPT-2 checkpoint"))?.to_kind(Kind::Float).to_device(device))
+        Ok(sd
+            .get(name)
+            .ok_or_else(|| anyhow!("{source} has no {name}: it is not a DeepTune fine-tuned GPT-2 checkpoint"))?
+            .to_kind(Kind::Float)
+            .to_device(device))
     };
     let head = ConvHead {
         conv_weight: get("conv_head.0.weight")?,
@@ -111,7 +127,11 @@ fn load_deeptune(dir: &Path, device: Device, mut details: serde_json::Map<String
     let dims = head.linear_weight.size()[0];
     let declared = model_config["output_dim"].as_i64().unwrap_or(1000);
     if declared != dims {
-        bail!("{}: output_dim is {declared}, but conv_head.4.weight in {source} has shape {:?} ({dims} outputs)", config_path.display(), head.linear_weight.size());
+        bail!(
+            "{}: output_dim is {declared}, but conv_head.4.weight in {source} has shape {:?} ({dims} outputs)",
+            config_path.display(),
+            head.linear_weight.size()
+        );
     }
     details.insert("output_dim".into(), dims.into());
     Ok(TextModel { gpt2, head: Some(head), dims, tokenizer_dir: dir.join("tokenizer"), details })

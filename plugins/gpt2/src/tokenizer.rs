@@ -38,7 +38,12 @@ impl Gpt2Tokenizer {
         };
         inner.with_padding(None);
         inner
-            .with_truncation(Some(TruncationParams { max_length, strategy: TruncationStrategy::LongestFirst, stride: 0, direction: TruncationDirection::Right }))
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
             .map_err(|e| anyhow!("{e}"))?;
         let pad_id = inner
             .token_to_id(END_OF_TEXT)

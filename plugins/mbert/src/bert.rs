@@ -37,7 +37,11 @@ impl BertConfig {
     /// The published configuration of the BERTs DeepTune fine-tunes, for directories that
     /// name them instead of holding a config.json (peft adapters).
     pub fn published(name: &str) -> Option<BertConfig> {
-        let known = ["bert-base-multilingual-uncased", "bert-base-multilingual-cased", "nlptown/bert-base-multilingual-uncased-sentiment"];
+        let known = [
+            "bert-base-multilingual-uncased",
+            "bert-base-multilingual-cased",
+            "nlptown/bert-base-multilingual-uncased-sentiment",
+        ];
         known.contains(&name.trim_start_matches("google-bert/")).then(|| BertConfig {
             hidden_size: 768,
             num_hidden_layers: 12,
@@ -50,12 +54,18 @@ impl BertConfig {
 
     pub fn from_file(path: &Path) -> Result<BertConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let config: BertConfig = serde_json::from_str(&text).with_context(|| format!("{} is not a BERT config.json", path.display()))?;
+        let config: BertConfig =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a BERT config.json", path.display()))?;
         if config.hidden_act != "gelu" {
             bail!("{}: hidden_act {} is not supported (BERT uses gelu)", path.display(), config.hidden_act);
         }
         if config.num_attention_heads < 1 || config.hidden_size % config.num_attention_heads != 0 {
-            bail!("{}: hidden_size {} is not a multiple of num_attention_heads {}", path.display(), config.hidden_size, config.num_attention_heads);
+            bail!(
+                "{}: hidden_size {} is not a multiple of num_attention_heads {}",
+                path.display(),
+                config.hidden_size,
+                config.num_attention_heads
+            );
         }
         Ok(config)
     }
@@ -123,7 +133,11 @@ impl Bert {
         let word_embeddings = w.get("embeddings.word_embeddings.weight")?;
         let hidden = word_embeddings.size()[1];
         if hidden != config.hidden_size {
-            bail!("{}: embeddings are {hidden} wide but config.json says hidden_size {}", sd.source().display(), config.hidden_size);
+            bail!(
+                "{}: embeddings are {hidden} wide but config.json says hidden_size {}",
+                sd.source().display(),
+                config.hidden_size
+            );
         }
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
@@ -141,7 +155,11 @@ impl Bert {
             })
             .collect::<Result<Vec<_>>>()?;
         if sd.contains(&format!("encoder.layer.{}.attention.self.query.weight", config.num_hidden_layers)) {
-            bail!("{} has more layers than config.json's num_hidden_layers {}", sd.source().display(), config.num_hidden_layers);
+            bail!(
+                "{} has more layers than config.json's num_hidden_layers {}",
+                sd.source().display(),
+                config.num_hidden_layers
+            );
         }
         Ok(Bert {
             word_embeddings,
@@ -178,7 +196,8 @@ impl Bert {
             + self.position_embeddings.index_select(0, &positions).unsqueeze(0);
         let mut x = norm(&embedded, &self.embeddings_norm);
         // Keys that are padding get the float minimum added, as transformers' eager path does.
-        let mask = (attention_mask.to_kind(Kind::Float).ones_like() - attention_mask.to_kind(Kind::Float)) * f64::from(f32::MIN);
+        let mask = (attention_mask.to_kind(Kind::Float).ones_like() - attention_mask.to_kind(Kind::Float))
+            * f64::from(f32::MIN);
         let mask = mask.view([b, 1, 1, t]);
         let heads = self.config.num_attention_heads;
         let d = h / heads;

@@ -22,7 +22,11 @@ impl Plugin for MbertPlugin {
             version: env!("CARGO_PKG_VERSION").into(),
             modality: "text".into(),
             description: "Text embeddings ([CLS]) from BERT models and DeepTune's fine-tuned BERT".into(),
-            models: vec!["bert-base-multilingual-cased".into(), "bert-base-multilingual-uncased".into(), "any BertModel directory".into()],
+            models: vec![
+                "bert-base-multilingual-cased".into(),
+                "bert-base-multilingual-uncased".into(),
+                "any BertModel directory".into(),
+            ],
             args: options::arg_specs(),
         }
     }

@@ -29,13 +29,17 @@ impl TextModel {
     pub fn load(opts: &TextOptions, device: Device) -> Result<TextModel> {
         let dir = &opts.model_weights;
         if !dir.is_dir() {
-            bail!("--model_weights {}: not a directory (a Hugging Face model directory, or DeepTune's output directory)", dir.display());
+            bail!(
+                "--model_weights {}: not a directory (a Hugging Face model directory, or DeepTune's output directory)",
+                dir.display()
+            );
         }
         let mut details = serde_json::Map::new();
         details.insert("weights".into(), dir.display().to_string().into());
         match opts.use_case {
             UseCase::Pretrained => {
-                let config = BertConfig::from_file(&opts.bert_config.clone().unwrap_or_else(|| dir.join("config.json")))?;
+                let config =
+                    BertConfig::from_file(&opts.bert_config.clone().unwrap_or_else(|| dir.join("config.json")))?;
                 let sd = StateDict::load_hf_dir(dir, "bert.", "embeddings.word_embeddings.weight")?;
                 let bert = Bert::load(config, &sd, device)?;
                 let dims = bert.hidden_size();
@@ -52,7 +56,6 @@ impl TextModel {
     pub fn vocab_size(&self) -> i64 {
         self.bert.vocab_size()
     }
-
 }
 
 impl deepembed_sdk::text::Embed for TextModel {
@@ -66,11 +69,17 @@ impl deepembed_sdk::text::Embed for TextModel {
     }
 }
 
-fn load_deeptune(opts: &TextOptions, dir: &Path, device: Device, mut details: serde_json::Map<String, serde_json::Value>) -> Result<TextModel> {
+fn load_deeptune(
+    opts: &TextOptions,
+    dir: &Path,
+    device: Device,
+    mut details: serde_json::Map<String, serde_json::Value>,
+) -> Result<TextModel> {
     let model_config: serde_json::Value = {
         let path = dir.join("model_config.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("{} is not a DeepTune fine-tuned BERT directory: no model_config.json", dir.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("{} is not a DeepTune fine-tuned BERT directory: no model_config.json", dir.display())
+        })?;
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?
     };
     let weights = dir.join("model_weights.pth");
@@ -82,8 +91,12 @@ fn load_deeptune(opts: &TextOptions, dir: &Path, device: Device, mut details: se
 
     let peft = deepembed_sdk::lora::has_lora(&sd);
     match (opts.use_case, peft) {
-        (UseCase::Finetuned, true) => bail!("{source} holds LoRA weights: it is a peft checkpoint; use --use_case peft"),
-        (UseCase::Peft, false) => bail!("{source} holds no LoRA weights: it is not a peft checkpoint; use --use_case finetuned"),
+        (UseCase::Finetuned, true) => {
+            bail!("{source} holds LoRA weights: it is a peft checkpoint; use --use_case peft")
+        }
+        (UseCase::Peft, false) => {
+            bail!("{source} holds no LoRA weights: it is not a peft checkpoint; use --use_case finetuned")
+        }
         _ => {}
     }
     let encoder = if peft {
@@ -108,14 +121,19 @@ fn load_deeptune(opts: &TextOptions, dir: &Path, device: Device, mut details: se
     for (what, given) in [("--added_layers", opts.added_layers), ("model_config.json's added_layers", declared)] {
         if let Some(given) = given {
             if given != found_layers {
-                let why = if found_layers == 2 { "it has an `additional` layer" } else { "it has no `additional` layer" };
+                let why =
+                    if found_layers == 2 { "it has an `additional` layer" } else { "it has no `additional` layer" };
                 bail!("{what} is {given}, but {source} has {found_layers} added layers: {why}");
             }
         }
     }
     let additional = if found_layers == 2 {
         let w = sd.get("additional.weight").context("additional.weight")?.to_kind(Kind::Float).to_device(device);
-        let b = sd.get("additional.bias").ok_or_else(|| anyhow!("{source} has additional.weight but no additional.bias"))?.to_kind(Kind::Float).to_device(device);
+        let b = sd
+            .get("additional.bias")
+            .ok_or_else(|| anyhow!("{source} has additional.weight but no additional.bias"))?
+            .to_kind(Kind::Float)
+            .to_device(device);
         let found = w.size()[0];
         if let Some(given) = opts.embed_size {
             if given != found {
@@ -149,7 +167,8 @@ fn lora_alpha(opts: &TextOptions, dir: &Path) -> Result<f64> {
     }
     let adapter = dir.join("bert_model").join("adapter_config.json");
     if let Ok(text) = std::fs::read_to_string(&adapter) {
-        let config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", adapter.display()))?;
+        let config: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", adapter.display()))?;
         if let Some(alpha) = config["lora_alpha"].as_f64() {
             return Ok(alpha);
         }
@@ -213,7 +232,11 @@ mod tests {
         };
         let config = encoder_config(&opts, &dir).unwrap();
         assert_eq!((config.hidden_size, config.num_hidden_layers, config.num_attention_heads), (768, 12, 12));
-        std::fs::write(dir.join("bert_model/adapter_config.json"), r#"{"base_model_name_or_path": "someone/unknown-bert"}"#).unwrap();
+        std::fs::write(
+            dir.join("bert_model/adapter_config.json"),
+            r#"{"base_model_name_or_path": "someone/unknown-bert"}"#,
+        )
+        .unwrap();
         let err = encoder_config(&opts, &dir).unwrap_err().to_string();
         assert!(err.contains("someone/unknown-bert") && err.contains("--bert_config"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);

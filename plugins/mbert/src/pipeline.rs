@@ -15,7 +15,13 @@ pub fn run(ctx: &mut RunContext, opts: &TextOptions) -> Result<()> {
     text::check_text_column(ctx.input_schema(), &opts.text_column)?;
     let model = TextModel::load(opts, ctx.device().to_tch())?;
     let tokenizer = BertTokenizer::load(&model.tokenizer_dir, opts.max_length)?;
-    text::check_fits(opts.max_length, model.max_positions(), tokenizer.vocab_size(), model.vocab_size(), &model.tokenizer_dir)?;
+    text::check_fits(
+        opts.max_length,
+        model.max_positions(),
+        tokenizer.vocab_size(),
+        model.vocab_size(),
+        &model.tokenizer_dir,
+    )?;
     let model_str = opts.model_str();
     ctx.begin(&OutputPlan {
         model_str: model_str.to_string(),

@@ -47,7 +47,6 @@ impl BertTokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
-
 }
 
 impl deepembed_sdk::text::Tokenize for BertTokenizer {
@@ -79,7 +78,9 @@ fn from_vocab(dir: &Path, vocab: &Path) -> Result<Tokenizer> {
     let cls_id = model.get_vocab().get(&cls).copied().ok_or_else(|| anyhow!("{} has no {cls}", vocab.display()))?;
     let sep_id = model.get_vocab().get(&sep).copied().ok_or_else(|| anyhow!("{} has no {sep}", vocab.display()))?;
     let mut tokenizer = Tokenizer::new(model);
-    tokenizer.with_normalizer(Some(BertNormalizer::new(true, chinese, strip_accents, lowercase))).map_err(|e| anyhow!("{e}"))?;
+    tokenizer
+        .with_normalizer(Some(BertNormalizer::new(true, chinese, strip_accents, lowercase)))
+        .map_err(|e| anyhow!("{e}"))?;
     tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
     tokenizer.with_post_processor(Some(BertProcessing::new((sep, sep_id), (cls, cls_id))));
     Ok(tokenizer)

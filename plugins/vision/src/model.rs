@@ -54,7 +54,12 @@ impl EmbeddingModel {
                 if let Some(e) = head.embed_size {
                     details.insert("embed_size".into(), e.into());
                 }
-                (head.added_layers == 2).then(|| (head.fc1.0.to_kind(tch::Kind::Float).to_device(device), head.fc1.1.to_kind(tch::Kind::Float).to_device(device)))
+                (head.added_layers == 2).then(|| {
+                    (
+                        head.fc1.0.to_kind(tch::Kind::Float).to_device(device),
+                        head.fc1.1.to_kind(tch::Kind::Float).to_device(device),
+                    )
+                })
             }
         };
         vs.freeze();
@@ -74,4 +79,3 @@ impl EmbeddingModel {
         })
     }
 }
-

@@ -49,7 +49,8 @@ pub fn run(ctx: &mut RunContext, opts: &VisionOptions) -> Result<()> {
     let decoder = thread::Builder::new().name("vision-decode".into()).spawn(move || {
         let mut first_row = 0u64;
         for batch in input {
-            let prepared = batch.map_err(|e| anyhow!("reading input: {e}")).and_then(|b| prepare(b, &image_column, first_row));
+            let prepared =
+                batch.map_err(|e| anyhow!("reading input: {e}")).and_then(|b| prepare(b, &image_column, first_row));
             if let Ok(p) = &prepared {
                 first_row += p.batch.num_rows() as u64;
             }
@@ -65,7 +66,12 @@ pub fn run(ctx: &mut RunContext, opts: &VisionOptions) -> Result<()> {
     result
 }
 
-fn consume(ctx: &mut RunContext, opts: &VisionOptions, model: &EmbeddingModel, rx: Receiver<Result<Prepared>>) -> Result<()> {
+fn consume(
+    ctx: &mut RunContext,
+    opts: &VisionOptions,
+    model: &EmbeddingModel,
+    rx: Receiver<Result<Prepared>>,
+) -> Result<()> {
     let device = ctx.device().to_tch();
     let dims = model.dims as usize;
     for prepared in rx {
@@ -92,7 +98,11 @@ fn consume(ctx: &mut RunContext, opts: &VisionOptions, model: &EmbeddingModel, r
 fn check_columns(schema: &Schema, opts: &VisionOptions) -> Result<()> {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let Ok(field) = schema.field_with_name(&opts.image_column) else {
-        bail!("the input has no '{}' column (--image_column); its columns are: {}", opts.image_column, names.join(", "));
+        bail!(
+            "the input has no '{}' column (--image_column); its columns are: {}",
+            opts.image_column,
+            names.join(", ")
+        );
     };
     if !image_type_supported(field.data_type()) {
         bail!("column '{}' has type {}, expected encoded image bytes (binary)", opts.image_column, field.data_type());
@@ -136,7 +146,8 @@ fn image_bytes(column: &ArrayRef) -> Result<Vec<Option<&[u8]>>> {
 }
 
 fn prepare(batch: RecordBatch, image_column: &str, first_row: u64) -> Result<Prepared> {
-    let column = batch.column_by_name(image_column).ok_or_else(|| anyhow!("input batch lacks column '{image_column}'"))?.clone();
+    let column =
+        batch.column_by_name(image_column).ok_or_else(|| anyhow!("input batch lacks column '{image_column}'"))?.clone();
     let images = image_bytes(&column)?;
     let mut pixels = vec![0f32; images.len() * PIXELS];
     let outcomes: Vec<Result<()>> = pixels

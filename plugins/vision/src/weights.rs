@@ -54,7 +54,10 @@ fn torch_home() -> PathBuf {
 /// DeepTune's checkpoint: the `.pth` file given, or the first `*.pth` in the directory given.
 pub fn deeptune_checkpoint(opts: &VisionOptions) -> Result<PathBuf> {
     let path = opts.model_weights.as_ref().ok_or_else(|| {
-        anyhow!("--use_case {} needs --model_weights: DeepTune's .pth checkpoint or the directory holding it", opts.use_case.prefix().to_lowercase())
+        anyhow!(
+            "--use_case {} needs --model_weights: DeepTune's .pth checkpoint or the directory holding it",
+            opts.use_case.prefix().to_lowercase()
+        )
     })?;
     if path.is_file() {
         return Ok(path.clone());
@@ -65,7 +68,10 @@ pub fn deeptune_checkpoint(opts: &VisionOptions) -> Result<PathBuf> {
             .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "pth"))
             .collect();
         found.sort();
-        return found.into_iter().next().ok_or_else(|| anyhow!("--model_weights {}: the directory holds no .pth checkpoint", path.display()));
+        return found
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("--model_weights {}: the directory holds no .pth checkpoint", path.display()));
     }
     bail!("--model_weights {}: no such file or directory", path.display())
 }
@@ -100,7 +106,8 @@ pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) 
     let found_layers = if sd.contains("fc2.weight") { 2 } else { 1 };
     if let Some(given) = opts.added_layers {
         if given != found_layers {
-            let why = if found_layers == 2 { "it has fc2 (two added layers)" } else { "it has no fc2 (one added layer)" };
+            let why =
+                if found_layers == 2 { "it has fc2 (two added layers)" } else { "it has no fc2 (one added layer)" };
             bail!("--added_layers {given} was given, but the checkpoint {source} says {found_layers}: {why}");
         }
     }
@@ -109,7 +116,10 @@ pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) 
     let num_classes = last.size()[0];
     if let Some(given) = opts.num_classes {
         if given != num_classes {
-            bail!("--num_classes {given} was given, but {last_name} in {source} has shape {:?} ({num_classes} outputs)", last.size());
+            bail!(
+                "--num_classes {given} was given, but {last_name} in {source} has shape {:?} ({num_classes} outputs)",
+                last.size()
+            );
         }
     }
     if opts.mode == "reg" && num_classes != 1 {
@@ -118,7 +128,9 @@ pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) 
     let embed_size = (found_layers == 2).then_some(fc1_shape[0]);
     if let (Some(given), Some(found)) = (opts.embed_size, embed_size) {
         if given != found {
-            bail!("--embed_size {given} was given, but fc1.weight in {source} has shape {fc1_shape:?} ({found} outputs)");
+            bail!(
+                "--embed_size {given} was given, but fc1.weight in {source} has shape {fc1_shape:?} ({found} outputs)"
+            );
         }
     }
     Ok(Head { added_layers: found_layers, embed_size, num_classes, fc1 })
@@ -130,8 +142,12 @@ pub fn deeptune_backbone(sd: &StateDict, opts: &VisionOptions) -> Result<StateDi
     let has_lora = deepembed_sdk::lora::has_lora(sd);
     let source = sd.source().display();
     match (opts.use_case, has_lora) {
-        (UseCase::Finetuned, true) => bail!("{source} holds LoRA weights: it is a peft checkpoint; use --use_case peft"),
-        (UseCase::Peft, false) => bail!("{source} holds no LoRA weights: it is not a peft checkpoint; use --use_case finetuned"),
+        (UseCase::Finetuned, true) => {
+            bail!("{source} holds LoRA weights: it is a peft checkpoint; use --use_case peft")
+        }
+        (UseCase::Peft, false) => {
+            bail!("{source} holds no LoRA weights: it is not a peft checkpoint; use --use_case finetuned")
+        }
         _ => {}
     }
     // DeepTune saves the backbone under `model.`; with peft the same tensors also sit under
@@ -154,10 +170,18 @@ fn merge_lora(sd: &StateDict, opts: &VisionOptions) -> Result<StateDict> {
     let merged = deepembed_sdk::lora::merge(sd, opts.lora_alpha)?;
     if let Some(given) = opts.embed_size {
         if given != merged.rank {
-            log::warn!("--embed_size {given} was given, but the checkpoint's LoRA rank is {}; using the checkpoint's", merged.rank);
+            log::warn!(
+                "--embed_size {given} was given, but the checkpoint's LoRA rank is {}; using the checkpoint's",
+                merged.rank
+            );
         }
     }
-    log::info!("merged LoRA updates (rank {}, alpha {}) into {} backbone layers", merged.rank, opts.lora_alpha, merged.layers);
+    log::info!(
+        "merged LoRA updates (rank {}, alpha {}) into {} backbone layers",
+        merged.rank,
+        opts.lora_alpha,
+        merged.layers
+    );
     Ok(merged.weights)
 }
 

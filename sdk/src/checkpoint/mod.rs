@@ -30,7 +30,10 @@ use storage::StorageSource;
 pub fn read_pickle_file(path: &Path) -> Result<Value> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if bytes.first() != Some(&0x80) {
-        bail!("{} is not an uncompressed pickle (joblib files saved with compress=... are not supported)", path.display());
+        bail!(
+            "{} is not an uncompressed pickle (joblib files saved with compress=... are not supported)",
+            path.display()
+        );
     }
     pickle::load(&bytes, &mut pickle::NoPersistentLoad).with_context(|| format!("reading {}", path.display()))
 }

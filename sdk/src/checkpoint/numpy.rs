@@ -45,7 +45,10 @@ impl NdArray {
     pub fn to_f64(&self) -> Result<Vec<f64>> {
         let ArrayData::Raw(bytes) = &self.data else {
             return match &self.data {
-                ArrayData::Objects(items) => items.iter().map(|v| v.as_f64().ok_or_else(|| anyhow!("object array holds a non-number {v:?}"))).collect(),
+                ArrayData::Objects(items) => items
+                    .iter()
+                    .map(|v| v.as_f64().ok_or_else(|| anyhow!("object array holds a non-number {v:?}")))
+                    .collect(),
                 ArrayData::Raw(_) => unreachable!(),
             };
         };
@@ -80,9 +83,10 @@ impl NdArray {
     /// Elements as strings, in C order, for unicode (`<U..`) arrays and object arrays of str.
     pub fn to_strings(&self) -> Result<Vec<String>> {
         let values = match &self.data {
-            ArrayData::Objects(items) => {
-                items.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| anyhow!("object array holds a non-string {v:?}"))).collect::<Result<Vec<_>>>()?
-            }
+            ArrayData::Objects(items) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| anyhow!("object array holds a non-string {v:?}")))
+                .collect::<Result<Vec<_>>>()?,
             ArrayData::Raw(bytes) => {
                 let (order, kind, size) = split_dtype(&self.dtype)?;
                 if kind != 'U' {
@@ -94,10 +98,16 @@ impl NdArray {
                         c.chunks_exact(4)
                             .map(|u| {
                                 let u: [u8; 4] = u.try_into().unwrap();
-                                if order == '>' { u32::from_be_bytes(u) } else { u32::from_le_bytes(u) }
+                                if order == '>' {
+                                    u32::from_be_bytes(u)
+                                } else {
+                                    u32::from_le_bytes(u)
+                                }
                             })
                             .take_while(|&u| u != 0)
-                            .map(|u| char::from_u32(u).ok_or_else(|| anyhow!("invalid character {u:#x} in a numpy string")))
+                            .map(|u| {
+                                char::from_u32(u).ok_or_else(|| anyhow!("invalid character {u:#x} in a numpy string"))
+                            })
                             .collect::<Result<String>>()
                     })
                     .collect::<Result<Vec<_>>>()?
@@ -134,7 +144,11 @@ impl NdArray {
                             b[size..].fill(0xff);
                         }
                         let v = u64::from_le_bytes(b);
-                        if kind == 'u' && v > i64::MAX as u64 { Value::Float(v as f64) } else { Value::Int(v as i64) }
+                        if kind == 'u' && v > i64::MAX as u64 {
+                            Value::Float(v as f64)
+                        } else {
+                            Value::Int(v as i64)
+                        }
                     })
                     .collect();
                 Ok(self.c_order(values))
@@ -209,7 +223,9 @@ pub(super) fn dtype_descr(value: &Value) -> Result<String> {
 /// `_reconstruct(ndarray, (0,), b'b')` then BUILD `(version, shape, dtype, is_fortran, data)`.
 pub(super) fn from_reconstruct_state(state: &Value) -> Result<NdArray> {
     let Value::Tuple(items) = state else { bail!("numpy array state is not a tuple: {state:?}") };
-    let [_version, shape, dtype, fortran, data] = items.as_slice() else { bail!("numpy array state has {} fields, expected 5", items.len()) };
+    let [_version, shape, dtype, fortran, data] = items.as_slice() else {
+        bail!("numpy array state has {} fields, expected 5", items.len())
+    };
     let dtype = dtype_descr(dtype)?;
     let shape = shape_of(shape)?;
     let fortran_order = matches!(fortran, Value::Bool(true));
@@ -225,9 +241,16 @@ pub(super) fn from_reconstruct_state(state: &Value) -> Result<NdArray> {
 /// Protocol 5: `_frombuffer(buffer, dtype, shape, order)`.
 pub(super) fn from_frombuffer(args: &[Value]) -> Result<NdArray> {
     let [buffer, dtype, shape, order] = args else { bail!("numpy _frombuffer takes 4 arguments, got {}", args.len()) };
-    let Value::Bytes(bytes) = buffer else { bail!("numpy _frombuffer without in-band bytes (out-of-band buffers are not supported)") };
+    let Value::Bytes(bytes) = buffer else {
+        bail!("numpy _frombuffer without in-band bytes (out-of-band buffers are not supported)")
+    };
     let shape = shape_of(shape)?;
-    checked(NdArray { dtype: dtype_descr(dtype)?, fortran_order: order.as_str() == Some("F"), shape, data: ArrayData::Raw(bytes.clone()) })
+    checked(NdArray {
+        dtype: dtype_descr(dtype)?,
+        fortran_order: order.as_str() == Some("F"),
+        shape,
+        data: ArrayData::Raw(bytes.clone()),
+    })
 }
 
 /// A numpy scalar: `scalar(dtype, bytes)`.
@@ -280,9 +303,10 @@ impl WrapperLayout {
 
 fn shape_of(value: &Value) -> Result<Vec<usize>> {
     match value {
-        Value::Tuple(items) | Value::List(items) => {
-            items.iter().map(|v| v.as_i64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| anyhow!("numpy shape holds {v:?}"))).collect()
-        }
+        Value::Tuple(items) | Value::List(items) => items
+            .iter()
+            .map(|v| v.as_i64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| anyhow!("numpy shape holds {v:?}")))
+            .collect(),
         Value::Int(n) => Ok(vec![usize::try_from(*n)?]),
         other => bail!("numpy shape is {other:?}"),
     }
@@ -295,7 +319,12 @@ fn checked(array: NdArray) -> Result<NdArray> {
         ArrayData::Raw(bytes) => {
             let expected = n * itemsize(&array.dtype)?;
             if bytes.len() != expected {
-                bail!("numpy array {:?} of {} holds {} bytes, expected {expected}", array.shape, array.dtype, bytes.len());
+                bail!(
+                    "numpy array {:?} of {} holds {} bytes, expected {expected}",
+                    array.shape,
+                    array.dtype,
+                    bytes.len()
+                );
             }
         }
         ArrayData::Objects(items) if items.len() != n => {

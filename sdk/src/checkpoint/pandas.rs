@@ -58,7 +58,11 @@ impl Index {
                 if step == 0 {
                     bail!("RangeIndex with step 0");
                 }
-                let len = if (step > 0 && stop > start) || (step < 0 && stop < start) { ((stop - start).abs() + step.abs() - 1) / step.abs() } else { 0 };
+                let len = if (step > 0 && stop > start) || (step < 0 && stop < start) {
+                    ((stop - start).abs() + step.abs() - 1) / step.abs()
+                } else {
+                    0
+                };
                 (0..len).map(|i| Value::Int(start + i * step)).collect()
             }
             // pandas < 2 had a class per dtype; all hold a plain numpy array.
@@ -75,7 +79,8 @@ impl Index {
 impl Series {
     pub fn from_value(value: &Value) -> Result<Series> {
         let (state, manager) = unpack(value, "Series")?;
-        let [index] = <[Index; 1]>::try_from(manager.axes).map_err(|a| anyhow!("a Series manager has {} axes, expected 1", a.len()))?;
+        let [index] = <[Index; 1]>::try_from(manager.axes)
+            .map_err(|a| anyhow!("a Series manager has {} axes, expected 1", a.len()))?;
         let values = match manager.blocks.as_slice() {
             [] => vec![],
             [block] => block.values.clone(),
@@ -93,7 +98,8 @@ impl Series {
 impl DataFrame {
     pub fn from_value(value: &Value) -> Result<DataFrame> {
         let (_, manager) = unpack(value, "DataFrame")?;
-        let [labels, index] = <[Index; 2]>::try_from(manager.axes).map_err(|a| anyhow!("a DataFrame manager has {} axes, expected 2", a.len()))?;
+        let [labels, index] = <[Index; 2]>::try_from(manager.axes)
+            .map_err(|a| anyhow!("a DataFrame manager has {} axes, expected 2", a.len()))?;
         let rows = index.values.len();
         let mut columns: Vec<Option<Vec<Value>>> = vec![None; labels.values.len()];
         for block in manager.blocks {
@@ -103,7 +109,9 @@ impl DataFrame {
             }
             // Block values are (columns, rows), row-major.
             for (i, &position) in block.positions.iter().enumerate() {
-                let slot = columns.get_mut(position).ok_or_else(|| anyhow!("a DataFrame block names column {position} of {}", labels.values.len()))?;
+                let slot = columns
+                    .get_mut(position)
+                    .ok_or_else(|| anyhow!("a DataFrame block names column {position} of {}", labels.values.len()))?;
                 *slot = Some(block.values[i * rows..(i + 1) * rows].to_vec());
             }
         }
@@ -111,7 +119,9 @@ impl DataFrame {
             .values
             .into_iter()
             .zip(columns)
-            .map(|(label, values)| values.map(|v| (label.clone(), v)).ok_or_else(|| anyhow!("DataFrame column {label:?} is in no block")))
+            .map(|(label, values)| {
+                values.map(|v| (label.clone(), v)).ok_or_else(|| anyhow!("DataFrame column {label:?} is in no block"))
+            })
             .collect::<Result<_>>()?;
         Ok(DataFrame { index, columns })
     }
@@ -194,10 +204,17 @@ impl BlockManager {
             return Ok(BlockManager { axes, blocks });
         }
         // The state form: (axes, values, items, {"0.14.1": {"axes": [...], "blocks": [...]}}).
-        let Some(Value::Tuple(state)) = &object.state else { bail!("pandas {} without a state this reader knows", object.name) };
-        let current = state.get(3).and_then(|extra| extra.get("0.14.1")).ok_or_else(|| anyhow!("pandas {} state predates pandas 0.14.1", object.name))?;
+        let Some(Value::Tuple(state)) = &object.state else {
+            bail!("pandas {} without a state this reader knows", object.name)
+        };
+        let current = state
+            .get(3)
+            .and_then(|extra| extra.get("0.14.1"))
+            .ok_or_else(|| anyhow!("pandas {} state predates pandas 0.14.1", object.name))?;
         let axes = match current.get("axes") {
-            Some(Value::List(axes)) | Some(Value::Tuple(axes)) => axes.iter().map(Index::from_value).collect::<Result<_>>()?,
+            Some(Value::List(axes)) | Some(Value::Tuple(axes)) => {
+                axes.iter().map(Index::from_value).collect::<Result<_>>()?
+            }
             other => bail!("pandas block manager axes are {}", other.map_or("missing".into(), Value::type_name)),
         };
         let blocks = match current.get("blocks") {
@@ -248,7 +265,9 @@ fn positions(placement: &Value) -> Result<Vec<usize>> {
             }
             Ok((start..stop).step_by(step as usize).map(|i| i as usize).collect())
         }
-        Value::Object(o) if o.name == "BlockPlacement" => positions(o.args.first().ok_or_else(|| anyhow!("empty BlockPlacement"))?),
+        Value::Object(o) if o.name == "BlockPlacement" => {
+            positions(o.args.first().ok_or_else(|| anyhow!("empty BlockPlacement"))?)
+        }
         other => bail!("unsupported pandas block placement {}", other.type_name()),
     }
 }
@@ -260,10 +279,14 @@ fn numpy_values(value: &Value) -> Result<Vec<Value>> {
         Value::Object(o) => {
             // Cython classes pickle as `__pyx_unpickle_<Base>(class, checksum, state)`.
             let class = match o.args.first() {
-                Some(Value::Global { module, name }) if o.name.starts_with("__pyx_unpickle") => format!("{module}.{name}"),
+                Some(Value::Global { module, name }) if o.name.starts_with("__pyx_unpickle") => {
+                    format!("{module}.{name}")
+                }
                 _ => format!("{}.{}", o.module, o.name),
             };
-            bail!("values stored as {class} (a pandas extension array) are not supported; plain numpy-backed columns are")
+            bail!(
+                "values stored as {class} (a pandas extension array) are not supported; plain numpy-backed columns are"
+            )
         }
         other => bail!("expected a numpy array, got {}", other.type_name()),
     }
@@ -277,7 +300,10 @@ fn unpack<'a>(value: &'a Value, class: &str) -> Result<(&'a Value, BlockManager)
         bail!("expected a pandas {class}, got {}.{}", object.module, object.name);
     }
     let state = object.state.as_ref().ok_or_else(|| anyhow!("pandas {class} without state"))?;
-    let manager = state.get("_mgr").or_else(|| state.get("_data")).ok_or_else(|| anyhow!("pandas {class} state without a block manager"))?;
+    let manager = state
+        .get("_mgr")
+        .or_else(|| state.get("_data"))
+        .ok_or_else(|| anyhow!("pandas {class} state without a block manager"))?;
     Ok((state, BlockManager::from_value(manager)?))
 }
 

@@ -37,7 +37,10 @@ pub enum Value {
     /// Dicts keep insertion order, as Python's do.
     Dict(Vec<(Value, Value)>),
     /// A class or function named by the pickle, not resolved.
-    Global { module: String, name: String },
+    Global {
+        module: String,
+        name: String,
+    },
     /// A call the pickle asked for and that was not performed: `class(*args)` then `state`.
     Object(Box<Object>),
     /// A tensor: a view into a storage, as `torch._utils._rebuild_tensor_v2` describes it.
@@ -259,7 +262,9 @@ impl Item {
 
 /// Reads one pickle from `data`.
 pub fn load(data: &[u8], persistent: &mut dyn PersistentLoad) -> Result<Value> {
-    Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), persistent }.run().context("reading pickle")
+    Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), persistent }
+        .run()
+        .context("reading pickle")
 }
 
 struct Machine<'a> {
@@ -292,7 +297,10 @@ impl<'a> Machine<'a> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into()?))
     }
     fn len(&mut self, n: u64) -> Result<usize> {
-        usize::try_from(n).ok().filter(|&n| n <= self.data.len() - self.pos).ok_or_else(|| anyhow!("pickle item length {n} runs past the data"))
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= self.data.len() - self.pos)
+            .ok_or_else(|| anyhow!("pickle item length {n} runs past the data"))
     }
     fn line(&mut self) -> Result<&'a str> {
         let rest = &self.data[self.pos..];
@@ -336,87 +344,265 @@ impl<'a> Machine<'a> {
             let at = self.pos;
             let op = self.u8()?;
             match op {
-                0x80 => { self.u8()?; }                          // PROTO
-                0x95 => { self.u64()?; }                         // FRAME (framing is advisory)
-                b'.' => return self.pop()?.into_value(),         // STOP
-                b'(' => self.marks.push(self.stack.len()),        // MARK
-                b'0' => { self.pop()?; }                         // POP
-                b'1' => { self.pop_mark()?; }                    // POP_MARK
-                b'2' => { let t = self.top()?.clone(); self.stack.push(t); } // DUP
+                0x80 => {
+                    self.u8()?;
+                } // PROTO
+                0x95 => {
+                    self.u64()?;
+                } // FRAME (framing is advisory)
+                b'.' => return self.pop()?.into_value(),   // STOP
+                b'(' => self.marks.push(self.stack.len()), // MARK
+                b'0' => {
+                    self.pop()?;
+                } // POP
+                b'1' => {
+                    self.pop_mark()?;
+                } // POP_MARK
+                b'2' => {
+                    let t = self.top()?.clone();
+                    self.stack.push(t);
+                } // DUP
                 b'N' => self.push(Value::None),
                 0x88 => self.push(Value::Bool(true)),
                 0x89 => self.push(Value::Bool(false)),
-                b'J' => { let v = i32::from_le_bytes(self.take(4)?.try_into()?); self.push(Value::Int(v as i64)); }
-                b'K' => { let v = self.u8()?; self.push(Value::Int(v as i64)); }
-                b'M' => { let v = self.u16()?; self.push(Value::Int(v as i64)); }
-                0x8a => { let n = self.u8()? as u64; let n = self.len(n)?; let b = self.take(n)?; self.push(long_value(b)); }
-                0x8b => { let n = self.u32()? as u64; let n = self.len(n)?; let b = self.take(n)?; self.push(long_value(b)); }
-                b'I' => { let l = self.line()?; self.push(text_int(l)?); }
-                b'L' => { let l = self.line()?; self.push(text_int(l.trim_end_matches('L'))?); }
-                b'G' => { let v = f64::from_be_bytes(self.take(8)?.try_into()?); self.push(Value::Float(v)); }
-                b'F' => { let l = self.line()?; self.push(Value::Float(l.trim().parse().context("pickle FLOAT")?)); }
-                b'X' => { let n = self.u32()? as u64; self.push_str(n)?; }
-                0x8c => { let n = self.u8()? as u64; self.push_str(n)?; }
-                0x8d => { let n = self.u64()?; self.push_str(n)?; }
-                b'V' => { let l = self.line()?; self.push(Value::Str(unescape_raw_unicode(l))); }
-                b'S' => { let l = self.line()?; self.push(Value::Str(l.trim_matches(|c| c == '\'' || c == '"').to_string())); }
-                b'T' => { let n = self.u32()? as u64; self.push_bytes(n)?; }
-                b'U' => { let n = self.u8()? as u64; self.push_bytes(n)?; }
-                b'B' => { let n = self.u32()? as u64; self.push_bytes(n)?; }
-                b'C' => { let n = self.u8()? as u64; self.push_bytes(n)?; }
-                0x8e | 0x96 => { let n = self.u64()?; self.push_bytes(n)?; } // BINBYTES8, BYTEARRAY8
+                b'J' => {
+                    let v = i32::from_le_bytes(self.take(4)?.try_into()?);
+                    self.push(Value::Int(v as i64));
+                }
+                b'K' => {
+                    let v = self.u8()?;
+                    self.push(Value::Int(v as i64));
+                }
+                b'M' => {
+                    let v = self.u16()?;
+                    self.push(Value::Int(v as i64));
+                }
+                0x8a => {
+                    let n = self.u8()? as u64;
+                    let n = self.len(n)?;
+                    let b = self.take(n)?;
+                    self.push(long_value(b));
+                }
+                0x8b => {
+                    let n = self.u32()? as u64;
+                    let n = self.len(n)?;
+                    let b = self.take(n)?;
+                    self.push(long_value(b));
+                }
+                b'I' => {
+                    let l = self.line()?;
+                    self.push(text_int(l)?);
+                }
+                b'L' => {
+                    let l = self.line()?;
+                    self.push(text_int(l.trim_end_matches('L'))?);
+                }
+                b'G' => {
+                    let v = f64::from_be_bytes(self.take(8)?.try_into()?);
+                    self.push(Value::Float(v));
+                }
+                b'F' => {
+                    let l = self.line()?;
+                    self.push(Value::Float(l.trim().parse().context("pickle FLOAT")?));
+                }
+                b'X' => {
+                    let n = self.u32()? as u64;
+                    self.push_str(n)?;
+                }
+                0x8c => {
+                    let n = self.u8()? as u64;
+                    self.push_str(n)?;
+                }
+                0x8d => {
+                    let n = self.u64()?;
+                    self.push_str(n)?;
+                }
+                b'V' => {
+                    let l = self.line()?;
+                    self.push(Value::Str(unescape_raw_unicode(l)));
+                }
+                b'S' => {
+                    let l = self.line()?;
+                    self.push(Value::Str(l.trim_matches(|c| c == '\'' || c == '"').to_string()));
+                }
+                b'T' => {
+                    let n = self.u32()? as u64;
+                    self.push_bytes(n)?;
+                }
+                b'U' => {
+                    let n = self.u8()? as u64;
+                    self.push_bytes(n)?;
+                }
+                b'B' => {
+                    let n = self.u32()? as u64;
+                    self.push_bytes(n)?;
+                }
+                b'C' => {
+                    let n = self.u8()? as u64;
+                    self.push_bytes(n)?;
+                }
+                0x8e | 0x96 => {
+                    let n = self.u64()?;
+                    self.push_bytes(n)?;
+                } // BINBYTES8, BYTEARRAY8
                 b'}' => self.stack.push(Item::Dict(Rc::default())),
                 b']' => self.stack.push(Item::List(Rc::default())),
                 b')' => self.stack.push(Item::Tuple(Rc::new(vec![]))),
                 0x8f => self.stack.push(Item::Set(Rc::default())),
-                b't' => { let items = self.pop_mark()?; self.stack.push(Item::Tuple(Rc::new(items))); }
-                0x85 => { let a = self.pop()?; self.stack.push(Item::Tuple(Rc::new(vec![a]))); }
-                0x86 => { let b = self.pop()?; let a = self.pop()?; self.stack.push(Item::Tuple(Rc::new(vec![a, b]))); }
-                0x87 => { let c = self.pop()?; let b = self.pop()?; let a = self.pop()?; self.stack.push(Item::Tuple(Rc::new(vec![a, b, c]))); }
-                b'l' => { let items = self.pop_mark()?; self.stack.push(Item::List(Rc::new(RefCell::new(items)))); }
-                b'd' => { let items = self.pop_mark()?; let pairs = pairs(items)?; self.stack.push(Item::Dict(Rc::new(RefCell::new(pairs)))); }
-                0x91 => { let items = self.pop_mark()?; self.stack.push(Item::Set(Rc::new(RefCell::new(items)))); } // FROZENSET
-                b'a' => { let v = self.pop()?; self.append(vec![v])?; }
-                b'e' => { let items = self.pop_mark()?; self.append(items)?; }
-                b's' => { let v = self.pop()?; let k = self.pop()?; self.set_items(vec![(k, v)])?; }
-                b'u' => { let items = self.pop_mark()?; let pairs = pairs(items)?; self.set_items(pairs)?; }
-                0x90 => { let items = self.pop_mark()?; self.add_to_set(items)?; } // ADDITEMS
-                b'p' => { let l = self.line()?; let k = l.trim().parse().context("pickle PUT")?; self.memo_put(k)?; }
-                b'q' => { let k = self.u8()? as u64; self.memo_put(k)?; }
-                b'r' => { let k = self.u32()? as u64; self.memo_put(k)?; }
-                0x94 => { let k = self.memo.len() as u64; self.memo_put(k)?; } // MEMOIZE
-                b'g' => { let l = self.line()?; let k = l.trim().parse().context("pickle GET")?; self.memo_get(k)?; }
-                b'h' => { let k = self.u8()? as u64; self.memo_get(k)?; }
-                b'j' => { let k = self.u32()? as u64; self.memo_get(k)?; }
-                b'c' => { let module = python3_module(self.line()?); let name = self.line()?.to_string(); self.push(Value::Global { module, name }); }
-                0x93 => {                                                   // STACK_GLOBAL
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Item::Tuple(Rc::new(items)));
+                }
+                0x85 => {
+                    let a = self.pop()?;
+                    self.stack.push(Item::Tuple(Rc::new(vec![a])));
+                }
+                0x86 => {
+                    let b = self.pop()?;
+                    let a = self.pop()?;
+                    self.stack.push(Item::Tuple(Rc::new(vec![a, b])));
+                }
+                0x87 => {
+                    let c = self.pop()?;
+                    let b = self.pop()?;
+                    let a = self.pop()?;
+                    self.stack.push(Item::Tuple(Rc::new(vec![a, b, c])));
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Item::List(Rc::new(RefCell::new(items))));
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    let pairs = pairs(items)?;
+                    self.stack.push(Item::Dict(Rc::new(RefCell::new(pairs))));
+                }
+                0x91 => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Item::Set(Rc::new(RefCell::new(items))));
+                } // FROZENSET
+                b'a' => {
+                    let v = self.pop()?;
+                    self.append(vec![v])?;
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    self.append(items)?;
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.set_items(vec![(k, v)])?;
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    let pairs = pairs(items)?;
+                    self.set_items(pairs)?;
+                }
+                0x90 => {
+                    let items = self.pop_mark()?;
+                    self.add_to_set(items)?;
+                } // ADDITEMS
+                b'p' => {
+                    let l = self.line()?;
+                    let k = l.trim().parse().context("pickle PUT")?;
+                    self.memo_put(k)?;
+                }
+                b'q' => {
+                    let k = self.u8()? as u64;
+                    self.memo_put(k)?;
+                }
+                b'r' => {
+                    let k = self.u32()? as u64;
+                    self.memo_put(k)?;
+                }
+                0x94 => {
+                    let k = self.memo.len() as u64;
+                    self.memo_put(k)?;
+                } // MEMOIZE
+                b'g' => {
+                    let l = self.line()?;
+                    let k = l.trim().parse().context("pickle GET")?;
+                    self.memo_get(k)?;
+                }
+                b'h' => {
+                    let k = self.u8()? as u64;
+                    self.memo_get(k)?;
+                }
+                b'j' => {
+                    let k = self.u32()? as u64;
+                    self.memo_get(k)?;
+                }
+                b'c' => {
+                    let module = python3_module(self.line()?);
+                    let name = self.line()?.to_string();
+                    self.push(Value::Global { module, name });
+                }
+                0x93 => {
+                    // STACK_GLOBAL
                     let name = self.pop()?.into_value()?;
                     let module = self.pop()?.into_value()?;
                     match (module, name) {
-                        (Value::Str(module), Value::Str(name)) => self.push(Value::Global { module: python3_module(&module), name }),
+                        (Value::Str(module), Value::Str(name)) => {
+                            self.push(Value::Global { module: python3_module(&module), name })
+                        }
                         _ => bail!("pickle STACK_GLOBAL needs two strings"),
                     }
                 }
-                b'R' => { let args = self.pop()?; let callable = self.pop()?; let r = self.call(callable, args)?; self.stack.push(r); } // REDUCE
-                0x81 => { let args = self.pop()?; let class = self.pop()?; let r = self.call(class, args)?; self.stack.push(r); } // NEWOBJ
-                0x92 => { self.pop()?; let args = self.pop()?; let class = self.pop()?; let r = self.call(class, args)?; self.stack.push(r); } // NEWOBJ_EX
-                b'i' => {                                                   // INST
-                    let module = self.line()?.to_string(); let name = self.line()?.to_string();
+                b'R' => {
+                    let args = self.pop()?;
+                    let callable = self.pop()?;
+                    let r = self.call(callable, args)?;
+                    self.stack.push(r);
+                } // REDUCE
+                0x81 => {
+                    let args = self.pop()?;
+                    let class = self.pop()?;
+                    let r = self.call(class, args)?;
+                    self.stack.push(r);
+                } // NEWOBJ
+                0x92 => {
+                    self.pop()?;
+                    let args = self.pop()?;
+                    let class = self.pop()?;
+                    let r = self.call(class, args)?;
+                    self.stack.push(r);
+                } // NEWOBJ_EX
+                b'i' => {
+                    // INST
+                    let module = self.line()?.to_string();
+                    let name = self.line()?.to_string();
                     let args = self.pop_mark()?;
                     let r = self.call(Item::Value(Value::Global { module, name }), Item::Tuple(Rc::new(args)))?;
                     self.stack.push(r);
                 }
-                b'o' => {                                                   // OBJ
+                b'o' => {
+                    // OBJ
                     let mut items = self.pop_mark()?;
-                    if items.is_empty() { bail!("pickle OBJ without a class"); }
+                    if items.is_empty() {
+                        bail!("pickle OBJ without a class");
+                    }
                     let class = items.remove(0);
                     let r = self.call(class, Item::Tuple(Rc::new(items)))?;
                     self.stack.push(r);
                 }
-                b'b' => { let state = self.pop()?; self.build(state)?; }      // BUILD
-                b'Q' => { let pid = self.pop()?.into_value()?; let v = self.persistent.load(pid)?; self.push(v); } // BINPERSID
-                b'P' => { let l = self.line()?.to_string(); let v = self.persistent.load(Value::Str(l))?; self.push(v); } // PERSID
-                0x82..=0x84 => bail!("pickle uses the copyreg extension registry (opcode 0x{op:02x}), which is not supported"),
+                b'b' => {
+                    let state = self.pop()?;
+                    self.build(state)?;
+                } // BUILD
+                b'Q' => {
+                    let pid = self.pop()?.into_value()?;
+                    let v = self.persistent.load(pid)?;
+                    self.push(v);
+                } // BINPERSID
+                b'P' => {
+                    let l = self.line()?.to_string();
+                    let v = self.persistent.load(Value::Str(l))?;
+                    self.push(v);
+                } // PERSID
+                0x82..=0x84 => {
+                    bail!("pickle uses the copyreg extension registry (opcode 0x{op:02x}), which is not supported")
+                }
                 0x97 | 0x98 => bail!("pickle uses out-of-band buffers (protocol 5), which are not supported"),
                 _ => bail!("unknown pickle opcode 0x{op:02x} at byte {at}"),
             }
@@ -429,7 +615,14 @@ impl<'a> Machine<'a> {
     fn joblib_array(&mut self, state: &Value) -> Result<NdArray> {
         let layout = WrapperLayout::from_state(state)?;
         if layout.is_object() {
-            let mut nested = Machine { data: self.data, pos: self.pos, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), persistent: &mut *self.persistent };
+            let mut nested = Machine {
+                data: self.data,
+                pos: self.pos,
+                stack: Vec::new(),
+                marks: Vec::new(),
+                memo: HashMap::new(),
+                persistent: &mut *self.persistent,
+            };
             let value = nested.run()?;
             self.pos = nested.pos;
             let items = match value {
@@ -503,7 +696,9 @@ impl<'a> Machine<'a> {
                     (m, "_reconstruct") if numpy::MULTIARRAY.contains(&m) => {
                         Some(Value::Array(Box::new(numpy::from_reconstruct_state(&state.into_value()?)?)))
                     }
-                    ("joblib.numpy_pickle", "NumpyArrayWrapper") => Some(Value::Array(Box::new(self.joblib_array(&state.into_value()?)?))),
+                    ("joblib.numpy_pickle", "NumpyArrayWrapper") => {
+                        Some(Value::Array(Box::new(self.joblib_array(&state.into_value()?)?)))
+                    }
                     _ => None,
                 };
                 let mut o = o.borrow_mut();
@@ -533,7 +728,9 @@ impl<'a> Machine<'a> {
         match (module.as_str(), name.as_str()) {
             ("collections", "OrderedDict") | ("builtins", "dict") if args.is_empty() => Ok(Item::Dict(Rc::default())),
             ("builtins", "list") if args.is_empty() => Ok(Item::List(Rc::default())),
-            ("builtins", "bytes") | ("builtins", "bytearray") if args.is_empty() => Ok(Item::Value(Value::Bytes(vec![]))),
+            ("builtins", "bytes") | ("builtins", "bytearray") if args.is_empty() => {
+                Ok(Item::Value(Value::Bytes(vec![])))
+            }
             ("builtins", "set") | ("builtins", "frozenset") if args.is_empty() => Ok(Item::Set(Rc::default())),
             // Protocol 2 (torch.save's default) writes sets as `set([items])`, ordered dicts as
             // `OrderedDict([(k, v), ...])` and bytes as `_codecs.encode(text, 'latin1')`.
@@ -568,7 +765,8 @@ impl<'a> Machine<'a> {
                 Ok(Item::Value(rebuild_tensor(&args)?))
             }
             // A Parameter is its tensor for our purposes.
-            ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state")
+            ("torch._utils", "_rebuild_parameter")
+            | ("torch._utils", "_rebuild_parameter_with_state")
             | ("torch.nn.parameter", "Parameter") => {
                 let data = args.first().ok_or_else(|| anyhow!("pickle: {module}.{name} without data"))?;
                 Ok(data.clone())
@@ -659,7 +857,9 @@ fn rebuild_tensor(args: &[Item]) -> Result<Value> {
     let offset = arg(1)?.as_i64().ok_or_else(|| anyhow!("tensor storage offset is not an integer"))?;
     let ints = |v: Value| -> Result<Vec<i64>> {
         match v {
-            Value::Tuple(items) | Value::List(items) => items.iter().map(|i| i.as_i64().ok_or_else(|| anyhow!("tensor shape holds a non-integer"))).collect(),
+            Value::Tuple(items) | Value::List(items) => {
+                items.iter().map(|i| i.as_i64().ok_or_else(|| anyhow!("tensor shape holds a non-integer"))).collect()
+            }
             other => bail!("tensor shape is not a tuple: {other:?}"),
         }
     };
@@ -708,7 +908,14 @@ mod tests {
 
     #[test]
     fn malformed_pickles_are_errors_not_panics() {
-        for bytes in [&b""[..], b"\x80\x02", b"\x80\x02h\x05.", b"\x80\x02(t0", b"\x80\x02X\xff\xff\xff\x7fab.", b"\x80\x02\xff."] {
+        for bytes in [
+            &b""[..],
+            b"\x80\x02",
+            b"\x80\x02h\x05.",
+            b"\x80\x02(t0",
+            b"\x80\x02X\xff\xff\xff\x7fab.",
+            b"\x80\x02\xff.",
+        ] {
             assert!(load_plain(bytes).is_err(), "{bytes:?} should fail");
         }
     }
@@ -718,6 +925,9 @@ mod tests {
         // LONG1 with 1 byte (-1), 8 bytes (i64::MIN), and 9 bytes (2**64).
         assert_eq!(load_plain(b"\x80\x02\x8a\x01\xff.").unwrap(), Value::Int(-1));
         assert_eq!(load_plain(b"\x80\x02\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80.").unwrap(), Value::Int(i64::MIN));
-        assert!(matches!(load_plain(b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01.").unwrap(), Value::BigInt(_)));
+        assert!(matches!(
+            load_plain(b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01.").unwrap(),
+            Value::BigInt(_)
+        ));
     }
 }

@@ -29,7 +29,10 @@ impl StandardScaler {
         let array = |key: &str| -> Result<Vec<f64>> {
             match state.get(key) {
                 Some(Value::Array(a)) => a.to_f64(),
-                other => bail!("StandardScaler.{key} is {} (was the scaler fitted?)", other.map_or("missing".into(), Value::type_name)),
+                other => bail!(
+                    "StandardScaler.{key} is {} (was the scaler fitted?)",
+                    other.map_or("missing".into(), Value::type_name)
+                ),
             }
         };
         let mean = if flag("with_mean") { Some(array("mean_")?) } else { None };
@@ -38,7 +41,12 @@ impl StandardScaler {
             Some(Value::Array(a)) => Some(a.to_strings()?),
             _ => None,
         };
-        let n_features = state.get("n_features_in_").and_then(Value::as_i64).map(|n| n as usize).or_else(|| mean.as_ref().or(scale.as_ref()).map(Vec::len)).unwrap_or(0);
+        let n_features = state
+            .get("n_features_in_")
+            .and_then(Value::as_i64)
+            .map(|n| n as usize)
+            .or_else(|| mean.as_ref().or(scale.as_ref()).map(Vec::len))
+            .unwrap_or(0);
         for (name, values) in [("mean_", &mean), ("scale_", &scale)] {
             if let Some(values) = values {
                 if values.len() != n_features {

@@ -174,10 +174,16 @@ fn flat_tensor(bytes: &[u8], kind: Kind) -> Result<Tensor> {
 fn view(storage: &Tensor, t: &TensorRef) -> Result<Tensor> {
     let numel = storage.size()[0];
     // The last element the view touches must lie inside the storage.
-    let last: i64 = t.offset + t.size.iter().zip(&t.stride).map(|(&n, &s)| if n == 0 { 0 } else { (n - 1) * s }).sum::<i64>();
+    let last: i64 =
+        t.offset + t.size.iter().zip(&t.stride).map(|(&n, &s)| if n == 0 { 0 } else { (n - 1) * s }).sum::<i64>();
     let empty = t.size.contains(&0);
     if t.offset < 0 || t.stride.iter().any(|&s| s < 0) || (!empty && last >= numel) {
-        bail!("tensor view (offset {}, size {:?}, stride {:?}) lies outside its storage of {numel} elements", t.offset, t.size, t.stride);
+        bail!(
+            "tensor view (offset {}, size {:?}, stride {:?}) lies outside its storage of {numel} elements",
+            t.offset,
+            t.size,
+            t.stride
+        );
     }
     Ok(storage.f_as_strided(&t.size, &t.stride, Some(t.offset))?.f_contiguous()?)
 }

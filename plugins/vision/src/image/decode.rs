@@ -32,7 +32,13 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
     }
     let (width, height) = (header.width, header.height);
     let mut pixels = vec![0u8; width * height * 3];
-    let image = turbojpeg::Image { pixels: pixels.as_mut_slice(), width, pitch: width * 3, height, format: turbojpeg::PixelFormat::RGB };
+    let image = turbojpeg::Image {
+        pixels: pixels.as_mut_slice(),
+        width,
+        pitch: width * 3,
+        height,
+        format: turbojpeg::PixelFormat::RGB,
+    };
     // Default flags: accurate integer IDCT and fancy upsampling, as Pillow's libjpeg settings.
     decompressor.decompress(bytes, image)?;
     Ok(RgbImage { width, height, pixels })
@@ -60,7 +66,11 @@ fn decode_png(bytes: &[u8]) -> Result<RgbImage> {
             // clips 16-bit grey ("I;16") to 255 when converting to RGB.
             let sample = |c: usize| px[c * sample_bytes];
             let grey = || -> u8 {
-                if wide { u16::from_be_bytes([px[0], px[1]]).min(255) as u8 } else { px[0] }
+                if wide {
+                    u16::from_be_bytes([px[0], px[1]]).min(255) as u8
+                } else {
+                    px[0]
+                }
             };
             match frame.color_type {
                 png::ColorType::Grayscale => {

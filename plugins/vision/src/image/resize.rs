@@ -17,7 +17,11 @@ struct Coefficients {
 
 fn bilinear(x: f64) -> f64 {
     let x = x.abs();
-    if x < 1.0 { 1.0 - x } else { 0.0 }
+    if x < 1.0 {
+        1.0 - x
+    } else {
+        0.0
+    }
 }
 
 fn coefficients(in_size: usize, out_size: usize) -> Coefficients {
@@ -76,7 +80,11 @@ pub fn resize_bilinear(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
     let rows = if horizontal_needed {
         horizontal_pass(img, out_w, first_row, last_row)
     } else {
-        RgbImage { width: img.width, height: last_row - first_row, pixels: img.pixels[first_row * img.width * 3..last_row * img.width * 3].to_vec() }
+        RgbImage {
+            width: img.width,
+            height: last_row - first_row,
+            pixels: img.pixels[first_row * img.width * 3..last_row * img.width * 3].to_vec(),
+        }
     };
     if img.height == out_h {
         return rows;

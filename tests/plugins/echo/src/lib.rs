@@ -26,7 +26,12 @@ impl Plugin for Echo {
 
     fn run(&self, ctx: &mut RunContext) -> Result<()> {
         let column = ctx.args().str("column").unwrap_or("value").to_string();
-        ctx.begin(&OutputPlan { model_str: "ECHO".into(), file_name: "ECHO_embeddings.parquet".into(), dims: 2, details: Default::default() })?;
+        ctx.begin(&OutputPlan {
+            model_str: "ECHO".into(),
+            file_name: "ECHO_embeddings.parquet".into(),
+            dims: 2,
+            details: Default::default(),
+        })?;
         let mut rows = 0;
         for batch in ctx.take_input()? {
             let batch = batch?;

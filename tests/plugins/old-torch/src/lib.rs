@@ -4,7 +4,9 @@ use deepembed_sdk::abi::{leak_root, HostCallbacks, PluginMod, PluginModRef, RunR
 use deepembed_sdk::abi_stable::std_types::{RResult, RStr, RString};
 
 extern "C" fn manifest() -> RString {
-    RString::from(r#"{"name":"oldtorch","version":"0.3.1","modality":"tabular","description":"mismatched","models":[],"args":[]}"#)
+    RString::from(
+        r#"{"name":"oldtorch","version":"0.3.1","modality":"tabular","description":"mismatched","models":[],"args":[]}"#,
+    )
 }
 
 extern "C" fn run(_host: HostCallbacks, _request: RunRequest) -> RResult<(), RString> {
@@ -12,7 +14,12 @@ extern "C" fn run(_host: HostCallbacks, _request: RunRequest) -> RResult<(), RSt
 }
 
 fn root() -> PluginModRef {
-    leak_root(PluginMod { sdk_abi_version: deepembed_sdk::SDK_ABI_VERSION, libtorch_version: RStr::from_str("1.13.1"), manifest, run })
+    leak_root(PluginMod {
+        sdk_abi_version: deepembed_sdk::SDK_ABI_VERSION,
+        libtorch_version: RStr::from_str("1.13.1"),
+        manifest,
+        run,
+    })
 }
 
 deepembed_sdk::export_plugin!(root = root);
