@@ -1,0 +1,341 @@
+//! Where tensor bytes live: the storage entries of a torch zip archive, or a safetensors file.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::pickle::{self, StorageRef, TensorRef, Value};
+use crate::tensor::{CheckedView, DType, RawTensor, TorchPersistentLoad};
+use crate::DefaultReducers;
+
+/// The largest `data.pkl` a torch archive may hold: 1 GiB. The pickle of a state dict is a few
+/// kilobytes per tensor (the tensors themselves are separate entries), so this is generous; a
+/// larger entry is refused before it is inflated, and it is read through `take`, so an entry
+/// that lies about its size cannot make it read more either.
+pub const MAX_PICKLE_BYTES: u64 = 1 << 30;
+
+trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
+/// An opened checkpoint: its pickled root value and the storages its tensors point into.
+/// Tensors are read on demand, each only as far as the tensors of its storage need.
+pub struct Checkpoint {
+    name: String,
+    root: Value,
+    source: Source,
+}
+
+enum Source {
+    /// A torch zip archive; storages are `<prefix>data/<key>` entries.
+    TorchZip {
+        archive: RefCell<zip::ZipArchive<Box<dyn ReadSeek>>>,
+        prefix: String,
+        /// Per storage key: the bytes its tensors need, and how many tensors refer to it.
+        needs: HashMap<String, (usize, usize)>,
+        /// Storages that several tensors share, once read.
+        cache: RefCell<HashMap<String, Vec<u8>>>,
+    },
+    /// A safetensors file, in memory; per tensor name, the byte range of its data.
+    SafeTensors { bytes: Vec<u8>, ranges: HashMap<String, (usize, usize)> },
+}
+
+impl Checkpoint {
+    /// Opens a torch zip file or a safetensors file, telling them apart by content. Errors name
+    /// the file.
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(|err| Error::Io { what: "the file".into(), err }.in_file(&name))?;
+        Self::open_reader(&name, file)
+    }
+
+    /// [`Checkpoint::open`] for a file's bytes: a torch zip archive or a safetensors file.
+    /// `name` stands for the file in error messages. A bytes-in entry point for fuzzing.
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Checkpoint> {
+        Self::open_reader(name, Cursor::new(bytes))
+    }
+
+    /// [`Checkpoint::open`] for any seekable reader (from its start). A safetensors file is read
+    /// into memory whole; a torch archive is read by entry, as tensors are asked for.
+    pub fn open_reader<R: Read + Seek + Send + 'static>(name: &str, reader: R) -> Result<Checkpoint> {
+        Self::open_boxed(Box::new(reader)).map_err(|e| e.in_file(name)).map(|(root, source)| Checkpoint {
+            name: name.to_string(),
+            root,
+            source,
+        })
+    }
+
+    fn open_boxed(mut reader: Box<dyn ReadSeek>) -> Result<(Value, Source)> {
+        let io = |err| Error::Io { what: "the file".into(), err };
+        let mut magic = Vec::with_capacity(8);
+        (&mut reader).take(8).read_to_end(&mut magic).map_err(io)?;
+        reader.seek(SeekFrom::Start(0)).map_err(io)?;
+        if magic.starts_with(b"PK\x03\x04") {
+            open_torch_zip(reader)
+        } else if magic.len() >= 2 && magic[0] == 0x80 && magic[1] <= 5 {
+            Err(Error::Format(
+                "this is a legacy (before PyTorch 1.6) torch.save file, which is not supported; re-save it with a current torch.save".into(),
+            ))
+        } else if magic.len() == 8 {
+            let mut bytes = Vec::new();
+            reader.read_to_end(&mut bytes).map_err(io)?;
+            open_safetensors(bytes)
+        } else {
+            Err(Error::Format("not a PyTorch zip checkpoint nor a safetensors file".into()))
+        }
+    }
+
+    /// The name given at opening (the path, for [`Checkpoint::open`]).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The unpickled top-level value (for safetensors: a dict of tensor names to tensors).
+    pub fn root(&self) -> &Value {
+        &self.root
+    }
+
+    /// Reads one tensor: a copy of its elements, in the dtype it was saved with. Errors name
+    /// the file and the storage.
+    pub fn tensor(&self, t: &TensorRef) -> Result<RawTensor> {
+        self.read(t).map_err(|e| e.in_file(&self.name))
+    }
+
+    /// [`Checkpoint::tensor`], with errors naming the tensor as well.
+    pub fn named_tensor(&self, name: &str, t: &TensorRef) -> Result<RawTensor> {
+        self.read(t).map_err(|e| e.context(format!("tensor '{name}'")).in_file(&self.name))
+    }
+
+    /// The model weights' names and tensors: the `state_dict` entry of a Lightning checkpoint or
+    /// of a dict that has one, otherwise the root itself. Nested dicts are flattened with `.`
+    /// between keys. An error if there are none.
+    pub fn state_dict_refs(&self) -> Result<Vec<(String, &TensorRef)>> {
+        let root = match self.root.get("state_dict") {
+            Some(inner) if inner.dict_entries().is_some() => inner,
+            _ => &self.root,
+        };
+        let mut refs = Vec::new();
+        collect_tensors(root, "", &mut refs);
+        if refs.is_empty() {
+            return Err(Error::Format("holds no tensors: it is not a state dict or a checkpoint of one".into())
+                .in_file(&self.name));
+        }
+        Ok(refs)
+    }
+
+    /// The tensors of [`Checkpoint::state_dict_refs`], read.
+    pub fn raw_state_dict(&self) -> Result<BTreeMap<String, RawTensor>> {
+        self.state_dict_refs()?.into_iter().map(|(name, t)| Ok((name.clone(), self.named_tensor(&name, t)?))).collect()
+    }
+
+    fn read(&self, t: &TensorRef) -> Result<RawTensor> {
+        let key = &t.storage.key;
+        let view = CheckedView::new(t, t.storage.numel).map_err(|msg| Error::Storage { key: key.clone(), msg })?;
+        let shape = t.size.clone();
+        let dtype = view.dtype;
+        match &self.source {
+            Source::TorchZip { archive, prefix, needs, cache } => {
+                if let Some(bytes) = cache.borrow().get(key) {
+                    if bytes.len() >= view.needed_bytes {
+                        return Ok(RawTensor { dtype, shape, data: view.gather(bytes) });
+                    }
+                }
+                let (needed, refs) = needs.get(key).copied().unwrap_or((0, 1));
+                let needed = needed.max(view.needed_bytes);
+                let entry = format!("{prefix}data/{key}");
+                let bytes = read_storage(&mut archive.borrow_mut(), &entry, &t.storage, dtype, needed)?;
+                let data = view.gather(&bytes);
+                if refs > 1 {
+                    cache.borrow_mut().insert(key.clone(), bytes);
+                }
+                Ok(RawTensor { dtype, shape, data })
+            }
+            Source::SafeTensors { bytes, ranges } => {
+                let &(start, end) =
+                    ranges.get(key).ok_or_else(|| Error::Storage { key: key.clone(), msg: "is not in the file".into() })?;
+                if (end - start) as u64 != t.storage.numel.saturating_mul(dtype.size() as u64) {
+                    return Err(Error::Storage {
+                        key: key.clone(),
+                        msg: format!("holds {} bytes, not {} {dtype:?} elements", end - start, t.storage.numel),
+                    });
+                }
+                Ok(RawTensor { dtype, shape, data: view.gather(&bytes[start..end]) })
+            }
+        }
+    }
+}
+
+/// Reads the first `needed` bytes of a storage entry, after checking the entry against what
+/// the pickle declares of it.
+fn read_storage(
+    archive: &mut zip::ZipArchive<Box<dyn ReadSeek>>,
+    entry: &str,
+    storage: &StorageRef,
+    dtype: DType,
+    needed: usize,
+) -> Result<Vec<u8>> {
+    let key = &storage.key;
+    let fail = |msg: String| Error::Storage { key: key.clone(), msg };
+    let file = match archive.by_name(entry) {
+        Ok(file) => file,
+        Err(zip::result::ZipError::FileNotFound) => return Err(fail(format!("entry {entry} is missing from the archive"))),
+        Err(err) => return Err(Error::Zip { what: format!("entry {entry}"), err }),
+    };
+    let declared = storage.numel.checked_mul(dtype.size() as u64).ok_or_else(|| fail("is too large".into()))?;
+    if file.size() != declared {
+        return Err(fail(format!(
+            "entry {entry} holds {} bytes, but the pickle declares {} {dtype:?} elements ({declared} bytes)",
+            file.size(),
+            storage.numel
+        )));
+    }
+    if file.compression() == zip::CompressionMethod::Stored && file.compressed_size() != file.size() {
+        return Err(fail(format!(
+            "stored entry {entry} declares {} bytes but occupies {} in the archive",
+            file.size(),
+            file.compressed_size()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(needed as u64)
+        .read_to_end(&mut bytes)
+        .map_err(|err| Error::Io { what: format!("entry {entry}"), err })?;
+    if bytes.len() != needed {
+        return Err(fail(format!("entry {entry} ends after {} bytes; its tensors need {needed}", bytes.len())));
+    }
+    Ok(bytes)
+}
+
+fn open_torch_zip(reader: Box<dyn ReadSeek>) -> Result<(Value, Source)> {
+    let mut archive =
+        zip::ZipArchive::new(reader).map_err(|err| Error::Zip { what: "is not readable".into(), err })?;
+    let pkl_name = archive
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.into_owned()))
+        .find(|n| n == "data.pkl" || n.ends_with("/data.pkl"))
+        .ok_or_else(|| Error::Format("zip archive has no data.pkl: not a torch.save file".into()))?;
+    let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
+    let entry_error = |name: &str| {
+        let name = name.to_string();
+        move |err| Error::Io { what: format!("entry {name}"), err }
+    };
+    let byteorder = format!("{prefix}byteorder");
+    if let Ok(f) = archive.by_name(&byteorder) {
+        let mut order = Vec::new();
+        f.take(16).read_to_end(&mut order).map_err(entry_error(&byteorder))?;
+        let order = String::from_utf8_lossy(&order);
+        if order.trim() != "little" {
+            return Err(Error::Format(format!(
+                "checkpoint was saved on a {} endian machine, which is not supported",
+                order.trim()
+            )));
+        }
+    }
+    let pkl = {
+        let file =
+            archive.by_name(&pkl_name).map_err(|err| Error::Zip { what: format!("entry {pkl_name}"), err })?;
+        let declared = file.size();
+        if declared > MAX_PICKLE_BYTES {
+            return Err(Error::OverLimit { what: pkl_name, size: declared, limit: MAX_PICKLE_BYTES });
+        }
+        let mut pkl = Vec::new();
+        file.take(declared).read_to_end(&mut pkl).map_err(entry_error(&pkl_name))?;
+        if pkl.len() as u64 != declared {
+            return Err(Error::Format(format!("entry {pkl_name} declares {declared} bytes but holds {}", pkl.len())));
+        }
+        pkl
+    };
+    let root = pickle::load(&pkl, &mut TorchPersistentLoad, &DefaultReducers)
+        .map_err(|e| e.context(format!("entry {pkl_name}")))?;
+    // How far each storage must be read, and whether tensors share it.
+    let mut refs = Vec::new();
+    collect_all_tensors(&root, &mut refs);
+    let mut needs: HashMap<String, (usize, usize)> = HashMap::new();
+    for t in refs {
+        let needed = CheckedView::new(t, t.storage.numel).map_or(0, |v| v.needed_bytes);
+        let entry = needs.entry(t.storage.key.clone()).or_default();
+        *entry = (entry.0.max(needed), entry.1 + 1);
+    }
+    let source = Source::TorchZip { archive: RefCell::new(archive), prefix, needs, cache: RefCell::default() };
+    Ok((root, source))
+}
+
+fn open_safetensors(bytes: Vec<u8>) -> Result<(Value, Source)> {
+    // The header is parsed once, here; tensors are then slices of `bytes`.
+    let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::Format(format!("not a safetensors file: {e}")))?;
+    let data_start = 8 + header_len;
+    let mut tensors: Vec<_> = metadata.tensors().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut entries = Vec::with_capacity(tensors.len());
+    let mut ranges = HashMap::with_capacity(tensors.len());
+    for (name, info) in tensors {
+        let fail = |msg: String| Error::Tensor { name: name.clone(), msg };
+        let dtype =
+            DType::from_safetensors(info.dtype).ok_or_else(|| fail(format!("dtype {:?} is not supported", info.dtype)))?;
+        let size = info
+            .shape
+            .iter()
+            .map(|&d| i64::try_from(d))
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(|_| fail(format!("shape {:?} is too large", info.shape)))?;
+        // safetensors validated the element count against the data; C-contiguous strides fit.
+        let mut stride = vec![1i64; size.len()];
+        for i in (0..size.len().saturating_sub(1)).rev() {
+            stride[i] = stride[i + 1]
+                .checked_mul(size[i + 1].max(1))
+                .ok_or_else(|| fail(format!("shape {:?} is too large", info.shape)))?;
+        }
+        let (start, end) = info.data_offsets;
+        let range = (data_start + start, data_start + end);
+        let numel = ((end - start) / dtype.size()) as u64;
+        let storage = StorageRef { key: name.clone(), dtype: dtype.storage_class().into(), location: "cpu".into(), numel };
+        ranges.insert(name.clone(), range);
+        entries.push((Value::Str(name), Value::Tensor(Box::new(TensorRef { storage, offset: 0, size, stride }))));
+    }
+    Ok((Value::Dict(entries), Source::SafeTensors { bytes, ranges }))
+}
+
+/// The tensors of a state dict, by their flattened names.
+fn collect_tensors<'a>(value: &'a Value, prefix: &str, out: &mut Vec<(String, &'a TensorRef)>) {
+    match value {
+        Value::Tensor(t) => out.push((prefix.to_string(), t)),
+        _ => {
+            if let Some(entries) = value.dict_entries() {
+                for (k, v) in entries {
+                    let key = match k {
+                        Value::Str(s) => s.clone(),
+                        Value::Int(i) => i.to_string(),
+                        _ => continue,
+                    };
+                    let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                    collect_tensors(v, &name, out);
+                }
+            }
+        }
+    }
+}
+
+/// Every tensor anywhere in a value (its depth is bounded by the pickle limits).
+fn collect_all_tensors<'a>(value: &'a Value, out: &mut Vec<&'a TensorRef>) {
+    let all = |items: &'a [Value], out: &mut Vec<&'a TensorRef>| items.iter().for_each(|v| collect_all_tensors(v, out));
+    match value {
+        Value::Tensor(t) => out.push(t),
+        Value::List(items) | Value::Tuple(items) | Value::Set(items) => all(items, out),
+        Value::Dict(pairs) => pairs.iter().for_each(|(k, v)| {
+            collect_all_tensors(k, out);
+            collect_all_tensors(v, out);
+        }),
+        Value::Object(o) => {
+            all(&o.args, out);
+            all(&o.list_items, out);
+            o.dict_items.iter().for_each(|(_, v)| collect_all_tensors(v, out));
+            if let Some(state) = &o.state {
+                collect_all_tensors(state, out);
+            }
+        }
+        _ => {}
+    }
+}
