@@ -1,7 +1,7 @@
 //! deepembed's vision plugin: image embeddings from torchvision models and from DeepTune's
 //! fine-tuned and LoRA checkpoints, with DeepTune's preprocessing reproduced to the bit.
 
-pub mod image;
+pub use deepembed_image as image;
 pub mod model;
 pub mod models;
 pub mod options;

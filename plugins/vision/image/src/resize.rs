@@ -4,7 +4,7 @@
 //!
 //! Pillow before 13 always runs the horizontal pass first; DeepTune pins such a Pillow.
 
-use super::decode::RgbImage;
+use crate::decode::RgbImage;
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -40,17 +40,17 @@ fn coefficients(in_size: usize, out_size: usize) -> Coefficients {
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
         let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
         let mut ww = 0.0;
-        for x in 0..xmax {
+        for (x, kx) in k[..xmax].iter_mut().enumerate() {
             let w = bilinear((x as f64 + xmin as f64 - center + 0.5) * ss);
-            k[x] = w;
+            *kx = w;
             ww += w;
         }
-        for x in 0..xmax {
+        for (kx, weight) in k[..xmax].iter_mut().zip(&mut weights[xx * ksize..][..xmax]) {
             if ww != 0.0 {
-                k[x] /= ww;
+                *kx /= ww;
             }
-            let v = k[x] * (1u32 << PRECISION_BITS) as f64;
-            weights[xx * ksize + x] = if v < 0.0 { (v - 0.5) as i32 } else { (v + 0.5) as i32 };
+            let v = *kx * (1u32 << PRECISION_BITS) as f64;
+            *weight = if v < 0.0 { (v - 0.5) as i32 } else { (v + 0.5) as i32 };
         }
         bounds.push((xmin, xmax));
     }

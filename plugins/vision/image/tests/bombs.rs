@@ -1,0 +1,132 @@
+//! Decompression bombs: tiny files whose headers claim huge images are refused from the header,
+//! quickly and without allocating the image. The allocator below aborts the test binary on any
+//! allocation past its ceiling, so "no big allocation" is checked, not assumed.
+
+#![forbid(unsafe_code)]
+
+use std::alloc::System;
+use std::time::{Duration, Instant};
+
+use cap::Cap;
+use deepembed_image::{decode::decode, preprocess, Limits, PILLOW_MAX_IMAGE_PIXELS, PIXELS};
+
+#[global_allocator]
+static ALLOCATOR: Cap<System> = Cap::new(System, 256 << 20);
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+fn small_png(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let pixels: Vec<u8> = (0..width * height * 3).map(|i| (i * 7) as u8).collect();
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_image_data(&pixels).unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+/// A valid small PNG whose IHDR is rewritten (CRC included) to claim `width` x `height`.
+fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut png = small_png(4, 4);
+    // Signature (8), IHDR length (4), "IHDR" (4), then width and height.
+    assert_eq!(&png[12..16], b"IHDR");
+    png[16..20].copy_from_slice(&width.to_be_bytes());
+    png[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+fn small_jpeg(width: usize, height: usize) -> Vec<u8> {
+    let pixels: Vec<u8> = (0..width * height * 3).map(|i| (i * 7) as u8).collect();
+    let image = turbojpeg::Image {
+        pixels: pixels.as_slice(),
+        width,
+        pitch: width * 3,
+        height,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    turbojpeg::compress(image, 90, turbojpeg::Subsamp::Sub2x2).unwrap().to_vec()
+}
+
+/// A valid small JPEG whose start-of-frame is rewritten to claim `width` x `height`.
+fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
+    let mut jpeg = small_jpeg(16, 16);
+    let sof = jpeg.windows(2).position(|w| w[0] == 0xff && (0xc0..=0xc2).contains(&w[1])).expect("a SOF marker");
+    // Marker (2), length (2), precision (1), then height and width.
+    jpeg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    jpeg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    jpeg
+}
+
+fn assert_refused_quickly(bytes: &[u8], claimed: &str) {
+    let start = Instant::now();
+    let err = format!("{:#}", decode(bytes, &Limits::default()).err().expect("the bomb must be refused"));
+    assert!(start.elapsed() < Duration::from_secs(1), "refusing took {:?}", start.elapsed());
+    assert!(err.contains(claimed), "{err}");
+    assert!(err.contains("--max_image_pixels"), "{err}");
+    assert!(err.contains(&(2 * PILLOW_MAX_IMAGE_PIXELS).to_string()), "{err}");
+}
+
+#[test]
+fn png_bomb_is_refused_from_its_header() {
+    let bomb = png_claiming(30_000, 30_000);
+    assert!(bomb.len() < 200);
+    assert_refused_quickly(&bomb, "30000x30000");
+}
+
+#[test]
+fn png_larger_than_memory_is_refused_even_without_a_limit() {
+    // 4G x 4G pixels: no limit, but the buffer size overflows or cannot be allocated.
+    let bomb = png_claiming(0x7fff_ffff, 0x7fff_ffff);
+    assert!(decode(&bomb, &Limits::NONE).is_err());
+}
+
+#[test]
+fn jpeg_bomb_is_refused_from_its_header() {
+    assert_refused_quickly(&jpeg_claiming(30_000, 30_000), "30000x30000");
+    assert_refused_quickly(&jpeg_claiming(65_000, 65_000), "65000x65000");
+}
+
+#[test]
+fn images_under_the_limit_decode() {
+    let png = decode(&small_png(32, 24), &Limits::default()).unwrap();
+    assert_eq!((png.width, png.height, png.pixels.len()), (32, 24, 32 * 24 * 3));
+    let jpeg = decode(&small_jpeg(40, 30), &Limits::default()).unwrap();
+    assert_eq!((jpeg.width, jpeg.height, jpeg.pixels.len()), (40, 30, 40 * 30 * 3));
+    assert_eq!(preprocess(&small_jpeg(300, 200)).unwrap().len(), PIXELS);
+    // No limit at all still decodes ordinary images.
+    assert!(decode(&small_png(8, 8), &Limits::NONE).is_ok());
+}
+
+#[test]
+fn a_custom_limit_applies_to_both_formats() {
+    let tight = Limits { max_pixels: Some(32 * 24 - 1) };
+    for bytes in [small_png(32, 24), small_jpeg(32, 24)] {
+        let err = format!("{:#}", decode(&bytes, &tight).err().expect("over a custom limit"));
+        assert!(err.contains("32x24 = 768 pixels") && err.contains("limit of 767"), "{err}");
+    }
+    assert!(decode(&small_png(32, 24), &Limits { max_pixels: Some(32 * 24) }).is_ok());
+}
+
+#[test]
+fn thresholds_are_pillows() {
+    let limits = Limits::default();
+    // Pillow warns above MAX_IMAGE_PIXELS and raises above twice it.
+    assert!(!limits.check(1, PILLOW_MAX_IMAGE_PIXELS).unwrap());
+    assert!(limits.check(1, PILLOW_MAX_IMAGE_PIXELS + 1).unwrap());
+    assert!(limits.check(1, 2 * PILLOW_MAX_IMAGE_PIXELS).unwrap());
+    assert!(limits.check(1, 2 * PILLOW_MAX_IMAGE_PIXELS + 1).is_err());
+    assert!(!Limits::NONE.check(u64::MAX, u64::MAX).unwrap());
+}
