@@ -7,7 +7,10 @@
 //!   bench text     the same for text: all-MiniLM-L6-v2 and a GPT-2-sized model
 //!   bench tabular  a GANDALF against pytorch-tabular's own inference path
 //!   gpu-check      the extraction on a CUDA device, with throughput (needs an NVIDIA GPU)
+//!   fuzz           libFuzzer over the image, pickle, joblib, torch zip and safetensors readers:
+//!                  `fuzz [--minutes N] [TARGET...]`, N minutes per target (default 2)
 
+mod fuzz;
 mod setup;
 
 use std::path::Path;
@@ -32,8 +35,9 @@ fn real_main() -> Result<()> {
         ["test", rest @ ..] => test(&ws, rest),
         ["bench", kind @ ("vision" | "text" | "tabular"), rest @ ..] => bench(&ws, kind, rest),
         ["gpu-check", rest @ ..] => gpu_check(&ws, rest),
+        ["fuzz", rest @ ..] => fuzz::fuzz(&ws, rest),
         _ => bail!(
-            "usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular [options] | gpu-check>"
+            "usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular [options] | gpu-check | fuzz [--minutes N] [TARGET...]>"
         ),
     }
 }

@@ -1,0 +1,11 @@
+//! JPEG/PNG decoding and the whole preprocessing (resize, normalise) under the default limits.
+
+#![no_main]
+#![forbid(unsafe_code)]
+
+use deepembed_image::{preprocess_with, Limits};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = preprocess_with(data, &Limits::default());
+});
