@@ -153,8 +153,9 @@ impl Checkpoint {
                 Ok(RawTensor { dtype, shape, data })
             }
             Source::SafeTensors { bytes, ranges } => {
-                let &(start, end) =
-                    ranges.get(key).ok_or_else(|| Error::Storage { key: key.clone(), msg: "is not in the file".into() })?;
+                let &(start, end) = ranges
+                    .get(key)
+                    .ok_or_else(|| Error::Storage { key: key.clone(), msg: "is not in the file".into() })?;
                 if (end - start) as u64 != t.storage.numel.saturating_mul(dtype.size() as u64) {
                     return Err(Error::Storage {
                         key: key.clone(),
@@ -180,7 +181,9 @@ fn read_storage(
     let fail = |msg: String| Error::Storage { key: key.clone(), msg };
     let file = match archive.by_name(entry) {
         Ok(file) => file,
-        Err(zip::result::ZipError::FileNotFound) => return Err(fail(format!("entry {entry} is missing from the archive"))),
+        Err(zip::result::ZipError::FileNotFound) => {
+            return Err(fail(format!("entry {entry} is missing from the archive")))
+        }
         Err(err) => return Err(Error::Zip { what: format!("entry {entry}"), err }),
     };
     let declared = storage.numel.checked_mul(dtype.size() as u64).ok_or_else(|| fail("is too large".into()))?;
@@ -209,8 +212,7 @@ fn read_storage(
 }
 
 fn open_torch_zip(reader: Box<dyn ReadSeek>) -> Result<(Value, Source)> {
-    let mut archive =
-        zip::ZipArchive::new(reader).map_err(|err| Error::Zip { what: "is not readable".into(), err })?;
+    let mut archive = zip::ZipArchive::new(reader).map_err(|err| Error::Zip { what: "is not readable".into(), err })?;
     let pkl_name = archive
         .file_names()
         .filter_map(|n| n.ok().map(|n| n.into_owned()))
@@ -234,8 +236,7 @@ fn open_torch_zip(reader: Box<dyn ReadSeek>) -> Result<(Value, Source)> {
         }
     }
     let pkl = {
-        let file =
-            archive.by_name(&pkl_name).map_err(|err| Error::Zip { what: format!("entry {pkl_name}"), err })?;
+        let file = archive.by_name(&pkl_name).map_err(|err| Error::Zip { what: format!("entry {pkl_name}"), err })?;
         let declared = file.size();
         if declared > MAX_PICKLE_BYTES {
             return Err(Error::OverLimit { what: pkl_name, size: declared, limit: MAX_PICKLE_BYTES });
@@ -273,8 +274,8 @@ fn open_safetensors(bytes: Vec<u8>) -> Result<(Value, Source)> {
     let mut ranges = HashMap::with_capacity(tensors.len());
     for (name, info) in tensors {
         let fail = |msg: String| Error::Tensor { name: name.clone(), msg };
-        let dtype =
-            DType::from_safetensors(info.dtype).ok_or_else(|| fail(format!("dtype {:?} is not supported", info.dtype)))?;
+        let dtype = DType::from_safetensors(info.dtype)
+            .ok_or_else(|| fail(format!("dtype {:?} is not supported", info.dtype)))?;
         let size = info
             .shape
             .iter()
@@ -291,7 +292,8 @@ fn open_safetensors(bytes: Vec<u8>) -> Result<(Value, Source)> {
         let (start, end) = info.data_offsets;
         let range = (data_start + start, data_start + end);
         let numel = ((end - start) / dtype.size()) as u64;
-        let storage = StorageRef { key: name.clone(), dtype: dtype.storage_class().into(), location: "cpu".into(), numel };
+        let storage =
+            StorageRef { key: name.clone(), dtype: dtype.storage_class().into(), location: "cpu".into(), numel };
         ranges.insert(name.clone(), range);
         entries.push((Value::Str(name), Value::Tensor(Box::new(TensorRef { storage, offset: 0, size, stride }))));
     }

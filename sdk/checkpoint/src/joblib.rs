@@ -42,7 +42,10 @@ fn read_array(call: &mut Call<'_, '_>) -> Result<crate::numpy::NdArray> {
     let n = layout.nbytes()?;
     let offset = call.offset();
     let bytes = call.read(n).map_err(|_| {
-        Error::data(format!("joblib array {:?} of {} ({n} bytes) at byte {offset} runs past the data", layout.shape, layout.dtype))
+        Error::data(format!(
+            "joblib array {:?} of {} ({n} bytes) at byte {offset} runs past the data",
+            layout.shape, layout.dtype
+        ))
     })?;
     layout.into_array(ArrayData::Raw(bytes.to_vec()))
 }

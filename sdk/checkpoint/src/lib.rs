@@ -45,7 +45,7 @@
 //!
 //! - Pickles ([`pickle::Limits::for_input`]): nesting depth 200 (tuples, arguments and nested
 //!   joblib pickles included; this fits a 2 MiB thread stack), 16 nested pickles, at most
-//!   2^20 + 4·len values and 64 MiB + 4·len bytes of strings and data materialised, shared
+//!   2^18 + 4·len values and 16 MiB + 4·len bytes of strings and data materialised, shared
 //!   references counted each time they are copied.
 //! - Torch archives: `data.pkl` at most [`MAX_PICKLE_BYTES`] (1 GiB), read through `take`; a
 //!   storage entry must hold exactly the bytes the pickle declares for it, and is read only as
@@ -74,7 +74,9 @@ pub use checkpoint::{Checkpoint, MAX_PICKLE_BYTES};
 pub use error::{Error, Result};
 pub use joblib::JoblibReducers;
 pub use numpy::{ArrayData, NdArray, NumpyReducers};
-pub use pickle::{Call, ClassName, Limits, NoPersistentLoad, NoReducers, Object, Reducers, StorageRef, TensorRef, Value};
+pub use pickle::{
+    Call, ClassName, Limits, NoPersistentLoad, NoReducers, Object, Reducers, StorageRef, TensorRef, Value,
+};
 pub use tensor::{DType, RawTensor, TorchReducers};
 
 /// The hooks every reader of this crate uses: torch tensors, numpy arrays, joblib arrays.

@@ -116,7 +116,9 @@ impl NdArray {
             ArrayData::Objects(items) => items
                 .iter()
                 .map(|v| {
-                    v.as_str().map(str::to_string).ok_or_else(|| Error::data(format!("object array holds a {}", v.type_name())))
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| Error::data(format!("object array holds a {}", v.type_name())))
                 })
                 .collect::<Result<Vec<_>>>()?,
             ArrayData::Raw(bytes) => {
@@ -257,8 +259,7 @@ pub(crate) fn dtype_descr(value: &Value) -> Result<String> {
     if (o.module.as_str(), o.name.as_str()) != ("numpy", "dtype") {
         data_err!("expected a numpy dtype, got {}.{}", o.module, o.name);
     }
-    let code =
-        o.args.first().and_then(Value::as_str).ok_or_else(|| Error::data("numpy dtype without a type code"))?;
+    let code = o.args.first().and_then(Value::as_str).ok_or_else(|| Error::data("numpy dtype without a type code"))?;
     let order = match &o.state {
         Some(Value::Tuple(items)) => items.get(1).and_then(Value::as_str).unwrap_or("|"),
         _ => "|",
@@ -375,9 +376,9 @@ fn checked(array: NdArray) -> Result<NdArray> {
         .ok_or_else(|| Error::data(format!("numpy array shape {:?} has too many elements", array.shape)))?;
     match &array.data {
         ArrayData::Raw(bytes) => {
-            let expected = n.checked_mul(itemsize(&array.dtype)?).ok_or_else(|| {
-                Error::data(format!("numpy array {:?} of {} is too large", array.shape, array.dtype))
-            })?;
+            let expected = n
+                .checked_mul(itemsize(&array.dtype)?)
+                .ok_or_else(|| Error::data(format!("numpy array {:?} of {} is too large", array.shape, array.dtype)))?;
             if bytes.len() != expected {
                 data_err!(
                     "numpy array {:?} of {} holds {} bytes, expected {expected}",

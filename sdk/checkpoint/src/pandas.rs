@@ -118,9 +118,9 @@ impl DataFrame {
             }
             // Block values are (columns, rows), row-major.
             for (i, &position) in block.positions.iter().enumerate() {
-                let slot = columns
-                    .get_mut(position)
-                    .ok_or_else(|| data_error!("a DataFrame block names column {position} of {}", labels.values.len()))?;
+                let slot = columns.get_mut(position).ok_or_else(|| {
+                    data_error!("a DataFrame block names column {position} of {}", labels.values.len())
+                })?;
                 *slot = Some(block.values[i * rows..(i + 1) * rows].to_vec());
             }
         }
@@ -129,7 +129,9 @@ impl DataFrame {
             .into_iter()
             .zip(columns)
             .map(|(label, values)| {
-                values.map(|v| (label.clone(), v)).ok_or_else(|| data_error!("DataFrame column {label:?} is in no block"))
+                values
+                    .map(|v| (label.clone(), v))
+                    .ok_or_else(|| data_error!("DataFrame column {label:?} is in no block"))
             })
             .collect::<Result<_>>()?;
         Ok(DataFrame { index, columns })
@@ -261,7 +263,9 @@ fn positions(placement: &Value) -> Result<Vec<usize>> {
         Value::Array(array) => array
             .to_values()?
             .iter()
-            .map(|v| v.as_i64().and_then(|i| usize::try_from(i).ok()).ok_or_else(|| data_error!("block placement {v:?}")))
+            .map(|v| {
+                v.as_i64().and_then(|i| usize::try_from(i).ok()).ok_or_else(|| data_error!("block placement {v:?}"))
+            })
             .collect(),
         Value::Object(o) if o.name == "slice" => {
             let part = |i: usize, default: i64| match o.args.get(i) {

@@ -260,17 +260,18 @@ impl Limits {
     /// The default limit of nested pickles.
     pub const MAX_NESTED_PICKLES: usize = 16;
 
-    /// Limits for a pickle of `len` bytes: depth 200, 16 nested pickles, 2^20 + 4·len values
-    /// and 64 MiB + 4·len payload bytes. A pickle without shared references materialises at
+    /// Limits for a pickle of `len` bytes: depth 200, 16 nested pickles, 2^18 + 4·len values
+    /// and 16 MiB + 4·len payload bytes. A pickle without shared references materialises at
     /// most about one value per byte and its payload a couple of times (once when a numpy
     /// array is built, once into the result), so these leave ample room for legitimate files
-    /// while a few hundred hostile bytes stop after a few megabytes.
+    /// while a few hundred hostile bytes stop after some tens of megabytes (a `Value` takes
+    /// 56 bytes and more).
     pub fn for_input(len: usize) -> Limits {
         Limits {
             max_depth: Self::MAX_DEPTH,
             max_nested_pickles: Self::MAX_NESTED_PICKLES,
-            max_values: (1usize << 20).saturating_add(len.saturating_mul(4)),
-            max_payload_bytes: (64usize << 20).saturating_add(len.saturating_mul(4)),
+            max_values: (1usize << 18).saturating_add(len.saturating_mul(4)),
+            max_payload_bytes: (16usize << 20).saturating_add(len.saturating_mul(4)),
         }
     }
 }
@@ -945,9 +946,8 @@ impl<'a> Machine<'a> {
                 self.push_value(v);
             } // PERSID
             0x82..=0x84 => {
-                return Err(
-                    self.err(format!("uses the copyreg extension registry (opcode 0x{op:02x}), which is not supported"))
-                );
+                return Err(self
+                    .err(format!("uses the copyreg extension registry (opcode 0x{op:02x}), which is not supported")));
             }
             0x97 | 0x98 => return Err(self.err("uses out-of-band buffers (protocol 5), which are not supported")),
             _ => return Err(self.err(format!("unknown opcode 0x{op:02x}"))),
@@ -1055,7 +1055,9 @@ impl<'a> Machine<'a> {
     fn call(&mut self, callable: Item, args: Vec<Item>) -> Result<Item> {
         let class = match callable {
             Item::Node(id) => match &self.heap[id] {
-                Node::Leaf(Value::Global { module, name }, _) => ClassName { module: module.clone(), name: name.clone() },
+                Node::Leaf(Value::Global { module, name }, _) => {
+                    ClassName { module: module.clone(), name: name.clone() }
+                }
                 _ => return Err(self.err(format!("calls a {}, not a class", self.describe(callable)))),
             },
             _ => return Err(self.err(format!("calls a {}, not a class", self.describe(callable)))),

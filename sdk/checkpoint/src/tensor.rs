@@ -114,10 +114,9 @@ impl Reducers for TorchReducers {
             },
             // A Parameter is its tensor for our purposes.
             ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state")
-            | ("torch.nn.parameter", "Parameter") => Some(
-                call.arg(0)
-                    .and_then(|data| data.ok_or_else(|| Error::data(format!("{class} without data")))),
-            ),
+            | ("torch.nn.parameter", "Parameter") => {
+                Some(call.arg(0).and_then(|data| data.ok_or_else(|| Error::data(format!("{class} without data")))))
+            }
             _ => None,
         }
     }
@@ -125,9 +124,8 @@ impl Reducers for TorchReducers {
 
 /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, ...)`
 fn rebuild_tensor(args: &[Value]) -> Result<Value> {
-    let arg = |i: usize| {
-        args.get(i).ok_or_else(|| Error::data(format!("tensor rebuild call has {} arguments", args.len())))
-    };
+    let arg =
+        |i: usize| args.get(i).ok_or_else(|| Error::data(format!("tensor rebuild call has {} arguments", args.len())));
     let Value::Storage(storage) = arg(0)? else { unreachable!("checked by the caller") };
     let offset = arg(1)?.as_i64().ok_or_else(|| Error::data("tensor storage offset is not an integer"))?;
     let ints = |v: &Value| -> Result<Vec<i64>> {
@@ -220,7 +218,8 @@ impl CheckedView {
         if i64::try_from(bytes).is_err() {
             return Err(too_large());
         }
-        let storage_numel = usize::try_from(storage_numel).map_err(|_| format!("storage of {storage_numel} elements is too large"))?;
+        let storage_numel =
+            usize::try_from(storage_numel).map_err(|_| format!("storage of {storage_numel} elements is too large"))?;
         let storage_bytes = storage_numel.checked_mul(dtype.size()).ok_or_else(too_large)?;
         let needed_bytes = if numel == 0 {
             0

@@ -1,55 +1,32 @@
-//! Safe checkpoint reading: PyTorch `torch.save` zip files (state dicts, nested dicts,
-//! Lightning `.ckpt`) and safetensors files, into tch tensors, without running any code from
-//! the file.
+//! Safe checkpoint reading into tch tensors: the tch-free [`deepembed_checkpoint`] crate
+//! (PyTorch zip files, safetensors, plain and joblib pickles, read without running any code from
+//! the file), re-exported, plus the tch glue plugins use: [`Checkpoint::state_dict`] and
+//! [`StateDict`], named tch tensors.
 //!
-//! libtorch's own unpickler cannot read a plain `torch.save(model.state_dict())` (an
-//! OrderedDict), and Python's would execute whatever the pickle names. So the torch format is
-//! read here: the zip archive's `data.pkl` goes through the inert [`pickle`] interpreter, and
-//! tensors are views into the archive's storage files. The same interpreter reads joblib and
-//! plain pickles; [`numpy`], [`pandas`] and [`sklearn`] interpret the arrays, frames and fitted
-//! transformers found in them, still as data.
-
-pub mod numpy;
-pub mod pandas;
-pub mod pickle;
-pub mod sklearn;
-mod storage;
+//! A tensor comes out of the reader as a [`RawTensor`] (a copy of its elements, contiguous) and
+//! is copied once more into a CPU tch tensor of the dtype it was saved with.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
-use tch::Tensor;
+use anyhow::{anyhow, Result};
+use tch::{Kind, Tensor};
 
-pub use numpy::{ArrayData, NdArray};
-pub use pickle::{Object, StorageRef, TensorRef, Value};
-use storage::StorageSource;
+pub use deepembed_checkpoint::{
+    joblib, numpy, pandas, pickle, read_pickle_bytes, read_pickle_file, sklearn, tensor, ArrayData, DType,
+    DefaultReducers, Error, NdArray, Object, RawTensor, StorageRef, TensorRef, Value,
+};
 
-/// Reads a plain pickle file (`pickle.dump`, or `joblib.dump` without compression, as
-/// pytorch-tabular's `datamodule.sav`) as inert data.
-pub fn read_pickle_file(path: &Path) -> Result<Value> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if bytes.first() != Some(&0x80) {
-        bail!(
-            "{} is not an uncompressed pickle (joblib files saved with compress=... are not supported)",
-            path.display()
-        );
-    }
-    pickle::load(&bytes, &mut pickle::NoPersistentLoad).with_context(|| format!("reading {}", path.display()))
-}
-
-/// An opened checkpoint: its pickled root value and the storages its tensors point into.
+/// An opened checkpoint (torch zip or safetensors): its pickled root value and its tensors.
 pub struct Checkpoint {
+    inner: deepembed_checkpoint::Checkpoint,
     path: PathBuf,
-    root: Value,
-    storages: StorageSource,
 }
 
 impl Checkpoint {
     /// Opens a torch zip file or a safetensors file, telling them apart by content.
     pub fn open(path: &Path) -> Result<Checkpoint> {
-        let (root, storages) = storage::open(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-        Ok(Checkpoint { path: path.to_path_buf(), root, storages })
+        Ok(Checkpoint { inner: deepembed_checkpoint::Checkpoint::open(path)?, path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -58,51 +35,52 @@ impl Checkpoint {
 
     /// The unpickled top-level value (for safetensors: a dict of tensor names to tensors).
     pub fn root(&self) -> &Value {
-        &self.root
+        self.inner.root()
     }
 
-    /// Materialises one tensor (a copy, in the dtype it was saved with, on the CPU).
+    /// The tch-free reader underneath.
+    pub fn raw(&self) -> &deepembed_checkpoint::Checkpoint {
+        &self.inner
+    }
+
+    /// Reads one tensor (a copy, in the dtype it was saved with, on the CPU).
     pub fn tensor(&self, t: &TensorRef) -> Result<Tensor> {
-        self.storages.tensor(t).with_context(|| format!("reading tensor data from {}", self.path.display()))
+        to_tensor(&self.inner.tensor(t)?)
     }
 
     /// The model weights: the `state_dict` entry of a Lightning checkpoint or of a dict that has
     /// one, otherwise the root itself. Nested dicts are flattened with `.` between keys.
     pub fn state_dict(&self) -> Result<StateDict> {
-        let root = match self.root.get("state_dict") {
-            Some(inner) if inner.dict_entries().is_some() => inner,
-            _ => &self.root,
-        };
-        let mut refs = Vec::new();
-        collect_tensors(root, "", &mut refs);
-        if refs.is_empty() {
-            bail!("{} holds no tensors: it is not a state dict or a checkpoint of one", self.path.display());
-        }
         let mut tensors = BTreeMap::new();
-        for (name, t) in refs {
-            tensors.insert(name, self.tensor(t)?);
+        for (name, t) in self.inner.state_dict_refs()? {
+            // One tensor at a time: its raw copy is dropped once tch has its own.
+            let tensor = to_tensor(&self.inner.named_tensor(&name, t)?)
+                .map_err(|e| anyhow!("{}: tensor '{name}': {e}", self.path.display()))?;
+            tensors.insert(name, tensor);
         }
         Ok(StateDict { source: self.path.clone(), tensors })
     }
 }
 
-fn collect_tensors<'a>(value: &'a Value, prefix: &str, out: &mut Vec<(String, &'a TensorRef)>) {
-    match value {
-        Value::Tensor(t) => out.push((prefix.to_string(), t)),
-        _ => {
-            if let Some(entries) = value.dict_entries() {
-                for (k, v) in entries {
-                    let key = match k {
-                        Value::Str(s) => s.clone(),
-                        Value::Int(i) => i.to_string(),
-                        _ => continue,
-                    };
-                    let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
-                    collect_tensors(v, &name, out);
-                }
-            }
-        }
+/// The tch kind of a dtype.
+pub fn kind(dtype: DType) -> Kind {
+    match dtype {
+        DType::F64 => Kind::Double,
+        DType::F32 => Kind::Float,
+        DType::F16 => Kind::Half,
+        DType::BF16 => Kind::BFloat16,
+        DType::I64 => Kind::Int64,
+        DType::I32 => Kind::Int,
+        DType::I16 => Kind::Int16,
+        DType::I8 => Kind::Int8,
+        DType::U8 => Kind::Uint8,
+        DType::Bool => Kind::Bool,
     }
+}
+
+/// A CPU tch tensor holding a copy of `raw`.
+pub fn to_tensor(raw: &RawTensor) -> Result<Tensor> {
+    Ok(Tensor::f_from_data_size(&raw.data, &raw.shape, kind(raw.dtype))?)
 }
 
 /// Named tensors, as in a PyTorch state dict.
