@@ -87,6 +87,15 @@ fn locate(path: &Path) -> Result<PathBuf> {
 fn read_config(dir: &Path) -> Result<SavedConfig> {
     let path = dir.join("config.yml");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    // The YAML parser takes quadratic time on deep nesting (100k brackets: 11 s); refuse it first.
+    let depth = yaml_depth(&text);
+    if depth > MAX_YAML_DEPTH {
+        bail!(
+            "{} nests {depth} levels deep, more than the {MAX_YAML_DEPTH} a pytorch-tabular config can have; \
+             the file is corrupt or not a config.yml: point --model_weights at the directory pytorch-tabular's save_model wrote",
+            path.display()
+        );
+    }
     let config: SavedConfig = serde_yaml_ng::from_str(&text)
         .with_context(|| format!("{} is not a pytorch-tabular config", path.display()))?;
     if config.model_name != "GANDALFModel" {
@@ -106,6 +115,67 @@ fn read_config(dir: &Path) -> Result<SavedConfig> {
         bail!("the model was trained with date_columns (pytorch-tabular derives calendar features from them), which deepembed does not reproduce; nothing was computed");
     }
     Ok(config)
+}
+
+/// Deepest YAML nesting accepted in config.yml; pytorch-tabular writes three or four levels.
+const MAX_YAML_DEPTH: usize = 64;
+
+/// An upper bound on the nesting depth of a YAML text, found in one linear pass without parsing:
+/// the deepest flow nesting (`[`, `{`) plus the deepest block nesting (indentation levels and
+/// compact `- - ` entries). Quoted scalars and comments are skipped as the YAML scanner skips them;
+/// brackets inside plain scalars are counted, which can only overestimate.
+fn yaml_depth(text: &str) -> usize {
+    let (mut flow, mut max_flow) = (0usize, 0usize);
+    let (mut indents, mut max_block) = (Vec::<usize>::new(), 0usize);
+    // Quoted scalars may span lines.
+    let mut quote: Option<char> = None;
+    for line in text.lines() {
+        let content = line.trim_start_matches(' ');
+        if flow == 0 && quote.is_none() && !content.is_empty() && !content.starts_with('#') {
+            let mut column = line.len() - content.len();
+            let mut rest = content;
+            loop {
+                while indents.last().is_some_and(|&i| i > column) {
+                    indents.pop();
+                }
+                if indents.last() != Some(&column) {
+                    indents.push(column);
+                }
+                // Each compact sequence entry ("- - x") opens a level further in.
+                match rest.strip_prefix('-').filter(|r| r.starts_with([' ', '\t'])) {
+                    Some(r) => {
+                        let inner = r.trim_start_matches([' ', '\t']);
+                        column += rest.len() - inner.len();
+                        rest = inner;
+                    }
+                    None => break,
+                }
+            }
+            max_block = max_block.max(indents.len());
+        }
+        let mut prev = ' ';
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match quote {
+                Some('"') if c == '\\' => {
+                    chars.next();
+                }
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                // A quote opens a scalar only where a token starts, as in the YAML scanner.
+                None if (c == '\'' || c == '"') && (prev.is_whitespace() || "[{,:-?".contains(prev)) => quote = Some(c),
+                None if c == '#' && prev.is_whitespace() => break,
+                None if c == '[' || c == '{' => {
+                    flow += 1;
+                    max_flow = max_flow.max(flow);
+                }
+                None if c == ']' || c == '}' => flow = flow.saturating_sub(1),
+                None => {}
+            }
+            prev = c;
+        }
+    }
+    max_flow + max_block
 }
 
 /// The fitted preprocessing inside `datamodule.sav` (a joblib pickle of the TabularDatamodule).
@@ -198,4 +268,38 @@ fn read_encoders(encoder: &Value, columns: &[String]) -> Result<Vec<CategoryEnco
             CategoryEncoder::new(column, &frame.index.values, codes, unseen, missing_is_error)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deeply_nested_config_is_refused_quickly() {
+        let dir = std::env::temp_dir().join(format!("deepembed-gandalf-yaml-bomb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.yml"), "[".repeat(100_000)).unwrap();
+        let start = std::time::Instant::now();
+        let err = format!("{:#}", read_config(&dir).unwrap_err());
+        let elapsed = start.elapsed();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(elapsed < std::time::Duration::from_millis(500), "took {elapsed:?}");
+        assert!(err.contains("config.yml") && err.contains("levels deep"), "{err}");
+    }
+
+    #[test]
+    fn depth_of_ordinary_yaml() {
+        let config = "target:\n- outcome\ncontinuous_cols:\n- age\n- 'x # [not a comment'\n\
+                      model_config:\n  layers: [1, [2, 3]]\n  name: \"a]]]]\"  # [[[[\n";
+        assert_eq!(yaml_depth(config), 2 + 2);
+        assert_eq!(yaml_depth("a: b\n"), 1);
+        // Four sequences, counted with the column of their scalar: an overestimate by one.
+        assert_eq!(yaml_depth("- - - - x\n"), 5);
+        assert_eq!(yaml_depth(&"[".repeat(1000)), 1000 + 1);
+        // Closing brackets inside a quoted scalar do not hide the nesting around them.
+        assert_eq!(yaml_depth(&"[[ ']]' ".repeat(100)), 200 + 1);
+        // Block nesting by indentation.
+        let deep: String = (0..100).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        assert_eq!(yaml_depth(&deep), 100);
+    }
 }
