@@ -205,12 +205,10 @@ impl NdArray {
         let mut index = vec![0usize; n];
         for _ in 0..values.len() {
             // Fortran offset of the current C-order index; below len(), checked above.
-            let mut offset = 0;
-            let mut stride = 1;
-            for d in 0..n {
-                offset += index[d] * stride;
-                stride *= self.shape[d];
-            }
+            let (offset, _) = index
+                .iter()
+                .zip(&self.shape)
+                .fold((0, 1), |(offset, stride), (&i, &n)| (offset + i * stride, stride * n));
             out.push(values[offset].clone());
             for d in (0..n).rev() {
                 index[d] += 1;

@@ -329,13 +329,13 @@ impl<'a> Call<'_, 'a> {
     /// Argument `i`, materialised (within the load's limits); `None` past the last.
     pub fn arg(&mut self, i: usize) -> Result<Option<Value>> {
         match self.items.get(i) {
-            Some(&item) => self.machine.to_value(item).map(Some),
+            Some(&item) => self.machine.materialise(item).map(Some),
             None => Ok(None),
         }
     }
     /// All arguments, materialised.
     pub fn args(&mut self) -> Result<Vec<Value>> {
-        self.items.iter().map(|&item| self.machine.to_value(item)).collect()
+        self.items.iter().map(|&item| self.machine.materialise(item)).collect()
     }
     /// The next `n` bytes of the stream (after the opcode being run), consumed.
     pub fn read(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -582,7 +582,7 @@ impl<'a> Machine<'a> {
     }
 
     /// Materialises a working item as a [`Value`], within the limits.
-    fn to_value(&mut self, item: Item) -> Result<Value> {
+    fn materialise(&mut self, item: Item) -> Result<Value> {
         self.convert(item, 1, &mut Vec::new())
     }
 
@@ -696,7 +696,7 @@ impl<'a> Machine<'a> {
             } // FRAME (framing is advisory)
             b'.' => {
                 let item = self.pop()?;
-                return self.to_value(item).map(Some);
+                return self.materialise(item).map(Some);
             } // STOP
             b'(' => self.marks.push(self.stack.len()), // MARK
             b'0' => {
@@ -936,7 +936,7 @@ impl<'a> Machine<'a> {
             } // BUILD
             b'Q' => {
                 let pid = self.pop()?;
-                let pid = self.to_value(pid)?;
+                let pid = self.materialise(pid)?;
                 let v = self.persistent.load(pid)?;
                 self.push_value(v);
             } // BINPERSID
@@ -966,7 +966,7 @@ impl<'a> Machine<'a> {
     }
 
     fn pairs(&self, items: Vec<Item>) -> Result<Vec<(Item, Item)>> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.err("dict items come in an odd count"));
         }
         Ok(items.chunks_exact(2).map(|kv| (kv[0], kv[1])).collect())

@@ -40,9 +40,7 @@ fn deeply_nested_lists_dicts_and_sets_end_in_an_error() {
         bytes.extend([b'}', b'K', 0]);
     }
     bytes.push(b'N');
-    for _ in 0..depth {
-        bytes.push(b's');
-    }
+    bytes.extend(vec![b's'; depth]);
     bytes.push(b'.');
     expect_too_deep("SETITEM chain", bytes);
 }
