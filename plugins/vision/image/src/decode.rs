@@ -11,6 +11,10 @@ use anyhow::{anyhow, bail, Context, Result};
 /// Pillow's `Image.MAX_IMAGE_PIXELS`: it warns above this many pixels, and refuses above twice it.
 pub const PILLOW_MAX_IMAGE_PIXELS: u64 = 89_478_485;
 
+/// Progressive JPEGs with more scans than this are refused (Pillow has no such limit; no encoder
+/// writes anywhere near it).
+pub const MAX_JPEG_SCANS: u32 = 500;
+
 /// Bounds on what [`decode`] accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -89,6 +93,10 @@ fn rgb_len(width: usize, height: usize) -> Result<usize> {
 
 fn decode_jpeg(bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
     let mut decompressor = turbojpeg::Decompressor::new()?;
+    // Each progressive scan revisits the whole image, so a small file of many empty scans over a
+    // large image takes minutes (libjpeg-turbo's "TwoIssueswiththeJPEGStandard" report).
+    // Encoders write about ten; libjpeg-turbo's own fuzzers stop at 500.
+    decompressor.set_scan_limit(MAX_JPEG_SCANS)?;
     let header = decompressor.read_header(bytes)?;
     if matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK) {
         bail!("CMYK JPEGs are not supported; convert the image to RGB");

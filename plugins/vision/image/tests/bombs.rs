@@ -106,6 +106,18 @@ fn images_under_the_limit_decode() {
     let jpeg = decode(&small_jpeg(40, 30), &Limits::default()).unwrap();
     assert_eq!((jpeg.width, jpeg.height, jpeg.pixels.len()), (40, 30, 40 * 30 * 3));
     assert_eq!(preprocess(&small_jpeg(300, 200)).unwrap().len(), PIXELS);
+    let mut compressor = turbojpeg::Compressor::new().unwrap();
+    compressor.set_progressive(true).unwrap();
+    let pixels: Vec<u8> = (0..64 * 48 * 3).map(|i| (i * 7) as u8).collect();
+    let image = turbojpeg::Image {
+        pixels: pixels.as_slice(),
+        width: 64,
+        pitch: 64 * 3,
+        height: 48,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    let progressive = compressor.compress_to_vec(image).unwrap();
+    assert_eq!(decode(&progressive, &Limits::default()).unwrap().width, 64);
     // No limit at all still decodes ordinary images.
     assert!(decode(&small_png(8, 8), &Limits::NONE).is_ok());
 }
@@ -129,4 +141,31 @@ fn thresholds_are_pillows() {
     assert!(limits.check(1, 2 * PILLOW_MAX_IMAGE_PIXELS).unwrap());
     assert!(limits.check(1, 2 * PILLOW_MAX_IMAGE_PIXELS + 1).is_err());
     assert!(!Limits::NONE.check(u64::MAX, u64::MAX).unwrap());
+}
+
+#[test]
+fn progressive_jpeg_with_too_many_scans_is_refused() {
+    let mut compressor = turbojpeg::Compressor::new().unwrap();
+    compressor.set_progressive(true).unwrap();
+    let pixels: Vec<u8> = (0..64 * 48 * 3).map(|i| (i * 7) as u8).collect();
+    let image = turbojpeg::Image {
+        pixels: pixels.as_slice(),
+        width: 64,
+        pitch: 64 * 3,
+        height: 48,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    let jpeg = compressor.compress_to_vec(image).unwrap();
+    // Repeat the last scan (from its SOS marker to the EOI) until there are far too many.
+    let last_sos = jpeg.windows(2).rposition(|w| w == [0xff, 0xda]).unwrap();
+    let scan = &jpeg[last_sos..jpeg.len() - 2];
+    let mut many = jpeg[..jpeg.len() - 2].to_vec();
+    for _ in 0..600 {
+        many.extend_from_slice(scan);
+    }
+    many.extend_from_slice(&[0xff, 0xd9]);
+    let start = Instant::now();
+    let err = format!("{:#}", decode(&many, &Limits::default()).err().expect("too many scans"));
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(err.to_lowercase().contains("scan"), "{err}");
 }
