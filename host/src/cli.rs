@@ -7,18 +7,21 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use clap::{Arg, ArgAction, ArgMatches, Command};
-use deepembed_sdk::{ArgKind, ArgSpec, Args};
-use serde_json::Value;
+use deepembed_sdk::{ArgKind, ArgSpec, InputSpec, Manifest, RunSettings};
+use serde_json::{Map, Value};
 
 use crate::loader::Discovery;
 
-/// Flags the host handles for every plugin, declared like a plugin's own.
+/// Flags the host handles for every plugin, declared like a plugin's own. Their values reach
+/// the plugin as typed [`RunSettings`], never as strings.
 pub fn host_args() -> Vec<ArgSpec> {
     vec![
-        ArgSpec::new("df", ArgKind::Path, "Input Parquet file.").required(),
         ArgSpec::new("out", ArgKind::Path, "Directory that receives embed_output_<MODEL>_<date>_<time>/.")
             .default("deeptune_results"),
-        ArgSpec::new("batch_size", ArgKind::Int, "Rows per batch.").default("32"),
+        ArgSpec::new("batch_size", ArgKind::Int, "Rows per batch.")
+            .default(&RunSettings::DEFAULT_BATCH_SIZE.to_string())
+            .min(1)
+            .max(u32::MAX as i64),
         ArgSpec::new("device", ArgKind::String, "auto (first usable CUDA device, else cpu), cpu, cuda or cuda:N.")
             .default("auto"),
         ArgSpec::new(
@@ -30,6 +33,20 @@ pub fn host_args() -> Vec<ArgSpec> {
         .choices(&["fail", "skip"]),
         ArgSpec::new("json", ArgKind::Bool, "Print a JSON summary of the result on stdout."),
     ]
+}
+
+/// An input table's flag: a required path.
+fn input_arg(input: &InputSpec) -> ArgSpec {
+    ArgSpec::new(&input.name, ArgKind::Path, &input.help).required()
+}
+
+/// The flags of `deepembed embed <plugin>`: the plugin's inputs, the host's, then the plugin's
+/// own (a plugin flag that repeats a host one is the host's).
+pub fn plugin_command_args(manifest: &Manifest) -> (Vec<ArgSpec>, Vec<ArgSpec>) {
+    let mut host: Vec<ArgSpec> = manifest.inputs.iter().map(input_arg).collect();
+    host.extend(host_args());
+    let own = manifest.args.iter().filter(|a| !host.iter().any(|h| h.name == a.name)).cloned().collect();
+    (host, own)
 }
 
 /// `--plugin-path` values, read before clap runs because they decide which plugins (and so
@@ -61,8 +78,8 @@ pub fn build(discovery: &Discovery) -> Command {
         let mut sub = Command::new(m.name.clone())
             .about(format!("{} ({} embeddings)", m.description, m.modality))
             .after_help(format!("Models: {}\nPlugin: {} {}", m.models.join(", "), m.name, m.version));
-        let host = host_args();
-        for spec in host.iter().chain(m.args.iter().filter(|a| !host.iter().any(|h| h.name == a.name))) {
+        let (host, own) = plugin_command_args(m);
+        for spec in host.iter().chain(&own) {
             sub = sub.arg(clap_arg(spec));
         }
         embed = embed.subcommand(sub);
@@ -105,7 +122,8 @@ fn clap_arg(spec: &ArgSpec) -> Arg {
     arg = match spec.kind {
         ArgKind::Bool => arg.action(ArgAction::SetTrue),
         ArgKind::List => arg.num_args(1..).action(ArgAction::Append),
-        ArgKind::Int => arg.value_parser(clap::value_parser!(i64)),
+        ArgKind::Int => arg
+            .value_parser(clap::value_parser!(i64).range(spec.min.unwrap_or(i64::MIN)..=spec.max.unwrap_or(i64::MAX))),
         ArgKind::Float => arg.value_parser(clap::value_parser!(f64)),
         ArgKind::Path => arg.value_parser(clap::value_parser!(PathBuf)).value_name("PATH"),
         ArgKind::String => arg,
@@ -119,10 +137,10 @@ fn clap_arg(spec: &ArgSpec) -> Arg {
     arg.required(spec.required)
 }
 
-/// Every argument of the plugin subcommand as JSON, by snake_case name. Absent optional
-/// arguments are `null`, so `cli_arguments.json` lists every argument; paths are made absolute.
-pub fn collect_args(specs: &[ArgSpec], matches: &ArgMatches) -> Result<Args> {
-    let mut args = Args::default();
+/// The values of `specs` as JSON, by snake_case name. Absent optional arguments are `null`,
+/// so `cli_arguments.json` lists every argument; paths are made absolute.
+pub fn collect_args(specs: &[ArgSpec], matches: &ArgMatches) -> Result<Map<String, Value>> {
+    let mut args = Map::new();
     for spec in specs {
         let id = spec.name.as_str();
         let value = match spec.kind {
@@ -144,7 +162,7 @@ pub fn collect_args(specs: &[ArgSpec], matches: &ArgMatches) -> Result<Args> {
             },
             ArgKind::String => matches.get_one::<String>(id).map_or(Value::Null, |v| Value::from(v.clone())),
         };
-        args.insert(id, value);
+        args.insert(id.to_string(), value);
     }
     Ok(args)
 }
@@ -201,12 +219,26 @@ mod tests {
             ])
             .unwrap();
         let args = collect_args(&specs, &m).unwrap();
-        assert_eq!(args.str("model_version"), Some("r18"));
-        assert_eq!(args.int("embed_size").unwrap(), Some(64));
-        assert_eq!(args.list("cols"), Some(vec!["a".to_string(), "b".to_string()]));
-        assert!(std::path::Path::new(args.str("model_weights").unwrap()).is_absolute());
+        assert_eq!(args["model_version"], "r18");
+        assert_eq!(args["embed_size"], 64);
+        assert_eq!(args["cols"], serde_json::json!(["a", "b"]));
+        assert!(std::path::Path::new(args["model_weights"].as_str().unwrap()).is_absolute());
         let m = cmd.try_get_matches_from(["t", "--model_version", "r18"]).unwrap();
-        let json: serde_json::Value = serde_json::from_str(&collect_args(&specs, &m).unwrap().to_json()).unwrap();
-        assert!(json["embed_size"].is_null() && json.as_object().unwrap().contains_key("embed_size"));
+        let args = collect_args(&specs, &m).unwrap();
+        assert!(args["embed_size"].is_null() && args.contains_key("embed_size"));
+    }
+
+    #[test]
+    fn a_bad_batch_size_is_an_error_not_a_default() {
+        let mut cmd = Command::new("t");
+        for s in &host_args() {
+            cmd = cmd.arg(clap_arg(s));
+        }
+        for bad in ["0", "x", "-3", "1.5", "99999999999"] {
+            let err = cmd.clone().try_get_matches_from(["t", "--batch_size", bad]).unwrap_err().to_string();
+            assert!(err.contains("--batch_size"), "{bad}: {err}");
+        }
+        let m = cmd.try_get_matches_from(["t"]).unwrap();
+        assert_eq!(collect_args(&host_args(), &m).unwrap()["batch_size"], 32);
     }
 }

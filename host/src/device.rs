@@ -46,28 +46,16 @@ pub fn resolve(spec: &str) -> Result<Device> {
     }
 }
 
-/// Loads libtorch's CUDA library and counts devices.
-///
-/// The linker's `--as-needed` drops `libtorch_cuda.so` from every binary and plugin, since no
-/// symbol of it is referenced directly, and without it libtorch reports no CUDA. Loading it with
-/// RTLD_GLOBAL before any tensor exists registers the CUDA backend for the host and every plugin.
+/// Counts the CUDA devices libtorch can use. The host links libtorch's CUDA library (see
+/// build.rs), so this is libtorch's own answer; a CPU-only libtorch says none.
 fn cuda_devices() -> Result<usize, String> {
-    load_cuda_library()?;
     if !tch::Cuda::is_available() {
-        return Ok(0);
+        return Err(
+            "libtorch sees no usable CUDA device (a CPU-only libtorch, no driver, or CUDA_VISIBLE_DEVICES hides them)"
+                .into(),
+        );
     }
     Ok(tch::Cuda::device_count().max(0) as usize)
-}
-
-fn load_cuda_library() -> Result<(), String> {
-    static LOADED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    LOADED
-        .get_or_init(|| {
-            deepembed_sdk::abi::load_library_global("libtorch_cuda.so").map_err(|e| {
-                format!("libtorch's CUDA library could not be loaded ({e}); this libtorch may be a CPU-only build")
-            })
-        })
-        .clone()
 }
 
 #[cfg(test)]

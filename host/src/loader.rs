@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use abi_stable::library::lib_header_from_path;
 use anyhow::{anyhow, Result};
+use deepembed_sdk::abi::abi_stable::library::lib_header_from_path;
 use deepembed_sdk::abi::PluginModRef;
 use deepembed_sdk::{libtorch_release, Manifest, SDK_ABI_VERSION};
 

@@ -1,5 +1,7 @@
 //! `deepembed`: discovers plugins, builds its command line from them, and runs extractions.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod device;
 mod discovery;
@@ -8,13 +10,15 @@ mod loader;
 mod logger;
 mod output;
 mod run;
+mod signals;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
-use serde_json::json;
+use deepembed_sdk::{InputSpec, OnError, RunSettings};
+use serde_json::{json, Value};
 
 use loader::Discovery;
 
@@ -22,6 +26,7 @@ fn main() -> ExitCode {
     let argv: Vec<_> = std::env::args_os().collect();
     let quiet = argv.iter().any(|a| a == "--quiet" || a == "-q");
     logger::init(quiet);
+    signals::install();
     match run_cli(argv) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -51,23 +56,28 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
         let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
         anyhow!("unknown plugin '{name}'; known plugins: {known}\n{}", discovery.explain())
     })?;
-    let host = cli::host_args();
-    let specs: Vec<_> = host
-        .iter()
-        .chain(plugin.manifest.args.iter().filter(|a| !host.iter().any(|h| h.name == a.name)))
-        .cloned()
-        .collect();
-    let args = cli::collect_args(&specs, matches)?;
-    let device = device::resolve(args.str("device").unwrap_or("auto"))?;
-    let df = PathBuf::from(args.require_str("df")?);
-    let out = PathBuf::from(args.str("out").unwrap_or("deeptune_results"));
-    let batch_size = args.int("batch_size")?.unwrap_or(32);
-    if batch_size < 1 {
-        return Err(anyhow!("--batch_size must be at least 1, got {batch_size}"));
+    let (host_specs, own_specs) = cli::plugin_command_args(&plugin.manifest);
+    let host = cli::collect_args(&host_specs, matches)?;
+    let options = cli::collect_args(&own_specs, matches)?;
+    let text = |key: &str| host.get(key).and_then(Value::as_str).ok_or_else(|| anyhow!("--{key} is missing"));
+    let batch_size = host.get("batch_size").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
+    let settings = RunSettings {
+        batch_size: batch_size.filter(|&n| n > 0).ok_or_else(|| anyhow!("--batch_size must be a positive integer"))?,
+        device: device::resolve(text("device")?)?,
+        on_error: OnError::parse(text("on_error")?).ok_or_else(|| anyhow!("--on_error must be fail or skip"))?,
+    };
+    let mut inputs = Vec::new();
+    for input in &plugin.manifest.inputs {
+        inputs.push(run::InputFile { flag: input.name.clone(), path: PathBuf::from(text(&input.name)?) });
     }
-    let json_summary = args.flag("json");
-    let result =
-        run::embed(run::EmbedRequest { plugin, args, df, out, batch_size: batch_size as usize, device, quiet })?;
+    let embedded = InputSpec::embedded_of(&plugin.manifest.inputs).map(|i| i.name.clone());
+    let out = PathBuf::from(text("out")?);
+    let json_summary = host.get("json").and_then(Value::as_bool).unwrap_or(false);
+    // cli_arguments.json records every argument, the host's and the plugin's.
+    let mut arguments = host.clone();
+    arguments.extend(options.clone());
+    let request = run::EmbedRequest { plugin, settings, options, arguments, inputs, embedded, out, quiet };
+    let result = run::embed(request)?;
     log::info!("embeddings written to {}", result.file.display());
     if json_summary {
         let summary = json!({

@@ -5,24 +5,34 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use arrow::array::RecordBatch;
-use deepembed_sdk::abi::{self, HostSink};
-use deepembed_sdk::{Args, Device, OutputPlan};
+use arrow::datatypes::SchemaRef;
+use deepembed_sdk::abi::{self, HostInput, HostSink};
+use deepembed_sdk::{OutputPlan, RunSettings};
 use indicatif::ProgressBar;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::loader::Plugin;
 use crate::output::{self, ParquetSink};
-use crate::{input, logger};
+use crate::{input, logger, signals};
 
-/// What the host was asked to do, beyond the plugin's own arguments.
+/// One input table of the run: the flag that named it and its path.
+pub struct InputFile {
+    pub flag: String,
+    pub path: PathBuf,
+}
+
+/// What the host was asked to do.
 pub struct EmbedRequest<'a> {
     pub plugin: &'a Plugin,
-    /// Every argument, host and plugin, by snake_case name (paths already absolute).
-    pub args: Args,
-    pub df: PathBuf,
+    pub settings: RunSettings,
+    /// The plugin's own options, by snake_case name (paths already absolute).
+    pub options: Map<String, Value>,
+    /// Every argument, host and plugin, for cli_arguments.json.
+    pub arguments: Map<String, Value>,
+    pub inputs: Vec<InputFile>,
+    /// The input whose rows are embedded (the progress bar counts them).
+    pub embedded: Option<String>,
     pub out: PathBuf,
-    pub batch_size: usize,
-    pub device: Device,
     pub quiet: bool,
 }
 
@@ -40,6 +50,8 @@ struct RunSink<'a> {
     dir: Option<PathBuf>,
     plan: Option<OutputPlan>,
     parquet: Option<ParquetSink>,
+    /// The schema of the first batch: every later batch must have exactly this one.
+    schema: Option<SchemaRef>,
     skipped: Vec<(u64, String)>,
     bar: ProgressBar,
 }
@@ -55,6 +67,8 @@ impl HostSink for RunSink<'_> {
             return Err(format!("plugin asked for an output name with a path separator: {}", plan.file_name));
         }
         let dir = output::create_run_dir(self.out, &plan.model_str).map_err(|e| format!("{e:#}"))?;
+        // From here until the run ends, an interrupt removes the directory.
+        signals::guard(&dir);
         self.parquet = Some(ParquetSink::new(&dir, &plan.file_name));
         self.dir = Some(dir);
         self.plan = Some(plan);
@@ -63,6 +77,16 @@ impl HostSink for RunSink<'_> {
 
     fn emit(&mut self, batch: RecordBatch) -> Result<(), String> {
         let sink = self.parquet.as_mut().ok_or("plugin emitted output before declaring it")?;
+        match &self.schema {
+            None => self.schema = Some(batch.schema()),
+            Some(first) if **first != *batch.schema() => {
+                return Err(format!(
+                    "plugin changed its output columns mid-run (first batch: {first}; this batch: {})",
+                    batch.schema()
+                ))
+            }
+            Some(_) => {}
+        }
         sink.write(&batch).map_err(|e| format!("{e:#}"))
     }
 
@@ -89,24 +113,42 @@ impl RunSink<'_> {
 
 pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
     let name = &req.plugin.manifest.name;
-    let input = input::open(&req.df, req.batch_size)?;
-    log::info!("{}: {} rows from {} on {}", name, input.rows, req.df.display(), req.device);
-    let bar = logger::progress_bar(input.rows, req.quiet);
-    let mut sink = RunSink { out: &req.out, dir: None, plan: None, parquet: None, skipped: vec![], bar: bar.clone() };
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for file in &req.inputs {
+        let opened = input::open(&file.path, &file.flag, req.settings.batch_size as usize)?;
+        log::info!(
+            "{name}: {} rows from {} (--{}) on {}",
+            opened.rows,
+            file.path.display(),
+            file.flag,
+            req.settings.device
+        );
+        inputs.push(HostInput { name: file.flag.clone(), rows: opened.rows, reader: opened.reader });
+    }
+    let total = inputs.iter().find(|i| Some(&i.name) == req.embedded.as_ref()).map_or(0, |i| i.rows);
+    let bar = logger::progress_bar(total, req.quiet);
+    let mut sink = RunSink {
+        out: &req.out,
+        dir: None,
+        plan: None,
+        parquet: None,
+        schema: None,
+        skipped: vec![],
+        bar: bar.clone(),
+    };
     let started = Instant::now();
-    let result = abi::run_plugin(req.plugin.module, &mut sink, req.args.to_json(), req.device, input.reader);
+    let options = Value::Object(req.options.clone()).to_string();
+    let result = abi::run_plugin(req.plugin.module, &mut sink, options, req.settings, inputs);
     logger::finish_progress(&bar);
-    if let Err(e) = result {
+    let done = match result {
+        Err(e) => Err(anyhow!("plugin '{name}' failed: {e}")),
+        Ok(()) => finish(&req, &mut sink, started),
+    };
+    if done.is_err() {
         sink.discard();
-        return Err(anyhow!("plugin '{name}' failed: {e}"));
     }
-    match finish(&req, &mut sink, started) {
-        Ok(done) => Ok(done),
-        Err(e) => {
-            sink.discard();
-            Err(e)
-        }
-    }
+    signals::release();
+    done
 }
 
 /// Renames the Parquet file into place and writes the JSON files beside it.
@@ -127,7 +169,8 @@ fn finish(req: &EmbedRequest, sink: &mut RunSink, started: Instant) -> Result<Em
         "rows": rows,
         "dims": plan.dims,
         "skipped_rows": sink.skipped.len(),
-        "device": req.device.to_string(),
+        "device": req.settings.device.to_string(),
+        "batch_size": req.settings.batch_size,
         "plugin": plugin.name,
         "plugin_version": plugin.version,
         "rows_per_second": if seconds > 0.0 { input_rows as f64 / seconds } else { 0.0 },
@@ -139,8 +182,7 @@ fn finish(req: &EmbedRequest, sink: &mut RunSink, started: Instant) -> Result<Em
         }
     }
     output::write_json(&dir.join("embedding_details.json"), &details)?;
-    let args: Value = serde_json::from_str(&req.args.to_json())?;
-    output::write_json(&dir.join("cli_arguments.json"), &args)?;
+    output::write_json(&dir.join("cli_arguments.json"), &Value::Object(req.arguments.clone()))?;
     if !sink.skipped.is_empty() {
         let skipped: Vec<Value> =
             sink.skipped.iter().map(|(row, reason)| json!({"row": row, "reason": reason})).collect();

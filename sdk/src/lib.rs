@@ -1,37 +1,47 @@
 //! The crate deepembed plugins build against.
 //!
-//! - [`abi`]: the stable boundary between host and plugins (the only `unsafe` code).
+//! - [`abi`] (the `deepembed-abi` crate): the stable boundary between host and plugins, the
+//!   only crate with `unsafe` code. Its plain types are re-exported here.
 //! - [`plugin`]: the [`Plugin`] trait, the [`RunContext`] of a run and [`export_plugin!`].
-//! - [`manifest`]: what a plugin declares (arguments, models) and its [`OutputPlan`].
-//! - [`device`], [`args`], [`logging`]: the device handle, run arguments and log bridge.
-//! - [`checkpoint`]: a safe reader for PyTorch and safetensors checkpoints; [`lora`]: merging
-//!   peft LoRA adapters into base weights.
-//! - [`columns`]: helpers for output columns and pass-through; [`text`]: the run loop of text
-//!   plugins (tokenizing thread, length-bucketed batches).
+//! - [`options`]: typed plugin options that declare their own flags ([`options!`]), and the
+//!   options several plugins share.
+//! - [`pipeline`]: the one batch pipeline every plugin runs: prepare rows on CPU threads, embed
+//!   them on the device, emit them in input order, with skip/fail handling in one place.
+//! - [`output`]: the output columns, fixed from the input schema before the first row.
+//! - [`text`]: the text plugins' preparation (tokenizing) and batching (length-sorted, padded).
+//! - [`checkpoint`]: safe reading of PyTorch, safetensors and pickle files into tch tensors;
+//!   [`weights`]: fetching them by name with shape checks; [`lora`]: merging peft adapters.
+//! - [`device`], [`logging`]: the tch device of a run and the log bridge to the host.
 
-pub mod abi;
-pub mod args;
+#![forbid(unsafe_code)]
+
+// The options! macro names this crate `deepembed_sdk` (serde's `crate` attribute needs a path
+// string), which must resolve inside the SDK's own tests too.
+extern crate self as deepembed_sdk;
+
 pub mod checkpoint;
-pub mod columns;
 pub mod device;
 pub mod logging;
 pub mod lora;
-pub mod manifest;
+pub mod options;
+pub mod output;
+pub mod pipeline;
 pub mod plugin;
 pub mod text;
+pub mod weights;
 
-pub use abi_stable;
 pub use anyhow;
-pub use args::Args;
 pub use arrow;
-pub use device::{Device, DeviceKind};
+pub use deepembed_abi as abi;
+pub use deepembed_abi::{
+    ArgKind, ArgSpec, Device, DeviceKind, InputSpec, Manifest, OnError, OutputPlan, RunSettings, SDK_ABI_VERSION,
+};
 pub use log;
-pub use manifest::{ArgKind, ArgSpec, Manifest, OutputPlan};
-pub use plugin::{OnError, Plugin, RunContext};
-
-/// Bumped whenever the meaning of the boundary changes in a way abi_stable's layout check
-/// cannot see (a callback's contract, the JSON shapes). The host refuses other versions.
-pub const SDK_ABI_VERSION: u32 = 1;
+pub use options::Options;
+pub use plugin::{Plugin, RunContext};
+pub use serde;
+/// The tch this SDK links (one libtorch per process: plugins use this one).
+pub use tch;
 
 /// The libtorch this SDK was built against ("2.11.0+cu130"), or "unknown".
 pub const LIBTORCH_VERSION: &str = env!("DEEPEMBED_LIBTORCH_VERSION");

@@ -4,13 +4,12 @@
 use std::sync::RwLock;
 
 use abi_stable::std_types::RStr;
-use log::{Level, LevelFilter, Log, Metadata, Record};
-
-type HostLogFn = extern "C" fn(level: u8, target: RStr<'_>, message: RStr<'_>);
+use deepembed_abi::{abi_stable, LogFn};
+use log::{LevelFilter, Log, Metadata, Record};
 
 struct Bridge {
     plugin: String,
-    host_log: HostLogFn,
+    host_log: LogFn,
 }
 
 static BRIDGE: RwLock<Option<Bridge>> = RwLock::new(None);
@@ -39,7 +38,7 @@ impl Log for HostLogger {
 static LOGGER: HostLogger = HostLogger;
 
 /// Points this library's `log` records at the host for the coming run.
-pub(crate) fn install(plugin: &str, host_log: HostLogFn, max_level: u8) {
+pub(crate) fn install(plugin: &str, host_log: LogFn, max_level: u8) {
     if let Ok(mut bridge) = BRIDGE.write() {
         *bridge = Some(Bridge { plugin: plugin.to_string(), host_log });
     }
@@ -48,7 +47,7 @@ pub(crate) fn install(plugin: &str, host_log: HostLogFn, max_level: u8) {
     log::set_max_level(level_filter(max_level));
 }
 
-pub fn level_filter(value: u8) -> LevelFilter {
+fn level_filter(value: u8) -> LevelFilter {
     match value {
         0 => LevelFilter::Off,
         1 => LevelFilter::Error,
@@ -56,15 +55,5 @@ pub fn level_filter(value: u8) -> LevelFilter {
         3 => LevelFilter::Info,
         4 => LevelFilter::Debug,
         _ => LevelFilter::Trace,
-    }
-}
-
-pub fn level(value: u8) -> Level {
-    match value {
-        0 | 1 => Level::Error,
-        2 => Level::Warn,
-        3 => Level::Info,
-        4 => Level::Debug,
-        _ => Level::Trace,
     }
 }

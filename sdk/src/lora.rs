@@ -49,6 +49,11 @@ pub fn merge(sd: &StateDict, alpha: f64) -> Result<Merged> {
         else {
             bail!("{source}: {layer} is LoRA-wrapped but lacks lora_A/lora_B weights");
         };
+        for (what, t) in [("base_layer.weight", tensor), ("lora_A.default.weight", a), ("lora_B.default.weight", b)] {
+            if t.dim() < 2 || t.size().contains(&0) {
+                bail!("{source}: {layer}.{what} has shape {:?}; a LoRA-wrapped weight has at least 2 non-empty dimensions", t.size());
+            }
+        }
         let r = a.size()[0];
         if *rank.get_or_insert(r) != r {
             bail!("{source}: LoRA ranks differ between layers ({} and {r})", rank.unwrap_or(r));

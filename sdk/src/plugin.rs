@@ -1,79 +1,104 @@
 //! What a plugin author implements ([`Plugin`]) and what a run gives them ([`RunContext`]).
 
-use std::ffi::c_void;
-
 use abi_stable::std_types::{RResult, RStr, RString};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::ffi_stream::RecordBatchStreamReader;
 use arrow::record_batch::RecordBatchReader;
+use deepembed_abi::{abi_stable, HostCallbacks, HostHandle, PluginInput, PluginMod, PluginModRef, RootFn, RunRequest};
 
-use crate::abi::{self, HostCallbacks, PluginMod, PluginModRef, RunRequest};
-use crate::args::Args;
-use crate::device::Device;
-use crate::manifest::{Manifest, OutputPlan};
+use crate::abi::{Device, OnError, RunSettings};
+use crate::options::Options;
+use crate::{Manifest, OutputPlan};
 
 /// A modality backend. Implementations are stateless values built with `Default` for each call.
 pub trait Plugin: Default {
+    /// The plugin's own flags, as a typed struct (see [`options!`](crate::options!)).
+    type Options: Options;
+
     fn manifest(&self) -> Manifest;
-    fn run(&self, ctx: &mut RunContext) -> Result<()>;
+
+    fn run(&self, options: Self::Options, ctx: &mut RunContext<'_>) -> Result<()>;
 }
 
-/// What to do with an input row the model cannot use (an image that does not decode, say).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnError {
-    /// Stop the run with an error naming the row (the default).
-    Fail,
-    /// Leave the row out and record it, with the reason, in `skipped_rows.json`.
-    Skip,
+/// One input table of a run, before it is taken.
+struct Input {
+    name: String,
+    rows: u64,
+    schema: SchemaRef,
+    reader: Option<RecordBatchStreamReader>,
 }
 
-/// One run: its arguments, device, input stream and output sink.
-pub struct RunContext {
-    args: Args,
-    device: Device,
-    input: Option<RecordBatchStreamReader>,
-    input_schema: SchemaRef,
-    host: HostCallbacks,
+/// One run: the host's settings, the input tables and the way to the host.
+pub struct RunContext<'a> {
+    settings: RunSettings,
+    inputs: Vec<Input>,
+    host: HostHandle<'a>,
     begun: bool,
 }
 
-impl RunContext {
-    pub fn args(&self) -> &Args {
-        &self.args
+impl<'a> RunContext<'a> {
+    fn new(settings: RunSettings, inputs: Vec<PluginInput>, host: HostHandle<'a>) -> RunContext<'a> {
+        let inputs = inputs
+            .into_iter()
+            .map(|i| Input { name: i.name, rows: i.rows, schema: i.reader.schema(), reader: Some(i.reader) })
+            .collect();
+        RunContext { settings, inputs, host, begun: false }
+    }
+
+    pub fn settings(&self) -> RunSettings {
+        self.settings
+    }
+
+    /// Rows per input batch, and the most rows the model sees at once.
+    pub fn batch_size(&self) -> usize {
+        self.settings.batch_size.max(1) as usize
     }
 
     pub fn device(&self) -> Device {
-        self.device
+        self.settings.device
     }
 
-    pub fn batch_size(&self) -> usize {
-        self.args.int("batch_size").ok().flatten().filter(|&n| n > 0).unwrap_or(32) as usize
+    /// The device as tch names it.
+    pub fn tch_device(&self) -> tch::Device {
+        crate::device::tch_device(self.settings.device)
     }
 
     pub fn on_error(&self) -> OnError {
-        match self.args.str("on_error") {
-            Some("skip") => OnError::Skip,
-            _ => OnError::Fail,
-        }
+        self.settings.on_error
     }
 
-    /// The schema of the input file, available before any batch is read.
-    pub fn input_schema(&self) -> &SchemaRef {
-        &self.input_schema
+    fn input(&self, name: &str) -> Result<&Input> {
+        self.inputs.iter().find(|i| i.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+            anyhow!("the plugin asked for input '{name}', but the run has {}", known.join(", "))
+        })
     }
 
-    /// Takes the input batches (in file order, `batch_size` rows each). The reader is `Send`,
-    /// so it can feed a decoding thread while the model runs on this one.
-    pub fn take_input(&mut self) -> Result<RecordBatchStreamReader> {
-        self.input.take().ok_or_else(|| anyhow!("the input stream was already taken"))
+    /// The schema of a declared input, available before any batch is read.
+    pub fn input_schema(&self, name: &str) -> Result<&SchemaRef> {
+        Ok(&self.input(name)?.schema)
+    }
+
+    /// Rows in a declared input, from its file's metadata.
+    pub fn input_rows(&self, name: &str) -> Result<u64> {
+        Ok(self.input(name)?.rows)
+    }
+
+    /// Takes a declared input's batches (in file order, `batch_size` rows each). The reader is
+    /// `Send`, so it can feed a preparing thread while the model runs on this one.
+    pub fn take_input(&mut self, name: &str) -> Result<RecordBatchStreamReader> {
+        let input = self.inputs.iter_mut().find(|i| i.name == name).ok_or_else(|| anyhow!("no input '{name}'"))?;
+        input.reader.take().ok_or_else(|| anyhow!("input '{name}' was already taken"))
     }
 
     /// Declares the output. Must come before the first [`emit`](Self::emit).
     pub fn begin(&mut self, plan: &OutputPlan) -> Result<()> {
-        let json = serde_json::to_string(plan)?;
-        host_result((self.host.begin)(self.host.ctx, RStr::from_str(&json)))?;
+        if self.begun {
+            bail!("the plugin declared its output twice");
+        }
+        self.host.begin(&serde_json::to_string(plan)?).map_err(|e| anyhow!(e))?;
         self.begun = true;
         Ok(())
     }
@@ -83,37 +108,27 @@ impl RunContext {
         if !self.begun {
             bail!("plugin emitted output before declaring it with begin()");
         }
-        let (mut array, mut schema) = abi::export_batch(batch).map_err(|e| anyhow!(e))?;
-        let array_ptr = (&mut *array as *mut arrow::ffi::FFI_ArrowArray).cast::<c_void>();
-        let schema_ptr = (&mut *schema as *mut arrow::ffi::FFI_ArrowSchema).cast::<c_void>();
-        host_result((self.host.emit)(self.host.ctx, array_ptr, schema_ptr))
+        self.host.emit(batch).map_err(|e| anyhow!(e))
     }
 
-    /// Records a skipped input row (0-based row number in the input file). Fails unless the user
-    /// asked for `--on_error skip`, so callers can use it on every bad row.
+    /// Records a skipped input row (0-based row number in the input file). Fails, naming the
+    /// row, unless the user asked for `--on_error skip`, so callers can use it on every bad row.
     pub fn skip_row(&mut self, row: u64, reason: &str) -> Result<()> {
         if self.on_error() == OnError::Fail {
             bail!("row {row}: {reason} (use --on_error skip to leave such rows out)");
         }
-        host_result((self.host.skip)(self.host.ctx, row, RStr::from_str(reason)))
+        self.host.skip(row, reason).map_err(|e| anyhow!(e))
     }
 
     /// Reports `rows` more input rows done, for the progress bar.
     pub fn progress(&self, rows: u64) {
-        (self.host.progress)(self.host.ctx, rows)
-    }
-}
-
-fn host_result(result: RResult<(), RString>) -> Result<()> {
-    match result {
-        RResult::ROk(()) => Ok(()),
-        RResult::RErr(message) => Err(anyhow!(message.into_string())),
+        self.host.progress(rows)
     }
 }
 
 /// The root module for plugin type `P`. Used by [`export_plugin!`](crate::export_plugin).
 pub fn root_module<P: Plugin>() -> PluginModRef {
-    abi::leak_root(PluginMod {
+    deepembed_abi::leak_root(PluginMod {
         sdk_abi_version: crate::SDK_ABI_VERSION,
         libtorch_version: RStr::from_str(crate::LIBTORCH_VERSION),
         manifest: manifest_entry::<P>,
@@ -121,8 +136,17 @@ pub fn root_module<P: Plugin>() -> PluginModRef {
     })
 }
 
+/// Names [`root_module::<P>`] for the library header (see [`export_plugin!`](crate::export_plugin)).
+pub struct Root<P>(std::marker::PhantomData<P>);
+
+impl<P: Plugin> RootFn for Root<P> {
+    fn root() -> PluginModRef {
+        root_module::<P>()
+    }
+}
+
 extern "C" fn manifest_entry<P: Plugin>() -> RString {
-    let manifest = abi::contain_panic("plugin manifest", || {
+    let manifest = deepembed_abi::contain_panic("plugin manifest", || {
         serde_json::to_string(&P::default().manifest()).map_err(|e| e.to_string())
     });
     // The host treats an unparsable manifest as a broken plugin and says so.
@@ -130,46 +154,46 @@ extern "C" fn manifest_entry<P: Plugin>() -> RString {
 }
 
 extern "C" fn run_entry<P: Plugin>(host: HostCallbacks, request: RunRequest) -> RResult<(), RString> {
-    let result = abi::contain_panic("plugin", || {
+    deepembed_abi::serve(host, request, |run| {
         let plugin = P::default();
         let name = plugin.manifest().name;
-        crate::logging::install(&name, host.log, host.max_log_level);
-        let args = Args::from_json(request.args_json.as_str()).map_err(|e| e.to_string())?;
-        let input = abi::import_stream(request.input_stream)?;
-        let input_schema = input.schema();
-        let mut ctx = RunContext { args, device: request.device, input: Some(input), input_schema, host, begun: false };
+        crate::logging::install(&name, run.host.log_fn(), run.host.max_log_level());
+        let run_plugin = || -> Result<()> {
+            let options =
+                crate::options::parse::<P::Options>(&run.options_json).context("reading the plugin's options")?;
+            let mut ctx = RunContext::new(run.settings, run.inputs, run.host);
+            plugin.run(options, &mut ctx)
+        };
         // `{:#}` keeps anyhow's context chain on one line.
-        plugin.run(&mut ctx).map_err(|e| format!("{e:#}"))
-    });
-    match result {
-        Ok(()) => RResult::ROk(()),
-        Err(message) => RResult::RErr(RString::from(message)),
-    }
+        run_plugin().map_err(|e| format!("{e:#}"))
+    })
 }
 
-/// Exports a [`Plugin`] implementation as this library's deepembed root module.
+/// Exports a [`Plugin`] implementation as this library's deepembed root module. A plugin crate
+/// is an rlib holding the plugin, plus a thin cdylib whose whole source is this macro, so
+/// several plugins can be linked into one test binary.
 ///
 /// ```ignore
-/// #[derive(Default)]
-/// struct MyPlugin;
-/// impl deepembed_sdk::Plugin for MyPlugin { ... }
-/// deepembed_sdk::export_plugin!(MyPlugin);
+/// deepembed_sdk::export_plugin!(my_plugin::MyPlugin);
 /// ```
 ///
 /// `export_plugin!(root = my_fn)` exports a hand-built root module instead (`fn() ->
-/// PluginModRef`); the SDK's tests use it to build deliberately incompatible plugins.
+/// PluginModRef`); the tests use it to build deliberately incompatible plugins.
 #[macro_export]
 macro_rules! export_plugin {
     (root = $root:path) => {
-        /// The header abi_stable's loader looks up by this exact symbol name.
+        #[doc(hidden)]
+        pub struct __DeepembedRoot;
+        impl $crate::abi::RootFn for __DeepembedRoot {
+            fn root() -> $crate::abi::PluginModRef {
+                $root()
+            }
+        }
+        /// The header abi_stable's loader looks up by this exact symbol name (abi::ROOT_SYMBOL).
         #[doc(hidden)]
         #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
-        pub static __DEEPEMBED_LIB_HEADER: $crate::abi_stable::library::LibHeader = {
-            extern "C" fn erased() -> $crate::abi_stable::library::RootModuleResult {
-                $crate::abi_stable::library::__call_root_module_loader($root)
-            }
-            $crate::abi::lib_header(erased)
-        };
+        pub static __DEEPEMBED_LIB_HEADER: $crate::abi::abi_stable::library::LibHeader =
+            $crate::abi::lib_header::<__DeepembedRoot>();
     };
     ($plugin:ty) => {
         $crate::export_plugin!(root = $crate::plugin::root_module::<$plugin>);

@@ -239,3 +239,18 @@ fn an_impossible_cuda_request_says_why() {
     }
     assert!(err.contains("--device cuda:7"), "{err}");
 }
+
+#[test]
+fn a_bad_batch_size_is_an_error_naming_the_flag() {
+    let out = scratch("err-batch-size");
+    let df = vision_dir().join("images.parquet");
+    for bad in ["0", "x", "-1"] {
+        let args =
+            ["embed", "vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--batch_size", bad];
+        let output = deepembed_env(&[&args[..], &["--out", out.to_str().unwrap()]].concat(), &[]);
+        let err = stderr(&output);
+        assert!(!output.status.success(), "--batch_size {bad} was accepted");
+        assert!(err.contains("--batch_size") && err.contains(bad), "--batch_size {bad}: {err}");
+        assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+    }
+}

@@ -163,3 +163,101 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Writes `batch` to a new Parquet file.
+fn write_parquet(path: &std::path::Path, batch: &arrow::array::RecordBatch) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+/// The images fixture with its `labels` replaced: full in the first batch of 4, null in row 4.
+fn images_with_a_late_null_label(dir: &std::path::Path) -> std::path::PathBuf {
+    use arrow::array::{Array, Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let images = read_parquet(&fixtures().join("vision").join("images.parquet"));
+    let labels: Int64Array = (0..images.num_rows() as i64).map(|i| (i != 4).then_some(i % 3)).collect();
+    let mut fields: Vec<Field> = Vec::new();
+    let mut columns = Vec::new();
+    for (field, column) in images.schema().fields().iter().zip(images.columns()) {
+        if field.name() == "labels" {
+            continue;
+        }
+        fields.push(field.as_ref().clone());
+        columns.push(column.clone());
+    }
+    fields.push(Field::new("labels", DataType::Int64, true));
+    columns.push(std::sync::Arc::new(labels) as std::sync::Arc<dyn Array>);
+    let batch = RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns).unwrap();
+    let path = dir.join("late-null-label.parquet");
+    write_parquet(&path, &batch);
+    path
+}
+
+/// The output schema is fixed from the input's before the first row: a null label in the
+/// second batch, after a first batch without nulls, is written and read back as null.
+#[test]
+fn a_null_label_after_a_full_first_batch_is_written_and_read_back() {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int64Type;
+    let work = scratch("late-null-label");
+    let df = images_with_a_late_null_label(&work);
+    let dir = fixtures().join("vision");
+    let run_dir = embed_ok(
+        &[
+            "vision",
+            "--df",
+            df.to_str().unwrap(),
+            "--model_version",
+            "resnet18",
+            "--batch_size",
+            "4",
+            "--out",
+            work.join("out").to_str().unwrap(),
+        ],
+        &[("TORCH_HOME", dir.join("torch_home").to_str().unwrap())],
+    );
+    let out = read_parquet(&output_parquet(&run_dir));
+    let label = out.column_by_name("label").unwrap().as_primitive::<Int64Type>();
+    assert_eq!(label.len(), 22);
+    assert!(label.is_null(4), "row 4's label is null");
+    assert_eq!(label.null_count(), 1);
+    assert_eq!((label.value(3), label.value(5)), (0, 2));
+}
+
+/// SIGTERM (what Slurm sends) or SIGINT mid-run leaves no run directory and no .partial file.
+#[test]
+fn an_interrupted_run_leaves_nothing_behind() {
+    let work = scratch("interrupted");
+    // Enough rows that the run is still embedding when the signal comes.
+    let images = read_parquet(&fixtures().join("vision").join("images.parquet"));
+    let many: Vec<_> = (0..40).map(|_| images.clone()).collect();
+    let big = work.join("many.parquet");
+    write_parquet(&big, &arrow::compute::concat_batches(&images.schema(), &many).unwrap());
+    let dir = fixtures().join("vision");
+    let out = work.join("out");
+    for signal in ["TERM", "INT"] {
+        let mut child = std::process::Command::new(binary())
+            .args(["embed", "vision", "--df", big.to_str().unwrap(), "--model_version", "resnet18"])
+            .args(["--batch_size", "4", "--device", "cpu", "--quiet", "--out", out.to_str().unwrap()])
+            .env("TORCH_HOME", dir.join("torch_home"))
+            .env_remove("LD_LIBRARY_PATH")
+            .spawn()
+            .unwrap();
+        // Wait until the run directory exists, then interrupt.
+        let started = std::time::Instant::now();
+        while std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0) == 0 {
+            assert!(started.elapsed().as_secs() < 120, "the run never created its directory");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let killed =
+            std::process::Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "SIG{signal}: the run should not report success");
+        let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(left.is_empty(), "SIG{signal} left {left:?} behind");
+    }
+}

@@ -57,7 +57,7 @@ fn an_outside_plugin_is_discovered_and_run_by_the_unchanged_host() {
     let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
     let echo = listing["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "echo").expect("echo listed");
     assert_eq!(echo["version"], "0.3.1");
-    assert_eq!(echo["sdk_abi_version"], 1);
+    assert_eq!(echo["sdk_abi_version"], deepembed_sdk::SDK_ABI_VERSION);
     assert!(echo["path"].as_str().unwrap().starts_with(plugins.to_str().unwrap()));
 
     // Its flag exists without a host rebuild, in both spellings.
@@ -106,7 +106,8 @@ fn incompatible_plugins_are_reported_and_not_loaded() {
     let reasons: Vec<String> =
         listing["not_loaded"].as_array().unwrap().iter().map(|r| format!("{} {}", r["path"], r["reason"])).collect();
     let bad = reasons.iter().find(|r| r.contains("bad_abi")).expect("bad-abi reported");
-    assert!(bad.contains("SDK ABI version 999") && bad.contains("version 1"), "{bad}");
+    let speaks = format!("version {}", deepembed_sdk::SDK_ABI_VERSION);
+    assert!(bad.contains("SDK ABI version 999") && bad.contains(&speaks), "{bad}");
     let old = reasons.iter().find(|r| r.contains("old_torch")).expect("old-torch reported");
     assert!(old.contains("libtorch 1.13.1") && old.contains("2.11"), "{old}");
 
@@ -150,4 +151,43 @@ fn a_panicking_plugin_is_a_clean_error() {
     assert_eq!(output.status.code(), Some(1), "a clean exit, not an abort:\n{err}");
     assert!(err.contains("plugin 'panicky' failed") && err.contains("panicked") && err.contains("boom"), "{err}");
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(), "nothing left behind");
+}
+
+/// A plugin declares two input tables; the host makes a flag of each, checks and streams both.
+#[test]
+fn a_plugin_declares_several_input_tables() {
+    let plugins = plugin_dir("tp-context", &["context"]);
+    let work = scratch("tp-context-run");
+    let train = numbers_parquet(&work);
+    let eval_dir = work.join("eval");
+    std::fs::create_dir_all(&eval_dir).unwrap();
+    let eval = numbers_parquet(&eval_dir);
+    let out = work.join("out");
+    let path = plugins.to_str().unwrap();
+
+    let help = deepembed(&["embed", "context", "--help", "--plugin-path", path]);
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    assert!(help.contains("--train_df") && help.contains("--eval_df") && !help.contains("--df "), "{help}");
+
+    let run = |train: &str, extra: &[&str]| {
+        let mut args = vec!["embed", "context", "--plugin-path", path, "--train_df", train];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", out.to_str().unwrap(), "--device", "cpu", "--batch_size", "2"]);
+        deepembed(&args)
+    };
+    let output = run(train.to_str().unwrap(), &["--eval_df", eval.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dirs: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
+    let batch = read_parquet(&dirs[0].join("CONTEXT_embeddings.parquet"));
+    let x: Vec<f32> = batch.column_by_name("0").unwrap().as_primitive::<Float32Type>().values().to_vec();
+    let mean: Vec<f32> = batch.column_by_name("1").unwrap().as_primitive::<Float32Type>().values().to_vec();
+    assert_eq!(x, [1.5, -2.0, 0.25, 10.0, 3.0]);
+    assert!(mean.iter().all(|&m| (m - 2.55).abs() < 1e-6), "{mean:?}");
+
+    let missing = run(train.to_str().unwrap(), &[]);
+    assert!(!missing.status.success() && stderr(&missing).contains("--eval_df"), "{}", stderr(&missing));
+    let absent = work.join("absent.parquet");
+    let absent = run(absent.to_str().unwrap(), &["--eval_df", eval.to_str().unwrap()]);
+    let err = stderr(&absent);
+    assert!(!absent.status.success() && err.contains("absent.parquet") && err.contains("(--train_df)"), "{err}");
 }

@@ -119,6 +119,9 @@ fn test(ws: &Workspace, filter: &[&str]) -> Result<()> {
     generate_fixtures(ws, &work)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     build_third_party_plugins(ws, &cargo)?;
+    if filter.is_empty() {
+        hygiene(ws, &cargo)?;
+    }
     let mut cmd = ws.command(&cargo)?;
     cmd.args(["test", "--release", "--workspace", "--exclude", "xtask"])
         .env("DEEPEMBED_TEST_DATA", &work)
@@ -128,6 +131,27 @@ fn test(ws: &Workspace, filter: &[&str]) -> Result<()> {
         cmd.arg("--").args(filter);
     }
     run(&mut cmd)
+}
+
+/// Formatting, lints and unused dependencies, as part of the tests: rustfmt and clippy on both
+/// workspaces (warnings are errors), and cargo-machete (installed on first use) for
+/// dependencies no code uses.
+fn hygiene(ws: &Workspace, cargo: &str) -> Result<()> {
+    let plugins = ws.root.join("tests").join("plugins").join("Cargo.toml");
+    run(ws.command(cargo)?.args(["fmt", "--all", "--check"]))?;
+    run(ws.command(cargo)?.args(["fmt", "--all", "--check", "--manifest-path"]).arg(&plugins))?;
+    run(ws.command(cargo)?.args(["clippy", "--release", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(ws
+        .command(cargo)?
+        .args(["clippy", "--release", "--all-targets", "--manifest-path"])
+        .arg(&plugins)
+        .arg("--target-dir")
+        .arg(ws.root.join("target"))
+        .args(["--", "-D", "warnings"]))?;
+    if !setup::has_cargo_tool("cargo-machete") {
+        run(ws.command(cargo)?.args(["install", "--locked", "--quiet", "cargo-machete@0.9.2"]))?;
+    }
+    run(ws.command(cargo)?.args(["machete"]).arg(&ws.root))
 }
 
 /// The plugins of tests/plugins: a workspace of its own, depending only on the SDK. Built with the

@@ -100,6 +100,14 @@ fn system_packages() -> Result<()> {
     run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
+/// Whether a cargo subcommand is installed (on PATH or in cargo's bin directory).
+pub fn has_cargo_tool(tool: &str) -> bool {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    on_path(tool) || cargo_home.is_some_and(|home| home.join("bin").join(tool).is_file())
+}
+
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
@@ -127,7 +135,7 @@ fn build(ws: &Workspace) -> Result<()> {
     run(ws.command(&cargo)?.args(["build", "--release", "--workspace", "--exclude", "xtask"]))
 }
 
-/// The plugin crates: one directory each under `plugins/`.
+/// The plugins: one directory each under `plugins/`, its library built by `plugins/<name>/cdylib`.
 pub fn plugin_names(ws: &Workspace) -> Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(ws.root.join("plugins"))?
         .filter_map(|e| e.ok())
@@ -141,9 +149,12 @@ pub fn plugin_names(ws: &Workspace) -> Result<Vec<String>> {
 /// Copies each plugin library to `target/release/plugins/`, where the host looks by default.
 fn install_plugins(ws: &Workspace) -> Result<()> {
     let dest = ws.release().join("plugins");
+    // Start empty: a library left from an older build (another name, another ABI) would be
+    // found beside the new ones.
+    let _ = std::fs::remove_dir_all(&dest);
     std::fs::create_dir_all(&dest)?;
     for name in plugin_names(ws)? {
-        let file = format!("libdeepembed_{}.so", name.replace('-', "_"));
+        let file = format!("libdeepembed_{}_plugin.so", name.replace('-', "_"));
         let built = ws.release().join(&file);
         if !built.is_file() {
             bail!("plugin {name} was not built: {} is missing", built.display());

@@ -6,8 +6,9 @@
 //! Backbone: `gflu_stages` gated stages over that vector, each with a t-softmax feature mask. The
 //! backbone output is the embedding.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use deepembed_sdk::checkpoint::StateDict;
+use deepembed_sdk::weights::{Linear, Weights, ANY};
 use tch::{Device, Kind, Tensor};
 
 const EMBEDDING: &str = "_embedding_layer";
@@ -20,11 +21,6 @@ struct BatchNorm {
     bias: Tensor,
     running_mean: Tensor,
     running_var: Tensor,
-}
-
-struct Linear {
-    weight: Tensor,
-    bias: Tensor,
 }
 
 pub struct Gandalf {
@@ -52,96 +48,54 @@ impl Gandalf {
         stages: usize,
         device: Device,
     ) -> Result<Gandalf> {
-        let get = |name: &str| -> Result<Tensor> {
-            let tensor = weights.get(name).ok_or_else(|| {
-                anyhow!("{} has no tensor {name}: not a GANDALF checkpoint", weights.source().display())
-            })?;
-            Ok(tensor.to_kind(Kind::Float).to_device(device))
-        };
-        let linear = |name: String| -> Result<Linear> {
-            Ok(Linear { weight: get(&format!("{name}.weight"))?, bias: get(&format!("{name}.bias"))? })
-        };
-
-        // Ghost batch norm (virtual_batch_size) nests the BatchNorm1d one level deeper.
-        let batch_norm = ["normalizing_batch_norm.bn", "normalizing_batch_norm.bn.bn"]
-            .iter()
-            .map(|p| format!("{EMBEDDING}.{p}"))
-            .find(|p| weights.contains(&format!("{p}.running_mean")))
-            .map(|p| -> Result<BatchNorm> {
-                Ok(BatchNorm {
-                    weight: get(&format!("{p}.weight"))?,
-                    bias: get(&format!("{p}.bias"))?,
-                    running_mean: get(&format!("{p}.running_mean"))?,
-                    running_var: get(&format!("{p}.running_var"))?,
-                })
-            })
-            .transpose()?;
+        let w = Weights::new(weights, device);
         let category_tables = (0..categorical)
-            .map(|i| get(&format!("{EMBEDDING}.cat_embedding_layers.{i}.weight")))
+            .map(|i| w.tensor(&format!("{EMBEDDING}.cat_embedding_layers.{i}.weight"), &[ANY, ANY]))
             .collect::<Result<Vec<_>>>()?;
-        if weights.contains(&format!("{EMBEDDING}.cat_embedding_layers.{categorical}.weight")) {
+        if w.contains(&format!("{EMBEDDING}.cat_embedding_layers.{categorical}.weight")) {
             bail!("the config lists {categorical} categorical columns, but the checkpoint has more category embedding tables");
         }
-        let saved_stages = (0..).take_while(|d| weights.contains(&format!("{GFLU}.W_in.{d}.weight"))).count();
+        let saved_stages = (0..).take_while(|d| w.contains(&format!("{GFLU}.W_in.{d}.weight"))).count();
         if saved_stages != stages {
             bail!("config.yml says gflu_stages: {stages}, but the checkpoint holds {saved_stages} GFLU stages");
         }
-        let w_in = (0..stages).map(|d| linear(format!("{GFLU}.W_in.{d}"))).collect::<Result<Vec<_>>>()?;
-        let w_out = (0..stages).map(|d| linear(format!("{GFLU}.W_out.{d}"))).collect::<Result<Vec<_>>>()?;
-        let feature_masks = get(&format!("{GFLU}.feature_masks"))?;
-        let t = get(&format!("{GFLU}.t"))?;
-
-        let category_width: i64 = category_tables.iter().map(|t| t.size()[1]).sum();
-        let features = continuous as i64 + category_width;
-        let model = Gandalf {
-            batch_norm,
-            category_tables,
-            w_in,
-            w_out,
-            feature_masks,
-            t,
-            continuous,
-            features: features as usize,
+        let widths: Vec<i64> = category_tables.iter().map(|t| t.size()[1]).collect();
+        let n = continuous as i64 + widths.iter().sum::<i64>();
+        let (c, d) = (continuous as i64, stages as i64);
+        let load = || -> Result<Gandalf> {
+            // Ghost batch norm (virtual_batch_size) nests the BatchNorm1d one level deeper.
+            let batch_norm = ["normalizing_batch_norm.bn", "normalizing_batch_norm.bn.bn"]
+                .iter()
+                .map(|p| w.at(&format!("{EMBEDDING}.{p}")))
+                .find(|bn| bn.contains("running_mean"))
+                .map(|bn| -> Result<BatchNorm> {
+                    Ok(BatchNorm {
+                        weight: bn.tensor("weight", &[c])?,
+                        bias: bn.tensor("bias", &[c])?,
+                        running_mean: bn.tensor("running_mean", &[c])?,
+                        running_var: bn.tensor("running_var", &[c])?,
+                    })
+                })
+                .transpose()?;
+            let gflu = w.at(GFLU);
+            Ok(Gandalf {
+                batch_norm,
+                w_in: (0..stages).map(|i| gflu.linear(&format!("W_in.{i}"), 2 * n, 2 * n)).collect::<Result<_>>()?,
+                w_out: (0..stages).map(|i| gflu.linear(&format!("W_out.{i}"), 2 * n, n)).collect::<Result<_>>()?,
+                feature_masks: gflu.tensor("feature_masks", &[d, n])?,
+                t: gflu.tensor("t", &[d, 1])?,
+                category_tables,
+                continuous,
+                features: n as usize,
+            })
         };
-        model
-            .check_shapes(features, stages as i64)
-            .context("config.yml and model.ckpt disagree; were they saved from the same model?")?;
-        Ok(model)
-    }
-
-    fn check_shapes(&self, n: i64, stages: i64) -> Result<()> {
-        let widths: Vec<String> = self.category_tables.iter().map(|t| t.size()[1].to_string()).collect();
-        let expected = format!(
-            "{} continuous columns and category embeddings of widths [{}] make {n} features",
-            self.continuous,
-            widths.join(", ")
-        );
-        let check = |what: &str, tensor: &Tensor, shape: &[i64]| -> Result<()> {
-            if tensor.size() != shape {
-                bail!("{expected}, so {what} should be {shape:?}, but it is {:?}", tensor.size());
-            }
-            Ok(())
-        };
-        for (d, (w_in, w_out)) in self.w_in.iter().zip(&self.w_out).enumerate() {
-            check(&format!("W_in.{d}.weight"), &w_in.weight, &[2 * n, 2 * n])?;
-            check(&format!("W_in.{d}.bias"), &w_in.bias, &[2 * n])?;
-            check(&format!("W_out.{d}.weight"), &w_out.weight, &[n, 2 * n])?;
-            check(&format!("W_out.{d}.bias"), &w_out.bias, &[n])?;
-        }
-        check("feature_masks", &self.feature_masks, &[stages, n])?;
-        check("t", &self.t, &[stages, 1])?;
-        if let Some(bn) = &self.batch_norm {
-            let c = self.continuous as i64;
-            for (name, tensor) in [
-                ("weight", &bn.weight),
-                ("bias", &bn.bias),
-                ("running_mean", &bn.running_mean),
-                ("running_var", &bn.running_var),
-            ] {
-                check(&format!("the continuous batch norm's {name}"), tensor, &[c])?;
-            }
-        }
-        Ok(())
+        let widths: Vec<String> = widths.iter().map(i64::to_string).collect();
+        load().with_context(|| {
+            format!(
+                "config.yml and model.ckpt disagree ({continuous} continuous columns and category embeddings of widths [{}] make {n} features); were they saved from the same model?",
+                widths.join(", ")
+            )
+        })
     }
 
     /// Rows of each category table, for checking the saved codes fit.

@@ -1,5 +1,9 @@
 //! deepembed's gandalf plugin: embeddings from pytorch-tabular GANDALF models, with the model's
 //! own saved preprocessing (category codes, scaler), for every input row.
+//!
+//! An rlib; `cdylib/` exports it as a plugin library.
+
+#![forbid(unsafe_code)]
 
 pub mod gandalf;
 pub mod options;
@@ -8,7 +12,7 @@ pub mod preprocessing;
 pub mod saved_model;
 
 use anyhow::Result;
-use deepembed_sdk::{Manifest, Plugin, RunContext};
+use deepembed_sdk::{InputSpec, Manifest, Options, Plugin, RunContext};
 
 use crate::options::GandalfOptions;
 
@@ -16,6 +20,8 @@ use crate::options::GandalfOptions;
 pub struct GandalfPlugin;
 
 impl Plugin for GandalfPlugin {
+    type Options = GandalfOptions;
+
     fn manifest(&self) -> Manifest {
         Manifest {
             name: "gandalf".into(),
@@ -23,14 +29,12 @@ impl Plugin for GandalfPlugin {
             modality: "tabular".into(),
             description: "Tabular embeddings from pytorch-tabular GANDALF models (the backbone output)".into(),
             models: vec!["GANDALF".into()],
-            args: options::arg_specs(),
+            args: GandalfOptions::arg_specs(),
+            inputs: InputSpec::default_inputs(),
         }
     }
 
-    fn run(&self, ctx: &mut RunContext) -> Result<()> {
-        let opts = GandalfOptions::from_args(ctx.args())?;
-        pipeline::run(ctx, &opts)
+    fn run(&self, options: GandalfOptions, ctx: &mut RunContext<'_>) -> Result<()> {
+        pipeline::run(ctx, &options)
     }
 }
-
-deepembed_sdk::export_plugin!(GandalfPlugin);

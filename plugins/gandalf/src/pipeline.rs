@@ -1,27 +1,28 @@
 //! The run: check the input against the saved model, then per input batch encode the rows with
 //! the saved preprocessing, run the network and hand the embeddings to the host.
 
-use anyhow::{anyhow, bail, Context, Result};
-use arrow::array::{RecordBatch, UInt32Array};
-use arrow::datatypes::{Field, Schema};
-use deepembed_sdk::columns::{self, EmbeddingNames};
+use anyhow::{bail, Result};
+use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
+use deepembed_sdk::output::{Carry, EmbeddingNames, OutputColumns};
+use deepembed_sdk::pipeline::{self, Batching, Embed, Prepare};
 use deepembed_sdk::{OutputPlan, RunContext};
 use tch::Tensor;
 
 use crate::gandalf::Gandalf;
 use crate::options::GandalfOptions;
-use crate::preprocessing::Counts;
+use crate::preprocessing::{Counts, Preprocessing};
 use crate::saved_model::SavedModel;
 
 /// DeepTune's MODEL_STR for GANDALF.
 const MODEL_STR: &str = "GANDALF";
 
-pub fn run(ctx: &mut RunContext, opts: &GandalfOptions) -> Result<()> {
+pub fn run(ctx: &mut RunContext<'_>, opts: &GandalfOptions) -> Result<()> {
     let saved = SavedModel::load(&opts.model_weights)?;
     let config = &saved.config;
     check_user_columns("--continuous_cols", opts.continuous_cols.as_deref(), &config.continuous_cols)?;
     check_user_columns("--categorical_cols", opts.categorical_cols.as_deref(), &config.categorical_cols)?;
-    let device = ctx.device().to_tch();
+    let device = ctx.tch_device();
     let model = Gandalf::from_weights(
         &saved.weights,
         config.continuous_cols.len(),
@@ -38,9 +39,10 @@ pub fn run(ctx: &mut RunContext, opts: &GandalfOptions) -> Result<()> {
             );
         }
     }
-    let label = label_column(ctx.input_schema(), opts, &config.target)?;
-    check_input(ctx.input_schema(), config, opts)?;
-    saved.preprocessing.check_types(ctx.input_schema())?;
+    let schema = ctx.input_schema("df")?.clone();
+    let label = label_column(&schema, opts, &config.target)?;
+    check_input(&schema, config, opts)?;
+    saved.preprocessing.check_types(&schema)?;
     log::info!(
         "GANDALF ({}) from {}: {} continuous, {} categorical columns, {} GFLU stages, {} dims",
         config.task,
@@ -62,39 +64,72 @@ pub fn run(ctx: &mut RunContext, opts: &GandalfOptions) -> Result<()> {
         dims: model.features,
         details,
     };
+    // "0".."N-1", then `label`, then the grouper: DeepTune writes no other column.
+    let grouper = opts.grouper.iter().map(|g| (g.clone(), g.clone())).collect();
+    let columns = OutputColumns::new(
+        &schema,
+        plan.dims,
+        EmbeddingNames::Index,
+        label.as_deref().map(|l| (l, "label")),
+        Carry::Only(grouper),
+    )?;
     ctx.begin(&plan)?;
-
-    let mut counts = saved.preprocessing.counts();
-    let mut first_row = 0u64;
-    let input = ctx.take_input()?;
-    for batch in input {
-        let batch = batch.map_err(|e| anyhow!("reading input: {e}"))?;
-        let encoded =
-            saved.preprocessing.encode(&batch, &mut counts).with_context(|| format!("rows from {first_row}"))?;
-        for (row, reason) in &encoded.failed {
-            ctx.skip_row(first_row + *row as u64, reason)?;
-        }
-        let n = encoded.kept.len() as i64;
-        let embeddings: Vec<f32> = if n == 0 {
-            vec![]
-        } else {
-            let continuous = Tensor::from_slice(&encoded.continuous)
-                .view([n, config.continuous_cols.len() as i64])
-                .to_device(device);
-            let categorical = Tensor::from_slice(&encoded.categorical)
-                .view([n, config.categorical_cols.len() as i64])
-                .to_device(device);
-            let out =
-                tch::no_grad(|| model.forward(&continuous, &categorical)).to_device(tch::Device::Cpu).contiguous();
-            Vec::<f32>::try_from(out.view([-1])).context("reading embeddings back")?
-        };
-        let kept = (encoded.kept.len() != batch.num_rows()).then_some(encoded.kept.as_slice());
-        ctx.emit(&output_batch(&batch, &embeddings, model.features, kept, label.as_deref(), opts.grouper.as_deref())?)?;
-        ctx.progress(batch.num_rows() as u64);
-        first_row += batch.num_rows() as u64;
-    }
-    report(&counts, &saved);
+    let counts = saved.preprocessing.counts();
+    let encoding = Encoding { counts, preprocessing: saved.preprocessing };
+    let input = ctx.take_input("df")?;
+    let encoding =
+        pipeline::run(ctx, input, &columns, encoding, &mut Rows { model: &model, device }, Batching::InputOrder)?;
+    report(&encoding.counts, &encoding.preprocessing);
     Ok(())
+}
+
+/// One encoded row: scaled continuous values and category codes.
+struct Row {
+    continuous: Vec<f32>,
+    categorical: Vec<i64>,
+}
+
+/// The preparation: the saved preprocessing on each batch, counting what it met.
+struct Encoding {
+    preprocessing: Preprocessing,
+    counts: Counts,
+}
+
+impl Prepare for Encoding {
+    type Row = Row;
+
+    fn prepare(&mut self, batch: &RecordBatch, _first_row: u64) -> Result<Vec<Result<Row, String>>> {
+        let encoded = self.preprocessing.encode(batch, &mut self.counts)?;
+        let (c, k) = (self.preprocessing.continuous.len(), self.preprocessing.encoders.len());
+        let mut rows: Vec<Result<Row, String>> = (0..batch.num_rows()).map(|_| Err(String::new())).collect();
+        for (i, &r) in encoded.kept.iter().enumerate() {
+            rows[r as usize] = Ok(Row {
+                continuous: encoded.continuous[i * c..(i + 1) * c].to_vec(),
+                categorical: encoded.categorical[i * k..(i + 1) * k].to_vec(),
+            });
+        }
+        for (r, reason) in encoded.failed {
+            rows[r as usize] = Err(reason);
+        }
+        Ok(rows)
+    }
+}
+
+/// The model side: a chunk of rows as two tensors through the backbone.
+struct Rows<'m> {
+    model: &'m Gandalf,
+    device: tch::Device,
+}
+
+impl Embed<Row> for Rows<'_> {
+    fn embed(&mut self, rows: &[&Row]) -> Result<Tensor> {
+        let n = rows.len() as i64;
+        let continuous: Vec<f32> = rows.iter().flat_map(|r| r.continuous.iter().copied()).collect();
+        let categorical: Vec<i64> = rows.iter().flat_map(|r| r.categorical.iter().copied()).collect();
+        let continuous = Tensor::from_slice(&continuous).view([n, -1]).to_device(self.device);
+        let categorical = Tensor::from_slice(&categorical).view([n, -1]).to_device(self.device);
+        Ok(self.model.forward(&continuous, &categorical))
+    }
 }
 
 /// `--continuous_cols` / `--categorical_cols`, when given, must name the saved config's columns.
@@ -143,7 +178,7 @@ fn check_input(schema: &Schema, config: &crate::saved_model::SavedConfig, opts: 
 /// The column written as `label`: `--tabular_target_column` (which must exist), else the saved
 /// target when the input has it.
 fn label_column(schema: &Schema, opts: &GandalfOptions, target: &[String]) -> Result<Option<String>> {
-    match &opts.target_column {
+    match &opts.tabular_target_column {
         Some(column) if schema.field_with_name(column).is_err() => {
             bail!("--tabular_target_column {column}: the input has no such column")
         }
@@ -158,30 +193,9 @@ fn label_column(schema: &Schema, opts: &GandalfOptions, target: &[String]) -> Re
     }
 }
 
-/// `"0"`..`"N-1"`, then `label`, then the grouper.
-fn output_batch(
-    batch: &RecordBatch,
-    embeddings: &[f32],
-    dims: usize,
-    kept: Option<&[u32]>,
-    label: Option<&str>,
-    grouper: Option<&str>,
-) -> Result<RecordBatch> {
-    let rows = kept.map_or(batch.num_rows(), <[u32]>::len);
-    let indices = kept.map(|k| UInt32Array::from(k.to_vec()));
-    let mut out = columns::embedding_columns(embeddings, rows, dims, EmbeddingNames::Index)?;
-    for (name, source) in [("label", label), (grouper.unwrap_or_default(), grouper)] {
-        let Some(source) = source else { continue };
-        let column = batch.column_by_name(source).ok_or_else(|| anyhow!("input batch lacks column '{source}'"))?;
-        let column = columns::select_rows(column, indices.as_ref())?;
-        out.push((Field::new(name, column.data_type().clone(), true), column));
-    }
-    columns::assemble(out)
-}
-
-fn report(counts: &Counts, saved: &SavedModel) {
+fn report(counts: &Counts, preprocessing: &Preprocessing) {
     for (encoder, (&unseen, &missing)) in
-        saved.preprocessing.encoders.iter().zip(counts.unseen.iter().zip(&counts.missing_categories))
+        preprocessing.encoders.iter().zip(counts.unseen.iter().zip(&counts.missing_categories))
     {
         if unseen > 0 {
             log::warn!(
@@ -196,7 +210,7 @@ fn report(counts: &Counts, saved: &SavedModel) {
             );
         }
     }
-    for (column, &missing) in saved.preprocessing.continuous.iter().zip(&counts.missing_continuous) {
+    for (column, &missing) in preprocessing.continuous.iter().zip(&counts.missing_continuous) {
         if missing > 0 {
             log::warn!(
                 "column '{column}': {missing} missing value(s); as in pytorch-tabular, those rows' embeddings are NaN"

@@ -1,4 +1,8 @@
 //! deepembed's gpt2 plugin: text embeddings from GPT-2 models and DeepTune's fine-tuned GPT-2.
+//!
+//! An rlib; `cdylib/` exports it as a plugin library.
+
+#![forbid(unsafe_code)]
 
 pub mod gpt2;
 pub mod model;
@@ -6,18 +10,20 @@ pub mod options;
 pub mod tokenizer;
 
 use anyhow::Result;
-use deepembed_sdk::columns::EmbeddingNames;
-use deepembed_sdk::text::{self, Padding, TextLayout};
-use deepembed_sdk::{Manifest, OutputPlan, Plugin, RunContext};
+use deepembed_sdk::output::EmbeddingNames;
+use deepembed_sdk::text::{self, TextLayout};
+use deepembed_sdk::{InputSpec, Manifest, Options, OutputPlan, Plugin, RunContext};
 
 use crate::model::TextModel;
-use crate::options::TextOptions;
+use crate::options::Gpt2Options;
 use crate::tokenizer::Gpt2Tokenizer;
 
 #[derive(Default)]
 pub struct Gpt2Plugin;
 
 impl Plugin for Gpt2Plugin {
+    type Options = Gpt2Options;
+
     fn manifest(&self) -> Manifest {
         Manifest {
             name: "gpt2".into(),
@@ -25,17 +31,18 @@ impl Plugin for Gpt2Plugin {
             modality: "text".into(),
             description: "Text embeddings from GPT-2 models and DeepTune's fine-tuned GPT-2".into(),
             models: vec!["gpt2".into(), "any GPT2Model directory".into()],
-            args: options::arg_specs(),
+            args: Gpt2Options::arg_specs(),
+            inputs: InputSpec::default_inputs(),
         }
     }
 
-    fn run(&self, ctx: &mut RunContext) -> Result<()> {
-        let opts = TextOptions::from_args(ctx.args())?;
-        text::check_text_column(ctx.input_schema(), &opts.text_column)?;
-        let model = TextModel::load(&opts, ctx.device().to_tch())?;
-        let tokenizer = Gpt2Tokenizer::load(&model.tokenizer_dir, opts.max_length)?;
+    fn run(&self, opts: Gpt2Options, ctx: &mut RunContext<'_>) -> Result<()> {
+        opts.check()?;
+        text::check_text_column(ctx.input_schema("df")?, &opts.text.text_column)?;
+        let model = TextModel::load(&opts, ctx.tch_device())?;
+        let tokenizer = Gpt2Tokenizer::load(&model.tokenizer_dir, opts.text.max_length)?;
         text::check_fits(
-            opts.max_length,
+            opts.text.max_length,
             model.max_positions(),
             tokenizer.vocab_size(),
             model.vocab_size(),
@@ -51,19 +58,12 @@ impl Plugin for Gpt2Plugin {
         // Mean pooling over real tokens ignores padding (causal attention: real tokens never see
         // the padding after them); the fine-tuned head max-pools over every position, padding
         // included, so it keeps DeepTune's fixed length.
-        let padding =
-            if opts.pad_to_longest && !model.has_head() { Padding::Longest } else { Padding::Fixed(opts.max_length) };
         let layout = TextLayout {
-            text_column: &opts.text_column,
-            label_column: &opts.label_column,
-            label_output: "labels",
             names: EmbeddingNames::Index,
             dims: model.dims as usize,
             pad_id: tokenizer.pad_id,
-            padding,
+            padding_is_ignored: !model.has_head(),
         };
-        text::run(ctx, &layout, tokenizer, &model)
+        text::run(ctx, &opts.text, &layout, tokenizer, &model)
     }
 }
-
-deepembed_sdk::export_plugin!(Gpt2Plugin);

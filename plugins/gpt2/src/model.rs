@@ -15,7 +15,8 @@ use deepembed_sdk::checkpoint::StateDict;
 use tch::{Device, Kind, Tensor};
 
 use crate::gpt2::{Gpt2, Gpt2Config};
-use crate::options::{TextOptions, UseCase};
+use crate::options::Gpt2Options;
+use deepembed_sdk::options::UseCase;
 
 /// DeepTune's head: conv_head.0 = Conv1d, conv_head.4 = Linear.
 struct ConvHead {
@@ -34,7 +35,7 @@ pub struct TextModel {
 }
 
 impl TextModel {
-    pub fn load(opts: &TextOptions, device: Device) -> Result<TextModel> {
+    pub fn load(opts: &Gpt2Options, device: Device) -> Result<TextModel> {
         let dir = &opts.model_weights;
         if !dir.is_dir() {
             bail!(
@@ -54,7 +55,7 @@ impl TextModel {
                 let dims = gpt2.hidden_size();
                 Ok(TextModel { gpt2, head: None, dims, tokenizer_dir: dir.clone(), details })
             }
-            UseCase::Finetuned => load_deeptune(dir, device, details),
+            _ => load_deeptune(dir, device, details),
         }
     }
 
@@ -71,7 +72,7 @@ impl TextModel {
     }
 }
 
-impl deepembed_sdk::text::Embed for TextModel {
+impl deepembed_sdk::text::TextModel for TextModel {
     fn embed(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let hidden = self.gpt2.forward(ids, mask);
         Ok(match &self.head {

@@ -1,5 +1,9 @@
 //! deepembed's mbert plugin: text embeddings from BERT-architecture models (multilingual BERT,
 //! MiniLM, any `BertModel` checkpoint) and from DeepTune's fine-tuned and LoRA BERT directories.
+//!
+//! An rlib; `cdylib/` exports it as a plugin library.
+
+#![forbid(unsafe_code)]
 
 pub mod bert;
 pub mod model;
@@ -8,14 +12,16 @@ mod pipeline;
 pub mod tokenizer;
 
 use anyhow::Result;
-use deepembed_sdk::{Manifest, Plugin, RunContext};
+use deepembed_sdk::{InputSpec, Manifest, Options, Plugin, RunContext};
 
-use crate::options::TextOptions;
+use crate::options::MbertOptions;
 
 #[derive(Default)]
 pub struct MbertPlugin;
 
 impl Plugin for MbertPlugin {
+    type Options = MbertOptions;
+
     fn manifest(&self) -> Manifest {
         Manifest {
             name: "mbert".into(),
@@ -27,14 +33,12 @@ impl Plugin for MbertPlugin {
                 "bert-base-multilingual-uncased".into(),
                 "any BertModel directory".into(),
             ],
-            args: options::arg_specs(),
+            args: MbertOptions::arg_specs(),
+            inputs: InputSpec::default_inputs(),
         }
     }
 
-    fn run(&self, ctx: &mut RunContext) -> Result<()> {
-        let opts = TextOptions::from_args(ctx.args())?;
-        pipeline::run(ctx, &opts)
+    fn run(&self, options: MbertOptions, ctx: &mut RunContext<'_>) -> Result<()> {
+        pipeline::run(ctx, &options)
     }
 }
-
-deepembed_sdk::export_plugin!(MbertPlugin);

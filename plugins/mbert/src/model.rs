@@ -14,7 +14,8 @@ use deepembed_sdk::checkpoint::StateDict;
 use tch::{Device, Kind, Tensor};
 
 use crate::bert::{Bert, BertConfig};
-use crate::options::{TextOptions, UseCase};
+use crate::options::MbertOptions;
+use deepembed_sdk::options::UseCase;
 
 pub struct TextModel {
     bert: Bert,
@@ -26,7 +27,7 @@ pub struct TextModel {
 }
 
 impl TextModel {
-    pub fn load(opts: &TextOptions, device: Device) -> Result<TextModel> {
+    pub fn load(opts: &MbertOptions, device: Device) -> Result<TextModel> {
         let dir = &opts.model_weights;
         if !dir.is_dir() {
             bail!(
@@ -58,7 +59,7 @@ impl TextModel {
     }
 }
 
-impl deepembed_sdk::text::Embed for TextModel {
+impl deepembed_sdk::text::TextModel for TextModel {
     /// The [CLS] vector of the last hidden state, through `additional` with two added layers.
     fn embed(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let cls = self.bert.forward(ids, mask).select(1, 0);
@@ -70,7 +71,7 @@ impl deepembed_sdk::text::Embed for TextModel {
 }
 
 fn load_deeptune(
-    opts: &TextOptions,
+    opts: &MbertOptions,
     dir: &Path,
     device: Device,
     mut details: serde_json::Map<String, serde_json::Value>,
@@ -118,7 +119,7 @@ fn load_deeptune(
     // The head: `additional` exists with two added layers; `classifier` gives the class count.
     let found_layers = if sd.contains("additional.weight") { 2 } else { 1 };
     let declared = model_config["added_layers"].as_i64();
-    for (what, given) in [("--added_layers", opts.added_layers), ("model_config.json's added_layers", declared)] {
+    for (what, given) in [("--added_layers", opts.head.added_layers), ("model_config.json's added_layers", declared)] {
         if let Some(given) = given {
             if given != found_layers {
                 let why =
@@ -135,7 +136,7 @@ fn load_deeptune(
             .to_kind(Kind::Float)
             .to_device(device);
         let found = w.size()[0];
-        if let Some(given) = opts.embed_size {
+        if let Some(given) = opts.head.embed_size {
             if given != found {
                 bail!("--embed_size {given} was given, but additional.weight in {source} has shape {:?} ({found} outputs)", w.size());
             }
@@ -147,7 +148,7 @@ fn load_deeptune(
     };
     if let Some(classifier) = sd.get("classifier.weight") {
         let found = classifier.size()[0];
-        if let Some(given) = opts.num_classes {
+        if let Some(given) = opts.head.num_classes {
             if given != found {
                 bail!("--num_classes {given} was given, but classifier.weight in {source} has shape {:?} ({found} outputs)", classifier.size());
             }
@@ -161,7 +162,7 @@ fn load_deeptune(
 }
 
 /// `--lora_alpha`, else the adapter config peft saved next to the weights, else DeepTune's 32.
-fn lora_alpha(opts: &TextOptions, dir: &Path) -> Result<f64> {
+fn lora_alpha(opts: &MbertOptions, dir: &Path) -> Result<f64> {
     if let Some(alpha) = opts.lora_alpha {
         return Ok(alpha);
     }
@@ -179,7 +180,7 @@ fn lora_alpha(opts: &TextOptions, dir: &Path) -> Result<f64> {
 /// The encoder's configuration: `--bert_config`, bert_model/config.json, or (peft, whose
 /// bert_model/ holds only the adapter) the base model the adapter names: its config.json when
 /// that is a local directory, or the published shape of the multilingual BERTs DeepTune uses.
-fn encoder_config(opts: &TextOptions, dir: &Path) -> Result<BertConfig> {
+fn encoder_config(opts: &MbertOptions, dir: &Path) -> Result<BertConfig> {
     if let Some(path) = &opts.bert_config {
         return BertConfig::from_file(path);
     }
@@ -217,19 +218,12 @@ mod tests {
         std::fs::create_dir_all(dir.join("bert_model")).unwrap();
         let adapter = r#"{"base_model_name_or_path": "bert-base-multilingual-uncased", "r": 16, "lora_alpha": 32}"#;
         std::fs::write(dir.join("bert_model/adapter_config.json"), adapter).unwrap();
-        let opts = TextOptions {
-            use_case: UseCase::Peft,
-            model_weights: dir.clone(),
-            added_layers: None,
-            embed_size: None,
-            num_classes: None,
-            lora_alpha: None,
-            bert_config: None,
-            text_column: "text".into(),
-            label_column: "labels".into(),
-            max_length: 256,
-            pad_to_longest: true,
-        };
+        let json = format!(
+            r#"{{"use_case": "peft", "model_weights": {:?}, "text_column": "text", "label_column": "labels",
+                 "max_length": 256, "padding": "longest"}}"#,
+            dir.display().to_string()
+        );
+        let opts: MbertOptions = deepembed_sdk::options::parse(&json).unwrap();
         let config = encoder_config(&opts, &dir).unwrap();
         assert_eq!((config.hidden_size, config.num_hidden_layers, config.num_attention_heads), (768, 12, 12));
         std::fs::write(

@@ -1,5 +1,9 @@
 //! deepembed's vision plugin: image embeddings from torchvision models and from DeepTune's
 //! fine-tuned and LoRA checkpoints, with DeepTune's preprocessing reproduced to the bit.
+//!
+//! An rlib; `cdylib/` exports it as a plugin library.
+
+#![forbid(unsafe_code)]
 
 pub use deepembed_image as image;
 pub mod model;
@@ -9,7 +13,7 @@ mod pipeline;
 pub mod weights;
 
 use anyhow::Result;
-use deepembed_sdk::{Manifest, Plugin, RunContext};
+use deepembed_sdk::{Manifest, Options, Plugin, RunContext};
 
 use crate::options::VisionOptions;
 
@@ -17,21 +21,21 @@ use crate::options::VisionOptions;
 pub struct VisionPlugin;
 
 impl Plugin for VisionPlugin {
+    type Options = VisionOptions;
+
     fn manifest(&self) -> Manifest {
         Manifest {
             name: "vision".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             modality: "image".into(),
             description: "Image embeddings from torchvision and DeepTune vision models".into(),
-            models: models::ARCHITECTURES.iter().map(|a| a.version.to_string()).collect(),
-            args: options::arg_specs(),
+            models: models::versions().iter().map(|v| v.to_string()).collect(),
+            args: VisionOptions::arg_specs(),
+            inputs: deepembed_sdk::InputSpec::default_inputs(),
         }
     }
 
-    fn run(&self, ctx: &mut RunContext) -> Result<()> {
-        let opts = VisionOptions::from_args(ctx.args())?;
-        pipeline::run(ctx, &opts)
+    fn run(&self, options: VisionOptions, ctx: &mut RunContext<'_>) -> Result<()> {
+        pipeline::run(ctx, &options)
     }
 }
-
-deepembed_sdk::export_plugin!(VisionPlugin);

@@ -6,8 +6,9 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Tensor};
 
 use crate::models;
-use crate::options::{UseCase, VisionOptions};
+use crate::options::VisionOptions;
 use crate::weights;
+use deepembed_sdk::options::UseCase;
 
 pub struct EmbeddingModel {
     // Owns the backbone's parameters.
@@ -28,9 +29,7 @@ impl EmbeddingModel {
         let mut details = serde_json::Map::new();
         let fc1 = match opts.use_case {
             UseCase::Pretrained => {
-                if opts.added_layers.is_some() || opts.embed_size.is_some() || opts.num_classes.is_some() {
-                    log::warn!("--added_layers, --embed_size and --num_classes apply to finetuned and peft models; ignored for pretrained");
-                }
+                opts.head.warn_if_given_for_pretrained();
                 let file = weights::pretrained_file(opts, arch)?;
                 log::info!("loading torchvision {} weights from {}", arch.version, file.display());
                 let sd = StateDict::load(&file)?;
@@ -41,7 +40,7 @@ impl EmbeddingModel {
             }
             UseCase::Finetuned | UseCase::Peft => {
                 let file = weights::deeptune_checkpoint(opts)?;
-                log::info!("loading DeepTune {} checkpoint {}", opts.use_case.prefix().to_lowercase(), file.display());
+                log::info!("loading DeepTune {} checkpoint {}", opts.use_case.upper().to_lowercase(), file.display());
                 let sd = StateDict::load(&file)?;
                 let head = weights::deeptune_head(&sd, opts, arch)?;
                 let backbone_sd = weights::deeptune_backbone(&sd, opts)?;

@@ -14,7 +14,8 @@ use deepembed_sdk::checkpoint::StateDict;
 use tch::Tensor;
 
 use crate::models::Architecture;
-use crate::options::{UseCase, VisionOptions};
+use crate::options::{Mode, VisionOptions};
+use deepembed_sdk::options::UseCase;
 
 /// The weights file for a pretrained run: `--model_weights`, else torchvision's file in the
 /// torch hub cache.
@@ -56,7 +57,7 @@ pub fn deeptune_checkpoint(opts: &VisionOptions) -> Result<PathBuf> {
     let path = opts.model_weights.as_ref().ok_or_else(|| {
         anyhow!(
             "--use_case {} needs --model_weights: DeepTune's .pth checkpoint or the directory holding it",
-            opts.use_case.prefix().to_lowercase()
+            opts.use_case.upper().to_lowercase()
         )
     })?;
     if path.is_file() {
@@ -91,7 +92,7 @@ pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) 
     let source = sd.source().display();
     let tensor = |name: &str| -> Result<Tensor> {
         sd.get(name).map(Tensor::shallow_clone).ok_or_else(|| {
-            anyhow!("{source} has no {name}: it is not a DeepTune {} checkpoint", opts.use_case.prefix().to_lowercase())
+            anyhow!("{source} has no {name}: it is not a DeepTune {} checkpoint", opts.use_case.upper().to_lowercase())
         })
     };
     let fc1 = (tensor("fc1.weight")?, tensor("fc1.bias")?);
@@ -104,7 +105,7 @@ pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) 
         );
     }
     let found_layers = if sd.contains("fc2.weight") { 2 } else { 1 };
-    if let Some(given) = opts.added_layers {
+    if let Some(given) = opts.head.added_layers {
         if given != found_layers {
             let why =
                 if found_layers == 2 { "it has fc2 (two added layers)" } else { "it has no fc2 (one added layer)" };
@@ -114,7 +115,7 @@ pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) 
     let last = if found_layers == 2 { tensor("fc2.weight")? } else { fc1.0.shallow_clone() };
     let last_name = if found_layers == 2 { "fc2.weight" } else { "fc1.weight" };
     let num_classes = last.size()[0];
-    if let Some(given) = opts.num_classes {
+    if let Some(given) = opts.head.num_classes {
         if given != num_classes {
             bail!(
                 "--num_classes {given} was given, but {last_name} in {source} has shape {:?} ({num_classes} outputs)",
@@ -122,11 +123,11 @@ pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) 
             );
         }
     }
-    if opts.mode == "reg" && num_classes != 1 {
+    if opts.mode == Mode::Reg && num_classes != 1 {
         bail!("--mode reg was given, but {last_name} in {source} has {num_classes} outputs (a regression head has 1)");
     }
     let embed_size = (found_layers == 2).then_some(fc1_shape[0]);
-    if let (Some(given), Some(found)) = (opts.embed_size, embed_size) {
+    if let (Some(given), Some(found)) = (opts.head.embed_size, embed_size) {
         if given != found {
             bail!(
                 "--embed_size {given} was given, but fc1.weight in {source} has shape {fc1_shape:?} ({found} outputs)"
@@ -168,7 +169,7 @@ pub fn deeptune_backbone(sd: &StateDict, opts: &VisionOptions) -> Result<StateDi
 
 fn merge_lora(sd: &StateDict, opts: &VisionOptions) -> Result<StateDict> {
     let merged = deepembed_sdk::lora::merge(sd, opts.lora_alpha)?;
-    if let Some(given) = opts.embed_size {
+    if let Some(given) = opts.head.embed_size {
         if given != merged.rank {
             log::warn!(
                 "--embed_size {given} was given, but the checkpoint's LoRA rank is {}; using the checkpoint's",

@@ -19,6 +19,11 @@ pub struct Architecture {
 
 pub const ARCHITECTURES: &[Architecture] = resnet::ARCHITECTURES;
 
+/// The `--model_version` values this plugin offers.
+pub fn versions() -> Vec<&'static str> {
+    ARCHITECTURES.iter().map(|a| a.version).collect()
+}
+
 /// Families DeepTune has that this plugin does not implement yet.
 const NOT_YET: &[&str] = &["densenet", "vgg", "efficientnet", "vit", "swin", "siglip"];
 

@@ -1,7 +1,7 @@
 //! An outside plugin that claims to be built against another libtorch. The host must report it and never run it.
 
+use deepembed_sdk::abi::abi_stable::std_types::{RResult, RStr, RString};
 use deepembed_sdk::abi::{leak_root, HostCallbacks, PluginMod, PluginModRef, RunRequest};
-use deepembed_sdk::abi_stable::std_types::{RResult, RStr, RString};
 
 extern "C" fn manifest() -> RString {
     RString::from(

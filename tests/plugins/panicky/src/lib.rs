@@ -7,6 +7,8 @@ use deepembed_sdk::{Manifest, Plugin, RunContext};
 struct Panicky;
 
 impl Plugin for Panicky {
+    type Options = deepembed_sdk::options::NoOptions;
+
     fn manifest(&self) -> Manifest {
         Manifest {
             name: "panicky".into(),
@@ -15,10 +17,11 @@ impl Plugin for Panicky {
             description: "Test plugin that panics".into(),
             models: vec![],
             args: vec![],
+            inputs: deepembed_sdk::InputSpec::default_inputs(),
         }
     }
 
-    fn run(&self, _ctx: &mut RunContext) -> Result<()> {
+    fn run(&self, _options: Self::Options, _ctx: &mut RunContext<'_>) -> Result<()> {
         let rows: Vec<u32> = Vec::new();
         panic!("boom: index {} of {} rows", 3, rows.len());
     }

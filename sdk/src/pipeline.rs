@@ -1,0 +1,172 @@
+//! The one batch pipeline every plugin runs:
+//!
+//! 1. **prepare** (a CPU thread): input batches, gathered into windows, become model rows: an
+//!    image's pixels, a text's token ids, a table row's codes. A row the model cannot use is a
+//!    reason, not a row.
+//! 2. **embed** (this thread, on the run's device): the usable rows of a window, in chunks of at
+//!    most `batch_size`, become embeddings. A [`Batching`] strategy says in which order rows are
+//!    chunked (input order, or longest first so chunks of similar length pad little).
+//! 3. **emit**: the window's embeddings, back in input order, with the carried columns
+//!    ([`OutputColumns`]), go to the host; unusable rows are skipped or fail the run there, per
+//!    `--on_error`, naming the row.
+//!
+//! Preparing the next window overlaps embedding this one; memory is bounded by the window.
+
+use std::sync::mpsc::sync_channel;
+use std::thread;
+
+use anyhow::{anyhow, bail, Context, Result};
+use arrow::array::RecordBatch;
+use arrow::ffi_stream::RecordBatchStreamReader;
+use tch::Tensor;
+
+use crate::output::OutputColumns;
+use crate::RunContext;
+
+/// CPU work on input rows. Runs on its own thread, so it owns its state (which it may keep
+/// between windows: counts, a series' history) and gives it back at the end.
+pub trait Prepare: Send + 'static {
+    /// One model row.
+    type Row: Send + 'static;
+
+    /// The model rows of `batch`'s rows, one per input row, in order: `Err(reason)` for a row
+    /// that cannot be used. `first_row` is the batch's first row number in the input file. An
+    /// `Err` of the whole call stops the run.
+    fn prepare(&mut self, batch: &RecordBatch, first_row: u64) -> Result<Vec<Result<Self::Row, String>>>;
+}
+
+/// The model: rows to embeddings, on the run's device.
+pub trait Embed<Row> {
+    /// `rows` (at most `batch_size`) to a `(rows.len(), dims)` float tensor, on any device.
+    fn embed(&mut self, rows: &[&Row]) -> Result<Tensor>;
+}
+
+/// In which order the usable rows of a window are cut into chunks for the model.
+pub enum Batching<Row> {
+    /// Input order, one input batch per window.
+    InputOrder,
+    /// Longest first within windows of `window_batches` input batches (ties keep input order),
+    /// so each chunk holds rows of similar length; the first chunk shows the peak memory at once.
+    LongestFirst { window_batches: usize, length: fn(&Row) -> usize },
+}
+
+/// A window of input rows, prepared.
+struct Window<Row> {
+    batch: RecordBatch,
+    first_row: u64,
+    rows: Vec<Result<Row, String>>,
+}
+
+/// Runs the pipeline over the input `input`, emitting into `columns`. The caller has already
+/// called [`RunContext::begin`]. Returns the preparer, with whatever it counted.
+pub fn run<P: Prepare>(
+    ctx: &mut RunContext<'_>,
+    input: RecordBatchStreamReader,
+    columns: &OutputColumns,
+    mut preparer: P,
+    model: &mut dyn Embed<P::Row>,
+    batching: Batching<P::Row>,
+) -> Result<P> {
+    let window_batches = match &batching {
+        Batching::InputOrder => 1,
+        Batching::LongestFirst { window_batches, .. } => (*window_batches).max(1),
+    };
+    // One window in the channel and one being prepared, while the model works on a third.
+    let (tx, rx) = sync_channel::<Result<Window<P::Row>>>(1);
+    let reader = thread::Builder::new().name("prepare".into()).spawn(move || {
+        let mut input = input.peekable();
+        let mut first_row = 0u64;
+        while input.peek().is_some() {
+            let window = read_window(&mut input, window_batches).and_then(|batch| {
+                let rows = preparer.prepare(&batch, first_row).with_context(|| rows_context(first_row, &batch))?;
+                if rows.len() != batch.num_rows() {
+                    bail!("the plugin prepared {} rows for {} input rows", rows.len(), batch.num_rows());
+                }
+                Ok(Window { batch, first_row, rows })
+            });
+            if let Ok(w) = &window {
+                first_row += w.batch.num_rows() as u64;
+            }
+            let stop = window.is_err();
+            if tx.send(window).is_err() || stop {
+                break;
+            }
+        }
+        preparer
+    })?;
+    let result = consume(ctx, columns, model, &batching, rx);
+    // The preparer stops by itself once the receiver is gone.
+    let preparer = reader.join().map_err(|_| anyhow!("the preparing thread panicked"))?;
+    result.map(|()| preparer)
+}
+
+fn rows_context(first_row: u64, batch: &RecordBatch) -> String {
+    format!("input rows {first_row} to {}", first_row + batch.num_rows().max(1) as u64 - 1)
+}
+
+fn read_window(
+    input: &mut impl Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>>,
+    batches: usize,
+) -> Result<RecordBatch> {
+    let mut window = Vec::with_capacity(batches);
+    for batch in input.take(batches) {
+        window.push(batch.map_err(|e| anyhow!("reading input: {e}"))?);
+    }
+    match window.len() {
+        0 => bail!("empty window"),
+        1 => Ok(window.pop().expect("one batch")),
+        _ => Ok(arrow::compute::concat_batches(&window[0].schema(), &window)?),
+    }
+}
+
+fn consume<Row>(
+    ctx: &mut RunContext<'_>,
+    columns: &OutputColumns,
+    model: &mut dyn Embed<Row>,
+    batching: &Batching<Row>,
+    windows: std::sync::mpsc::Receiver<Result<Window<Row>>>,
+) -> Result<()> {
+    let dims = columns.dims();
+    let batch_size = ctx.batch_size();
+    for window in windows {
+        let window = window?;
+        let mut kept: Vec<u32> = Vec::with_capacity(window.rows.len());
+        let mut rows: Vec<&Row> = Vec::with_capacity(window.rows.len());
+        for (i, row) in window.rows.iter().enumerate() {
+            match row {
+                Ok(row) => {
+                    kept.push(i as u32);
+                    rows.push(row);
+                }
+                Err(reason) => ctx.skip_row(window.first_row + i as u64, reason)?,
+            }
+        }
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        if let Batching::LongestFirst { length, .. } = batching {
+            order.sort_by_key(|&k| std::cmp::Reverse(length(rows[k])));
+        }
+        let mut embeddings = vec![0f32; rows.len() * dims];
+        for chunk in order.chunks(batch_size) {
+            let chunk_rows: Vec<&Row> = chunk.iter().map(|&k| rows[k]).collect();
+            let values =
+                embed_chunk(model, &chunk_rows, dims).with_context(|| rows_context(window.first_row, &window.batch))?;
+            for (j, &k) in chunk.iter().enumerate() {
+                embeddings[k * dims..(k + 1) * dims].copy_from_slice(&values[j * dims..(j + 1) * dims]);
+            }
+        }
+        let kept = (kept.len() != window.batch.num_rows()).then_some(kept.as_slice());
+        ctx.emit(&columns.batch(&window.batch, kept, &embeddings)?)?;
+        ctx.progress(window.batch.num_rows() as u64);
+    }
+    Ok(())
+}
+
+/// Runs the model on one chunk and reads the embeddings back as f32, checking their shape.
+fn embed_chunk<Row>(model: &mut dyn Embed<Row>, rows: &[&Row], dims: usize) -> Result<Vec<f32>> {
+    let out = tch::no_grad(|| model.embed(rows))?;
+    if out.size() != [rows.len() as i64, dims as i64] {
+        bail!("the model returned embeddings of shape {:?}, expected [{}, {dims}]", out.size(), rows.len());
+    }
+    let out = out.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
+    Vec::<f32>::try_from(out.view([-1])).context("reading embeddings back")
+}

@@ -1,0 +1,126 @@
+//! Tensors fetched from a state dict by name, with their shape and dtype checked as they are
+//! loaded: a wrong-shaped weight fails at load, naming the file, the key and both shapes, never
+//! later inside a forward pass (where libtorch would panic or print a C++ backtrace).
+
+use anyhow::{anyhow, bail, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::StateDict;
+
+/// A dimension that may be anything (a width the weights themselves define).
+pub const ANY: i64 = -1;
+
+/// A state dict's tensors under a name prefix, converted to f32 on the run's device.
+#[derive(Clone, Copy)]
+pub struct Weights<'a> {
+    sd: &'a StateDict,
+    device: Device,
+}
+
+/// A scoped view of [`Weights`]: every name is looked up under `prefix`.
+pub struct Scope<'a> {
+    weights: Weights<'a>,
+    prefix: String,
+}
+
+/// A linear (or transformers Conv1D) layer's weight and bias.
+#[derive(Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Linear {
+    /// `x @ weight^T + bias`.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, Some(&self.bias))
+    }
+}
+
+impl<'a> Weights<'a> {
+    pub fn new(sd: &'a StateDict, device: Device) -> Weights<'a> {
+        Weights { sd, device }
+    }
+
+    pub fn state_dict(&self) -> &'a StateDict {
+        self.sd
+    }
+
+    /// The names under `prefix` (`"encoder.layer.0"` looks up `"encoder.layer.0.<name>"`).
+    pub fn at(&self, prefix: &str) -> Scope<'a> {
+        Scope { weights: *self, prefix: prefix.to_string() }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.sd.get(name).is_some()
+    }
+
+    /// The shape of `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<i64>> {
+        self.sd.get(name).map(Tensor::size)
+    }
+
+    /// `name`, which must have `shape` (each entry a size, or [`ANY`]) and a floating dtype.
+    pub fn tensor(&self, name: &str, shape: &[i64]) -> Result<Tensor> {
+        let source = self.sd.source().display();
+        let t = self.sd.get(name).ok_or_else(|| anyhow!("{source} has no weight {name}"))?;
+        let found = t.size();
+        let fits = found.len() == shape.len() && found.iter().zip(shape).all(|(&f, &s)| s == ANY || f == s);
+        if !fits {
+            bail!("{source}: {name} has shape {found:?}, expected {}", describe(shape));
+        }
+        if !matches!(t.kind(), Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) {
+            bail!("{source}: {name} has dtype {:?}, expected floating point weights", t.kind());
+        }
+        Ok(t.to_kind(Kind::Float).to_device(self.device))
+    }
+
+    /// A linear layer `prefix.weight` `[outputs, inputs]` and `prefix.bias` `[outputs]`.
+    pub fn linear(&self, prefix: &str, inputs: i64, outputs: i64) -> Result<Linear> {
+        let weight = self.tensor(&format!("{prefix}.weight"), &[outputs, inputs])?;
+        let outputs = weight.size()[0];
+        Ok(Linear { weight, bias: self.tensor(&format!("{prefix}.bias"), &[outputs])? })
+    }
+
+    /// A transformers Conv1D (GPT-2): weight `[inputs, outputs]`, used transposed.
+    pub fn conv1d(&self, prefix: &str, inputs: i64, outputs: i64) -> Result<Linear> {
+        let weight = self.tensor(&format!("{prefix}.weight"), &[inputs, outputs])?;
+        let outputs = weight.size()[1];
+        Ok(Linear { weight: weight.tr().contiguous(), bias: self.tensor(&format!("{prefix}.bias"), &[outputs])? })
+    }
+}
+
+impl<'a> Scope<'a> {
+    fn name(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn at(&self, prefix: &str) -> Scope<'a> {
+        Scope { weights: self.weights, prefix: self.name(prefix) }
+    }
+
+    pub fn tensor(&self, name: &str, shape: &[i64]) -> Result<Tensor> {
+        self.weights.tensor(&self.name(name), shape)
+    }
+
+    pub fn linear(&self, name: &str, inputs: i64, outputs: i64) -> Result<Linear> {
+        self.weights.linear(&self.name(name), inputs, outputs)
+    }
+
+    pub fn conv1d(&self, name: &str, inputs: i64, outputs: i64) -> Result<Linear> {
+        self.weights.conv1d(&self.name(name), inputs, outputs)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.weights.contains(&self.name(name))
+    }
+}
+
+fn describe(shape: &[i64]) -> String {
+    let dims: Vec<String> = shape.iter().map(|&d| if d == ANY { "_".to_string() } else { d.to_string() }).collect();
+    format!("[{}]", dims.join(", "))
+}
