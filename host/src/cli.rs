@@ -122,9 +122,11 @@ fn clap_arg(spec: &ArgSpec) -> Arg {
     arg = match spec.kind {
         ArgKind::Bool => arg.action(ArgAction::SetTrue),
         ArgKind::List => arg.num_args(1..).action(ArgAction::Append),
+        // A negative number is a value (for the range check to refuse), not a flag.
         ArgKind::Int => arg
+            .allow_negative_numbers(true)
             .value_parser(clap::value_parser!(i64).range(spec.min.unwrap_or(i64::MIN)..=spec.max.unwrap_or(i64::MAX))),
-        ArgKind::Float => arg.value_parser(clap::value_parser!(f64)),
+        ArgKind::Float => arg.allow_negative_numbers(true).value_parser(clap::value_parser!(f64)),
         ArgKind::Path => arg.value_parser(clap::value_parser!(PathBuf)).value_name("PATH"),
         ArgKind::String => arg,
     };

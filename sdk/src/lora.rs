@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use crate::checkpoint::StateDict;
+use crate::options::UseCase;
 
 /// A state dict with LoRA merged in and peft's names undone (`<layer>.weight`).
 pub struct Merged {
@@ -23,6 +24,22 @@ pub struct Merged {
 
 pub fn has_lora(sd: &StateDict) -> bool {
     sd.keys().any(|k| k.contains(".lora_A."))
+}
+
+/// Whether a DeepTune checkpoint holds LoRA adapters, which must agree with `--use_case`: a peft
+/// checkpoint given as finetuned (or the reverse) is an error saying which use case fits.
+pub fn check_use_case(sd: &StateDict, use_case: UseCase) -> Result<bool> {
+    let lora = has_lora(sd);
+    let source = sd.source().display();
+    match (use_case, lora) {
+        (UseCase::Finetuned, true) => {
+            bail!("{source} holds LoRA weights: it is a peft checkpoint; use --use_case peft")
+        }
+        (UseCase::Peft, false) => {
+            bail!("{source} holds no LoRA weights: it is not a peft checkpoint; use --use_case finetuned")
+        }
+        _ => Ok(lora),
+    }
 }
 
 /// Merges every adapter in `sd` with scale `alpha / r`.

@@ -2,6 +2,8 @@
 //! cut longest first and padded to their longest text where the model's output provably does
 //! not depend on padding.
 
+use std::path::Path;
+
 use anyhow::{bail, Result};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Schema};
@@ -10,7 +12,7 @@ use tch::Tensor;
 use crate::options::{Padding, TextInput};
 use crate::output::{require_column, Carry, EmbeddingNames, OutputColumns};
 use crate::pipeline::{self, Batching, Embed, Prepare};
-use crate::RunContext;
+use crate::{OutputPlan, RunContext};
 
 /// Input batches gathered into one window, the span over which rows are sorted by length.
 const WINDOW_BATCHES: usize = 8;
@@ -18,20 +20,21 @@ const WINDOW_BATCHES: usize = 8;
 /// Text to token ids (special tokens included, truncated). Runs on the preparing thread.
 pub trait Tokenize: Send + 'static {
     fn encode(&self, texts: Vec<&str>) -> Result<Vec<Vec<i64>>>;
+    /// Tokens in the vocabulary, added tokens included.
+    fn vocab_size(&self) -> usize;
+    /// The id of padding positions.
+    fn pad_id(&self) -> i64;
 }
 
-/// Token ids and attention mask, both (B, T) int64, to embeddings (B, dims) float.
+/// A text model: token ids and attention mask, both (B, T) int64, to embeddings (B, dims).
 pub trait TextModel {
     fn embed(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor>;
-}
-
-/// How a text plugin's model takes its input.
-pub struct TextLayout {
-    pub names: EmbeddingNames,
-    pub dims: usize,
-    pub pad_id: i64,
+    /// Positions the model has embeddings for.
+    fn max_positions(&self) -> i64;
+    /// Rows of the model's token embedding table.
+    fn vocab_size(&self) -> i64;
     /// Whether padding a batch only to its longest text leaves the embedding unchanged.
-    pub padding_is_ignored: bool,
+    fn ignores_padding(&self) -> bool;
 }
 
 /// Fails early, naming what is missing, instead of at the first batch.
@@ -45,48 +48,48 @@ pub fn check_text_column(schema: &Schema, text_column: &str) -> Result<()> {
 
 /// Checks that a tokenizer and a model belong together and that `max_length` fits the model,
 /// before any row is read.
-pub fn check_fits(
-    max_length: usize,
-    max_positions: i64,
-    tokenizer_vocab: usize,
-    model_vocab: i64,
-    tokenizer_dir: &std::path::Path,
-) -> Result<()> {
+fn check_fits(max_length: usize, tokenizer: &impl Tokenize, model: &dyn TextModel, tokenizer_dir: &Path) -> Result<()> {
+    let max_positions = model.max_positions();
     if max_length as i64 > max_positions {
         bail!("--max_length {max_length} exceeds the model's {max_positions} positions");
     }
-    if tokenizer_vocab as i64 > model_vocab {
+    let (tokens, rows) = (tokenizer.vocab_size(), model.vocab_size());
+    if tokens as i64 > rows {
         bail!(
-            "the tokenizer in {} has {tokenizer_vocab} tokens but the model's vocabulary has {model_vocab}: they do not belong together",
+            "the tokenizer in {} has {tokens} tokens but the model's vocabulary has {rows}: they do not belong together",
             tokenizer_dir.display()
         );
     }
     Ok(())
 }
 
-/// Runs `model` over the texts of the run's `df`: embedding columns, then the label column as
-/// `labels` (DeepTune's text tools keep that name), then every other input column. The caller
-/// has already called `ctx.begin`.
+/// Runs `model` over the texts of the run's `df` and writes `plan`: embedding columns named
+/// `names`, then the label column as `labels` (DeepTune's text tools keep that name), then
+/// every other input column. Checks first that the tokenizer (loaded from `tokenizer_dir`) and
+/// the model belong together.
 pub fn run(
     ctx: &mut RunContext<'_>,
     input: &TextInput,
-    layout: &TextLayout,
-    tokenizer: impl Tokenize,
+    plan: &OutputPlan,
+    names: EmbeddingNames,
+    (tokenizer, tokenizer_dir): (impl Tokenize, &Path),
     model: &dyn TextModel,
 ) -> Result<()> {
+    check_fits(input.max_length, &tokenizer, model, tokenizer_dir)?;
     let schema = ctx.input_schema("df")?.clone();
     let columns = OutputColumns::new(
         &schema,
-        layout.dims,
-        layout.names,
+        plan.dims,
+        names,
         Some((&input.label_column, "labels")),
         Carry::AllExcept(vec![input.text_column.clone()]),
     )?;
+    ctx.begin(plan)?;
     let width = match input.padding {
-        Padding::Longest if layout.padding_is_ignored => None,
+        Padding::Longest if model.ignores_padding() => None,
         _ => Some(input.max_length),
     };
-    let mut batches = TokenBatches { model, pad_id: layout.pad_id, width, device: ctx.tch_device() };
+    let mut batches = TokenBatches { model, pad_id: tokenizer.pad_id(), width, device: ctx.tch_device() };
     let tokenizing = Tokenizing { tokenizer, column: input.text_column.clone() };
     let reader = ctx.take_input("df")?;
     let batching = Batching::LongestFirst { window_batches: WINDOW_BATCHES, length: Vec::len };

@@ -11,7 +11,7 @@ pub mod tokenizer;
 
 use anyhow::Result;
 use deepembed_sdk::output::EmbeddingNames;
-use deepembed_sdk::text::{self, TextLayout};
+use deepembed_sdk::text;
 use deepembed_sdk::{InputSpec, Manifest, Options, OutputPlan, Plugin, RunContext};
 
 use crate::model::TextModel;
@@ -41,29 +41,13 @@ impl Plugin for Gpt2Plugin {
         text::check_text_column(ctx.input_schema("df")?, &opts.text.text_column)?;
         let model = TextModel::load(&opts, ctx.tch_device())?;
         let tokenizer = Gpt2Tokenizer::load(&model.tokenizer_dir, opts.text.max_length)?;
-        text::check_fits(
-            opts.text.max_length,
-            model.max_positions(),
-            tokenizer.vocab_size(),
-            model.vocab_size(),
-            &model.tokenizer_dir,
-        )?;
         let model_str = opts.model_str();
-        ctx.begin(&OutputPlan {
+        let plan = OutputPlan {
             model_str: model_str.to_string(),
             file_name: format!("{model_str}_embeddings.parquet"),
             dims: model.dims as usize,
             details: model.details.clone(),
-        })?;
-        // Mean pooling over real tokens ignores padding (causal attention: real tokens never see
-        // the padding after them); the fine-tuned head max-pools over every position, padding
-        // included, so it keeps DeepTune's fixed length.
-        let layout = TextLayout {
-            names: EmbeddingNames::Index,
-            dims: model.dims as usize,
-            pad_id: tokenizer.pad_id,
-            padding_is_ignored: !model.has_head(),
         };
-        text::run(ctx, &opts.text, &layout, tokenizer, &model)
+        text::run(ctx, &opts.text, &plan, EmbeddingNames::Index, (tokenizer, &model.tokenizer_dir), &model)
     }
 }

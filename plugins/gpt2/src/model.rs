@@ -59,20 +59,24 @@ impl TextModel {
         }
     }
 
-    pub fn max_positions(&self) -> i64 {
-        self.gpt2.max_positions()
-    }
-
-    pub fn vocab_size(&self) -> i64 {
-        self.gpt2.vocab_size()
-    }
-
-    pub fn has_head(&self) -> bool {
-        self.head.is_some()
-    }
 }
 
 impl deepembed_sdk::text::TextModel for TextModel {
+    fn max_positions(&self) -> i64 {
+        self.gpt2.max_positions()
+    }
+
+    fn vocab_size(&self) -> i64 {
+        self.gpt2.vocab_size()
+    }
+
+    /// Mean pooling over real tokens ignores padding (causal attention: real tokens never see
+    /// the padding after them); the fine-tuned head max-pools over every position, padding
+    /// included, so it keeps DeepTune's fixed length.
+    fn ignores_padding(&self) -> bool {
+        self.head.is_none()
+    }
+
     fn embed(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let hidden = self.gpt2.forward(ids, mask);
         Ok(match &self.head {

@@ -51,15 +51,19 @@ impl Gpt2Tokenizer {
             .ok_or_else(|| anyhow!("the tokenizer in {} has no {END_OF_TEXT} token to pad with", dir.display()))?;
         Ok(Gpt2Tokenizer { inner, pad_id })
     }
-
-    pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
-    }
 }
 
 impl deepembed_sdk::text::Tokenize for Gpt2Tokenizer {
     fn encode(&self, texts: Vec<&str>) -> Result<Vec<Vec<i64>>> {
         let encodings = self.inner.encode_batch(texts, true).map_err(|e| anyhow!("tokenizing: {e}"))?;
         Ok(encodings.iter().map(|e| e.get_ids().iter().map(|&id| i64::from(id)).collect()).collect())
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    fn pad_id(&self) -> i64 {
+        self.pad_id
     }
 }

@@ -49,17 +49,22 @@ impl TextModel {
             UseCase::Finetuned | UseCase::Peft => load_deeptune(opts, dir, device, details),
         }
     }
-
-    pub fn max_positions(&self) -> i64 {
-        self.bert.max_positions()
-    }
-
-    pub fn vocab_size(&self) -> i64 {
-        self.bert.vocab_size()
-    }
 }
 
 impl deepembed_sdk::text::TextModel for TextModel {
+    fn max_positions(&self) -> i64 {
+        self.bert.max_positions()
+    }
+
+    fn vocab_size(&self) -> i64 {
+        self.bert.vocab_size()
+    }
+
+    /// The [CLS] vector does not depend on padding: padded keys are masked out.
+    fn ignores_padding(&self) -> bool {
+        true
+    }
+
     /// The [CLS] vector of the last hidden state, through `additional` with two added layers.
     fn embed(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let cls = self.bert.forward(ids, mask).select(1, 0);
@@ -90,16 +95,7 @@ fn load_deeptune(
     let sd = StateDict::load(&weights)?;
     let source = weights.display();
 
-    let peft = deepembed_sdk::lora::has_lora(&sd);
-    match (opts.use_case, peft) {
-        (UseCase::Finetuned, true) => {
-            bail!("{source} holds LoRA weights: it is a peft checkpoint; use --use_case peft")
-        }
-        (UseCase::Peft, false) => {
-            bail!("{source} holds no LoRA weights: it is not a peft checkpoint; use --use_case finetuned")
-        }
-        _ => {}
-    }
+    let peft = deepembed_sdk::lora::check_use_case(&sd, opts.use_case)?;
     let encoder = if peft {
         let alpha = lora_alpha(opts, dir)?;
         let merged = deepembed_sdk::lora::merge(&sd.strip_prefix("bert.base_model.model."), alpha)?;

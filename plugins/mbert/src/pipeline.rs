@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 use deepembed_sdk::output::EmbeddingNames;
-use deepembed_sdk::text::{self, TextLayout};
+use deepembed_sdk::text;
 use deepembed_sdk::{OutputPlan, RunContext};
 
 use crate::model::TextModel;
@@ -18,25 +18,12 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &MbertOptions) -> Result<()> {
     text::check_text_column(ctx.input_schema("df")?, &opts.text.text_column)?;
     let model = TextModel::load(opts, ctx.tch_device())?;
     let tokenizer = BertTokenizer::load(&model.tokenizer_dir, opts.text.max_length)?;
-    text::check_fits(
-        opts.text.max_length,
-        model.max_positions(),
-        tokenizer.vocab_size(),
-        model.vocab_size(),
-        &model.tokenizer_dir,
-    )?;
     let model_str = opts.model_str();
-    ctx.begin(&OutputPlan {
+    let plan = OutputPlan {
         file_name: format!("{model_str}_{}_embeddings.parquet", opts.use_case),
         model_str,
         dims: model.dims as usize,
         details: model.details.clone(),
-    })?;
-    let layout = TextLayout {
-        names: EmbeddingNames::Embed4,
-        dims: model.dims as usize,
-        pad_id: tokenizer.pad_id,
-        padding_is_ignored: true,
     };
-    text::run(ctx, &opts.text, &layout, tokenizer, &model)
+    text::run(ctx, &opts.text, &plan, EmbeddingNames::Embed4, (tokenizer, &model.tokenizer_dir), &model)
 }

@@ -42,11 +42,6 @@ impl BertTokenizer {
         let pad_id = inner.token_to_id("[PAD]").map(i64::from).unwrap_or(0);
         Ok(BertTokenizer { inner, pad_id })
     }
-
-    /// Tokens in the vocabulary, added tokens included.
-    pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
-    }
 }
 
 impl deepembed_sdk::text::Tokenize for BertTokenizer {
@@ -54,6 +49,14 @@ impl deepembed_sdk::text::Tokenize for BertTokenizer {
     fn encode(&self, texts: Vec<&str>) -> Result<Vec<Vec<i64>>> {
         let encodings = self.inner.encode_batch(texts, true).map_err(|e| anyhow!("tokenizing: {e}"))?;
         Ok(encodings.iter().map(|e| e.get_ids().iter().map(|&id| i64::from(id)).collect()).collect())
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    fn pad_id(&self) -> i64 {
+        self.pad_id
     }
 }
 

@@ -40,7 +40,7 @@ impl EmbeddingModel {
             }
             UseCase::Finetuned | UseCase::Peft => {
                 let file = weights::deeptune_checkpoint(opts)?;
-                log::info!("loading DeepTune {} checkpoint {}", opts.use_case.upper().to_lowercase(), file.display());
+                log::info!("loading DeepTune {} checkpoint {}", opts.use_case.name(), file.display());
                 let sd = StateDict::load(&file)?;
                 let head = weights::deeptune_head(&sd, opts, arch)?;
                 let backbone_sd = weights::deeptune_backbone(&sd, opts)?;

@@ -15,7 +15,6 @@ use tch::Tensor;
 
 use crate::models::Architecture;
 use crate::options::{Mode, VisionOptions};
-use deepembed_sdk::options::UseCase;
 
 /// The weights file for a pretrained run: `--model_weights`, else torchvision's file in the
 /// torch hub cache.
@@ -57,7 +56,7 @@ pub fn deeptune_checkpoint(opts: &VisionOptions) -> Result<PathBuf> {
     let path = opts.model_weights.as_ref().ok_or_else(|| {
         anyhow!(
             "--use_case {} needs --model_weights: DeepTune's .pth checkpoint or the directory holding it",
-            opts.use_case.upper().to_lowercase()
+            opts.use_case.name()
         )
     })?;
     if path.is_file() {
@@ -91,9 +90,9 @@ pub struct Head {
 pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) -> Result<Head> {
     let source = sd.source().display();
     let tensor = |name: &str| -> Result<Tensor> {
-        sd.get(name).map(Tensor::shallow_clone).ok_or_else(|| {
-            anyhow!("{source} has no {name}: it is not a DeepTune {} checkpoint", opts.use_case.upper().to_lowercase())
-        })
+        sd.get(name)
+            .map(Tensor::shallow_clone)
+            .ok_or_else(|| anyhow!("{source} has no {name}: it is not a DeepTune {} checkpoint", opts.use_case.name()))
     };
     let fc1 = (tensor("fc1.weight")?, tensor("fc1.bias")?);
     let fc1_shape = fc1.0.size();
@@ -140,17 +139,8 @@ pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) 
 /// The backbone weights of a DeepTune checkpoint under torchvision names. For peft, LoRA
 /// updates are merged into the base weights: `W + (B @ A) * alpha / r`.
 pub fn deeptune_backbone(sd: &StateDict, opts: &VisionOptions) -> Result<StateDict> {
-    let has_lora = deepembed_sdk::lora::has_lora(sd);
+    let has_lora = deepembed_sdk::lora::check_use_case(sd, opts.use_case)?;
     let source = sd.source().display();
-    match (opts.use_case, has_lora) {
-        (UseCase::Finetuned, true) => {
-            bail!("{source} holds LoRA weights: it is a peft checkpoint; use --use_case peft")
-        }
-        (UseCase::Peft, false) => {
-            bail!("{source} holds no LoRA weights: it is not a peft checkpoint; use --use_case finetuned")
-        }
-        _ => {}
-    }
     // DeepTune saves the backbone under `model.`; with peft the same tensors also sit under
     // `peftmodel.base_model.model.`, which is all a checkpoint trimmed of duplicates may keep.
     let mut backbone = sd.strip_prefix("model.");
