@@ -309,6 +309,7 @@ mod tests {
         let json = r#"{"model_weights": "/m", "count": 5, "words": null, "verbose": true, "use_case": "peft",
                        "added_layers": 2, "embed_size": null, "num_classes": 3}"#;
         let options: Example = parse(json).unwrap();
+        assert_eq!(options.model_weights, PathBuf::from("/m"));
         assert_eq!(options.count, 5);
         assert_eq!(options.use_case, UseCase::Peft);
         assert_eq!(options.head.added_layers, Some(2));

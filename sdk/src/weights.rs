@@ -23,7 +23,7 @@ pub struct Scope<'a> {
     prefix: String,
 }
 
-/// A linear (or transformers Conv1D) layer's weight and bias.
+/// A linear layer's weight and bias.
 #[derive(Debug)]
 pub struct Linear {
     pub weight: Tensor,
@@ -34,6 +34,19 @@ impl Linear {
     /// `x @ weight^T + bias`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, Some(&self.bias))
+    }
+}
+
+/// A layer norm's affine weight and bias, over the last dimension.
+#[derive(Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl LayerNorm {
+    pub fn forward(&self, x: &Tensor, eps: f64) -> Tensor {
+        x.layer_norm([self.weight.size()[0]], Some(&self.weight), Some(&self.bias), eps, false)
     }
 }
 
@@ -82,11 +95,12 @@ impl<'a> Weights<'a> {
         Ok(Linear { weight, bias: self.tensor(&format!("{prefix}.bias"), &[outputs])? })
     }
 
-    /// A transformers Conv1D (GPT-2): weight `[inputs, outputs]`, used transposed.
-    pub fn conv1d(&self, prefix: &str, inputs: i64, outputs: i64) -> Result<Linear> {
-        let weight = self.tensor(&format!("{prefix}.weight"), &[inputs, outputs])?;
-        let outputs = weight.size()[1];
-        Ok(Linear { weight: weight.tr().contiguous(), bias: self.tensor(&format!("{prefix}.bias"), &[outputs])? })
+    /// A layer norm's `prefix.weight` and `prefix.bias`, both `[width]`.
+    pub fn layer_norm(&self, prefix: &str, width: i64) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: self.tensor(&format!("{prefix}.weight"), &[width])?,
+            bias: self.tensor(&format!("{prefix}.bias"), &[width])?,
+        })
     }
 }
 
@@ -111,8 +125,8 @@ impl<'a> Scope<'a> {
         self.weights.linear(&self.name(name), inputs, outputs)
     }
 
-    pub fn conv1d(&self, name: &str, inputs: i64, outputs: i64) -> Result<Linear> {
-        self.weights.conv1d(&self.name(name), inputs, outputs)
+    pub fn layer_norm(&self, name: &str, width: i64) -> Result<LayerNorm> {
+        self.weights.layer_norm(&self.name(name), width)
     }
 
     pub fn contains(&self, name: &str) -> bool {

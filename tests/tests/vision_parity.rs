@@ -37,7 +37,7 @@ fn every_generated_case_matches_pytorch() {
         let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
         let (diff, at) = max_abs_diff(&ours, &reference);
         eprintln!("{name}: max abs diff {diff:e} (largest |value| {scale})");
-        if !(diff <= TOLERANCE * scale) {
+        if diff.is_nan() || diff > TOLERANCE * scale {
             failures.push(format!(
                 "{name}: max abs diff {diff} at row {} dim {} exceeds {}",
                 at / dims,

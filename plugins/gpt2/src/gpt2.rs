@@ -8,8 +8,9 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use deepembed_sdk::checkpoint::StateDict;
+use deepembed_sdk::weights::{LayerNorm, Scope, Weights, ANY};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
@@ -66,11 +67,6 @@ impl Conv1D {
     }
 }
 
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-}
-
 struct Block {
     ln_1: LayerNorm,
     c_attn: Conv1D,
@@ -91,42 +87,39 @@ pub struct Gpt2 {
 impl Gpt2 {
     /// Builds the model from GPT2Model weights (names without a `transformer.` prefix).
     pub fn load(config: Gpt2Config, sd: &StateDict, device: Device) -> Result<Gpt2> {
-        let get = |name: &str| -> Result<Tensor> {
-            let t = sd.get(name).ok_or_else(|| anyhow!("{} has no weight {name}", sd.source().display()))?;
-            Ok(t.to_kind(Kind::Float).to_device(device))
+        let w = Weights::new(sd, device);
+        let e = config.n_embd;
+        // HF's Conv1D stores its weight as (inputs, outputs).
+        let conv = |scope: &Scope, name: &str, inputs: i64, outputs: i64| -> Result<Conv1D> {
+            let weight = scope.tensor(&format!("{name}.weight"), &[inputs, outputs])?;
+            let outputs = weight.size()[1];
+            Ok(Conv1D { weight, bias: scope.tensor(&format!("{name}.bias"), &[outputs])? })
         };
-        let conv = |p: &str| -> Result<Conv1D> {
-            Ok(Conv1D { weight: get(&format!("{p}.weight"))?, bias: get(&format!("{p}.bias"))? })
-        };
-        let norm = |p: &str| -> Result<LayerNorm> {
-            Ok(LayerNorm { weight: get(&format!("{p}.weight"))?, bias: get(&format!("{p}.bias"))? })
-        };
-        let wte = get("wte.weight")?;
-        if wte.size()[1] != config.n_embd {
-            bail!(
-                "{}: wte is {} wide but config.json says n_embd {}",
-                sd.source().display(),
-                wte.size()[1],
-                config.n_embd
-            );
-        }
         let blocks = (0..config.n_layer)
             .map(|i| {
-                let p = format!("h.{i}");
+                let block = w.at(&format!("h.{i}"));
+                let c_fc = conv(&block, "mlp.c_fc", e, ANY)?;
+                let inner = c_fc.weight.size()[1];
                 Ok(Block {
-                    ln_1: norm(&format!("{p}.ln_1"))?,
-                    c_attn: conv(&format!("{p}.attn.c_attn"))?,
-                    attn_proj: conv(&format!("{p}.attn.c_proj"))?,
-                    ln_2: norm(&format!("{p}.ln_2"))?,
-                    c_fc: conv(&format!("{p}.mlp.c_fc"))?,
-                    mlp_proj: conv(&format!("{p}.mlp.c_proj"))?,
+                    ln_1: block.layer_norm("ln_1", e)?,
+                    c_attn: conv(&block, "attn.c_attn", e, 3 * e)?,
+                    attn_proj: conv(&block, "attn.c_proj", e, e)?,
+                    ln_2: block.layer_norm("ln_2", e)?,
+                    c_fc,
+                    mlp_proj: conv(&block, "mlp.c_proj", inner, e)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         if sd.contains(&format!("h.{}.ln_1.weight", config.n_layer)) {
             bail!("{} has more layers than config.json's n_layer {}", sd.source().display(), config.n_layer);
         }
-        Ok(Gpt2 { wpe: get("wpe.weight")?, ln_f: norm("ln_f")?, wte, blocks, config })
+        Ok(Gpt2 {
+            wte: w.tensor("wte.weight", &[ANY, e])?,
+            wpe: w.tensor("wpe.weight", &[ANY, e])?,
+            ln_f: w.layer_norm("ln_f", e)?,
+            blocks,
+            config,
+        })
     }
 
     pub fn hidden_size(&self) -> i64 {
@@ -146,7 +139,7 @@ impl Gpt2 {
         let (b, t) = (ids.size()[0], ids.size()[1]);
         let e = self.config.n_embd;
         let eps = self.config.layer_norm_epsilon;
-        let norm = |x: &Tensor, n: &LayerNorm| x.layer_norm([e], Some(&n.weight), Some(&n.bias), eps, false);
+        let norm = |x: &Tensor, n: &LayerNorm| n.forward(x, eps);
         // Positions are 0..T whatever the padding, as transformers numbers them.
         let positions = Tensor::arange(t, (Kind::Int64, ids.device()));
         let mut h = self.wte.index_select(0, &ids.view([-1])).view([b, t, e])
@@ -171,9 +164,9 @@ impl Gpt2 {
             // A fully masked query row softmaxes to NaN; SDPA returns 0 there, and so do we.
             let weights = scores.softmax(-1, Kind::Float).nan_to_num(0.0, None, None);
             let context = weights.matmul(&v).transpose(1, 2).contiguous().view([b, t, e]);
-            h = h + block.attn_proj.forward(&context);
+            h += block.attn_proj.forward(&context);
             let inner = gelu_new(&block.c_fc.forward(&norm(&h, &block.ln_2)));
-            h = h + block.mlp_proj.forward(&inner);
+            h += block.mlp_proj.forward(&inner);
         }
         norm(&h, &self.ln_f)
     }

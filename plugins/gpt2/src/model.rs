@@ -58,7 +58,6 @@ impl TextModel {
             _ => load_deeptune(dir, device, details),
         }
     }
-
 }
 
 impl deepembed_sdk::text::TextModel for TextModel {

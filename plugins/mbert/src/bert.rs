@@ -6,8 +6,9 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use deepembed_sdk::checkpoint::StateDict;
+use deepembed_sdk::weights::{LayerNorm, Linear, Weights, ANY};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
@@ -71,22 +72,6 @@ impl BertConfig {
     }
 }
 
-struct Linear {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, Some(&self.bias))
-    }
-}
-
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-}
-
 struct Layer {
     query: Linear,
     key: Linear,
@@ -107,50 +92,26 @@ pub struct Bert {
     layers: Vec<Layer>,
 }
 
-/// Reads named tensors out of a state dict, remembering which were used.
-struct Weights<'a> {
-    sd: &'a StateDict,
-    device: Device,
-}
-
-impl Weights<'_> {
-    fn get(&self, name: &str) -> Result<Tensor> {
-        let t = self.sd.get(name).ok_or_else(|| anyhow!("{} has no weight {name}", self.sd.source().display()))?;
-        Ok(t.to_kind(Kind::Float).to_device(self.device))
-    }
-    fn linear(&self, prefix: &str) -> Result<Linear> {
-        Ok(Linear { weight: self.get(&format!("{prefix}.weight"))?, bias: self.get(&format!("{prefix}.bias"))? })
-    }
-    fn norm(&self, prefix: &str) -> Result<LayerNorm> {
-        Ok(LayerNorm { weight: self.get(&format!("{prefix}.weight"))?, bias: self.get(&format!("{prefix}.bias"))? })
-    }
-}
-
 impl Bert {
     /// Builds the model from BertModel weights (names without a `bert.` prefix).
     pub fn load(config: BertConfig, sd: &StateDict, device: Device) -> Result<Bert> {
-        let w = Weights { sd, device };
-        let word_embeddings = w.get("embeddings.word_embeddings.weight")?;
-        let hidden = word_embeddings.size()[1];
-        if hidden != config.hidden_size {
-            bail!(
-                "{}: embeddings are {hidden} wide but config.json says hidden_size {}",
-                sd.source().display(),
-                config.hidden_size
-            );
-        }
+        let w = Weights::new(sd, device);
+        let h = config.hidden_size;
+        let word_embeddings = w.tensor("embeddings.word_embeddings.weight", &[ANY, h])?;
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
-                let p = format!("encoder.layer.{i}");
+                let layer = w.at(&format!("encoder.layer.{i}"));
+                let intermediate = layer.linear("intermediate.dense", h, ANY)?;
+                let inner = intermediate.weight.size()[0];
                 Ok(Layer {
-                    query: w.linear(&format!("{p}.attention.self.query"))?,
-                    key: w.linear(&format!("{p}.attention.self.key"))?,
-                    value: w.linear(&format!("{p}.attention.self.value"))?,
-                    attention_output: w.linear(&format!("{p}.attention.output.dense"))?,
-                    attention_norm: w.norm(&format!("{p}.attention.output.LayerNorm"))?,
-                    intermediate: w.linear(&format!("{p}.intermediate.dense"))?,
-                    output: w.linear(&format!("{p}.output.dense"))?,
-                    output_norm: w.norm(&format!("{p}.output.LayerNorm"))?,
+                    query: layer.linear("attention.self.query", h, h)?,
+                    key: layer.linear("attention.self.key", h, h)?,
+                    value: layer.linear("attention.self.value", h, h)?,
+                    attention_output: layer.linear("attention.output.dense", h, h)?,
+                    attention_norm: layer.layer_norm("attention.output.LayerNorm", h)?,
+                    intermediate,
+                    output: layer.linear("output.dense", inner, h)?,
+                    output_norm: layer.layer_norm("output.LayerNorm", h)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -163,9 +124,9 @@ impl Bert {
         }
         Ok(Bert {
             word_embeddings,
-            position_embeddings: w.get("embeddings.position_embeddings.weight")?,
-            token_type_embeddings: w.get("embeddings.token_type_embeddings.weight")?,
-            embeddings_norm: w.norm("embeddings.LayerNorm")?,
+            position_embeddings: w.tensor("embeddings.position_embeddings.weight", &[ANY, h])?,
+            token_type_embeddings: w.tensor("embeddings.token_type_embeddings.weight", &[ANY, h])?,
+            embeddings_norm: w.layer_norm("embeddings.LayerNorm", h)?,
             layers,
             config,
         })
@@ -188,7 +149,7 @@ impl Bert {
         let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
         let eps = self.config.layer_norm_eps;
         let h = self.config.hidden_size;
-        let norm = |x: &Tensor, n: &LayerNorm| x.layer_norm([h], Some(&n.weight), Some(&n.bias), eps, false);
+        let norm = |x: &Tensor, n: &LayerNorm| n.forward(x, eps);
         let positions = Tensor::arange(t, (Kind::Int64, input_ids.device()));
         // Token types are all 0 for single texts; transformers adds them before positions.
         let embedded = (self.word_embeddings.index_select(0, &input_ids.view([-1])).view([b, t, h])
