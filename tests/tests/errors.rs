@@ -254,3 +254,38 @@ fn a_bad_batch_size_is_an_error_naming_the_flag() {
         assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
     }
 }
+
+/// Weights of the wrong rank or shape, written by torch itself, fail at load with one line
+/// naming the file and key, never a panic or a libtorch backtrace.
+#[test]
+fn a_weight_of_the_wrong_shape_is_one_line_naming_file_and_key() {
+    let out = scratch("err-shape");
+    let df = vision_dir().join("images.parquet");
+    let good = vision_dir().join("finetuned/finetuned-resnet18-a2-cls/model_weights.pth");
+    let script = r#"
+import sys, torch
+sd = torch.load(sys.argv[1], weights_only=True)
+sd[sys.argv[2]] = torch.tensor(1.5) if sys.argv[3] == "scalar" else torch.zeros(int(sys.argv[3]))
+torch.save(sd, sys.argv[4])
+"#;
+    for (key, replacement, expected) in [
+        ("fc2.weight", "scalar", "fc2.weight has shape [], expected [_, 64]"),
+        ("fc1.bias", "7", "fc1.bias has shape [7], expected [64]"),
+        ("model.layer1.0.conv1.weight", "3", "layer1.0.conv1.weight"),
+    ] {
+        let bad = out.with_file_name(format!("bad-{key}.pth"));
+        let made = std::process::Command::new(python())
+            .args(["-c", script, good.to_str().unwrap(), key, replacement, bad.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let args = ["embed", "vision", "--df", df.to_str().unwrap(), "--use_case", "finetuned", "--model_version"];
+        let mut args = args.to_vec();
+        args.extend_from_slice(&["resnet18", "--model_weights", bad.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let err = fails(&args, &out);
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{key}: one error line:\n{err}");
+        assert!(errors[0].contains(expected) && errors[0].contains(bad.to_str().unwrap()), "{key}: {err}");
+        assert!(!err.contains("backtrace") && !err.contains("libtorch"), "{key}: {err}");
+    }
+}

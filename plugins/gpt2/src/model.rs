@@ -10,8 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use deepembed_sdk::checkpoint::StateDict;
+use deepembed_sdk::weights::{Weights, ANY};
 use tch::{Device, Kind, Tensor};
 
 use crate::gpt2::{Gpt2, Gpt2Config};
@@ -115,18 +116,19 @@ fn load_deeptune(
         bail!("{source} has no GPT-2 weights under `gpt2.`: it is not a DeepTune GPT-2 checkpoint");
     }
     let gpt2 = Gpt2::load(Gpt2Config::from_file(&dir.join("gpt2_model").join("config.json"))?, &encoder, device)?;
-    let get = |name: &str| -> Result<Tensor> {
-        Ok(sd
-            .get(name)
-            .ok_or_else(|| anyhow!("{source} has no {name}: it is not a DeepTune fine-tuned GPT-2 checkpoint"))?
-            .to_kind(Kind::Float)
-            .to_device(device))
-    };
+    if !sd.contains("conv_head.0.weight") {
+        bail!("{source} has no conv_head.0.weight: it is not a DeepTune fine-tuned GPT-2 checkpoint");
+    }
+    // DeepTune's head: Conv1d(hidden -> 512, k=3), ReLU, max-pool, Flatten, Linear(512 -> output_dim).
+    let w = Weights::new(&sd, device);
+    let conv_weight = w.tensor("conv_head.0.weight", &[ANY, gpt2.hidden_size(), 3])?;
+    let channels = conv_weight.size()[0];
+    let linear = w.linear("conv_head.4", channels, ANY)?;
     let head = ConvHead {
-        conv_weight: get("conv_head.0.weight")?,
-        conv_bias: get("conv_head.0.bias")?,
-        linear_weight: get("conv_head.4.weight")?,
-        linear_bias: get("conv_head.4.bias")?,
+        conv_weight,
+        conv_bias: w.tensor("conv_head.0.bias", &[channels])?,
+        linear_weight: linear.weight,
+        linear_bias: linear.bias,
     };
     let dims = head.linear_weight.size()[0];
     let declared = model_config["output_dim"].as_i64().unwrap_or(1000);

@@ -9,9 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use deepembed_sdk::checkpoint::StateDict;
-use tch::{Device, Kind, Tensor};
+use deepembed_sdk::options::HeadOptions;
+use deepembed_sdk::weights::{Linear, Weights, ANY};
+use tch::{Device, Tensor};
 
 use crate::bert::{Bert, BertConfig};
 use crate::options::MbertOptions;
@@ -19,8 +21,8 @@ use deepembed_sdk::options::UseCase;
 
 pub struct TextModel {
     bert: Bert,
-    /// DeepTune's `additional` (weight, bias), applied to the CLS vector with two added layers.
-    additional: Option<(Tensor, Tensor)>,
+    /// DeepTune's `additional`, applied to the CLS vector with two added layers.
+    additional: Option<Linear>,
     pub dims: i64,
     pub tokenizer_dir: PathBuf,
     pub details: serde_json::Map<String, serde_json::Value>,
@@ -69,7 +71,7 @@ impl deepembed_sdk::text::TextModel for TextModel {
     fn embed(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let cls = self.bert.forward(ids, mask).select(1, 0);
         Ok(match &self.additional {
-            Some((w, b)) => cls.linear(w, Some(b)),
+            Some(additional) => additional.forward(&cls),
             None => cls,
         })
     }
@@ -124,35 +126,28 @@ fn load_deeptune(
             }
         }
     }
+    let w = Weights::new(&sd, device);
     let additional = if found_layers == 2 {
-        let w = sd.get("additional.weight").context("additional.weight")?.to_kind(Kind::Float).to_device(device);
-        let b = sd
-            .get("additional.bias")
-            .ok_or_else(|| anyhow!("{source} has additional.weight but no additional.bias"))?
-            .to_kind(Kind::Float)
-            .to_device(device);
-        let found = w.size()[0];
-        if let Some(given) = opts.head.embed_size {
-            if given != found {
-                bail!("--embed_size {given} was given, but additional.weight in {source} has shape {:?} ({found} outputs)", w.size());
-            }
-        }
+        let additional = w.linear("additional", bert.hidden_size(), ANY)?;
+        let (shape, found) = (additional.weight.size(), additional.weight.size()[0]);
+        HeadOptions::agree("embed_size", opts.head.embed_size, found, || {
+            format!("additional.weight in {source} has shape {shape:?} ({found} outputs)")
+        })?;
         details.insert("embed_size".into(), found.into());
-        Some((w, b))
+        Some(additional)
     } else {
         None
     };
-    if let Some(classifier) = sd.get("classifier.weight") {
-        let found = classifier.size()[0];
-        if let Some(given) = opts.head.num_classes {
-            if given != found {
-                bail!("--num_classes {given} was given, but classifier.weight in {source} has shape {:?} ({found} outputs)", classifier.size());
-            }
-        }
+    if sd.contains("classifier.weight") {
+        let classifier = w.tensor("classifier.weight", &[ANY, ANY])?;
+        let (shape, found) = (classifier.size(), classifier.size()[0]);
+        HeadOptions::agree("num_classes", opts.head.num_classes, found, || {
+            format!("classifier.weight in {source} has shape {shape:?} ({found} outputs)")
+        })?;
         details.insert("num_classes".into(), found.into());
     }
     details.insert("added_layers".into(), found_layers.into());
-    let dims = additional.as_ref().map_or(bert.hidden_size(), |(w, _)| w.size()[0]);
+    let dims = additional.as_ref().map_or(bert.hidden_size(), |a| a.weight.size()[0]);
     let tokenizer_dir = dir.join("tokenizer");
     Ok(TextModel { bert, additional, dims, tokenizer_dir, details })
 }

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use deepembed_sdk::checkpoint::StateDict;
+use deepembed_sdk::weights::Linear;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Tensor};
 
@@ -14,8 +15,8 @@ pub struct EmbeddingModel {
     // Owns the backbone's parameters.
     _vs: nn::VarStore,
     backbone: Box<dyn ModuleT>,
-    /// fc1 (weight, bias): the embedding is its output (before the ReLU) with two added layers.
-    fc1: Option<(Tensor, Tensor)>,
+    /// fc1: the embedding is its output (before the ReLU) with two added layers.
+    fc1: Option<Linear>,
     pub dims: i64,
     /// What was loaded, for embedding_details.json.
     pub details: serde_json::Map<String, serde_json::Value>,
@@ -42,7 +43,7 @@ impl EmbeddingModel {
                 let file = weights::deeptune_checkpoint(opts)?;
                 log::info!("loading DeepTune {} checkpoint {}", opts.use_case.name(), file.display());
                 let sd = StateDict::load(&file)?;
-                let head = weights::deeptune_head(&sd, opts, arch)?;
+                let head = weights::deeptune_head(&sd, opts, arch, device)?;
                 let backbone_sd = weights::deeptune_backbone(&sd, opts)?;
                 backbone_sd
                     .copy_into(&mut vs, weights::unused_key)
@@ -53,16 +54,11 @@ impl EmbeddingModel {
                 if let Some(e) = head.embed_size {
                     details.insert("embed_size".into(), e.into());
                 }
-                (head.added_layers == 2).then(|| {
-                    (
-                        head.fc1.0.to_kind(tch::Kind::Float).to_device(device),
-                        head.fc1.1.to_kind(tch::Kind::Float).to_device(device),
-                    )
-                })
+                (head.added_layers == 2).then_some(head.fc1)
             }
         };
         vs.freeze();
-        let dims = fc1.as_ref().map_or(arch.features, |(w, _)| w.size()[0]);
+        let dims = fc1.as_ref().map_or(arch.features, |fc1| fc1.weight.size()[0]);
         details.insert("model_version".into(), arch.version.into());
         Ok(EmbeddingModel { _vs: vs, backbone, fc1, dims, details })
     }
@@ -72,7 +68,7 @@ impl EmbeddingModel {
         tch::no_grad(|| {
             let features = self.backbone.forward_t(images, false);
             match &self.fc1 {
-                Some((w, b)) => features.linear(w, Some(b)),
+                Some(fc1) => fc1.forward(&features),
                 None => features,
             }
         })

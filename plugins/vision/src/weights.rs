@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
 use deepembed_sdk::checkpoint::StateDict;
-use tch::Tensor;
+use deepembed_sdk::options::HeadOptions;
+use deepembed_sdk::weights::{Linear, Weights, ANY};
+use tch::Device;
 
 use crate::models::Architecture;
 use crate::options::{Mode, VisionOptions};
@@ -83,19 +85,16 @@ pub struct Head {
     /// fc1's width with two added layers.
     pub embed_size: Option<i64>,
     pub num_classes: i64,
-    /// fc1 (weight, bias), applied for the embedding only with two added layers.
-    pub fc1: (Tensor, Tensor),
+    /// fc1, applied for the embedding only with two added layers.
+    pub fc1: Linear,
 }
 
-pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) -> Result<Head> {
+pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture, device: Device) -> Result<Head> {
     let source = sd.source().display();
-    let tensor = |name: &str| -> Result<Tensor> {
-        sd.get(name)
-            .map(Tensor::shallow_clone)
-            .ok_or_else(|| anyhow!("{source} has no {name}: it is not a DeepTune {} checkpoint", opts.use_case.name()))
-    };
-    let fc1 = (tensor("fc1.weight")?, tensor("fc1.bias")?);
-    let fc1_shape = fc1.0.size();
+    if !sd.contains("fc1.weight") {
+        bail!("{source} has no fc1.weight: it is not a DeepTune {} checkpoint", opts.use_case.name());
+    }
+    let fc1_shape = sd.shape("fc1.weight").unwrap_or_default();
     if fc1_shape.len() != 2 || fc1_shape[1] != arch.features {
         bail!(
             "{source}: fc1.weight has shape {fc1_shape:?}, but {} features are {} wide; the checkpoint was made for another --model_version",
@@ -103,6 +102,8 @@ pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) 
             arch.features
         );
     }
+    let w = Weights::new(sd, device);
+    let fc1 = w.linear("fc1", arch.features, ANY)?;
     let found_layers = if sd.contains("fc2.weight") { 2 } else { 1 };
     if let Some(given) = opts.head.added_layers {
         if given != found_layers {
@@ -111,27 +112,23 @@ pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture) 
             bail!("--added_layers {given} was given, but the checkpoint {source} says {found_layers}: {why}");
         }
     }
-    let last = if found_layers == 2 { tensor("fc2.weight")? } else { fc1.0.shallow_clone() };
-    let last_name = if found_layers == 2 { "fc2.weight" } else { "fc1.weight" };
-    let num_classes = last.size()[0];
-    if let Some(given) = opts.head.num_classes {
-        if given != num_classes {
-            bail!(
-                "--num_classes {given} was given, but {last_name} in {source} has shape {:?} ({num_classes} outputs)",
-                last.size()
-            );
-        }
-    }
+    let (last_name, last_shape) = if found_layers == 2 {
+        ("fc2.weight", w.linear("fc2", fc1_shape[0], ANY)?.weight.size())
+    } else {
+        ("fc1.weight", fc1_shape.clone())
+    };
+    let num_classes = last_shape[0];
+    HeadOptions::agree("num_classes", opts.head.num_classes, num_classes, || {
+        format!("{last_name} in {source} has shape {last_shape:?} ({num_classes} outputs)")
+    })?;
     if opts.mode == Mode::Reg && num_classes != 1 {
         bail!("--mode reg was given, but {last_name} in {source} has {num_classes} outputs (a regression head has 1)");
     }
     let embed_size = (found_layers == 2).then_some(fc1_shape[0]);
-    if let (Some(given), Some(found)) = (opts.head.embed_size, embed_size) {
-        if given != found {
-            bail!(
-                "--embed_size {given} was given, but fc1.weight in {source} has shape {fc1_shape:?} ({found} outputs)"
-            );
-        }
+    if let Some(found) = embed_size {
+        HeadOptions::agree("embed_size", opts.head.embed_size, found, || {
+            format!("fc1.weight in {source} has shape {fc1_shape:?} ({found} outputs)")
+        })?;
     }
     Ok(Head { added_layers: found_layers, embed_size, num_classes, fc1 })
 }
