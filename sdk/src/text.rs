@@ -26,6 +26,60 @@ pub trait Tokenize: Send + 'static {
     fn pad_id(&self) -> i64;
 }
 
+/// A Hugging Face `tokenizers` tokenizer (the library transformers' fast tokenizers run), set
+/// up as transformers calls it with `truncation=True, max_length=...`.
+#[cfg(feature = "tokenizers")]
+pub struct HfTokenizer {
+    inner: tokenizers::Tokenizer,
+    pad_id: i64,
+}
+
+#[cfg(feature = "tokenizers")]
+impl HfTokenizer {
+    /// `inner`, truncating to `max_length` tokens (special tokens included) and padding with
+    /// `pad_id`. A tokenizer.json may carry its own fixed padding and truncation (MiniLM's pads
+    /// to 128); transformers ignores them when called with explicit arguments, and so do we.
+    pub fn new(mut inner: tokenizers::Tokenizer, max_length: usize, pad_id: i64) -> Result<HfTokenizer> {
+        use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
+        inner.with_padding(None);
+        let truncation = TruncationParams {
+            max_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        };
+        inner.with_truncation(Some(truncation)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(HfTokenizer { inner, pad_id })
+    }
+
+    /// `dir/tokenizer.json`, when the directory has one.
+    pub fn json_in(dir: &Path) -> Result<Option<tokenizers::Tokenizer>> {
+        let json = dir.join("tokenizer.json");
+        if !json.is_file() {
+            return Ok(None);
+        }
+        let tokenizer = tokenizers::Tokenizer::from_file(&json)
+            .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", json.display()))?;
+        Ok(Some(tokenizer))
+    }
+}
+
+#[cfg(feature = "tokenizers")]
+impl Tokenize for HfTokenizer {
+    fn encode(&self, texts: Vec<&str>) -> Result<Vec<Vec<i64>>> {
+        let encodings = self.inner.encode_batch(texts, true).map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+        Ok(encodings.iter().map(|e| e.get_ids().iter().map(|&id| i64::from(id)).collect()).collect())
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    fn pad_id(&self) -> i64 {
+        self.pad_id
+    }
+}
+
 /// A text model: token ids and attention mask, both (B, T) int64, to embeddings (B, dims).
 pub trait TextModel {
     fn embed(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor>;

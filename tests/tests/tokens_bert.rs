@@ -6,7 +6,5 @@ use deepembed_tests::*;
 
 #[test]
 fn bert_token_ids_are_transformers_ids() {
-    check_token_ids("bert", |dir, texts| {
-        deepembed_mbert::tokenizer::BertTokenizer::load(dir, 256).unwrap().encode(texts).unwrap()
-    });
+    check_token_ids("bert", |dir, texts| deepembed_mbert::tokenizer::load(dir, 256).unwrap().encode(texts).unwrap());
 }

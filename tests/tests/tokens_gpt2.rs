@@ -5,7 +5,5 @@ use deepembed_tests::*;
 
 #[test]
 fn gpt2_token_ids_are_transformers_ids() {
-    check_token_ids("gpt2", |dir, texts| {
-        deepembed_gpt2::tokenizer::Gpt2Tokenizer::load(dir, 256).unwrap().encode(texts).unwrap()
-    });
+    check_token_ids("gpt2", |dir, texts| deepembed_gpt2::tokenizer::load(dir, 256).unwrap().encode(texts).unwrap());
 }

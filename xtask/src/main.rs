@@ -151,7 +151,7 @@ fn hygiene(ws: &Workspace, cargo: &str) -> Result<()> {
     if !setup::has_cargo_tool("cargo-machete") {
         run(ws.command(cargo)?.args(["install", "--locked", "--quiet", "cargo-machete@0.9.2"]))?;
     }
-    run(ws.command(cargo)?.args(["machete"]).arg(&ws.root))
+    run(ws.command(cargo)?.arg("machete"))
 }
 
 /// The plugins of tests/plugins: a workspace of its own, depending only on the SDK. Built with the

@@ -16,7 +16,6 @@ use deepembed_sdk::{InputSpec, Manifest, Options, OutputPlan, Plugin, RunContext
 
 use crate::model::TextModel;
 use crate::options::Gpt2Options;
-use crate::tokenizer::Gpt2Tokenizer;
 
 #[derive(Default)]
 pub struct Gpt2Plugin;
@@ -40,7 +39,7 @@ impl Plugin for Gpt2Plugin {
         opts.check()?;
         text::check_text_column(ctx.input_schema("df")?, &opts.text.text_column)?;
         let model = TextModel::load(&opts, ctx.tch_device())?;
-        let tokenizer = Gpt2Tokenizer::load(&model.tokenizer_dir, opts.text.max_length)?;
+        let tokenizer = tokenizer::load(&model.tokenizer_dir, opts.text.max_length)?;
         let model_str = opts.model_str();
         let plan = OutputPlan {
             model_str: model_str.to_string(),

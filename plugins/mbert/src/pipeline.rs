@@ -9,7 +9,7 @@ use deepembed_sdk::{OutputPlan, RunContext};
 
 use crate::model::TextModel;
 use crate::options::MbertOptions;
-use crate::tokenizer::BertTokenizer;
+use crate::tokenizer;
 
 pub fn run(ctx: &mut RunContext<'_>, opts: &MbertOptions) -> Result<()> {
     if opts.text.max_length < 2 {
@@ -17,7 +17,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &MbertOptions) -> Result<()> {
     }
     text::check_text_column(ctx.input_schema("df")?, &opts.text.text_column)?;
     let model = TextModel::load(opts, ctx.tch_device())?;
-    let tokenizer = BertTokenizer::load(&model.tokenizer_dir, opts.text.max_length)?;
+    let tokenizer = tokenizer::load(&model.tokenizer_dir, opts.text.max_length)?;
     let model_str = opts.model_str();
     let plan = OutputPlan {
         file_name: format!("{model_str}_{}_embeddings.parquet", opts.use_case),

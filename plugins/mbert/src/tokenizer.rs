@@ -4,60 +4,24 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
+use deepembed_sdk::text::HfTokenizer;
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{Model, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{Model, Tokenizer};
 
-pub struct BertTokenizer {
-    inner: Tokenizer,
-    pub pad_id: i64,
-}
-
-impl BertTokenizer {
-    /// Loads the tokenizer in `dir`, truncating to `max_length` tokens ([CLS] and [SEP]
-    /// included), as transformers' `truncation=True, max_length=...` does. Padding is ours.
-    pub fn load(dir: &Path, max_length: usize) -> Result<BertTokenizer> {
-        let json = dir.join("tokenizer.json");
-        let vocab = dir.join("vocab.txt");
-        let mut inner = if json.is_file() {
-            Tokenizer::from_file(&json).map_err(|e| anyhow!("cannot load {}: {e}", json.display()))?
-        } else if vocab.is_file() {
-            from_vocab(dir, &vocab)?
-        } else {
-            anyhow::bail!("{} holds no tokenizer.json or vocab.txt", dir.display());
-        };
-        // A tokenizer.json may carry its own fixed padding and truncation (MiniLM's pads to 128);
-        // transformers ignores them when called with explicit arguments, and so do we.
-        inner.with_padding(None);
-        inner
-            .with_truncation(Some(TruncationParams {
-                max_length,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: TruncationDirection::Right,
-            }))
-            .map_err(|e| anyhow!("{e}"))?;
-        let pad_id = inner.token_to_id("[PAD]").map(i64::from).unwrap_or(0);
-        Ok(BertTokenizer { inner, pad_id })
-    }
-}
-
-impl deepembed_sdk::text::Tokenize for BertTokenizer {
-    /// Token ids of each text, with [CLS] and [SEP].
-    fn encode(&self, texts: Vec<&str>) -> Result<Vec<Vec<i64>>> {
-        let encodings = self.inner.encode_batch(texts, true).map_err(|e| anyhow!("tokenizing: {e}"))?;
-        Ok(encodings.iter().map(|e| e.get_ids().iter().map(|&id| i64::from(id)).collect()).collect())
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
-    }
-
-    fn pad_id(&self) -> i64 {
-        self.pad_id
-    }
+/// The tokenizer in `dir`, truncating to `max_length` tokens ([CLS] and [SEP] included), as
+/// transformers' `truncation=True, max_length=...` does. Padding is ours.
+pub fn load(dir: &Path, max_length: usize) -> Result<HfTokenizer> {
+    let vocab = dir.join("vocab.txt");
+    let inner = match HfTokenizer::json_in(dir)? {
+        Some(inner) => inner,
+        None if vocab.is_file() => from_vocab(dir, &vocab)?,
+        None => anyhow::bail!("{} holds no tokenizer.json or vocab.txt", dir.display()),
+    };
+    let pad_id = inner.token_to_id("[PAD]").map(i64::from).unwrap_or(0);
+    HfTokenizer::new(inner, max_length, pad_id)
 }
 
 /// `BertTokenizer(vocab.txt)` with `tokenizer_config.json`'s `do_lower_case` (default true),
