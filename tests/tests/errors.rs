@@ -289,3 +289,39 @@ torch.save(sd, sys.argv[4])
         assert!(!err.contains("backtrace") && !err.contains("libtorch"), "{key}: {err}");
     }
 }
+
+/// A decompression bomb (a small PNG whose header claims 30000x30000 pixels) is refused from
+/// its header as a bad row: it fails the run naming the row, or with --on_error skip is left out
+/// while the other rows are embedded.
+#[test]
+fn a_decompression_bomb_is_a_bad_row() {
+    let out = scratch("bomb");
+    let df = out.with_file_name("bomb.parquet");
+    let script = r#"
+import struct, sys, zlib, pandas as pd
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+row = zlib.compress(b"\0" * (1 + 3 * 30000))
+bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)) \
+    + chunk(b"IDAT", row) + chunk(b"IEND", b"")
+images = pd.read_parquet(sys.argv[1]).head(4)
+images.loc[2, "images"] = bomb
+images.to_parquet(sys.argv[2])
+"#;
+    let made = std::process::Command::new(python())
+        .args(["-c", script, vision_dir().join("images.parquet").to_str().unwrap(), df.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let args = ["vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--out", out.to_str().unwrap()];
+    let mut failing = vec!["embed"];
+    failing.extend_from_slice(&args);
+    let err = fails(&failing, &out);
+    assert!(err.contains("row 2") && err.contains("30000x30000") && err.contains("--max_image_pixels"), "{err}");
+    let mut skipping = args.to_vec();
+    skipping.extend_from_slice(&["--on_error", "skip"]);
+    let dir = embed_ok(&skipping, &[("TORCH_HOME", vision_dir().join("torch_home").to_str().unwrap())]);
+    assert_eq!(read_parquet(&output_parquet(&dir)).num_rows(), 3);
+    let skipped = std::fs::read_to_string(dir.join("skipped_rows.json")).unwrap();
+    assert!(skipped.contains("\"row\": 2") && skipped.contains("decompression-bomb"), "{skipped}");
+}

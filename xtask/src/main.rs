@@ -151,7 +151,9 @@ fn hygiene(ws: &Workspace, cargo: &str) -> Result<()> {
     if !setup::has_cargo_tool("cargo-machete") {
         run(ws.command(cargo)?.args(["install", "--locked", "--quiet", "cargo-machete@0.9.2"]))?;
     }
-    run(ws.command(cargo)?.arg("machete"))
+    // With CARGO set (as under `cargo xtask`), cargo-machete takes its first argument for the
+    // subcommand name `machete` and drops it.
+    run(ws.command("cargo-machete")?.env_remove("CARGO").arg(&ws.root))
 }
 
 /// The plugins of tests/plugins: a workspace of its own, depending only on the SDK. Built with the
