@@ -286,7 +286,8 @@ torch.save(sd, sys.argv[4])
         let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
         assert_eq!(errors.len(), 1, "{key}: one error line:\n{err}");
         assert!(errors[0].contains(expected) && errors[0].contains(bad.to_str().unwrap()), "{key}: {err}");
-        assert!(!err.contains("backtrace") && !err.contains("libtorch"), "{key}: {err}");
+        // libtorch's own errors carry a C++ backtrace starting so.
+        assert!(!err.contains("Exception raised from"), "{key}: {err}");
     }
 }
 
