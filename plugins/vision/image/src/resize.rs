@@ -2,7 +2,8 @@
 //! `Resample.c` so results match to the bit: coefficients in double precision, turned into
 //! 22-bit fixed point, a horizontal pass then a vertical pass over 8-bit samples.
 //!
-//! Pillow before 13 always runs the horizontal pass first; DeepTune pins such a Pillow.
+//! Pillow before 12.2 always runs the horizontal pass first (12.2 and later run the vertical one
+//! first for images much taller than wide); DeepTune pins Pillow 9.1, and the tests pin 11.3.
 
 use crate::decode::RgbImage;
 
