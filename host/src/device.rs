@@ -1,6 +1,9 @@
 //! `--device auto|cpu|cuda|cuda:N`, resolved to a device handle for the plugin.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{anyhow, bail, Result};
+use deepembed_sdk::abi::abi_stable::library::RawLibrary;
 use deepembed_sdk::Device;
 
 /// Resolves the user's choice. `auto` is the first usable CUDA device, else the CPU; an explicit
@@ -46,16 +49,53 @@ pub fn resolve(spec: &str) -> Result<Device> {
     }
 }
 
-/// Counts the CUDA devices libtorch can use. The host links libtorch's CUDA library (see
-/// build.rs), so this is libtorch's own answer; a CPU-only libtorch says none.
+/// Loads libtorch's CUDA library, then counts the devices libtorch can use.
 fn cuda_devices() -> Result<usize, String> {
+    load_cuda_library()?;
     if !tch::Cuda::is_available() {
-        return Err(
-            "libtorch sees no usable CUDA device (a CPU-only libtorch, no driver, or CUDA_VISIBLE_DEVICES hides them)"
-                .into(),
-        );
+        // libtorch's own reason ("Found no NVIDIA driver on your system...") says what to fix.
+        let why = tch::Tensor::f_zeros([1], (tch::Kind::Float, tch::Device::Cuda(0)))
+            .err()
+            .and_then(|e| e.to_string().lines().next().map(str::to_string))
+            .unwrap_or_else(|| "no driver, or CUDA_VISIBLE_DEVICES hides them".into());
+        return Err(format!("libtorch sees no usable CUDA device: {why}"));
     }
     Ok(tch::Cuda::device_count().max(0) as usize)
+}
+
+/// The linker's `--as-needed` drops `libtorch_cuda.so` from the binary and every plugin, since
+/// no symbol of it is referenced directly, and without it libtorch reports no CUDA. Loading it
+/// before any tensor exists runs its initialisers, which register the CUDA backend with the
+/// libtorch already in the process, for the host and every plugin. It is loaded only when CUDA
+/// is asked for (`auto`, `cuda`): on a CPU run it would cost 350 MiB and a third of a second.
+/// It comes from the directory of the libtorch this process runs (LD_LIBRARY_PATH's or the
+/// build's), never another copy.
+fn load_cuda_library() -> Result<(), String> {
+    static LOADED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let dir = loaded_libtorch_dir().ok_or("libtorch_cpu.so is not among this process's libraries")?;
+            let path = dir.join("libtorch_cuda.so");
+            if !path.is_file() {
+                return Err(format!("{} has no libtorch_cuda.so: this libtorch is a CPU-only build", dir.display()));
+            }
+            let library =
+                RawLibrary::load_at(&path).map_err(|e| format!("libtorch's CUDA library could not be loaded ({e})"))?;
+            // Kept for the life of the process: unloading would leave the registrations dangling.
+            std::mem::forget(library);
+            Ok(())
+        })
+        .clone()
+}
+
+/// The directory of the libtorch_cpu.so mapped into this process, from /proc/self/maps.
+fn loaded_libtorch_dir() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .map(Path::new)
+        .find(|path| path.file_name().is_some_and(|name| name == "libtorch_cpu.so"))
+        .and_then(|path| path.parent().map(Path::to_path_buf))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! A vision run: images are decoded and resized in parallel on CPU threads (the pipeline's
 //! preparation) while the model embeds the previous batch on the device.
 
+use std::sync::Arc;
+
 use anyhow::{anyhow, bail, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Schema};
@@ -84,27 +86,51 @@ fn image_bytes(column: &ArrayRef) -> Result<Vec<Option<&[u8]>>> {
     })
 }
 
-/// The preparation: each row's image decoded, resized and normalised (`PIXELS` floats, CHW).
+/// One preprocessed image (`PIXELS` floats, CHW): its slot in its window's pixel buffer. A
+/// window's images share one buffer, filled in parallel, so decoding threads allocate nothing
+/// per image (per-image buffers, freed on another thread, grew the allocator's arenas).
+struct Image {
+    pixels: Arc<Vec<f32>>,
+    slot: usize,
+}
+
+impl Image {
+    fn pixels(&self) -> &[f32] {
+        &self.pixels[self.slot * PIXELS..(self.slot + 1) * PIXELS]
+    }
+}
+
+/// The preparation: each row's image decoded, resized and normalised.
 struct Decoding {
     column: String,
     limits: Limits,
 }
 
 impl Prepare for Decoding {
-    type Row = Vec<f32>;
+    type Row = Image;
 
-    fn prepare(&mut self, batch: &RecordBatch, _first_row: u64) -> Result<Vec<Result<Vec<f32>, String>>> {
+    fn prepare(&mut self, batch: &RecordBatch, _first_row: u64) -> Result<Vec<Result<Image, String>>> {
         let column =
             batch.column_by_name(&self.column).ok_or_else(|| anyhow!("input lacks column '{}'", self.column))?;
         let images = image_bytes(column)?;
         let limits = self.limits;
-        Ok(images
-            .par_iter()
-            .map(|bytes| {
-                let bytes = bytes.ok_or_else(|| anyhow!("the image is null"))?;
-                image::preprocess_with(bytes, &limits)
+        let mut pixels = vec![0f32; images.len() * PIXELS];
+        let outcomes: Vec<Result<()>> = pixels
+            .par_chunks_mut(PIXELS)
+            .zip(images.par_iter())
+            .map(|(out, bytes)| match bytes {
+                Some(bytes) => image::preprocess_into_with(bytes, out, &limits),
+                None => Err(anyhow!("the image is null")),
             })
-            .map(|outcome| outcome.map_err(|e| format!("column '{}': {e:#}", self.column)))
+            .collect();
+        let pixels = Arc::new(pixels);
+        Ok(outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(slot, outcome)| match outcome {
+                Ok(()) => Ok(Image { pixels: pixels.clone(), slot }),
+                Err(e) => Err(format!("column '{}': {e:#}", self.column)),
+            })
             .collect())
     }
 }
@@ -115,13 +141,18 @@ struct Images<'m> {
     device: tch::Device,
 }
 
-impl Embed<Vec<f32>> for Images<'_> {
-    fn embed(&mut self, rows: &[&Vec<f32>]) -> Result<Tensor> {
-        let mut pixels = Vec::with_capacity(rows.len() * PIXELS);
-        for row in rows {
-            pixels.extend_from_slice(row);
-        }
-        let images = Tensor::from_slice(&pixels).view([rows.len() as i64, 3, SIZE as i64, SIZE as i64]);
-        Ok(self.model.forward(&images.to_device(self.device)))
+impl Embed<Image> for Images<'_> {
+    fn embed(&mut self, rows: &[&Image]) -> Result<Tensor> {
+        let shape = [rows.len() as i64, 3, SIZE as i64, SIZE as i64];
+        // Usually a chunk is a run of consecutive slots of one buffer, read without gathering.
+        let first = rows[0];
+        let consecutive =
+            rows.iter().enumerate().all(|(k, r)| Arc::ptr_eq(&r.pixels, &first.pixels) && r.slot == first.slot + k);
+        let images = if consecutive {
+            Tensor::from_slice(&first.pixels[first.slot * PIXELS..(first.slot + rows.len()) * PIXELS])
+        } else {
+            Tensor::from_slice(&rows.iter().flat_map(|r| r.pixels()).copied().collect::<Vec<f32>>())
+        };
+        Ok(self.model.forward(&images.view(shape).to_device(self.device)))
     }
 }
