@@ -1,6 +1,8 @@
 //! The run: check the input against the saved model, then per input batch encode the rows with
 //! the saved preprocessing, run the network and hand the embeddings to the host.
 
+use std::sync::Arc;
+
 use anyhow::{bail, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::Schema;
@@ -11,7 +13,7 @@ use tch::Tensor;
 
 use crate::gandalf::Gandalf;
 use crate::options::GandalfOptions;
-use crate::preprocessing::{Counts, Preprocessing};
+use crate::preprocessing::{Counts, Encoded, Preprocessing};
 use crate::saved_model::SavedModel;
 
 /// DeepTune's MODEL_STR for GANDALF.
@@ -77,16 +79,28 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &GandalfOptions) -> Result<()> {
     let counts = saved.preprocessing.counts();
     let encoding = Encoding { counts, preprocessing: saved.preprocessing };
     let input = ctx.take_input("df")?;
-    let encoding =
-        pipeline::run(ctx, input, &columns, encoding, &mut Rows { model: &model, device }, Batching::InputOrder)?;
+    let encoding = pipeline::run(
+        ctx,
+        input,
+        &columns,
+        encoding,
+        &mut Rows {
+            model: &model,
+            continuous: config.continuous_cols.len(),
+            categorical: config.categorical_cols.len(),
+            device,
+        },
+        Batching::InputOrder,
+    )?;
     report(&encoding.counts, &encoding.preprocessing);
     Ok(())
 }
 
-/// One encoded row: scaled continuous values and category codes.
+/// One encoded row: its place in its batch's encoded values (scaled continuous values and
+/// category codes), which the batch's rows share rather than copy.
 struct Row {
-    continuous: Vec<f32>,
-    categorical: Vec<i64>,
+    encoded: Arc<Encoded>,
+    index: usize,
 }
 
 /// The preparation: the saved preprocessing on each batch, counting what it met.
@@ -99,16 +113,14 @@ impl Prepare for Encoding {
     type Row = Row;
 
     fn prepare(&mut self, batch: &RecordBatch, _first_row: u64) -> Result<Vec<Result<Row, String>>> {
-        let encoded = self.preprocessing.encode(batch, &mut self.counts)?;
-        let (c, k) = (self.preprocessing.continuous.len(), self.preprocessing.encoders.len());
+        let mut encoded = self.preprocessing.encode(batch, &mut self.counts)?;
+        let failed = std::mem::take(&mut encoded.failed);
+        let encoded = Arc::new(encoded);
         let mut rows: Vec<Result<Row, String>> = (0..batch.num_rows()).map(|_| Err(String::new())).collect();
-        for (i, &r) in encoded.kept.iter().enumerate() {
-            rows[r as usize] = Ok(Row {
-                continuous: encoded.continuous[i * c..(i + 1) * c].to_vec(),
-                categorical: encoded.categorical[i * k..(i + 1) * k].to_vec(),
-            });
+        for (index, &r) in encoded.kept.iter().enumerate() {
+            rows[r as usize] = Ok(Row { encoded: encoded.clone(), index });
         }
-        for (r, reason) in encoded.failed {
+        for (r, reason) in failed {
             rows[r as usize] = Err(reason);
         }
         Ok(rows)
@@ -118,16 +130,23 @@ impl Prepare for Encoding {
 /// The model side: a chunk of rows as two tensors through the backbone.
 struct Rows<'m> {
     model: &'m Gandalf,
+    continuous: usize,
+    categorical: usize,
     device: tch::Device,
 }
 
 impl Embed<Row> for Rows<'_> {
     fn embed(&mut self, rows: &[&Row]) -> Result<Tensor> {
+        let (c, k) = (self.continuous, self.categorical);
+        let mut continuous = Vec::with_capacity(rows.len() * c);
+        let mut categorical = Vec::with_capacity(rows.len() * k);
+        for row in rows {
+            continuous.extend_from_slice(&row.encoded.continuous[row.index * c..(row.index + 1) * c]);
+            categorical.extend_from_slice(&row.encoded.categorical[row.index * k..(row.index + 1) * k]);
+        }
         let n = rows.len() as i64;
-        let continuous: Vec<f32> = rows.iter().flat_map(|r| r.continuous.iter().copied()).collect();
-        let categorical: Vec<i64> = rows.iter().flat_map(|r| r.categorical.iter().copied()).collect();
-        let continuous = Tensor::from_slice(&continuous).view([n, -1]).to_device(self.device);
-        let categorical = Tensor::from_slice(&categorical).view([n, -1]).to_device(self.device);
+        let continuous = Tensor::from_slice(&continuous).view([n, c as i64]).to_device(self.device);
+        let categorical = Tensor::from_slice(&categorical).view([n, k as i64]).to_device(self.device);
         Ok(self.model.forward(&continuous, &categorical))
     }
 }
