@@ -29,6 +29,10 @@ fn main() -> ExitCode {
     signals::install();
     match run_cli(argv) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(_) if signals::interrupted() => {
+            log::error!("interrupted; the unfinished output was removed");
+            ExitCode::from(signals::EXIT_STATUS)
+        }
         Err(e) => {
             log::error!("{e:#}");
             ExitCode::FAILURE

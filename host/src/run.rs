@@ -99,6 +99,10 @@ impl HostSink for RunSink<'_> {
     fn progress(&mut self, rows: u64) {
         self.bar.inc(rows);
     }
+
+    fn cancelled(&mut self) -> bool {
+        signals::interrupted()
+    }
 }
 
 impl RunSink<'_> {

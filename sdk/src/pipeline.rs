@@ -129,6 +129,9 @@ fn consume<Row>(
     let dims = columns.dims();
     let batch_size = ctx.batch_size();
     for window in windows {
+        if ctx.cancelled() {
+            bail!("interrupted");
+        }
         let window = window?;
         let mut kept: Vec<u32> = Vec::with_capacity(window.rows.len());
         let mut rows: Vec<&Row> = Vec::with_capacity(window.rows.len());

@@ -120,6 +120,12 @@ impl<'a> RunContext<'a> {
         self.host.skip(row, reason).map_err(|e| anyhow!(e))
     }
 
+    /// Whether the user interrupted the run (Ctrl-C, or a scheduler's SIGTERM). A plugin that
+    /// runs its own loop should stop with an error when so; the pipeline checks per window.
+    pub fn cancelled(&self) -> bool {
+        self.host.cancelled()
+    }
+
     /// Reports `rows` more input rows done, for the progress bar.
     pub fn progress(&self, rows: u64) {
         self.host.progress(rows)

@@ -112,6 +112,8 @@ pub struct HostCallbacks {
     emit: extern "C" fn(ctx: *mut c_void, array: *mut c_void, schema: *mut c_void) -> RResult<(), RString>,
     skip: extern "C" fn(ctx: *mut c_void, row: u64, reason: RStr<'_>) -> RResult<(), RString>,
     progress: extern "C" fn(ctx: *mut c_void, rows: u64),
+    /// Whether the user interrupted the run (SIGINT, SIGTERM): the plugin should stop.
+    cancelled: extern "C" fn(ctx: *mut c_void) -> bool,
     log: extern "C" fn(level: u8, target: RStr<'_>, message: RStr<'_>),
     /// The most verbose level the host wants (`log::LevelFilter as u8`).
     max_log_level: u8,
@@ -156,6 +158,7 @@ pub trait HostSink {
     fn emit(&mut self, batch: RecordBatch) -> Result<(), String>;
     fn skip(&mut self, row: u64, reason: &str) -> Result<(), String>;
     fn progress(&mut self, rows: u64);
+    fn cancelled(&mut self) -> bool;
 }
 
 /// One input table the host streams to the plugin.
@@ -185,6 +188,7 @@ pub fn run_plugin(
         emit: sink_emit,
         skip: sink_skip,
         progress: sink_progress,
+        cancelled: sink_cancelled,
         log: forward_log,
         max_log_level: log::max_level() as u8,
     };
@@ -241,6 +245,11 @@ extern "C" fn sink_progress(ctx: *mut c_void, rows: u64) {
         unsafe { sink_from(ctx) }.progress(rows);
         Ok(())
     });
+}
+
+extern "C" fn sink_cancelled(ctx: *mut c_void) -> bool {
+    // SAFETY: as in sink_begin.
+    contain_panic("host", || Ok(unsafe { sink_from(ctx) }.cancelled())).unwrap_or(false)
 }
 
 /// Hands a plugin's log record to the host's logger, with the plugin's name as target.
@@ -346,6 +355,11 @@ impl HostHandle<'_> {
     /// Reports `rows` more input rows done.
     pub fn progress(&self, rows: u64) {
         (self.callbacks.progress)(self.callbacks.ctx, rows)
+    }
+
+    /// Whether the user interrupted the run; a plugin stops at the next batch when so.
+    pub fn cancelled(&self) -> bool {
+        (self.callbacks.cancelled)(self.callbacks.ctx)
     }
 
     /// The host's log function, which may be kept and called from any thread at any time.
