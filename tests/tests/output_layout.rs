@@ -238,7 +238,7 @@ fn an_interrupted_run_leaves_nothing_behind() {
     let dir = fixtures().join("vision");
     let out = work.join("out");
     for signal in ["TERM", "INT"] {
-        let mut child = std::process::Command::new(binary())
+        let child = std::process::Command::new(binary())
             .args(["embed", "vision", "--df", big.to_str().unwrap(), "--model_version", "resnet18"])
             .args(["--batch_size", "4", "--device", "cpu", "--quiet", "--out", out.to_str().unwrap()])
             .env("TORCH_HOME", dir.join("torch_home"))
