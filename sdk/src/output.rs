@@ -44,7 +44,6 @@ pub enum Carry {
 #[derive(Debug, Clone)]
 pub struct OutputColumns {
     dims: usize,
-    names: EmbeddingNames,
     /// For each carried column: its index in the input and its output field.
     carried: Vec<(usize, FieldRef)>,
     schema: SchemaRef,
@@ -99,15 +98,11 @@ impl OutputColumns {
                 bail!("two output columns would be named '{}'; rename that input column", field.name());
             }
         }
-        Ok(OutputColumns { dims, names, carried, schema: Arc::new(Schema::new(fields)) })
+        Ok(OutputColumns { dims, carried, schema: Arc::new(Schema::new(fields)) })
     }
 
     pub fn dims(&self) -> usize {
         self.dims
-    }
-
-    pub fn names(&self) -> EmbeddingNames {
-        self.names
     }
 
     pub fn schema(&self) -> &SchemaRef {

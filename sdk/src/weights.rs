@@ -55,10 +55,6 @@ impl<'a> Weights<'a> {
         Weights { sd, device }
     }
 
-    pub fn state_dict(&self) -> &'a StateDict {
-        self.sd
-    }
-
     /// The names under `prefix` (`"encoder.layer.0"` looks up `"encoder.layer.0.<name>"`).
     pub fn at(&self, prefix: &str) -> Scope<'a> {
         Scope { weights: *self, prefix: prefix.to_string() }
@@ -66,11 +62,6 @@ impl<'a> Weights<'a> {
 
     pub fn contains(&self, name: &str) -> bool {
         self.sd.get(name).is_some()
-    }
-
-    /// The shape of `name`, if present.
-    pub fn shape(&self, name: &str) -> Option<Vec<i64>> {
-        self.sd.get(name).map(Tensor::size)
     }
 
     /// `name`, which must have `shape` (each entry a size, or [`ANY`]) and a floating dtype.
