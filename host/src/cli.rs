@@ -77,7 +77,7 @@ pub fn build(discovery: &Discovery) -> Command {
         let m = &plugin.manifest;
         let mut sub = Command::new(m.name.clone())
             .about(format!("{} ({} embeddings)", m.description, m.modality))
-            .after_help(format!("Models: {}\nPlugin: {} {}", m.models.join(", "), m.name, m.version));
+            .after_help(format!("Models:\n  {}\nPlugin: {} {}", m.models.join("\n  "), m.name, m.version));
         let (host, own) = plugin_command_args(m);
         for spec in host.iter().chain(&own) {
             sub = sub.arg(clap_arg(spec));

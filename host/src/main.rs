@@ -126,7 +126,15 @@ fn list_plugins(discovery: &Discovery, as_json: bool) -> Result<()> {
         let m = &p.manifest;
         writeln!(text, "{} {} ({})", m.name, m.version, m.modality)?;
         writeln!(text, "  {}", m.description)?;
-        writeln!(text, "  models:   {}", m.models.join(", "))?;
+        // Short model names share a line; described models (a width per use case) get one each.
+        if m.models.iter().any(|model| model.contains(' ') && model.contains('(')) {
+            writeln!(text, "  models:")?;
+            for model in &m.models {
+                writeln!(text, "    {model}")?;
+            }
+        } else {
+            writeln!(text, "  models:   {}", m.models.join(", "))?;
+        }
         writeln!(text, "  sdk abi:  {}    libtorch: {}", p.sdk_abi_version, p.libtorch_version)?;
         writeln!(text, "  path:     {}", p.path.display())?;
     }

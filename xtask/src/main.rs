@@ -178,9 +178,11 @@ fn generate_fixtures(ws: &Workspace, work: &Path) -> Result<()> {
         ("gen_tabular.py", "tabular"),
     ];
     let python_dir = ws.root.join("tests").join("python");
+    // Every generator and the modules they import (vision_families/*.py).
     let mut fingerprint = std::fs::read_to_string(ws.requirements())?;
-    for (g, _) in generators {
-        fingerprint.push_str(&std::fs::read_to_string(python_dir.join(g))?);
+    for file in python_files(&python_dir)? {
+        fingerprint.push_str(&file.display().to_string());
+        fingerprint.push_str(&std::fs::read_to_string(&file)?);
     }
     let stamp = work.join(".generated-by");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(fingerprint.as_str()) {
@@ -194,6 +196,21 @@ fn generate_fixtures(ws: &Workspace, work: &Path) -> Result<()> {
     }
     std::fs::write(stamp, fingerprint)?;
     Ok(())
+}
+
+/// The `.py` files under `dir`, recursively, in a fixed order.
+fn python_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files.extend(python_files(&path)?);
+        } else if path.extension().is_some_and(|e| e == "py") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 fn bench(ws: &Workspace, kind: &str, rest: &[&str]) -> Result<()> {

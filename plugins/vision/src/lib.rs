@@ -29,7 +29,7 @@ impl Plugin for VisionPlugin {
             version: env!("CARGO_PKG_VERSION").into(),
             modality: "image".into(),
             description: "Image embeddings from torchvision and DeepTune vision models".into(),
-            models: models::versions().iter().map(|v| v.to_string()).collect(),
+            models: models::all_versions().into_iter().map(|(f, v)| models::describe(f, v)).collect(),
             args: VisionOptions::arg_specs(),
             inputs: deepembed_sdk::InputSpec::default_inputs(),
         }

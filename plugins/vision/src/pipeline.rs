@@ -13,7 +13,7 @@ use deepembed_sdk::{OutputPlan, RunContext};
 use rayon::prelude::*;
 use tch::Tensor;
 
-use crate::image::{self, PIXELS, SIZE};
+use crate::image::{self, Transform};
 use crate::model::EmbeddingModel;
 use crate::options::VisionOptions;
 
@@ -38,7 +38,8 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
         Carry::AllExcept(vec![opts.image_column.clone()]),
     )?;
     ctx.begin(&plan)?;
-    let decoding = Decoding { column: opts.image_column.clone(), limits: opts.image_limits() };
+    let decoding =
+        Decoding { column: opts.image_column.clone(), limits: opts.image_limits(), transform: model.transform };
     let input = ctx.take_input("df")?;
     pipeline::run(ctx, input, &columns, decoding, &mut Images { model: &model, device }, Batching::InputOrder)?;
     Ok(())
@@ -86,7 +87,7 @@ fn image_bytes(column: &ArrayRef) -> Result<Vec<Option<&[u8]>>> {
     })
 }
 
-/// One preprocessed image (`PIXELS` floats, CHW): its slot in its window's pixel buffer. A
+/// One preprocessed image (`transform.pixels()` floats, CHW): its slot in its window's pixel buffer. A
 /// window's images share one buffer, filled in parallel, so decoding threads allocate nothing
 /// per image (per-image buffers, freed on another thread, grew the allocator's arenas).
 struct Image {
@@ -95,8 +96,8 @@ struct Image {
 }
 
 impl Image {
-    fn pixels(&self) -> &[f32] {
-        &self.pixels[self.slot * PIXELS..(self.slot + 1) * PIXELS]
+    fn pixels(&self, per_image: usize) -> &[f32] {
+        &self.pixels[self.slot * per_image..(self.slot + 1) * per_image]
     }
 }
 
@@ -104,6 +105,7 @@ impl Image {
 struct Decoding {
     column: String,
     limits: Limits,
+    transform: Transform,
 }
 
 impl Prepare for Decoding {
@@ -113,13 +115,13 @@ impl Prepare for Decoding {
         let column =
             batch.column_by_name(&self.column).ok_or_else(|| anyhow!("input lacks column '{}'", self.column))?;
         let images = image_bytes(column)?;
-        let limits = self.limits;
-        let mut pixels = vec![0f32; images.len() * PIXELS];
+        let (limits, transform) = (self.limits, self.transform);
+        let mut pixels = vec![0f32; images.len() * transform.pixels()];
         let outcomes: Vec<Result<()>> = pixels
-            .par_chunks_mut(PIXELS)
+            .par_chunks_mut(transform.pixels())
             .zip(images.par_iter())
             .map(|(out, bytes)| match bytes {
-                Some(bytes) => image::preprocess_into_with(bytes, out, &limits),
+                Some(bytes) => image::preprocess_into_with(bytes, out, &limits, &transform),
                 None => Err(anyhow!("the image is null")),
             })
             .collect();
@@ -135,7 +137,7 @@ impl Prepare for Decoding {
     }
 }
 
-/// The model side: a chunk of preprocessed images as one (B, 3, 224, 224) tensor.
+/// The model side: a chunk of preprocessed images as one (B, 3, size, size) tensor.
 struct Images<'m> {
     model: &'m EmbeddingModel,
     device: tch::Device,
@@ -143,15 +145,17 @@ struct Images<'m> {
 
 impl Embed<Image> for Images<'_> {
     fn embed(&mut self, rows: &[&Image]) -> Result<Tensor> {
-        let shape = [rows.len() as i64, 3, SIZE as i64, SIZE as i64];
+        let size = self.model.transform.size;
+        let per_image = self.model.transform.pixels();
+        let shape = [rows.len() as i64, 3, size as i64, size as i64];
         // Usually a chunk is a run of consecutive slots of one buffer, read without gathering.
         let first = rows[0];
         let consecutive =
             rows.iter().enumerate().all(|(k, r)| Arc::ptr_eq(&r.pixels, &first.pixels) && r.slot == first.slot + k);
         let images = if consecutive {
-            Tensor::from_slice(&first.pixels[first.slot * PIXELS..(first.slot + rows.len()) * PIXELS])
+            Tensor::from_slice(&first.pixels[first.slot * per_image..(first.slot + rows.len()) * per_image])
         } else {
-            Tensor::from_slice(&rows.iter().flat_map(|r| r.pixels()).copied().collect::<Vec<f32>>())
+            Tensor::from_slice(&rows.iter().flat_map(|r| r.pixels(per_image)).copied().collect::<Vec<f32>>())
         };
         Ok(self.model.forward(&images.view(shape).to_device(self.device)))
     }

@@ -15,29 +15,32 @@ use deepembed_sdk::options::HeadOptions;
 use deepembed_sdk::weights::{Linear, Weights, ANY};
 use tch::Device;
 
-use crate::models::Architecture;
+use crate::models::{self, Version};
 use crate::options::{Mode, VisionOptions};
 
 /// The weights file for a pretrained run: `--model_weights`, else torchvision's file in the
 /// torch hub cache.
-pub fn pretrained_file(opts: &VisionOptions, arch: &Architecture) -> Result<PathBuf> {
+pub fn pretrained_file(opts: &VisionOptions, version: &Version) -> Result<PathBuf> {
     if let Some(path) = &opts.model_weights {
         if !path.is_file() {
             bail!("--model_weights {}: file not found", path.display());
         }
         return Ok(path.clone());
     }
+    if version.hub_file.is_empty() {
+        bail!("pretrained {} needs --model_weights: it has no torchvision weights file", version.name);
+    }
     let hub = torch_home().join("hub").join("checkpoints");
-    let path = hub.join(arch.hub_file);
+    let path = hub.join(version.hub_file);
     if path.is_file() {
         return Ok(path);
     }
     bail!(
         "no weights for pretrained {}: put torchvision's file {} in {} (or name any torchvision {} weights file with --model_weights); nothing is downloaded",
-        arch.version,
-        arch.hub_file,
+        version.name,
+        version.hub_file,
         hub.display(),
-        arch.version
+        version.name
     )
 }
 
@@ -89,21 +92,21 @@ pub struct Head {
     pub fc1: Linear,
 }
 
-pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, arch: &Architecture, device: Device) -> Result<Head> {
+pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, version: &Version, device: Device) -> Result<Head> {
     let source = sd.source().display();
     if !sd.contains("fc1.weight") {
         bail!("{source} has no fc1.weight: it is not a DeepTune {} checkpoint", opts.use_case.name());
     }
     let fc1_shape = sd.shape("fc1.weight").unwrap_or_default();
-    if fc1_shape.len() != 2 || fc1_shape[1] != arch.features {
+    if fc1_shape.len() != 2 || fc1_shape[1] != version.features {
         bail!(
             "{source}: fc1.weight has shape {fc1_shape:?}, but {} features are {} wide; the checkpoint was made for another --model_version",
-            arch.version,
-            arch.features
+            version.name,
+            version.features
         );
     }
     let w = Weights::new(sd, device);
-    let fc1 = w.linear("fc1", arch.features, ANY)?;
+    let fc1 = w.linear("fc1", version.features, ANY)?;
     let found_layers = if sd.contains("fc2.weight") { 2 } else { 1 };
     if let Some(given) = opts.head.added_layers {
         if given != found_layers {
@@ -173,7 +176,14 @@ fn merge_lora(sd: &StateDict, opts: &VisionOptions) -> Result<StateDict> {
     Ok(merged.weights)
 }
 
-/// Keys a torchvision or DeepTune file may hold that the embedding model does not use.
-pub fn unused_key(key: &str) -> bool {
-    key.ends_with("num_batches_tracked") || key.starts_with("fc.")
+/// `error` (weights that do not fit `version`), with the version the weights look like when a
+/// registered family recognises them, so the message names both.
+pub fn wrong_model(error: anyhow::Error, weights: &StateDict, version: &Version, context: &str) -> anyhow::Error {
+    let recognised = models::families().into_iter().find_map(|f| f.identify(weights));
+    match recognised {
+        Some(found) if found != version.name => {
+            anyhow!("{context}: --model_version is {} but the weights are a {found}: {error:#}", version.name)
+        }
+        _ => error.context(context.to_string()),
+    }
 }

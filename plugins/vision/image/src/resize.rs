@@ -1,6 +1,6 @@
-//! Pillow's bilinear resize (`Image.resize(size, Image.BILINEAR)`), ported from its
-//! `Resample.c` so results match to the bit: coefficients in double precision, turned into
-//! 22-bit fixed point, a horizontal pass then a vertical pass over 8-bit samples.
+//! Pillow's bilinear and bicubic resize (`Image.resize(size, Image.BILINEAR | Image.BICUBIC)`),
+//! ported from its `Resample.c` so results match to the bit: coefficients in double precision,
+//! turned into 22-bit fixed point, a horizontal pass then a vertical pass over 8-bit samples.
 //!
 //! Pillow before 12.2 always runs the horizontal pass first (12.2 and later run the vertical one
 //! first for images much taller than wide); DeepTune pins Pillow 9.1, and the tests pin 11.3.
@@ -16,20 +16,48 @@ struct Coefficients {
     weights: Vec<i32>,
 }
 
-fn bilinear(x: f64) -> f64 {
-    let x = x.abs();
-    if x < 1.0 {
-        1.0 - x
-    } else {
-        0.0
+/// A Pillow resampling filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// `Image.BILINEAR` (torchvision's `Resize` default).
+    Bilinear,
+    /// `Image.BICUBIC` (a = -0.5, as Pillow has it), e.g. SigLIP's processor.
+    Bicubic,
+}
+
+impl Filter {
+    /// The filter's support at scale 1.
+    fn support(self) -> f64 {
+        match self {
+            Filter::Bilinear => 1.0,
+            Filter::Bicubic => 2.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        let x = x.abs();
+        match self {
+            Filter::Bilinear if x < 1.0 => 1.0 - x,
+            Filter::Bilinear => 0.0,
+            Filter::Bicubic => {
+                const A: f64 = -0.5;
+                if x < 1.0 {
+                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
+                } else {
+                    0.0
+                }
+            }
+        }
     }
 }
 
-fn coefficients(in_size: usize, out_size: usize) -> Coefficients {
+fn coefficients(filter: Filter, in_size: usize, out_size: usize) -> Coefficients {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
-    // Bilinear support is 1; widened when shrinking, which is Pillow's antialiasing.
-    let support = filterscale;
+    // The support is widened when shrinking, which is Pillow's antialiasing.
+    let support = filter.support() * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
     let mut bounds = Vec::with_capacity(out_size);
     let mut weights = vec![0i32; out_size * ksize];
@@ -42,7 +70,7 @@ fn coefficients(in_size: usize, out_size: usize) -> Coefficients {
         let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
         let mut ww = 0.0;
         for (x, kx) in k[..xmax].iter_mut().enumerate() {
-            let w = bilinear((x as f64 + xmin as f64 - center + 0.5) * ss);
+            let w = filter.weight((x as f64 + xmin as f64 - center + 0.5) * ss);
             *kx = w;
             ww += w;
         }
@@ -68,18 +96,23 @@ fn clip8(v: i32) -> u8 {
     }
 }
 
-/// Resizes an RGB image to `out_w` x `out_h`.
+/// Resizes an RGB image to `out_w` x `out_h` with Pillow's bilinear filter.
 pub fn resize_bilinear(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
+    resize(img, out_w, out_h, Filter::Bilinear)
+}
+
+/// Resizes an RGB image to `out_w` x `out_h` as Pillow does with `filter`.
+pub fn resize(img: &RgbImage, out_w: usize, out_h: usize, filter: Filter) -> RgbImage {
     if img.width == out_w && img.height == out_h {
         return RgbImage { width: out_w, height: out_h, pixels: img.pixels.clone() };
     }
-    let vertical = coefficients(img.height, out_h);
+    let vertical = coefficients(filter, img.height, out_h);
     // The horizontal pass only needs the input rows the vertical pass will read.
     let first_row = vertical.bounds.first().map_or(0, |b| b.0);
     let last_row = vertical.bounds.last().map_or(0, |b| b.0 + b.1);
     let horizontal_needed = img.width != out_w;
     let rows = if horizontal_needed {
-        horizontal_pass(img, out_w, first_row, last_row)
+        horizontal_pass(img, filter, out_w, first_row, last_row)
     } else {
         RgbImage {
             width: img.width,
@@ -93,8 +126,8 @@ pub fn resize_bilinear(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
     vertical_pass(&rows, &vertical, first_row, out_h)
 }
 
-fn horizontal_pass(img: &RgbImage, out_w: usize, first_row: usize, last_row: usize) -> RgbImage {
-    let c = coefficients(img.width, out_w);
+fn horizontal_pass(img: &RgbImage, filter: Filter, out_w: usize, first_row: usize, last_row: usize) -> RgbImage {
+    let c = coefficients(filter, img.width, out_w);
     let height = last_row - first_row;
     let mut out = vec![0u8; out_w * height * 3];
     for y in 0..height {
