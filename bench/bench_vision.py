@@ -47,7 +47,7 @@ def main():
     p.add_argument("--deepembed", required=True)
     p.add_argument("--work", required=True)
     p.add_argument("--images", type=int, default=512)
-    p.add_argument("--scale", type=int, default=10, help="size factor of the second dataset")
+    p.add_argument("--scale", type=int, default=10, help="size factor of the second dataset (1: one dataset only)")
     p.add_argument("--model", default="resnet18")
     p.add_argument("--batch_size", type=int, default=32)
     args = p.parse_args()
@@ -59,7 +59,8 @@ def main():
     print("| images | tool | seconds | images/s | peak RSS (MiB) |")
     print("|---:|---|---:|---:|---:|")
     rows = {}
-    for n in (args.images, args.images * args.scale):
+    sizes = (args.images,) if args.scale <= 1 else (args.images, args.images * args.scale)
+    for n in sizes:
         made = subprocess.run([sys.executable, HERE / "make_dataset.py", work, str(n), args.model], check=True, capture_output=True, text=True)
         data, weights = made.stdout.split()
         out = work / "out"
@@ -70,10 +71,12 @@ def main():
         for tool, result in compare(n, n, (("deepembed", ours), ("python (DeepTune-like)", python))).items():
             rows[(n, tool)] = result
     print()
-    for n in (args.images, args.images * args.scale):
+    for n in sizes:
         (a, ra), (b, rb) = rows[(n, "deepembed")], rows[(n, "python (DeepTune-like)")]
         print(f"{n} images: deepembed {b / a:.2f}x the Python throughput; peak RSS {ra:.0f} vs {rb:.0f} MiB")
-    small, large = args.images, args.images * args.scale
+    if len(sizes) == 1:
+        return
+    small, large = sizes
     print(f"peak RSS growth from {small} to {large} images: deepembed {rows[(large, 'deepembed')][1] - rows[(small, 'deepembed')][1]:+.0f} MiB, "
           f"python {rows[(large, 'python (DeepTune-like)')][1] - rows[(small, 'python (DeepTune-like)')][1]:+.0f} MiB")
 

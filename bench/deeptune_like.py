@@ -1,4 +1,4 @@
-"""What DeepTune's `embed.vision.embed` does for a pretrained ResNet, as a baseline: pandas reads
+"""What DeepTune's `embed.vision.embed` does for a pretrained torchvision model, as a baseline: pandas reads
 the whole Parquet file, a Dataset decodes with PIL per row, torchvision transforms, a DataLoader
 (no workers on CPU, as DeepTune), the model, np.vstack of all embeddings, a DataFrame, Parquet.
 
@@ -38,10 +38,26 @@ class ParquetImages(Dataset):
         return TRANSFORM(img), torch.tensor(row["labels"], dtype=torch.long), extras
 
 
+def without_classifier(model, name):
+    """The pretrained embedding deepembed computes: the classifier's input (VGG: its 4096-wide
+    penultimate layer after the ReLU)."""
+    if name.startswith("vgg"):
+        model.classifier = model.classifier[:5]
+    elif name.startswith("vit"):
+        model.heads = nn.Identity()
+    elif name.startswith("swin"):
+        model.head = nn.Identity()
+    elif name.startswith(("efficientnet", "densenet")):
+        model.classifier = nn.Identity()
+    else:
+        model.fc = nn.Identity()
+    return model
+
+
 def main(data, weights, model_name, batch_size, out, device="cpu", workers=0):
     model = getattr(torchvision.models, model_name)(weights=None)
     model.load_state_dict(torch.load(weights, weights_only=True))
-    model.fc = nn.Identity()
+    model = without_classifier(model, model_name)
     model.eval().to(device)
     df = pd.read_parquet(data)
     loader = DataLoader(ParquetImages(df), batch_size=batch_size, shuffle=False, num_workers=workers,

@@ -9,6 +9,7 @@ Writes, under OUT:
   finetuned/, peft/, ...  DeepTune-style checkpoints and other weight files, per family
   ref/<case>.f32          reference embeddings of images.parquet for each case
   cases.json              what each case runs and where its reference is
+  shapes.json             every torchvision version's hub file and tensor names and shapes
 
 Each family's weights and cases come from its module in vision_families/ (`generate(ctx)`).
 `gen_vision.py OUT [FAMILY...]` runs only the families named (for working on one family).
@@ -17,6 +18,7 @@ random inputs so activations stay in a sane range through deep networks.
 """
 
 import importlib
+import json
 import io
 import pkgutil
 import sys
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torchvision
 from PIL import Image
 
 import vision_families
@@ -132,6 +135,36 @@ def make_images(rng):
     return [encode(picture(rng, w, h), mode, fmt, **save) for (w, h, mode, fmt, save) in IMAGE_SPECS]
 
 
+# DeepTune's torchvision versions (SigLIP is not torchvision's).
+TORCHVISION_VERSIONS = (
+    [f"resnet{d}" for d in (18, 34, 50, 101, 152)]
+    + [f"densenet{d}" for d in (121, 161, 169, 201)]
+    + [f"vgg{d}" for d in (11, 13, 16, 19)]
+    + [f"efficientnet_b{i}" for i in range(8)]
+    + ["vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"]
+    + ["swin_t", "swin_s", "swin_b"]
+)
+
+
+def write_shapes(out: Path):
+    """shapes.json: for every torchvision version, the hub file of its default weights (the ones
+    DeepTune loads) and the name and shape of every tensor those weights hold, from models built
+    on the meta device (nothing allocated). ViT is built at its weights' input size."""
+    from torchvision.models import get_model_weights
+
+    shapes = {}
+    for version in TORCHVISION_VERSIONS:
+        weights = get_model_weights(version).DEFAULT
+        kwargs = {"image_size": weights.meta["min_size"][0]} if version.startswith("vit") else {}
+        with torch.device("meta"):
+            model = getattr(torchvision.models, version)(weights=None, **kwargs)
+        shapes[version] = {
+            "hub_file": weights.url.rsplit("/", 1)[-1],
+            "tensors": {k: list(v.shape) for k, v in model.state_dict().items()},
+        }
+    (out / "shapes.json").write_text(json.dumps(shapes))
+
+
 def main(out: Path, only):
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -170,6 +203,7 @@ def main(out: Path, only):
     bad.loc[5, "images"] = None
     bad.to_parquet(out / "bad_images.parquet", index=False)
 
+    write_shapes(out)
     families = sorted(m.name for m in pkgutil.iter_modules(vision_families.__path__) if m.name != "common")
     for family in families:
         if only and family not in only:

@@ -167,6 +167,8 @@ fn weights_of_another_model_version_are_refused() {
         &out,
     );
     assert!(err.contains("not a torchvision resnet34 weights file") && err.contains("missing weights"), "{err}");
+    // The message names both versions: the one asked for and the one the file holds.
+    assert!(err.contains("--model_version is resnet34 but the weights are a resnet18"), "{err}");
 }
 
 #[test]
