@@ -50,9 +50,8 @@ impl Family for Swin {
     }
 
     fn build(&self, version: &Version, _: UseCase, weights: &StateDict, p: &nn::Path) -> Result<Backbone> {
-        let arch = Arch::read(weights).map_err(|e| {
-            crate::weights::wrong_model(e, weights, version, &format!("the weights are not a {}", version.name))
-        })?;
+        let arch = Arch::read(weights)
+            .map_err(|e| crate::weights::wrong_model(e, weights, version, &format!("cannot build {}", version.name)))?;
         if let Some(found) = arch.known() {
             if found != version.name {
                 bail!("--model_version is {} but the weights are a {found}", version.name);
