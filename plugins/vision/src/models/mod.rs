@@ -4,6 +4,7 @@
 //! else lists families.
 
 pub mod resnet;
+pub mod siglip;
 
 use anyhow::{bail, Result};
 use deepembed_sdk::checkpoint::StateDict;
