@@ -1,7 +1,7 @@
 """SigLIP cases: Hugging Face SigLIP directories (pretrained), DeepTune's custom_siglip_model.pt
 (finetuned and peft), and Pillow's bicubic resize of the sample images (for the image crate).
 
-The model is tiny and random (hidden 64, 2 layers, 4 heads, patch 16, images of 80 or 96), saved
+The model is tiny and random (hidden 64, 2 layers, 4 heads, patch 16 or 14, images of 80 or 96), saved
 by transformers' save_pretrained; the real so400m-patch14-384 cannot be downloaded here. Layer
 norms and biases are randomised, since transformers initialises them to 1 and 0, which would
 hide a dropped bias or a wrong epsilon.
@@ -20,7 +20,7 @@ import torch.nn as nn
 from PIL import Image
 from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipVisionConfig, SiglipVisionModel
 
-VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, patch_size=16)
+VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
 TEXT = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
             max_position_embeddings=16, bos_token_id=None, eos_token_id=None, pad_token_id=1)
 # Sizes whose Pillow bicubic output the image crate's test compares against (the fixtures' 80
@@ -50,12 +50,12 @@ def randomise(model):
     return model.eval()
 
 
-def vision_model(image_size):
-    return randomise(SiglipVisionModel(SiglipVisionConfig(image_size=image_size, **VISION)))
+def vision_model(image_size, patch_size=16):
+    return randomise(SiglipVisionModel(SiglipVisionConfig(image_size=image_size, patch_size=patch_size, **VISION)))
 
 
-def full_model(image_size):
-    config = SiglipConfig(vision_config=dict(image_size=image_size, **VISION), text_config=TEXT)
+def full_model(image_size, patch_size=16):
+    config = SiglipConfig(vision_config=dict(image_size=image_size, patch_size=patch_size, **VISION), text_config=TEXT)
     return randomise(SiglipModel(config))
 
 
@@ -147,7 +147,8 @@ def generate(ctx):
     ctx.reference("finetuned-siglip-tiny-a2", model.get_image_embeddings, args, inputs=inputs[80])
 
     # Peft (LoRA r 16, alpha 32 on q_proj and v_proj), two added layers; the .pt named directly.
-    model = CustomSiglipModel(full_model(96), num_classes=4, added_layers=2, embedding_dim=20, peft=True)
+    # Patch 14 does not divide 96 (nor so400m's 384): the convolution drops the remainder.
+    model = CustomSiglipModel(full_model(96, patch_size=14), num_classes=4, added_layers=2, embedding_dim=20, peft=True)
     path = deeptune_dir(ctx, "siglip/peft-a2", model, 2, 20, 4, 96)
     args = ["--use_case", "peft", "--model_version", "siglip", "--model_weights", str(path),
             "--added_layers", "2", "--embed_size", "20", "--num_classes", "4"]

@@ -125,8 +125,9 @@ impl VisionConfig {
         VisionConfig::from_json(&read_json(path)?, path)
     }
 
-    /// The shape a state dict's tensors imply (SigLIP names, no prefix). The head count is not
-    /// in the weights: it is taken as so400m's (head width 72) where that divides the width.
+    /// The shape a state dict's tensors imply (SigLIP names, no prefix). The head count and the
+    /// input size are not in the weights: heads are taken as so400m's width (72), the input as
+    /// the patch grid's extent.
     pub fn from_weights(sd: &StateDict) -> Result<VisionConfig> {
         let shape = |key: &str| sd.shape(key).ok_or_else(|| anyhow!("{} has no {key}", sd.source().display()));
         let patch = shape("embeddings.patch_embedding.weight")?;
@@ -159,14 +160,6 @@ impl VisionConfig {
                 source.display(),
                 self.hidden_size,
                 self.num_attention_heads
-            );
-        }
-        if self.image_size % self.patch_size != 0 {
-            bail!(
-                "{}: image_size {} is not a multiple of patch_size {}",
-                source.display(),
-                self.image_size,
-                self.patch_size
             );
         }
         if !self.use_head {
@@ -390,6 +383,7 @@ impl VisionTower {
     fn new(p: &nn::Path, c: &VisionConfig) -> VisionTower {
         let embeddings = p / "embeddings";
         let conv = nn::ConvConfig { stride: c.patch_size, ..Default::default() };
+        // The convolution drops what a whole patch does not cover (so400m: 384 / 14 -> 27 a side).
         let patches = (c.image_size / c.patch_size).pow(2);
         let layers = p / "encoder" / "layers";
         VisionTower {
@@ -529,7 +523,8 @@ impl Family for Siglip {
                 (tower, config, transform, Some(head.fc1), head.embed_size)
             }
         };
-        if transform.size as i64 != config.image_size {
+        // The position embeddings fix the patch grid (transformers refuses other grids too).
+        if transform.size as i64 / config.patch_size != config.image_size / config.patch_size {
             bail!(
                 "the preprocessor resizes to {0}x{0} but the model takes {1}x{1} images",
                 transform.size,
@@ -552,6 +547,12 @@ fn pretrained_dir(opts: &VisionOptions) -> Result<PathBuf> {
              preprocessor_config.json), e.g. google/siglip-so400m-patch14-384 saved with save_pretrained; nothing is downloaded"
         )
     })?;
+    if path.extension().is_some_and(|e| e == "pt") {
+        bail!(
+            "--model_weights {} looks like DeepTune's fine-tuned SigLIP checkpoint: use --use_case finetuned or peft",
+            path.display()
+        );
+    }
     let dir = if path.is_file() { path.parent().unwrap_or(Path::new(".")).to_path_buf() } else { path.clone() };
     if !dir.join("config.json").is_file() {
         bail!(
@@ -611,7 +612,8 @@ fn deeptune_head(sd: &StateDict, opts: &VisionOptions, config: &VisionConfig, de
     let w = Weights::new(sd, device);
     let fc1 = w.linear("fc_layers.0", config.hidden_size, ANY).map_err(|e| {
         anyhow!(
-            "{e:#}; the checkpoint's head does not fit a {}-wide SigLIP (is config.json beside it the base model's?)",
+            "{e:#}: the checkpoint was trained on a SigLIP other than the {}-wide one assumed; put the base \
+             model's config.json (and preprocessor_config.json) beside it",
             config.hidden_size
         )
     })?;
