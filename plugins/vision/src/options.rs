@@ -34,9 +34,9 @@ options! {
         /// Task the model was fine-tuned for: cls or reg.
         #[arg(default = "cls")]
         pub mode: Mode,
-        /// LoRA alpha used in training (DeepTune uses 16); LoRA updates are scaled by alpha / r.
-        #[arg(default = "16")]
-        pub lora_alpha: f64,
+        /// LoRA alpha used in training; LoRA updates are scaled by alpha / r. Default: DeepTune's,
+        /// 16 for the torchvision families, 32 for siglip.
+        pub lora_alpha: Option<f64>,
         /// Column holding encoded image bytes (JPEG or PNG).
         #[arg(default = "images")]
         pub image_column: String,

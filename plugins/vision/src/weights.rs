@@ -157,8 +157,12 @@ pub fn deeptune_backbone(sd: &StateDict, opts: &VisionOptions) -> Result<StateDi
     }
 }
 
+/// DeepTune's LoRA alpha for the torchvision families (the checkpoint does not record it).
+const DEEPTUNE_LORA_ALPHA: f64 = 16.0;
+
 fn merge_lora(sd: &StateDict, opts: &VisionOptions) -> Result<StateDict> {
-    let merged = deepembed_sdk::lora::merge(sd, opts.lora_alpha)?;
+    let alpha = opts.lora_alpha.unwrap_or(DEEPTUNE_LORA_ALPHA);
+    let merged = deepembed_sdk::lora::merge(sd, alpha)?;
     if let Some(given) = opts.head.embed_size {
         if given != merged.rank {
             log::warn!(
@@ -167,12 +171,7 @@ fn merge_lora(sd: &StateDict, opts: &VisionOptions) -> Result<StateDict> {
             );
         }
     }
-    log::info!(
-        "merged LoRA updates (rank {}, alpha {}) into {} backbone layers",
-        merged.rank,
-        opts.lora_alpha,
-        merged.layers
-    );
+    log::info!("merged LoRA updates (rank {}, alpha {}) into {} backbone layers", merged.rank, alpha, merged.layers);
     Ok(merged.weights)
 }
 

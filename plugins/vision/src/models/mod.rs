@@ -4,6 +4,7 @@
 //! else lists families.
 
 pub mod resnet;
+pub mod siglip;
 pub mod swin;
 
 use anyhow::{bail, Result};
