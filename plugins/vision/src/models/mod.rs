@@ -4,6 +4,7 @@
 //! else lists families.
 
 pub mod resnet;
+pub mod vit;
 
 use anyhow::{bail, Result};
 use deepembed_sdk::checkpoint::StateDict;
