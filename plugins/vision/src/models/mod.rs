@@ -6,6 +6,7 @@
 pub mod resnet;
 pub mod siglip;
 pub mod swin;
+pub mod vit;
 
 use anyhow::{bail, Result};
 use deepembed_sdk::checkpoint::StateDict;
