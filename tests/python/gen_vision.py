@@ -147,14 +147,15 @@ TORCHVISION_VERSIONS = (
 
 
 def write_shapes(out: Path):
-    """shapes.json: for every torchvision version, the hub file of its default weights (the ones
-    DeepTune loads) and the name and shape of every tensor those weights hold, from models built
+    """shapes.json: for every torchvision version, the hub file of the weights DeepTune loads and the name and shape of every tensor those weights hold, from models built
     on the meta device (nothing allocated). ViT is built at its weights' input size."""
     from torchvision.models import get_model_weights
 
     shapes = {}
     for version in TORCHVISION_VERSIONS:
-        weights = get_model_weights(version).DEFAULT
+        enum = get_model_weights(version)
+        # DeepTune asks for IMAGENET1K_V1 by name for ResNets, torchvision's DEFAULT elsewhere.
+        weights = enum.IMAGENET1K_V1 if version.startswith("resnet") else enum.DEFAULT
         kwargs = {"image_size": weights.meta["min_size"][0]} if version.startswith("vit") else {}
         with torch.device("meta"):
             model = getattr(torchvision.models, version)(weights=None, **kwargs)

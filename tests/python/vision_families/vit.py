@@ -1,7 +1,9 @@
 """ViT cases: torchvision hub files (pretrained), DeepTune finetuned and peft checkpoints, all
-with the real vit_b_32 layout (the smallest registered version: 88M parameters, ~350 MB a file),
-plus a vit_b_32 built with torchvision's image_size=288 (a 9x9 position grid) that must run at
-288x288 because the input size follows the weights."""
+with vit_b_32's layout (patch 32, width 768, 12 heads, MLP 3072) but only one or two encoder
+layers: the plugin reads the depth from the weights, as it reads the image size, and a full
+vit_b_32 is 350 MB a file. The full layout of every version is checked by tests/vision_models.rs.
+A vit_b_32 built with image_size=288 (a 9x9 position grid) must run at 288x288 because the input
+size follows the weights."""
 
 import torch
 import torch.nn as nn
@@ -14,10 +16,12 @@ HUB_FILE = "vit_b_32-d86f8d99.pth"
 FEATURES = 768
 
 
-def backbone(rng, **kwargs):
-    """A random torchvision ViT. torchvision's init leaves every LayerNorm at weight 1, bias 0 and
-    the class token at 0; random values there make a wrong LayerNorm or token order visible."""
-    model = getattr(torchvision.models, VERSION)(weights=None, **kwargs)
+def backbone(rng, layers=1, image_size=224):
+    """A random torchvision ViT of vit_b_32's layout with `layers` encoder layers. torchvision's
+    init leaves every LayerNorm at weight 1, bias 0 and the class token at 0; random values there
+    make a wrong LayerNorm or token order visible."""
+    model = torchvision.models.VisionTransformer(image_size=image_size, patch_size=32, num_layers=layers,
+                                                 num_heads=12, hidden_dim=768, mlp_dim=3072)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.LayerNorm):
@@ -45,10 +49,10 @@ def adjusted(rng, added, embed, outputs, lora_rank=None):
 def generate(ctx):
     # Pretrained: torchvision's hub file, found through TORCH_HOME. The embedding is the class
     # token after the final LayerNorm (DeepTune sets `heads` to identity).
-    model = backbone(ctx.rng)
+    model = backbone(ctx.rng, layers=2)
     ctx.save(model.state_dict(), ctx.hub / HUB_FILE)
     model.heads = nn.Identity()
-    ctx.reference(f"pretrained-{VERSION}", model, ["--use_case", "pretrained", "--model_version", VERSION])
+    ctx.reference(f"pretrained-{VERSION}-2-layers", model, ["--use_case", "pretrained", "--model_version", VERSION])
 
     # The input size follows the weights: a 9x9 position grid means 288x288 images.
     model = backbone(ctx.rng, image_size=288)
@@ -60,7 +64,7 @@ def generate(ctx):
     # DeepTune fine-tuned checkpoints (heads.head replaced by identity, then fc1/fc2).
     for added, embed, outputs, mode in [(1, None, 3, "cls"), (2, 32, 1, "reg")]:
         model = adjusted(ctx.rng, added, embed, outputs)
-        name = f"finetuned-{VERSION}-a{added}-{mode}"
+        name = f"finetuned-{VERSION}-1-layer-a{added}-{mode}"
         path = ctx.save(model.state_dict(), f"finetuned/{name}/model_weights.pth")
         target = path.parent if added == 1 else path
         args = ["--use_case", "finetuned", "--model_version", VERSION, "--model_weights", str(target), "--mode", mode]
@@ -71,6 +75,6 @@ def generate(ctx):
     # sets), so that is the checkpoint DeepTune can write.
     rank = 8
     model = adjusted(ctx.rng, 1, rank, 4, lora_rank=rank)
-    name = f"peft-{VERSION}-a1"
+    name = f"peft-{VERSION}-1-layer-a1"
     path = ctx.save(model.state_dict(), f"peft/{name}.pth")
     ctx.reference(name, model.embed, ["--use_case", "peft", "--model_version", VERSION, "--model_weights", str(path)])

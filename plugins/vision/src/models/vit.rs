@@ -6,7 +6,9 @@
 //! The input size follows the weights: the position embedding holds one token per patch plus
 //! the class token, so its length fixes the image size (224 for the ImageNet-1K weights, 518
 //! for vit_h_14's default SWAG weights). Images are resized to that size with DeepTune's
-//! transform (bilinear, ImageNet mean/std, no crop).
+//! transform (bilinear, ImageNet mean/std, no crop). The depth follows the weights too: widths,
+//! patch and heads are the version's, so weights of another registered version still fail to
+//! load (and are named), while a shallower model of the same layout runs.
 
 use anyhow::Result;
 use deepembed_sdk::checkpoint::StateDict;
@@ -70,6 +72,11 @@ fn image_size(weights: &StateDict, patch: i64) -> Option<i64> {
     let patches = *shape.get(1)? - 1;
     let grid = (patches.max(0) as f64).sqrt().round() as i64;
     (grid > 0 && grid * grid == patches).then_some(grid * patch)
+}
+
+/// How many encoder layers the weights hold.
+fn layer_count(weights: &StateDict) -> i64 {
+    (0..).take_while(|i| weights.contains(&format!("encoder.layers.encoder_layer_{i}.ln_1.weight"))).count() as i64
 }
 
 /// A weight created empty (zeros), to be filled from the file; random init would only cost time.
@@ -192,7 +199,7 @@ struct VisionTransformer {
 }
 
 impl VisionTransformer {
-    fn new(p: &nn::Path, c: &Config, size: i64) -> VisionTransformer {
+    fn new(p: &nn::Path, c: &Config, size: i64, layers: i64) -> VisionTransformer {
         let conv = p / "conv_proj";
         let encoder = p / "encoder";
         let blocks = &encoder / "layers";
@@ -203,7 +210,7 @@ impl VisionTransformer {
             patch: c.patch,
             class_token: weight(p, "class_token", &[1, 1, c.hidden]),
             pos_embedding: weight(&encoder, "pos_embedding", &[1, tokens, c.hidden]),
-            layers: (0..c.layers).map(|i| EncoderBlock::new(&blocks / format!("encoder_layer_{i}"), c)).collect(),
+            layers: (0..layers).map(|i| EncoderBlock::new(&blocks / format!("encoder_layer_{i}"), c)).collect(),
             ln: LayerNorm::new(&encoder / "ln", c.hidden),
         }
     }
@@ -243,7 +250,11 @@ impl Family for ViT {
     fn build(&self, version: &Version, _: UseCase, weights: &StateDict, p: &nn::Path) -> Result<Backbone> {
         let c = config(version.name);
         let size = image_size(weights, c.patch).unwrap_or(c.size);
-        let module = Box::new(VisionTransformer::new(p, c, size));
+        let layers = match layer_count(weights) {
+            0 => c.layers,
+            n => n,
+        };
+        let module = Box::new(VisionTransformer::new(p, c, size, layers));
         Ok(Backbone { module, transform: Transform::imagenet(size as usize) })
     }
 
@@ -252,9 +263,7 @@ impl Family for ViT {
         if !weights.contains("encoder.pos_embedding") || conv.len() != 4 {
             return None;
         }
-        let layers = (0..)
-            .take_while(|i| weights.contains(&format!("encoder.layers.encoder_layer_{i}.ln_1.weight")))
-            .count() as i64;
+        let layers = layer_count(weights);
         CONFIGS.iter().find(|c| c.hidden == conv[0] && c.patch == conv[2] && c.layers == layers).map(|c| c.name)
     }
 
