@@ -123,16 +123,21 @@ def adjusted(version, ctx, added, embed, outputs, lora_rank=None):
 
 
 def generate(ctx):
-    # Pretrained: torchvision weights files.
-    for version, explicit in [("efficientnet_b0", False)]:
-        model = backbone(version, ctx)
-        file = ctx.hub / HUB_FILES[version]
-        ctx.save(model.state_dict(), file)
-        model.classifier = nn.Identity()
-        args = ["--use_case", "pretrained", "--model_version", version]
-        if explicit:
-            args += ["--model_weights", str(file)]
-        ctx.reference(f"pretrained-{version}", model, args)
+    # Pretrained: torchvision weights files, found through TORCH_HOME.
+    model = backbone("efficientnet_b0", ctx)
+    ctx.save(model.state_dict(), ctx.hub / HUB_FILES["efficientnet_b0"])
+    model.classifier = nn.Identity()
+    ctx.reference("pretrained-efficientnet_b0", model, ["--use_case", "pretrained", "--model_version", "efficientnet_b0"])
+
+    # B5-B7 normalise with eps 1e-3 (B0-B4: 1e-5); on these weights the wrong eps moves the
+    # embedding by about 1 (largest value about 6). The weights file is stored in float16 to halve
+    # its 122 MB (the reference runs on the same rounded weights).
+    model = backbone("efficientnet_b5", ctx).half()
+    ctx.save(model.state_dict(), ctx.hub / HUB_FILES["efficientnet_b5"])
+    model = model.float()
+    model.classifier = nn.Identity()
+    args = ["--use_case", "pretrained", "--model_version", "efficientnet_b5"]
+    ctx.reference("pretrained-efficientnet_b5-float16-file", model, args)
 
     # DeepTune fine-tuned checkpoints.
     for version, added, embed, outputs, mode in [
