@@ -258,7 +258,9 @@ impl Family for EfficientNet {
         // Blocks per stage and the head width tell the versions apart (B0 and B1 share widths,
         // B1 and B2 share depths).
         let depths: Vec<i64> = (1..=7)
-            .map(|s| (0..).take_while(|b| weights.contains(&format!("features.{s}.{b}.block.0.0.weight"))).count() as i64)
+            .map(|s| {
+                (0..).take_while(|b| weights.contains(&format!("features.{s}.{b}.block.0.0.weight"))).count() as i64
+            })
             .collect();
         let head = weights.shape("features.8.0.weight")?.first().copied()?;
         (0..VERSIONS.len()).find_map(|i| {
@@ -279,15 +281,26 @@ mod tests {
 
     #[test]
     fn scaled_widths_and_depths_are_torchvisions() {
-        // Pooled widths: 4 x the last stage's width.
-        for (i, v) in VERSIONS.iter().enumerate() {
-            let (stages, _) = architecture(i);
-            assert_eq!(4 * stages[6].output, v.features, "{}", v.name);
+        // torchvision 0.26: (stem width, blocks per stage, stage output widths, head width, eps).
+        let expected: [(i64, [i64; 7], [i64; 7], i64, f64); 8] = [
+            (32, [1, 2, 2, 3, 3, 4, 1], [16, 24, 40, 80, 112, 192, 320], 1280, 1e-5),
+            (32, [2, 3, 3, 4, 4, 5, 2], [16, 24, 40, 80, 112, 192, 320], 1280, 1e-5),
+            (32, [2, 3, 3, 4, 4, 5, 2], [16, 24, 48, 88, 120, 208, 352], 1408, 1e-5),
+            (40, [2, 3, 3, 5, 5, 6, 2], [24, 32, 48, 96, 136, 232, 384], 1536, 1e-5),
+            (48, [2, 4, 4, 6, 6, 8, 2], [24, 32, 56, 112, 160, 272, 448], 1792, 1e-5),
+            (48, [3, 5, 5, 7, 7, 9, 3], [24, 40, 64, 128, 176, 304, 512], 2048, 1e-3),
+            (56, [3, 6, 6, 8, 8, 11, 3], [32, 40, 72, 144, 200, 344, 576], 2304, 1e-3),
+            (64, [4, 7, 7, 10, 10, 13, 4], [32, 48, 80, 160, 224, 384, 640], 2560, 1e-3),
+        ];
+        for (i, (stem, depths, widths, head, eps)) in expected.into_iter().enumerate() {
+            let (stages, found_eps) = architecture(i);
+            let name = VERSIONS[i].name;
+            assert_eq!(stages[0].input, stem, "{name}");
+            assert_eq!(stages.iter().map(|s| s.blocks).collect::<Vec<_>>(), depths, "{name}");
+            assert_eq!(stages.iter().map(|s| s.output).collect::<Vec<_>>(), widths, "{name}");
+            assert_eq!(4 * stages[6].output, head, "{name}");
+            assert_eq!(VERSIONS[i].features, head, "{name}");
+            assert_eq!(found_eps, eps, "{name}");
         }
-        let depths = |i| architecture(i).0.iter().map(|s| s.blocks).collect::<Vec<_>>();
-        assert_eq!(depths(0), [1, 2, 2, 3, 3, 4, 1]);
-        assert_eq!(depths(1), [2, 3, 3, 4, 4, 5, 2]);
-        assert_eq!(depths(7), [4, 7, 7, 10, 10, 13, 4]);
-        assert_eq!(architecture(7).0[0].input, 64);
     }
 }
