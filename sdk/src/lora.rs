@@ -96,16 +96,19 @@ fn merged_weight(w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tenso
     }
     let a2 = a.to_kind(Kind::Float).reshape([r, -1]);
     let b2 = b.to_kind(Kind::Float).reshape([out, r]);
-    let update = b2.matmul(&a2) * scale;
+    let mut update = b2.matmul(&a2);
+    update *= scale;
     if a.size().iter().skip(1).product::<i64>() == w.size().iter().skip(1).product::<i64>() {
         return Ok(w.to_kind(Kind::Float) + update.reshape(w.size()));
     }
     if is_depthwise_with_dense_update(w, a) {
-        // Base output channel o reads only input channel o: the diagonal of the dense kernel.
+        // Base output channel o reads only input channel o: the diagonal of the dense kernel,
+        // added in place (the dense weights of a large model run to gigabytes).
         let kernel = &w.size()[2..];
-        let diagonal = Tensor::eye(out, (Kind::Float, w.device())).reshape([out, out, 1, 1])
-            * w.to_kind(Kind::Float).reshape([out, 1, kernel[0], kernel[1]]);
-        return Ok(update.reshape([out, out, kernel[0], kernel[1]]) + diagonal);
+        let dense = update.reshape([out, out, kernel[0], kernel[1]]);
+        let mut diagonal = dense.diagonal(0, 0, 1);
+        diagonal += w.to_kind(Kind::Float).reshape([out, kernel[0], kernel[1]]).permute([1, 2, 0]);
+        return Ok(dense);
     }
     bail!("lora_A has shape {:?}, which does not fit the base weight {:?}", a.size(), w.size())
 }

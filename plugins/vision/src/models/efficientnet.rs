@@ -282,7 +282,8 @@ mod tests {
     #[test]
     fn scaled_widths_and_depths_are_torchvisions() {
         // torchvision 0.26: (stem width, blocks per stage, stage output widths, head width, eps).
-        let expected: [(i64, [i64; 7], [i64; 7], i64, f64); 8] = [
+        type Expected = (i64, [i64; 7], [i64; 7], i64, f64);
+        let expected: [Expected; 8] = [
             (32, [1, 2, 2, 3, 3, 4, 1], [16, 24, 40, 80, 112, 192, 320], 1280, 1e-5),
             (32, [2, 3, 3, 4, 4, 5, 2], [16, 24, 40, 80, 112, 192, 320], 1280, 1e-5),
             (32, [2, 3, 3, 4, 4, 5, 2], [16, 24, 48, 88, 120, 208, 352], 1408, 1e-5),
