@@ -3,6 +3,7 @@
 //! DeepTune refuses. Adding a family is adding a file here (and its `mod` line below); nothing
 //! else lists families.
 
+pub mod efficientnet;
 pub mod resnet;
 pub mod siglip;
 pub mod swin;
