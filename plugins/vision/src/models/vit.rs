@@ -140,9 +140,10 @@ impl SelfAttention {
     fn forward(&self, x: &Tensor) -> Tensor {
         let (b, t, d) = x.size3().expect("tokens are (batch, tokens, hidden)");
         // (B, T, 3D) -> (3, B, heads, T, head_dim): q, k, v in that order, as torch splits them.
-        let qkv = x.linear(&self.in_proj_weight, Some(&self.in_proj_bias)).view([b, t, 3, self.heads, d / self.heads]).permute([
-            2, 0, 3, 1, 4,
-        ]);
+        let qkv = x
+            .linear(&self.in_proj_weight, Some(&self.in_proj_bias))
+            .view([b, t, 3, self.heads, d / self.heads])
+            .permute([2, 0, 3, 1, 4]);
         let attended = Tensor::scaled_dot_product_attention(
             &qkv.get(0),
             &qkv.get(1),
