@@ -58,8 +58,15 @@ def compact(model, cap=CAP, shared=()):
 
 
 def saved(state_dict, views):
-    """The state dict with compacted weights as their views (torch.save writes their storage)."""
-    return {k: views.get(v.data_ptr(), v) for k, v in state_dict.items()}
+    """The state dict with compacted weights as their views (torch.save writes their storage).
+    A view is used only for the very tensor it was copied into: memory freed with a replaced
+    module (the classifier) may hold a new layer by the time the state dict is taken."""
+
+    def view(t):
+        v = views.get(t.data_ptr())
+        return v if v is not None and v.shape == t.shape and torch.equal(v, t) else t
+
+    return {k: view(t) for k, t in state_dict.items()}
 
 
 def backbone(cap=CAP, shared=()):
@@ -87,7 +94,7 @@ def generate(ctx):
     # The classifier's weights share one storage, which classifier.0 needs anyway.
     classifier = ("classifier.0.weight", "classifier.3.weight", "classifier.6.weight")
     model, views = backbone(shared=classifier)
-    path = ctx.save(saved(model.state_dict(), views), ctx.hub / HUB_FILE)
+    ctx.save(saved(model.state_dict(), views), ctx.hub / HUB_FILE)
     model.classifier[6] = torch.nn.Identity()
     ctx.reference("pretrained-vgg11", model, ["--use_case", "pretrained", "--model_version", "vgg11"])
 

@@ -111,13 +111,22 @@ impl Model {
         for (b, &layers) in cfg.blocks.iter().enumerate() {
             let block = &f / format!("denseblock{}", b + 1);
             let layers: Vec<DenseLayer> = (0..layers)
-                .map(|i| DenseLayer::new(&(&block / format!("denselayer{}", i + 1)), channels + i as i64 * cfg.growth, cfg.growth))
+                .map(|i| {
+                    DenseLayer::new(
+                        &(&block / format!("denselayer{}", i + 1)),
+                        channels + i as i64 * cfg.growth,
+                        cfg.growth,
+                    )
+                })
                 .collect();
             channels += layers.len() as i64 * cfg.growth;
             blocks.push(layers);
             if b + 1 < cfg.blocks.len() {
                 let t = &f / format!("transition{}", b + 1);
-                transitions.push(Transition { norm: norm(&t / "norm", channels), conv: conv(&t / "conv", channels, channels / 2, 1, 1, 0) });
+                transitions.push(Transition {
+                    norm: norm(&t / "norm", channels),
+                    conv: conv(&t / "conv", channels, channels / 2, 1, 1, 0),
+                });
                 channels /= 2;
             }
         }
@@ -139,7 +148,8 @@ impl std::fmt::Debug for Model {
 
 impl ModuleT for Model {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Tensor {
-        let mut x = x.apply(&self.conv0).apply_t(&self.norm0, false).relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut x =
+            x.apply(&self.conv0).apply_t(&self.norm0, false).relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for (b, block) in self.blocks.iter().enumerate() {
             // Each layer sees every earlier output, in order: the block input, then each
             // layer's new channels.
@@ -148,7 +158,14 @@ impl ModuleT for Model {
                 x = Tensor::cat(&[x, new], 1);
             }
             if let Some(t) = self.transitions.get(b) {
-                x = x.apply_t(&t.norm, false).relu().apply(&t.conv).avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>);
+                x = x.apply_t(&t.norm, false).relu().apply(&t.conv).avg_pool2d(
+                    [2, 2],
+                    [2, 2],
+                    [0, 0],
+                    false,
+                    true,
+                    None::<i64>,
+                );
             }
         }
         // torchvision's forward after `features`: ReLU, global average pool, flatten.
@@ -170,7 +187,8 @@ fn modern_name(key: &str) -> Option<String> {
     }
     let (path, kind) = layer.rsplit_once('.')?;
     let dense = path.rsplit('.').next()?;
-    let is_dense_layer = dense.strip_prefix("denselayer").is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
+    let is_dense_layer =
+        dense.strip_prefix("denselayer").is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
     if !is_dense_layer || !matches!(kind, "norm" | "relu" | "conv") {
         return None;
     }
@@ -203,8 +221,7 @@ impl Family for DenseNet {
             return weights;
         }
         let source = weights.source().to_path_buf();
-        let tensors =
-            weights.tensors.into_iter().map(|(k, t)| (modern_name(&k).unwrap_or(k), t)).collect();
+        let tensors = weights.tensors.into_iter().map(|(k, t)| (modern_name(&k).unwrap_or(k), t)).collect();
         StateDict::new(source, tensors)
     }
 
@@ -219,7 +236,8 @@ impl Family for DenseNet {
             (1..)
                 .take_while(|i| {
                     let layer = format!("features.denseblock{block}.denselayer{i}");
-                    weights.contains(&format!("{layer}.norm1.weight")) || weights.contains(&format!("{layer}.norm.1.weight"))
+                    weights.contains(&format!("{layer}.norm1.weight"))
+                        || weights.contains(&format!("{layer}.norm.1.weight"))
                 })
                 .count()
         };
@@ -245,7 +263,10 @@ mod tests {
         let cases = [
             ("features.denseblock1.denselayer1.norm.1.weight", Some("features.denseblock1.denselayer1.norm1.weight")),
             ("features.denseblock3.denselayer24.conv.2.weight", Some("features.denseblock3.denselayer24.conv2.weight")),
-            ("features.denseblock2.denselayer10.norm.2.running_var", Some("features.denseblock2.denselayer10.norm2.running_var")),
+            (
+                "features.denseblock2.denselayer10.norm.2.running_var",
+                Some("features.denseblock2.denselayer10.norm2.running_var"),
+            ),
             ("features.denseblock2.denselayer10.norm.2.num_batches_tracked", None),
             ("features.denseblock1.denselayer1.norm1.weight", None),
             ("features.transition1.norm.weight", None),

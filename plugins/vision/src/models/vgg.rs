@@ -125,7 +125,10 @@ impl Family for Vgg {
         }
         let classifier = (use_case == UseCase::Pretrained).then(|| {
             let c = p / "classifier";
-            (nn::linear(&c / 0, FEATURES, HIDDEN, Default::default()), nn::linear(&c / 3, HIDDEN, HIDDEN, Default::default()))
+            (
+                nn::linear(&c / 0, FEATURES, HIDDEN, Default::default()),
+                nn::linear(&c / 3, HIDDEN, HIDDEN, Default::default()),
+            )
         });
         Ok(Backbone { module: Box::new(Model { features, classifier }), transform: Transform::IMAGENET })
     }
