@@ -62,7 +62,7 @@ impl EmbeddingModel {
                 opts.head.warn_if_given_for_pretrained();
                 let file = weights::pretrained_file(opts, version)?;
                 log::info!("loading torchvision {} weights from {}", version.name, file.display());
-                let sd = StateDict::load(&file)?;
+                let sd = family.rename(StateDict::load(&file)?);
                 let backbone = family.build(version, use_case, &sd, &vs.root())?;
                 sd.copy_into(&mut vs, |k| family.unused(use_case, k)).map_err(|e| {
                     weights::wrong_model(
@@ -79,7 +79,7 @@ impl EmbeddingModel {
                 let file = weights::deeptune_checkpoint(opts)?;
                 log::info!("loading DeepTune {} checkpoint {}", use_case.name(), file.display());
                 let sd = StateDict::load(&file)?;
-                let backbone_sd = weights::deeptune_backbone(&sd, opts)?;
+                let backbone_sd = family.rename(weights::deeptune_backbone(&sd, opts)?);
                 let head = weights::deeptune_head(&sd, opts, version, device)
                     .map_err(|e| weights::wrong_model(e, &backbone_sd, version, "the checkpoint does not fit"))?;
                 family.refuse(version, use_case, Some(head.added_layers))?;

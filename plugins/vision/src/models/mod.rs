@@ -3,10 +3,12 @@
 //! DeepTune refuses. Adding a family is adding a file here (and its `mod` line below); nothing
 //! else lists families.
 
+pub mod densenet;
 pub mod efficientnet;
 pub mod resnet;
 pub mod siglip;
 pub mod swin;
+pub mod vgg;
 pub mod vit;
 
 use anyhow::{bail, Result};
@@ -55,6 +57,12 @@ pub trait Family: Sync {
     /// Weights a file may hold that the built backbone does not use (classifier heads,
     /// `num_batches_tracked`).
     fn unused(&self, use_case: UseCase, key: &str) -> bool;
+
+    /// Renames keys of a weights file (torchvision names, LoRA already merged) to the names
+    /// `build` uses, for files whose layout predates torchvision's current names.
+    fn rename(&self, weights: StateDict) -> StateDict {
+        weights
+    }
 
     /// The version whose weights these are (torchvision names), if they are this family's; used
     /// to say what a checkpoint given for the wrong version actually holds.
