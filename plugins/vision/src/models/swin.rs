@@ -74,10 +74,11 @@ impl Family for Swin {
         Arch::read(weights).ok()?.known()
     }
 
-    fn unused(&self, use_case: UseCase, key: &str) -> bool {
+    fn unused(&self, _: UseCase, key: &str) -> bool {
         // The index is a persistent buffer in torchvision's state dict; we compute it (and check
-        // it against the file's in `build`).
-        key.ends_with(".attn.relative_position_index") || (use_case == UseCase::Pretrained && key.starts_with("head."))
+        // it against the file's in `build`). `head` is torchvision's classifier (DeepTune
+        // replaces it by an identity).
+        key.ends_with(".attn.relative_position_index") || key.starts_with("head.")
     }
 }
 
