@@ -328,3 +328,36 @@ images.to_parquet(sys.argv[2])
     let skipped = std::fs::read_to_string(dir.join("skipped_rows.json")).unwrap();
     assert!(skipped.contains("\"row\": 2") && skipped.contains("decompression-bomb"), "{skipped}");
 }
+
+/// Weights of another family fail naming both models: a DeepTune resnet18 checkpoint given as
+/// densenet121, and torchvision's vgg11 file given as efficientnet_b0.
+#[test]
+fn weights_of_another_family_name_both_models() {
+    let out = scratch("err-wrong-family");
+    let df = vision_dir().join("images.parquet");
+    let resnet = vision_dir().join("finetuned/finetuned-resnet18-a2-cls/model_weights.pth");
+    let vgg = vision_dir().join("torch_home/hub/checkpoints/vgg11-8a719046.pth");
+    for (use_case, version, weights, found) in
+        [("finetuned", "densenet121", &resnet, "resnet18"), ("pretrained", "efficientnet_b0", &vgg, "vgg11")]
+    {
+        let args = ["embed", "vision", "--df", df.to_str().unwrap(), "--use_case", use_case, "--model_version"];
+        let mut args = args.to_vec();
+        args.extend_from_slice(&[version, "--model_weights", weights.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let err = fails(&args, &out);
+        let expected = format!("--model_version is {version} but the weights are a {found}");
+        assert!(err.contains(&expected), "{version}: {err}");
+    }
+}
+
+/// SigLIP with one added layer: DeepTune's "embedding" would be the class logits; refused.
+#[test]
+fn siglip_with_one_added_layer_is_refused_as_class_logits() {
+    let out = scratch("err-siglip-a1");
+    let df = vision_dir().join("images.parquet");
+    let ckpt = vision_dir().join("siglip/finetuned-a1");
+    let args = ["embed", "vision", "--df", df.to_str().unwrap(), "--use_case", "finetuned", "--model_version"];
+    let mut args = args.to_vec();
+    args.extend_from_slice(&["siglip", "--model_weights", ckpt.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let err = fails(&args, &out);
+    assert!(err.contains("class logits"), "{err}");
+}

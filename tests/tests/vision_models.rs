@@ -86,3 +86,36 @@ fn each_family_recognises_its_own_weights_and_no_other() {
         assert_eq!(claims[0].1, version, "{version}: identified as {}", claims[0].1);
     }
 }
+
+/// The README's table of vision models is what `deepembed plugins` reports: every version, and
+/// its width in each use case.
+#[test]
+fn readme_table_matches_deepembed_plugins() {
+    let out = deepembed_tests::deepembed(&["plugins", "--json"]);
+    assert!(out.status.success(), "{}", deepembed_tests::stderr(&out));
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vision = listing["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "vision").expect("vision plugin");
+    let reported: Vec<String> =
+        vision["models"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
+
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let table = readme.split("| model_version | pretrained |").nth(1).expect("README has the vision models table");
+    let documented: Vec<String> = table
+        .lines()
+        .skip(2) // the rest of the header line, and the alignment row
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            assert_eq!(cells.len(), 4, "README row {line:?}");
+            format!(
+                "{} (pretrained: {}; finetuned/peft: {} with 1 added layer, {} with 2)",
+                cells[0], cells[1], cells[2], cells[3]
+            )
+        })
+        .collect();
+    let mut sorted_reported = reported.clone();
+    sorted_reported.sort();
+    let mut sorted_documented = documented.clone();
+    sorted_documented.sort();
+    assert_eq!(sorted_documented, sorted_reported, "README's vision table differs from `deepembed plugins`");
+}

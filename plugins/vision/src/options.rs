@@ -22,12 +22,13 @@ options! {
         /// DeepTune LoRA checkpoint.
         #[arg(default = "pretrained")]
         pub use_case: UseCase,
-        /// Model version, e.g. resnet50.
+        /// Model version, e.g. resnet50, vit_b_16, siglip (widths per use case: see below).
         #[arg(choices = &models::versions())]
         pub model_version: String,
         /// pretrained: a torchvision weights file (default:
         /// $TORCH_HOME/hub/checkpoints/<torchvision file name>); finetuned/peft: a DeepTune .pth
-        /// checkpoint or a directory holding one.
+        /// checkpoint or a directory holding one. siglip: a Hugging Face directory (pretrained),
+        /// DeepTune's custom_siglip_model.pt or its directory (finetuned/peft).
         pub model_weights: Option<PathBuf>,
         #[serde(flatten)]
         pub head: HeadOptions,
