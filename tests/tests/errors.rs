@@ -342,7 +342,13 @@ fn weights_of_another_family_name_both_models() {
     {
         let args = ["embed", "vision", "--df", df.to_str().unwrap(), "--use_case", use_case, "--model_version"];
         let mut args = args.to_vec();
-        args.extend_from_slice(&[version, "--model_weights", weights.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        args.extend_from_slice(&[
+            version,
+            "--model_weights",
+            weights.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         let err = fails(&args, &out);
         let expected = format!("--model_version is {version} but the weights are a {found}");
         assert!(err.contains(&expected), "{version}: {err}");
