@@ -22,17 +22,7 @@ use serde_json::{json, Value};
 
 use loader::Discovery;
 
-/// Blocks of this size and larger go straight to the system and back (see
-/// `fix_malloc_mmap_threshold`); 1 MiB keeps peak RSS flat over the dataset in the vision
-/// benchmark (docs/BENCHMARKS.md).
-const MALLOC_MMAP_THRESHOLD: i32 = 1 << 20;
-
 fn main() -> ExitCode {
-    // Before anything allocates large blocks; MALLOC_MMAP_THRESHOLD_ in the environment, if set,
-    // is the user's choice and wins.
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        deepembed_sdk::abi::fix_malloc_mmap_threshold(MALLOC_MMAP_THRESHOLD);
-    }
     let argv: Vec<_> = std::env::args_os().collect();
     let quiet = argv.iter().any(|a| a == "--quiet" || a == "-q");
     logger::init(quiet);

@@ -404,24 +404,3 @@ pub fn serve(
         f(run)
     }))
 }
-
-/// Fixes the C allocator's mmap threshold at `bytes`, for the host to call once at start-up.
-///
-/// glibc starts with a dynamic threshold: after the first large block is freed it raises the
-/// threshold to that block's size, and later blocks of that size (libtorch's activations, a
-/// window's pixels) come from the heap, which they fragment; a vision run's peak RSS then grows
-/// with the number of images. A fixed threshold returns every large block to the system when it
-/// is freed. Returns whether the setting took effect (false off glibc).
-pub fn fix_malloc_mmap_threshold(bytes: i32) -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallopt takes no pointers; it changes malloc's tuning under malloc's own lock,
-        // so it is sound at any time, from any thread.
-        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) == 1 }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        let _ = bytes;
-        false
-    }
-}

@@ -21,8 +21,8 @@ mod settings;
 
 pub use abi_stable;
 pub use boundary::{
-    contain_panic, fix_malloc_mmap_threshold, leak_root, lib_header, run_plugin, serve, HostCallbacks, HostHandle,
-    HostInput, HostSink, LogFn, PluginInput, PluginMod, PluginModRef, PluginRun, RootFn, RunRequest,
+    contain_panic, leak_root, lib_header, run_plugin, serve, HostCallbacks, HostHandle, HostInput, HostSink, LogFn,
+    PluginInput, PluginMod, PluginModRef, PluginRun, RootFn, RunRequest,
 };
 pub use manifest::{ArgKind, ArgSpec, InputSpec, Manifest, OutputPlan};
 pub use settings::{Device, DeviceKind, OnError, RunSettings};
