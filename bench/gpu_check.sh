@@ -5,20 +5,21 @@
 #
 # Uses that machine's own torch: its lib directory goes on LD_LIBRARY_PATH, ahead of the path
 # baked into the binary. Needs pandas, pyarrow, pillow and torchvision in the same Python to
-# generate the dataset. Prints images/s for ResNet-18 and ResNet-50 on cuda, and on cpu (256
-# images) for scale. DEVICES="cuda cpu" by default.
+# generate the dataset. Prints images/s for each of MODELS (default: one version of each
+# torchvision family) on cuda, and on cpu (256 images) for scale. DEVICES="cuda cpu" by default.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${1:-$here/../target/release/deepembed}"
 images="${2:-2048}"
 py="${PYTHON:-python3}"
 devices="${DEVICES:-cuda cpu}"
+models="${MODELS:-resnet18 resnet50 vgg11 efficientnet_b0 vit_b_16 swin_t}"
 torch_lib="$("$py" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$bin" plugins | head -3
-for model in resnet18 resnet50; do
+for model in $models; do
     for device in $devices; do
         n="$images"; [ "$device" = cpu ] && n=256
         mapfile -t made < <("$py" "$here/make_dataset.py" "$work" "$n" "$model")
