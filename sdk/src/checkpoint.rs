@@ -51,8 +51,17 @@ impl Checkpoint {
     /// The model weights: the `state_dict` entry of a Lightning checkpoint or of a dict that has
     /// one, otherwise the root itself. Nested dicts are flattened with `.` between keys.
     pub fn state_dict(&self) -> Result<StateDict> {
+        self.state_dict_where(|_| true)
+    }
+
+    /// [`Checkpoint::state_dict`] with only the tensors whose names `keep` accepts; the others
+    /// are never read (a whole SigLIP model's text tower, when only its vision tower is used).
+    pub fn state_dict_where(&self, keep: impl Fn(&str) -> bool) -> Result<StateDict> {
         let mut tensors = BTreeMap::new();
         for (name, t) in self.inner.state_dict_refs()? {
+            if !keep(&name) {
+                continue;
+            }
             // One tensor at a time: its raw copy is dropped once tch has its own.
             let tensor = to_tensor(&self.inner.named_tensor(&name, t)?)
                 .map_err(|e| anyhow!("{}: tensor '{name}': {e}", self.path.display()))?;
@@ -103,12 +112,18 @@ impl StateDict {
     /// `pytorch_model.bin`), with `prefix` removed when the file nests the base model under it
     /// (task models save `bert.*`, `transformer.*`); `probe` is a key of the bare model.
     pub fn load_hf_dir(dir: &Path, prefix: &str, probe: &str) -> Result<StateDict> {
+        StateDict::load_hf_dir_where(dir, prefix, probe, |_| true)
+    }
+
+    /// [`StateDict::load_hf_dir`] reading only the tensors whose names (as stored) `keep`
+    /// accepts.
+    pub fn load_hf_dir_where(dir: &Path, prefix: &str, probe: &str, keep: impl Fn(&str) -> bool) -> Result<StateDict> {
         let file = ["model.safetensors", "pytorch_model.bin"]
             .iter()
             .map(|f| dir.join(f))
             .find(|p| p.is_file())
             .ok_or_else(|| anyhow!("{} holds no model.safetensors or pytorch_model.bin", dir.display()))?;
-        let sd = StateDict::load(&file)?;
+        let sd = Checkpoint::open(&file)?.state_dict_where(keep)?;
         Ok(if !sd.contains(probe) && sd.contains(&format!("{prefix}{probe}")) { sd.strip_prefix(prefix) } else { sd })
     }
 

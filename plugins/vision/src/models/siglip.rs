@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use deepembed_sdk::checkpoint::StateDict;
+use deepembed_sdk::checkpoint::{Checkpoint, StateDict};
 use deepembed_sdk::options::{HeadOptions, UseCase};
 use deepembed_sdk::weights::{Weights, ANY};
 use serde_json::Value;
@@ -176,6 +176,12 @@ impl VisionConfig {
     fn default_transform(&self) -> Transform {
         Transform { size: self.image_size as usize, filter: Filter::Bicubic, mean: [0.5; 3], std: [0.5; 3] }
     }
+}
+
+/// Whether a weight is outside a whole SigLIP model's text tower (which the embedding never uses;
+/// for so400m it is about 1.6 GB).
+fn not_text_tower(key: &str) -> bool {
+    !key.starts_with("text_model.") && !key.contains(".text_model.")
 }
 
 fn layer_key(i: i64) -> String {
@@ -469,9 +475,9 @@ impl Family for Siglip {
                 let config_file = dir.join("config.json");
                 let config = VisionConfig::read(&config_file)?;
                 // A whole SiglipModel (and transformers 4's SiglipVisionModel) nests the tower
-                // under `vision_model.`; taking that prefix leaves out the text tower and logit
-                // scale and bias.
-                let sd = StateDict::load_hf_dir(&dir, "vision_model.", "post_layernorm.weight")?;
+                // under `vision_model.`; taking that prefix leaves out the logit scale and bias,
+                // and the text tower is not even read.
+                let sd = StateDict::load_hf_dir_where(&dir, "vision_model.", "post_layernorm.weight", not_text_tower)?;
                 let transform = match find_preprocessor(&dir) {
                     Some(file) => {
                         details.insert("preprocessor".into(), file.display().to_string().into());
@@ -491,7 +497,7 @@ impl Family for Siglip {
             UseCase::Finetuned | UseCase::Peft => {
                 let file = deeptune_checkpoint(opts)?;
                 log::info!("loading DeepTune SigLIP {} checkpoint {}", use_case.name(), file.display());
-                let sd = StateDict::load(&file)?;
+                let sd = Checkpoint::open(&file)?.state_dict_where(not_text_tower)?;
                 let beside = file.parent().unwrap_or(Path::new("."));
                 let config_file = beside.join("config.json");
                 let config = if config_file.is_file() {
