@@ -9,7 +9,7 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Tensor};
 
 use crate::image::Transform;
-use crate::models::{self, Family, Version};
+use crate::models::{self, Backbone, Family, Version};
 use crate::options::VisionOptions;
 use crate::weights;
 
@@ -63,35 +63,21 @@ impl EmbeddingModel {
                 let file = weights::pretrained_file(opts, version)?;
                 log::info!("loading torchvision {} weights from {}", version.name, file.display());
                 let sd = family.rename(StateDict::load(&file)?);
-                let backbone = family.build(version, use_case, &sd, &vs.root())?;
-                sd.copy_into(&mut vs, |k| family.unused(use_case, k)).map_err(|e| {
-                    weights::wrong_model(
-                        e,
-                        &sd,
-                        version,
-                        &format!("--model_weights is not a torchvision {} weights file", version.name),
-                    )
-                })?;
+                let context = format!("--model_weights is not a torchvision {} weights file", version.name);
+                let backbone = build_filled(family, version, use_case, &sd, &mut vs, &context)?;
                 details.insert("weights".into(), file.display().to_string().into());
                 (backbone, None, version.pretrained.unwrap_or(version.features))
             }
             UseCase::Finetuned | UseCase::Peft => {
-                let file = weights::deeptune_checkpoint(opts)?;
+                let file = weights::deeptune_checkpoint(opts, "pth", "DeepTune's .pth checkpoint")?;
                 log::info!("loading DeepTune {} checkpoint {}", use_case.name(), file.display());
                 let sd = StateDict::load(&file)?;
                 let backbone_sd = family.rename(weights::deeptune_backbone(&sd, opts)?);
-                let head = weights::deeptune_head(&sd, opts, version, device)
+                let head = weights::deeptune_head(&sd, opts, &weights::HeadLayout::torchvision(version, opts), device)
                     .map_err(|e| weights::wrong_model(e, &backbone_sd, version, "the checkpoint does not fit"))?;
                 family.refuse(version, use_case, Some(head.added_layers))?;
-                let backbone = family.build(version, use_case, &backbone_sd, &vs.root())?;
-                backbone_sd.copy_into(&mut vs, |k| family.unused(use_case, k)).map_err(|e| {
-                    weights::wrong_model(
-                        e,
-                        &backbone_sd,
-                        version,
-                        &format!("the checkpoint's backbone is not a {}", version.name),
-                    )
-                })?;
+                let context = format!("the checkpoint's backbone is not a {}", version.name);
+                let backbone = build_filled(family, version, use_case, &backbone_sd, &mut vs, &context)?;
                 details.insert("weights".into(), file.display().to_string().into());
                 details.insert("added_layers".into(), head.added_layers.into());
                 details.insert("num_classes".into(), head.num_classes.into());
@@ -118,4 +104,19 @@ impl EmbeddingModel {
             }
         })
     }
+}
+
+/// The family's backbone for `version`, built in `vs` and filled from `sd`; weights that do
+/// not fit fail with `context`, naming the version they are when a family recognises them.
+fn build_filled<F: Family + ?Sized>(
+    family: &F,
+    version: &Version,
+    use_case: UseCase,
+    sd: &StateDict,
+    vs: &mut nn::VarStore,
+    context: &str,
+) -> Result<Backbone> {
+    let backbone = family.build(version, use_case, sd, &vs.root())?;
+    sd.copy_into(vs, |k| family.unused(use_case, k)).map_err(|e| weights::wrong_model(e, sd, version, context))?;
+    Ok(backbone)
 }

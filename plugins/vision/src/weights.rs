@@ -56,13 +56,11 @@ fn torch_home() -> PathBuf {
     cache.join("torch")
 }
 
-/// DeepTune's checkpoint: the `.pth` file given, or the first `*.pth` in the directory given.
-pub fn deeptune_checkpoint(opts: &VisionOptions) -> Result<PathBuf> {
+/// DeepTune's checkpoint: the file given, or the first (by name) file with `extension` in the
+/// directory given; `what` names it in messages (e.g. "DeepTune's .pth checkpoint").
+pub fn deeptune_checkpoint(opts: &VisionOptions, extension: &str, what: &str) -> Result<PathBuf> {
     let path = opts.model_weights.as_ref().ok_or_else(|| {
-        anyhow!(
-            "--use_case {} needs --model_weights: DeepTune's .pth checkpoint or the directory holding it",
-            opts.use_case.name()
-        )
+        anyhow!("--use_case {} needs --model_weights: {what} or the directory holding it", opts.use_case.name())
     })?;
     if path.is_file() {
         return Ok(path.clone());
@@ -70,13 +68,12 @@ pub fn deeptune_checkpoint(opts: &VisionOptions) -> Result<PathBuf> {
     if path.is_dir() {
         let mut found: Vec<PathBuf> = std::fs::read_dir(path)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "pth"))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == extension))
             .collect();
         found.sort();
-        return found
-            .into_iter()
-            .next()
-            .ok_or_else(|| anyhow!("--model_weights {}: the directory holds no .pth checkpoint", path.display()));
+        return found.into_iter().next().ok_or_else(|| {
+            anyhow!("--model_weights {}: the directory holds no .{extension} checkpoint", path.display())
+        });
     }
     bail!("--model_weights {}: no such file or directory", path.display())
 }
@@ -92,33 +89,70 @@ pub struct Head {
     pub fc1: Linear,
 }
 
-pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, version: &Version, device: Device) -> Result<Head> {
-    let source = sd.source().display();
-    if !sd.contains("fc1.weight") {
-        bail!("{source} has no fc1.weight: it is not a DeepTune {} checkpoint", opts.use_case.name());
+/// Where a DeepTune model keeps the layers it added, and how to explain a checkpoint whose first
+/// layer does not fit the backbone.
+pub struct HeadLayout<'a> {
+    /// The first added layer (`fc1`; SigLIP: `fc_layers.0`) and the second (`fc2`,
+    /// `fc_layers.1`).
+    pub first: &'a str,
+    pub second: &'a str,
+    /// What a file without the first layer is not, e.g. "DeepTune finetuned checkpoint".
+    pub kind: String,
+    /// The backbone whose `features` wide output the first layer reads, e.g. `resnet50`.
+    pub backbone: &'a str,
+    pub features: i64,
+    /// What to do when the widths differ.
+    pub hint: &'a str,
+}
+
+impl HeadLayout<'_> {
+    /// The torchvision families' `fc1`/`fc2` on `version`'s backbone.
+    pub fn torchvision<'a>(version: &'a Version, opts: &VisionOptions) -> HeadLayout<'a> {
+        HeadLayout {
+            first: "fc1",
+            second: "fc2",
+            kind: format!("DeepTune {} checkpoint", opts.use_case.name()),
+            backbone: version.name,
+            features: version.features,
+            hint: "the checkpoint was made for another --model_version",
+        }
     }
-    let fc1_shape = sd.shape("fc1.weight").unwrap_or_default();
-    if fc1_shape.len() != 2 || fc1_shape[1] != version.features {
+}
+
+/// The layers DeepTune added, read from the checkpoint as `layout` places them, and checked
+/// against the flags given.
+pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, layout: &HeadLayout, device: Device) -> Result<Head> {
+    let source = sd.source().display();
+    let (first, second) = (layout.first, layout.second);
+    if !sd.contains(&format!("{first}.weight")) {
+        bail!("{source} has no {first}.weight: it is not a {}", layout.kind);
+    }
+    let fc1_shape = sd.shape(&format!("{first}.weight")).unwrap_or_default();
+    if fc1_shape.len() != 2 || fc1_shape[1] != layout.features {
         bail!(
-            "{source}: fc1.weight has shape {fc1_shape:?}, but {} features are {} wide; the checkpoint was made for another --model_version",
-            version.name,
-            version.features
+            "{source}: {first}.weight has shape {fc1_shape:?}, but {} features are {} wide; {}",
+            layout.backbone,
+            layout.features,
+            layout.hint
         );
     }
     let w = Weights::new(sd, device);
-    let fc1 = w.linear("fc1", version.features, ANY)?;
-    let found_layers = if sd.contains("fc2.weight") { 2 } else { 1 };
+    let fc1 = w.linear(first, layout.features, ANY)?;
+    let found_layers = if sd.contains(&format!("{second}.weight")) { 2 } else { 1 };
     if let Some(given) = opts.head.added_layers {
         if given != found_layers {
-            let why =
-                if found_layers == 2 { "it has fc2 (two added layers)" } else { "it has no fc2 (one added layer)" };
+            let why = if found_layers == 2 {
+                format!("it has {second} (two added layers)")
+            } else {
+                format!("it has no {second} (one added layer)")
+            };
             bail!("--added_layers {given} was given, but the checkpoint {source} says {found_layers}: {why}");
         }
     }
     let (last_name, last_shape) = if found_layers == 2 {
-        ("fc2.weight", w.linear("fc2", fc1_shape[0], ANY)?.weight.size())
+        (format!("{second}.weight"), w.linear(second, fc1_shape[0], ANY)?.weight.size())
     } else {
-        ("fc1.weight", fc1_shape.clone())
+        (format!("{first}.weight"), fc1_shape.clone())
     };
     let num_classes = last_shape[0];
     HeadOptions::agree("num_classes", opts.head.num_classes, num_classes, || {
@@ -130,7 +164,7 @@ pub fn deeptune_head(sd: &StateDict, opts: &VisionOptions, version: &Version, de
     let embed_size = (found_layers == 2).then_some(fc1_shape[0]);
     if let Some(found) = embed_size {
         HeadOptions::agree("embed_size", opts.head.embed_size, found, || {
-            format!("fc1.weight in {source} has shape {fc1_shape:?} ({found} outputs)")
+            format!("{first}.weight in {source} has shape {fc1_shape:?} ({found} outputs)")
         })?;
     }
     Ok(Head { added_layers: found_layers, embed_size, num_classes, fc1 })

@@ -18,8 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use deepembed_sdk::checkpoint::{Checkpoint, StateDict};
-use deepembed_sdk::options::{HeadOptions, UseCase};
-use deepembed_sdk::weights::{Weights, ANY};
+use deepembed_sdk::options::UseCase;
 use serde_json::Value;
 use tch::nn::{self, Module};
 use tch::{Device, Tensor};
@@ -27,7 +26,8 @@ use tch::{Device, Tensor};
 use super::{Backbone, Family, Registration, Version};
 use crate::image::{Filter, Transform};
 use crate::model::EmbeddingModel;
-use crate::options::{Mode, VisionOptions};
+use crate::options::VisionOptions;
+use crate::weights::{self, Head, HeadLayout};
 
 pub struct Siglip;
 
@@ -495,7 +495,7 @@ impl Family for Siglip {
                 (tower, config, transform, None, dims)
             }
             UseCase::Finetuned | UseCase::Peft => {
-                let file = deeptune_checkpoint(opts)?;
+                let file = weights::deeptune_checkpoint(opts, "pt", "DeepTune's custom_siglip_model.pt")?;
                 log::info!("loading DeepTune SigLIP {} checkpoint {}", use_case.name(), file.display());
                 let sd = Checkpoint::open(&file)?.state_dict_where(not_text_tower)?;
                 let beside = file.parent().unwrap_or(Path::new("."));
@@ -525,8 +525,10 @@ impl Family for Siglip {
                 details.insert("weights".into(), file.display().to_string().into());
                 details.insert("added_layers".into(), head.added_layers.into());
                 details.insert("num_classes".into(), head.num_classes.into());
-                details.insert("embed_size".into(), head.embed_size.into());
-                (tower, config, transform, Some(head.fc1), head.embed_size)
+                // `refuse` let only two added layers through: the embedding is fc_layers[0]'s output.
+                let embed_size = head.embed_size.unwrap_or(config.hidden_size);
+                details.insert("embed_size".into(), embed_size.into());
+                (tower, config, transform, Some(head.fc1), embed_size)
             }
         };
         // The position embeddings fix the patch grid (transformers refuses other grids too).
@@ -577,72 +579,19 @@ fn find_preprocessor(dir: &Path) -> Option<PathBuf> {
     std::iter::once(here).chain(deeptune).find(|p| p.is_file())
 }
 
-/// DeepTune's checkpoint: the `.pt` file given, or the first `*.pt` in the directory given.
-fn deeptune_checkpoint(opts: &VisionOptions) -> Result<PathBuf> {
-    let path = opts.model_weights.as_ref().ok_or_else(|| {
-        anyhow!(
-            "--use_case {} needs --model_weights: DeepTune's custom_siglip_model.pt or its directory",
-            opts.use_case.name()
-        )
-    })?;
-    if path.is_file() {
-        return Ok(path.clone());
-    }
-    if !path.is_dir() {
-        bail!("--model_weights {}: no such file or directory", path.display());
-    }
-    let mut found: Vec<PathBuf> = std::fs::read_dir(path)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "pt"))
-        .collect();
-    found.sort();
-    found
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow!("--model_weights {}: the directory holds no .pt checkpoint", path.display()))
-}
-
-struct Head {
-    added_layers: i64,
-    embed_size: i64,
-    num_classes: i64,
-    fc1: deepembed_sdk::weights::Linear,
-}
-
-/// `fc_layers` of DeepTune's CustomSiglipModel, checked against the flags given.
+/// `fc_layers` of DeepTune's CustomSiglipModel on the pooled output, checked against the flags
+/// given.
 fn deeptune_head(sd: &StateDict, opts: &VisionOptions, config: &VisionConfig, device: Device) -> Result<Head> {
-    let source = sd.source().display();
-    let Some(first) = sd.shape("fc_layers.0.weight") else {
-        bail!("{source} has no fc_layers.0.weight: it is not a DeepTune SigLIP checkpoint");
+    let layout = HeadLayout {
+        first: "fc_layers.0",
+        second: "fc_layers.1",
+        kind: "DeepTune SigLIP checkpoint".into(),
+        backbone: "the assumed SigLIP's",
+        features: config.hidden_size,
+        hint: "the checkpoint was trained on another SigLIP; put the base model's config.json (and \
+               preprocessor_config.json) beside it",
     };
-    let w = Weights::new(sd, device);
-    let fc1 = w.linear("fc_layers.0", config.hidden_size, ANY).map_err(|e| {
-        anyhow!(
-            "{e:#}: the checkpoint was trained on a SigLIP other than the {}-wide one assumed; put the base \
-             model's config.json (and preprocessor_config.json) beside it",
-            config.hidden_size
-        )
-    })?;
-    let added_layers = if sd.contains("fc_layers.1.weight") { 2 } else { 1 };
-    HeadOptions::agree("added_layers", opts.head.added_layers, added_layers, || {
-        format!("the checkpoint {source} has {added_layers} (fc_layers.{})", added_layers - 1)
-    })?;
-    let last = format!("fc_layers.{}.weight", added_layers - 1);
-    let last_shape =
-        if added_layers == 2 { w.linear("fc_layers.1", first[0], ANY)?.weight.size() } else { first.clone() };
-    let num_classes = last_shape[0];
-    HeadOptions::agree("num_classes", opts.head.num_classes, num_classes, || {
-        format!("{last} in {source} has shape {last_shape:?} ({num_classes} outputs)")
-    })?;
-    if opts.mode == Mode::Reg && num_classes != 1 {
-        bail!("--mode reg was given, but {last} in {source} has {num_classes} outputs (a regression head has 1)");
-    }
-    if added_layers == 2 {
-        HeadOptions::agree("embed_size", opts.head.embed_size, first[0], || {
-            format!("fc_layers.0.weight in {source} has shape {first:?} ({} outputs)", first[0])
-        })?;
-    }
-    Ok(Head { added_layers, embed_size: first[0], num_classes, fc1 })
+    weights::deeptune_head(sd, opts, &layout, device)
 }
 
 /// The vision tower's weights in a DeepTune checkpoint, LoRA merged for peft, under SigLIP's
