@@ -176,6 +176,7 @@ fn generate_fixtures(ws: &Workspace, work: &Path) -> Result<()> {
         ("gen_checkpoints.py", "checkpoints"),
         ("gen_text.py", "text"),
         ("gen_tabular.py", "tabular"),
+        ("gen_timeseries.py", "timeseries"),
     ];
     let python_dir = ws.root.join("tests").join("python");
     // Every generator and the modules they import (vision_families/*.py).

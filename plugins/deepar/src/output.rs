@@ -1,0 +1,60 @@
+//! The output rows, as DeepTune writes them: `emb_0`..`emb_{H-1}` (float32), the target column
+//! (float32, the row's own value) and `is_padded`.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use arrow::array::{ArrayRef, BooleanArray, Float32Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deepembed_sdk::output::EmbeddingNames;
+
+pub struct OutputRows {
+    schema: SchemaRef,
+    dims: usize,
+}
+
+/// Rows ready to be written: `embeddings` is row-major, `rows x dims` (zeros where padded).
+#[derive(Default)]
+pub struct Rows {
+    pub embeddings: Vec<f32>,
+    pub targets: Vec<f32>,
+    pub padded: Vec<bool>,
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+}
+
+impl OutputRows {
+    pub fn new(dims: usize, target: &str) -> Result<OutputRows> {
+        let mut fields: Vec<Field> =
+            (0..dims).map(|d| Field::new(EmbeddingNames::EmbUnderscore.name(d), DataType::Float32, false)).collect();
+        fields.push(Field::new(target, DataType::Float32, false));
+        fields.push(Field::new("is_padded", DataType::Boolean, false));
+        let mut seen = std::collections::HashSet::new();
+        for field in &fields {
+            if !seen.insert(field.name().as_str()) {
+                bail!("the target column '{target}' has the name of an output column; rename it");
+            }
+        }
+        Ok(OutputRows { schema: Arc::new(Schema::new(fields)), dims })
+    }
+
+    pub fn batch(&self, rows: &Rows) -> Result<RecordBatch> {
+        let n = rows.len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.dims + 2);
+        for d in 0..self.dims {
+            let column: Float32Array = (0..n).map(|r| rows.embeddings[r * self.dims + d]).collect::<Vec<f32>>().into();
+            columns.push(Arc::new(column));
+        }
+        columns.push(Arc::new(Float32Array::from(rows.targets.clone())));
+        columns.push(Arc::new(BooleanArray::from(rows.padded.clone())));
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}

@@ -1,0 +1,390 @@
+//! The run, in two passes over the input:
+//!
+//! 1. **read**: every input row is encoded with the checkpoint's preprocessing into a compact
+//!    temporary file, noting the earliest timestamp (hour 0 of the index) and whether each
+//!    series' rows arrive in time order. Bad rows fail the run or are skipped here, before any
+//!    output exists.
+//! 2. **embed**: rows are windowed per series and run through the network in chunks of
+//!    `batch_size`. When every series arrived in time order (the common case), rows are
+//!    windowed in input order and written as they go, holding `L + 1` rows per series.
+//!    Otherwise they are sorted by (series, time) on disk within `--sort_memory_mb`, windowed in
+//!    that order, written to a file of fixed-size results by row number, and read back from it
+//!    in input order.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use deepembed_sdk::{OutputPlan, RunContext};
+use tch::Tensor;
+
+use crate::encode::{RowEncoder, SeriesIds};
+use crate::network::Network;
+use crate::options::DeepArOptions;
+use crate::output::{OutputRows, Rows};
+use crate::record::Record;
+use crate::saved::{RealSource, SavedDeepAr};
+use crate::spill::{sorted, Spill, TempDir};
+use crate::windows::{History, Placed, Windowing};
+
+/// DeepTune's MODEL_STR for DeepAR.
+const MODEL_STR: &str = "deepAR";
+
+pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
+    let saved = SavedDeepAr::load(&opts.model_weights)?;
+    check_lists(opts, &saved)?;
+    let target = match &opts.target_column {
+        Some(t) if *t != saved.target => bail!(
+            "--target_column {t}: the checkpoint's model forecasts '{}' (its target is one of its inputs, so it cannot be swapped)",
+            saved.target
+        ),
+        _ => saved.target.clone(),
+    };
+    let group_ids = opts.group_ids.clone().unwrap_or_else(|| saved.group_ids.clone());
+    let length = opts.max_encoder_length.unwrap_or(saved.max_encoder_length);
+    if length != saved.max_encoder_length {
+        log::warn!(
+            "--max_encoder_length {length}: the model was trained on windows of {} rows",
+            saved.max_encoder_length
+        );
+    }
+    let schema = ctx.input_schema("df")?.clone();
+    let encoder = RowEncoder::new(&saved, &schema, &opts.time_idx_column, &target, &group_ids)?;
+    let network = Network::from_saved(&saved, ctx.tch_device())?;
+    log::info!(
+        "DeepAR ({:?}, {} layers, hidden {}) from {}: {} continuous and {} categorical inputs, windows of {length} hours, series by [{}]",
+        saved.cell,
+        saved.rnn_layers,
+        saved.hidden_size,
+        saved.path.display(),
+        saved.reals.len(),
+        saved.categoricals.len(),
+        group_ids.join(", ")
+    );
+
+    // Pass 1: encode and spill, noting hour 0 and whether series arrive in time order.
+    let temp = TempDir::new()?;
+    let mut spill = Spill::create(temp.file("input"), encoder.layout())?;
+    let mut series = SeriesIds::default();
+    let mut scan = Scan::default();
+    let mut skipped = Vec::new();
+    let mut first_row = 0u64;
+    for batch in ctx.take_input("df")? {
+        if ctx.cancelled() {
+            bail!("interrupted");
+        }
+        let batch = batch.map_err(|e| anyhow!("reading input: {e}"))?;
+        for (i, record) in encoder.encode(&batch, first_row, &mut series)?.into_iter().enumerate() {
+            match record {
+                Ok(record) => {
+                    scan.see(&record, &series)?;
+                    spill.push(&record)?;
+                }
+                Err(reason) => {
+                    let row = first_row + i as u64;
+                    ctx.skip_row(row, &reason)?;
+                    skipped.push(row);
+                }
+            }
+        }
+        first_row += batch.num_rows() as u64;
+    }
+    let spilled = spill.finish()?;
+    let total_rows = first_row;
+    log::info!(
+        "{total_rows} rows in {} series{}",
+        series.len(),
+        if scan.in_order { ", each in time order" } else { ", not in time order: sorting them on disk" }
+    );
+
+    let dims = network.dims();
+    let mut details = serde_json::Map::new();
+    details.insert("checkpoint".into(), saved.path.display().to_string().into());
+    details.insert("cell_type".into(), format!("{:?}", saved.cell).to_uppercase().into());
+    details.insert("max_encoder_length".into(), length.into());
+    details.insert("group_ids".into(), group_ids.clone().into());
+    details.insert("series".into(), series.len().into());
+    let plan =
+        OutputPlan { model_str: MODEL_STR.into(), file_name: format!("{MODEL_STR}_embeddings.parquet"), dims, details };
+    let output = OutputRows::new(dims, &target)?;
+    ctx.begin(&plan)?;
+
+    // Pass 2: window, embed, write in input order.
+    let time_slot = saved.reals.iter().position(|r| r.source == RealSource::TimeIndex);
+    let windowing = Windowing {
+        length,
+        allow_gaps: saved.allow_missing_timesteps,
+        target_slot: saved.reals.iter().position(|r| r.source == RealSource::Target).expect("checked at load"),
+        time_slot: time_slot.map(|s| (s, saved.reals[s].center, saved.reals[s].scale)),
+        layout: encoder.layout(),
+        earliest: scan.earliest,
+    };
+    let mut model = Model { network: &network, steps: length, layout: encoder.layout() };
+    let batch_size = ctx.batch_size();
+    if scan.in_order {
+        let mut histories: HashMap<u32, History> = HashMap::new();
+        let mut sink = InOrder { output: &output };
+        let mut chunk = Chunk::default();
+        for record in spilled.read()? {
+            let record = record?;
+            let history = histories.entry(record.series).or_default();
+            chunk.add(windowing.push(history, record, &series)?);
+            if chunk.len() >= batch_size {
+                sink.put(ctx, chunk.embed(&mut model)?)?;
+            }
+        }
+        sink.put(ctx, chunk.embed(&mut model)?)?;
+    } else {
+        let budget = usize::try_from(opts.sort_memory_mb).unwrap_or(usize::MAX).saturating_mul(1 << 20);
+        let mut sink = ByRow::create(temp.file("results"), dims)?;
+        let mut history = History::default();
+        let mut current = None;
+        let mut chunk = Chunk::default();
+        for record in sorted(&spilled, &temp, budget)? {
+            let record = record?;
+            if current != Some(record.series) {
+                history = History::default();
+                current = Some(record.series);
+            }
+            chunk.add(windowing.push(&mut history, record, &series)?);
+            if chunk.len() >= batch_size {
+                sink.put(chunk.embed(&mut model)?)?;
+            }
+        }
+        sink.put(chunk.embed(&mut model)?)?;
+        sink.emit_in_order(ctx, &output, total_rows, &skipped, batch_size)?;
+    }
+    Ok(())
+}
+
+/// What the first pass learns: hour 0, and whether each series arrived in time order.
+struct Scan {
+    earliest: i64,
+    in_order: bool,
+    /// Per series: its latest timestamp so far and that row.
+    last: Vec<(i64, u64)>,
+}
+
+impl Default for Scan {
+    fn default() -> Scan {
+        Scan { earliest: i64::MAX, in_order: true, last: Vec::new() }
+    }
+}
+
+impl Scan {
+    fn see(&mut self, record: &Record, series: &SeriesIds) -> Result<()> {
+        self.earliest = self.earliest.min(record.time);
+        let id = record.series as usize;
+        if id >= self.last.len() {
+            self.last.resize(id + 1, (i64::MIN, 0));
+        }
+        let (time, row) = self.last[id];
+        if record.time == time {
+            bail!(
+                "rows {row} and {} of series '{}' have the same timestamp; each series needs one row per hour",
+                record.row,
+                series.describe(record.series)
+            );
+        }
+        if record.time < time {
+            self.in_order = false;
+        } else {
+            self.last[id] = (record.time, record.row);
+        }
+        Ok(())
+    }
+}
+
+/// Placed rows waiting for the model: at most `batch_size`.
+#[derive(Default)]
+struct Chunk {
+    rows: Vec<u64>,
+    rows_out: Rows,
+    /// Indices (into this chunk) of the rows that have a window, and those windows' inputs.
+    windowed: Vec<usize>,
+    reals: Vec<f32>,
+    codes: Vec<i64>,
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn add(&mut self, placed: Placed) {
+        if let Some(window) = placed.window {
+            self.windowed.push(self.rows.len());
+            self.reals.extend_from_slice(&window.reals);
+            self.codes.extend_from_slice(&window.codes);
+        }
+        self.rows.push(placed.row);
+        self.rows_out.targets.push(placed.target);
+        self.rows_out.padded.push(true);
+    }
+
+    /// Runs the model on the windowed rows; padded rows keep zeros. Leaves the chunk empty.
+    fn embed(&mut self, model: &mut Model<'_>) -> Result<(Vec<u64>, Rows)> {
+        let mut done = std::mem::take(self);
+        let dims = model.network.dims();
+        done.rows_out.embeddings = vec![0.0; done.rows.len() * dims];
+        if !done.windowed.is_empty() {
+            let values = model.embed(done.windowed.len(), &done.reals, &done.codes)?;
+            for (k, &i) in done.windowed.iter().enumerate() {
+                done.rows_out.embeddings[i * dims..(i + 1) * dims].copy_from_slice(&values[k * dims..(k + 1) * dims]);
+                done.rows_out.padded[i] = false;
+            }
+        }
+        Ok((done.rows, done.rows_out))
+    }
+}
+
+struct Model<'n> {
+    network: &'n Network,
+    steps: i64,
+    layout: crate::record::Layout,
+}
+
+impl Model<'_> {
+    fn embed(&mut self, windows: usize, reals: &[f32], codes: &[i64]) -> Result<Vec<f32>> {
+        let n = windows as i64;
+        let reals = Tensor::from_slice(reals).view([n, self.steps, self.layout.reals as i64]);
+        let codes = Tensor::from_slice(codes).view([n, self.steps, self.layout.categoricals as i64]);
+        let out = tch::no_grad(|| self.network.forward(&reals, &codes));
+        let out = out.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
+        Vec::<f32>::try_from(out.view([-1])).context("reading embeddings back")
+    }
+}
+
+/// Writes chunks straight to the host: their rows are in input order.
+struct InOrder<'o> {
+    output: &'o OutputRows,
+}
+
+impl InOrder<'_> {
+    fn put(&mut self, ctx: &mut RunContext<'_>, (_, rows): (Vec<u64>, Rows)) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        ctx.emit(&self.output.batch(&rows)?)?;
+        ctx.progress(rows.len() as u64);
+        Ok(())
+    }
+}
+
+/// Results of rows that come in any order, kept in a file of fixed-size slots by row number,
+/// then read back in input order.
+struct ByRow {
+    path: PathBuf,
+    file: File,
+    dims: usize,
+}
+
+impl ByRow {
+    fn create(path: PathBuf, dims: usize) -> Result<ByRow> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(ByRow { path, file, dims })
+    }
+
+    /// Bytes per row: the embedding, the target, the padded flag.
+    fn slot(&self) -> usize {
+        4 * self.dims + 4 + 1
+    }
+
+    fn put(&mut self, (row_numbers, rows): (Vec<u64>, Rows)) -> Result<()> {
+        let slot = self.slot();
+        let mut bytes = Vec::with_capacity(slot);
+        for (i, &row) in row_numbers.iter().enumerate() {
+            bytes.clear();
+            for x in &rows.embeddings[i * self.dims..(i + 1) * self.dims] {
+                bytes.extend_from_slice(&x.to_le_bytes());
+            }
+            bytes.extend_from_slice(&rows.targets[i].to_le_bytes());
+            bytes.push(u8::from(rows.padded[i]));
+            self.file
+                .write_all_at(&bytes, row * slot as u64)
+                .with_context(|| format!("writing {}", self.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Emits rows `0..total` in order, leaving out the skipped ones (sorted).
+    fn emit_in_order(
+        &self,
+        ctx: &mut RunContext<'_>,
+        output: &OutputRows,
+        total: u64,
+        skipped: &[u64],
+        batch_size: usize,
+    ) -> Result<()> {
+        let slot = self.slot();
+        let mut reader = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
+        let mut bytes = vec![0u8; slot];
+        let mut rows = Rows::default();
+        let mut skipped = skipped.iter().peekable();
+        for row in 0..total {
+            if skipped.peek() == Some(&&row) {
+                skipped.next();
+                // A skipped row's slot was never written; the last ones may be past the end.
+                let _ = reader.read_exact(&mut bytes);
+                continue;
+            }
+            reader.read_exact(&mut bytes).with_context(|| format!("reading {}", self.path.display()))?;
+            for d in 0..self.dims {
+                rows.embeddings.push(f32::from_le_bytes(bytes[4 * d..4 * d + 4].try_into().expect("4 bytes")));
+            }
+            let at = 4 * self.dims;
+            rows.targets.push(f32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")));
+            rows.padded.push(bytes[at + 4] == 1);
+            if rows.len() >= batch_size {
+                let full = std::mem::take(&mut rows);
+                ctx.emit(&output.batch(&full)?)?;
+                ctx.progress(full.len() as u64);
+            }
+        }
+        if !rows.is_empty() {
+            ctx.emit(&output.batch(&rows)?)?;
+            ctx.progress(rows.len() as u64);
+        }
+        Ok(())
+    }
+}
+
+/// The `--static_*` / `--time_varying_*` flags, when given, must be the checkpoint's lists.
+fn check_lists(opts: &DeepArOptions, saved: &SavedDeepAr) -> Result<()> {
+    let lists = &saved.lists;
+    let unknown_reals: Vec<String> =
+        lists.time_varying_unknown_reals.iter().filter(|r| **r != saved.target).cloned().collect();
+    check_list("--static_categoricals", &opts.static_categoricals, &lists.static_categoricals)?;
+    check_list("--static_reals", &opts.static_reals, &lists.static_reals)?;
+    check_list(
+        "--time_varying_known_categoricals",
+        &opts.time_varying_known_categoricals,
+        &lists.time_varying_known_categoricals,
+    )?;
+    check_list(
+        "--time_varying_unknown_categoricals",
+        &opts.time_varying_unknown_categoricals,
+        &lists.time_varying_unknown_categoricals,
+    )?;
+    check_list("--time_varying_known_reals", &opts.time_varying_known_reals, &lists.time_varying_known_reals)?;
+    check_list("--time_varying_unknown_reals", &opts.time_varying_unknown_reals, &unknown_reals)
+}
+
+fn check_list(flag: &str, given: &Option<Vec<String>>, saved: &[String]) -> Result<()> {
+    match given {
+        Some(given) if given.as_slice() != saved => bail!(
+            "{flag} [{}] contradicts the checkpoint, which was trained with [{}]; leave the flag out to use the checkpoint's",
+            given.join(", "),
+            saved.join(", ")
+        ),
+        _ => Ok(()),
+    }
+}

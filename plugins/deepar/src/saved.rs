@@ -1,0 +1,375 @@
+//! A pytorch-forecasting DeepAR checkpoint, read as data: the Lightning `.ckpt`'s
+//! `hyper_parameters` (the network's shape and input order), its `dataset_parameters` (the fitted
+//! target normaliser, scalers and category encoders of the training `TimeSeriesDataSet`) and its
+//! `state_dict`. Nothing in the file is executed; what the forward needs and cannot be reproduced
+//! exactly is refused by name.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use deepembed_sdk::checkpoint::sklearn::StandardScaler;
+use deepembed_sdk::checkpoint::{Checkpoint, StateDict, Value};
+
+/// The recurrent cell (`cell_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    Lstm,
+    Gru,
+}
+
+/// Where a continuous input's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RealSource {
+    /// The target, normalised by the target normaliser; at each step it holds the previous
+    /// step's value (teacher forcing).
+    Target,
+    /// The hourly time index itself.
+    TimeIndex,
+    /// An input column.
+    Column(String),
+}
+
+/// One continuous input, in the network's order (`x_reals`), with its fitted scaling:
+/// `(x - center) / scale` in float64.
+#[derive(Debug, Clone)]
+pub struct Real {
+    pub name: String,
+    pub source: RealSource,
+    pub center: f64,
+    pub scale: f64,
+}
+
+impl Real {
+    pub fn scaled(&self, x: f64) -> f64 {
+        (x - self.center) / self.scale
+    }
+}
+
+/// One categorical input (`x_categoricals` order), with its fitted `NaNLabelEncoder`.
+#[derive(Debug, Clone)]
+pub struct Categorical {
+    pub name: String,
+    pub classes: HashMap<String, i64>,
+    /// `add_nan`: unknown and missing values take code 0 instead of failing.
+    pub add_nan: bool,
+}
+
+/// One embedding table: which categorical it reads and its shape. The tables' outputs are
+/// concatenated in this order (`embedding_sizes`' order), after the continuous inputs.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    pub name: String,
+    pub categorical: usize,
+    pub cardinality: i64,
+    pub dim: i64,
+}
+
+/// The checkpoint's variable lists, which the `--static_*` / `--time_varying_*` flags are checked
+/// against.
+#[derive(Debug, Clone, Default)]
+pub struct VariableLists {
+    pub static_categoricals: Vec<String>,
+    pub static_reals: Vec<String>,
+    pub time_varying_known_categoricals: Vec<String>,
+    pub time_varying_unknown_categoricals: Vec<String>,
+    pub time_varying_known_reals: Vec<String>,
+    pub time_varying_unknown_reals: Vec<String>,
+}
+
+pub struct SavedDeepAr {
+    pub path: PathBuf,
+    pub cell: Cell,
+    pub hidden_size: i64,
+    pub rnn_layers: i64,
+    pub target: String,
+    /// The training frame's name for the derived hourly index (`"time_idx"` in DeepTune).
+    pub time_idx: String,
+    pub group_ids: Vec<String>,
+    pub max_encoder_length: i64,
+    pub max_prediction_length: i64,
+    /// Whether training allowed gaps in the hourly index (DeepTune: yes); they are then
+    /// forward-filled as pytorch-forecasting does.
+    pub allow_missing_timesteps: bool,
+    pub lists: VariableLists,
+    pub reals: Vec<Real>,
+    pub categoricals: Vec<Categorical>,
+    pub embeddings: Vec<Embedding>,
+    pub weights: StateDict,
+}
+
+impl SavedDeepAr {
+    /// Reads `path`: a `.ckpt` file, or a directory whose first `*.ckpt` by name is taken.
+    pub fn load(path: &Path) -> Result<SavedDeepAr> {
+        let path = locate(path)?;
+        let checkpoint = Checkpoint::open(&path)?;
+        let root = checkpoint.root();
+        let what = |key: &str| format!("{}: {key}", path.display());
+        let hparams = root.get("hyper_parameters").ok_or_else(|| {
+            anyhow!(
+                "{} is not a Lightning checkpoint of a pytorch-forecasting model: it has no hyper_parameters",
+                path.display()
+            )
+        })?;
+        let dataset = root.get("dataset_parameters").or_else(|| hparams.get("dataset_parameters"));
+        let dataset = dataset.filter(|d| !matches!(d, Value::None)).ok_or_else(|| {
+            anyhow!(
+                "{} has no dataset_parameters: it was not saved by a pytorch-forecasting model built with from_dataset, so its normalisers and encoders are unknown",
+                path.display()
+            )
+        })?;
+        let cell = match str_field(hparams, "cell_type").unwrap_or("LSTM") {
+            "LSTM" => Cell::Lstm,
+            "GRU" => Cell::Gru,
+            other => bail!("{}: cell_type '{other}' is not a DeepAR cell (LSTM or GRU)", what("hyper_parameters")),
+        };
+        if str_list(hparams, "x_reals").is_none() || hparams.get("rnn_layers").is_none() {
+            bail!(
+                "{} holds no DeepAR hyper-parameters (x_reals, rnn_layers): is it another pytorch-forecasting model?",
+                path.display()
+            );
+        }
+        let target = match hparams.get("target") {
+            Some(Value::Str(t)) => t.clone(),
+            Some(other) => bail!(
+                "{}: target is {} (several targets); deepembed reads single-target DeepAR models",
+                what("hyper_parameters"),
+                other.type_name()
+            ),
+            None => bail!("{}: no target", what("hyper_parameters")),
+        };
+        refuse_features(hparams, dataset, &path)?;
+        let time_idx = str_field(dataset, "time_idx").unwrap_or("time_idx").to_string();
+        let reals = read_reals(hparams, dataset, &target, &time_idx, &path)?;
+        let (categoricals, embeddings) = read_categoricals(hparams, dataset, &path)?;
+        let weights =
+            checkpoint.state_dict_where(|name| name.starts_with("rnn.") || name.starts_with("embeddings."))?;
+        Ok(SavedDeepAr {
+            cell,
+            hidden_size: int_field(hparams, "hidden_size", &path)?,
+            rnn_layers: int_field(hparams, "rnn_layers", &path)?,
+            target,
+            time_idx,
+            group_ids: str_list(dataset, "group_ids").unwrap_or_default(),
+            max_encoder_length: int_field(dataset, "max_encoder_length", &path)?,
+            max_prediction_length: int_field(dataset, "max_prediction_length", &path)?,
+            allow_missing_timesteps: matches!(dataset.get("allow_missing_timesteps"), Some(Value::Bool(true))),
+            lists: VariableLists {
+                static_categoricals: str_list(dataset, "static_categoricals").unwrap_or_default(),
+                static_reals: str_list(dataset, "static_reals").unwrap_or_default(),
+                time_varying_known_categoricals: str_list(dataset, "time_varying_known_categoricals")
+                    .unwrap_or_default(),
+                time_varying_unknown_categoricals: str_list(dataset, "time_varying_unknown_categoricals")
+                    .unwrap_or_default(),
+                time_varying_known_reals: str_list(dataset, "time_varying_known_reals").unwrap_or_default(),
+                time_varying_unknown_reals: str_list(dataset, "time_varying_unknown_reals").unwrap_or_default(),
+            },
+            reals,
+            categoricals,
+            embeddings,
+            weights,
+            path,
+        })
+    }
+}
+
+/// `path` itself, or the first `*.ckpt` (by name) in the directory `path`.
+fn locate(path: &Path) -> Result<PathBuf> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if !path.is_dir() {
+        bail!("--model_weights {}: no such file or directory", path.display());
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "ckpt"))
+        .collect();
+    found.sort();
+    found.into_iter().next().ok_or_else(|| {
+        anyhow!("--model_weights {}: the directory holds no *.ckpt file (give the Lightning checkpoint pytorch-forecasting's training wrote)", path.display())
+    })
+}
+
+/// Options of pytorch-forecasting that add inputs DeepTune's training never turns on; their
+/// inputs are not reproduced, so such a model is refused rather than fed something else.
+fn refuse_features(hparams: &Value, dataset: &Value, path: &Path) -> Result<()> {
+    for flag in ["add_relative_time_idx", "add_target_scales", "add_encoder_length"] {
+        if matches!(dataset.get(flag), Some(Value::Bool(true))) {
+            bail!("{}: the model was trained with {flag}=True, an input deepembed does not reproduce (DeepTune trains without it)", path.display());
+        }
+    }
+    for (value, key) in
+        [(dataset, "lags"), (hparams, "target_lags"), (hparams, "categorical_groups"), (dataset, "variable_groups")]
+    {
+        if value.get(key).and_then(Value::dict_entries).is_some_and(|e| !e.is_empty()) {
+            bail!(
+                "{}: the model was trained with {key}, which deepembed does not reproduce (DeepTune trains without it)",
+                path.display()
+            );
+        }
+    }
+    if dataset.get("constant_fill_strategy").and_then(Value::dict_entries).is_some_and(|e| !e.is_empty()) {
+        bail!("{}: the model was trained with a constant_fill_strategy for gaps, which deepembed does not reproduce (DeepTune forward-fills)", path.display());
+    }
+    Ok(())
+}
+
+/// The continuous inputs in `x_reals` order, each with its scaling: the target's normaliser
+/// (`TorchNormalizer`), the others' `StandardScaler` (or none).
+fn read_reals(hparams: &Value, dataset: &Value, target: &str, time_idx: &str, path: &Path) -> Result<Vec<Real>> {
+    let names = str_list(hparams, "x_reals").unwrap_or_default();
+    let scalers = dataset.get("scalers");
+    let mut reals = Vec::with_capacity(names.len());
+    for name in names {
+        let (source, (center, scale)) = if name == target {
+            let normalizer =
+                dataset.get("target_normalizer").ok_or_else(|| anyhow!("{}: no target_normalizer", path.display()))?;
+            (RealSource::Target, torch_normalizer(normalizer, path)?)
+        } else {
+            let source = if name == time_idx { RealSource::TimeIndex } else { RealSource::Column(name.clone()) };
+            match scalers.and_then(|s| s.get(&name)) {
+                None | Some(Value::None) => (source, (0.0, 1.0)),
+                Some(scaler) => {
+                    let scaler = StandardScaler::from_value(scaler).map_err(|e| {
+                        anyhow!("{}: the scaler of '{name}': {e}; deepembed reproduces StandardScaler (pytorch-forecasting's default) only", path.display())
+                    })?;
+                    if scaler.n_features != 1 {
+                        bail!(
+                            "{}: the scaler of '{name}' was fitted on {} features, not one",
+                            path.display(),
+                            scaler.n_features
+                        );
+                    }
+                    let center = scaler.mean.as_ref().map_or(0.0, |m| m[0]);
+                    let scale = scaler.scale.as_ref().map_or(1.0, |s| s[0]);
+                    (source, (center, scale))
+                }
+            }
+        };
+        reals.push(Real { name, source, center, scale });
+    }
+    if !reals.iter().any(|r| r.source == RealSource::Target) {
+        bail!(
+            "{}: the target '{target}' is not among the model's inputs (x_reals), as DeepAR requires",
+            path.display()
+        );
+    }
+    Ok(reals)
+}
+
+/// A fitted `TorchNormalizer` without a transformation: `(y - center_) / scale_`.
+fn torch_normalizer(value: &Value, path: &Path) -> Result<(f64, f64)> {
+    let Value::Object(object) = value else {
+        bail!("{}: the target normaliser is {}, not a TorchNormalizer", path.display(), value.type_name());
+    };
+    if object.name != "TorchNormalizer" || !object.module.starts_with("pytorch_forecasting.") {
+        bail!(
+            "{}: the target normaliser is {}.{}; deepembed reproduces TorchNormalizer (what DeepTune trains with) only",
+            path.display(),
+            object.module,
+            object.name
+        );
+    }
+    let state = object.state.as_ref().ok_or_else(|| anyhow!("{}: the TorchNormalizer has no state", path.display()))?;
+    if let Some(t) = state.get("transformation").filter(|t| !matches!(t, Value::None)) {
+        bail!(
+            "{}: the target normaliser applies the transformation {}, which deepembed does not reproduce",
+            path.display(),
+            t.as_str().map_or_else(|| t.type_name(), str::to_string)
+        );
+    }
+    let number = |key: &str| {
+        state.get(key).and_then(Value::as_f64).ok_or_else(|| {
+            anyhow!("{}: the TorchNormalizer's {key} is missing or not a number (was it fitted?)", path.display())
+        })
+    };
+    Ok((number("center_")?, number("scale_")?))
+}
+
+/// The categorical inputs (`x_categoricals` order) with their encoders, and the embedding tables
+/// (`embedding_sizes` order).
+fn read_categoricals(hparams: &Value, dataset: &Value, path: &Path) -> Result<(Vec<Categorical>, Vec<Embedding>)> {
+    let names = str_list(hparams, "x_categoricals").unwrap_or_default();
+    let encoders = dataset.get("categorical_encoders");
+    let mut categoricals = Vec::with_capacity(names.len());
+    for name in &names {
+        let encoder = encoders.and_then(|e| e.get(name)).ok_or_else(|| {
+            anyhow!("{}: the categorical input '{name}' has no saved encoder in dataset_parameters", path.display())
+        })?;
+        categoricals.push(label_encoder(name, encoder, path)?);
+    }
+    let sizes = hparams.get("embedding_sizes").and_then(Value::dict_entries).unwrap_or_default();
+    let mut embeddings = Vec::with_capacity(sizes.len());
+    for (key, size) in sizes {
+        let name = key.as_str().ok_or_else(|| anyhow!("{}: embedding_sizes has a non-string key", path.display()))?;
+        let categorical = names
+            .iter()
+            .position(|n| n == name)
+            .ok_or_else(|| anyhow!("{}: embedding '{name}' reads no categorical input", path.display()))?;
+        let pair = match size {
+            Value::Tuple(v) | Value::List(v) if v.len() == 2 => (v[0].as_i64(), v[1].as_i64()),
+            _ => (None, None),
+        };
+        let (Some(cardinality), Some(dim)) = pair else {
+            bail!("{}: embedding_sizes['{name}'] is not a (classes, size) pair", path.display());
+        };
+        embeddings.push(Embedding { name: name.to_string(), categorical, cardinality, dim });
+    }
+    Ok((categoricals, embeddings))
+}
+
+/// A fitted `NaNLabelEncoder`: its `classes_` (value to code) and `add_nan`.
+fn label_encoder(name: &str, value: &Value, path: &Path) -> Result<Categorical> {
+    let Value::Object(object) = value else {
+        bail!("{}: the encoder of '{name}' is {}, not a NaNLabelEncoder", path.display(), value.type_name());
+    };
+    if object.name != "NaNLabelEncoder" {
+        bail!(
+            "{}: the encoder of '{name}' is {}.{}; deepembed reads NaNLabelEncoder only",
+            path.display(),
+            object.module,
+            object.name
+        );
+    }
+    let state = object.state.as_ref();
+    let classes = state
+        .and_then(|s| s.get("classes_"))
+        .and_then(Value::dict_entries)
+        .ok_or_else(|| anyhow!("{}: the encoder of '{name}' has no classes_ (was it fitted?)", path.display()))?;
+    let mut codes = HashMap::with_capacity(classes.len());
+    for (class, code) in classes {
+        let (Some(class), Some(code)) = (class.as_str(), code.as_i64()) else {
+            bail!(
+                "{}: the encoder of '{name}' maps {} to {}; categories are text in pytorch-forecasting",
+                path.display(),
+                class.type_name(),
+                code.type_name()
+            );
+        };
+        codes.insert(class.to_string(), code);
+    }
+    let add_nan = matches!(state.and_then(|s| s.get("add_nan")), Some(Value::Bool(true)));
+    Ok(Categorical { name: name.to_string(), classes: codes, add_nan })
+}
+
+fn str_field<'v>(value: &'v Value, key: &str) -> Option<&'v str> {
+    value.get(key).and_then(Value::as_str)
+}
+
+/// A list of strings; `None` when absent or `None` in the file.
+fn str_list(value: &Value, key: &str) -> Option<Vec<String>> {
+    match value.get(key)? {
+        Value::List(items) | Value::Tuple(items) => items.iter().map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => None,
+    }
+}
+
+fn int_field(value: &Value, key: &str, path: &Path) -> Result<i64> {
+    match value.get(key) {
+        Some(v) => v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        None => None,
+    }
+    .ok_or_else(|| anyhow!("{}: {key} is missing or not an integer", path.display()))
+}

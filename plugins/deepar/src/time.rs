@@ -1,0 +1,223 @@
+//! Timestamps and the hourly index, as DeepTune derives them: `pd.to_datetime(column)` (a Parquet
+//! timestamp or date, or ISO 8601 text), then `time_idx = (t - min t).total_seconds() // 3600`
+//! over the whole input.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Date32Type, Date64Type, TimeUnit};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+
+const NANOS_PER_SECOND: i64 = 1_000_000_000;
+const NANOS_PER_DAY: i64 = 86_400 * NANOS_PER_SECOND;
+
+/// Nanoseconds since 1970-01-01 UTC (pandas' `datetime64[ns]`), per row of a timestamp column,
+/// or why a row has none. Text with a UTC offset is converted to UTC; text without one is taken
+/// as it is, as pandas does.
+pub fn column_nanos(column: &ArrayRef, name: &str) -> Result<Vec<Result<i64, String>>> {
+    let n = column.len();
+    let missing = |i: usize| column.is_null(i);
+    let scaled = |values: &dyn Fn(usize) -> i64, per: i64| -> Vec<Result<i64, String>> {
+        (0..n)
+            .map(|i| {
+                if missing(i) {
+                    return Err(format!("column '{name}': missing timestamp"));
+                }
+                values(i).checked_mul(per).ok_or_else(|| format!("column '{name}': timestamp out of range"))
+            })
+            .collect()
+    };
+    Ok(match column.data_type() {
+        DataType::Timestamp(unit, _) => {
+            let per = match unit {
+                TimeUnit::Second => NANOS_PER_SECOND,
+                TimeUnit::Millisecond => 1_000_000,
+                TimeUnit::Microsecond => 1_000,
+                TimeUnit::Nanosecond => 1,
+            };
+            let cast = arrow::compute::cast(column, &DataType::Int64)?;
+            let values = cast.as_primitive::<arrow::datatypes::Int64Type>();
+            scaled(&|i| values.value(i), per)
+        }
+        DataType::Date32 => {
+            let values = column.as_primitive::<Date32Type>();
+            scaled(&|i| i64::from(values.value(i)), NANOS_PER_DAY)
+        }
+        DataType::Date64 => {
+            let values = column.as_primitive::<Date64Type>();
+            scaled(&|i| values.value(i), 1_000_000)
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => {
+            let text = arrow::compute::cast(column, &DataType::Utf8)
+                .map_err(|_| anyhow::anyhow!("column '{name}' ({}) holds no text timestamps", column.data_type()))?;
+            let text = text.as_string::<i32>();
+            let mut offsets = OffsetStyle::default();
+            (0..n)
+                .map(|i| {
+                    if text.is_null(i) {
+                        return Err(format!("column '{name}': missing timestamp"));
+                    }
+                    parse_timestamp(text.value(i), &mut offsets).map_err(|e| format!("column '{name}': {e}"))
+                })
+                .collect()
+        }
+        other => bail!(
+            "--time_idx_column {name}: the column is {other}; give a timestamp or date column, or text timestamps such as 2024-03-01 14:00:00"
+        ),
+    })
+}
+
+/// Whether the text timestamps seen so far carried a UTC offset: pandas refuses a column that
+/// mixes both, and so do we.
+#[derive(Default)]
+struct OffsetStyle {
+    seen: Option<bool>,
+}
+
+/// ISO 8601 text as `pd.to_datetime` reads it: `YYYY-MM-DD` (or `/`), optionally followed by
+/// `T` or a space and `HH:MM[:SS[.fraction]]`, optionally by `Z` or `+HH:MM` / `-HHMM`.
+fn parse_timestamp(text: &str, offsets: &mut OffsetStyle) -> Result<i64, String> {
+    let bad = || format!("cannot read '{text}' as a timestamp (expected ISO 8601, e.g. 2024-03-01 14:00:00)");
+    let trimmed = text.trim();
+    let (date, rest) = trimmed.split_at(trimmed.find(['T', ' ']).unwrap_or(trimmed.len()));
+    let date = parse_date(date).ok_or_else(bad)?;
+    let rest = rest.get(1..).unwrap_or("").trim();
+    let (clock, offset_seconds) = split_offset(rest).ok_or_else(bad)?;
+    let time = if clock.is_empty() { Some(NaiveTime::MIN) } else { parse_clock(clock) }.ok_or_else(bad)?;
+    let has_offset = offset_seconds.is_some();
+    if *offsets.seen.get_or_insert(has_offset) != has_offset {
+        return Err(format!(
+            "'{text}': the column mixes timestamps with and without a UTC offset, which pandas refuses"
+        ));
+    }
+    let local = NaiveDateTime::new(date, time).and_utc().timestamp_nanos_opt().ok_or_else(bad)?;
+    let offset = offset_seconds.unwrap_or(0) * NANOS_PER_SECOND;
+    local.checked_sub(offset).ok_or_else(bad)
+}
+
+fn parse_date(text: &str) -> Option<NaiveDate> {
+    let sep = if text.contains('/') { '/' } else { '-' };
+    let mut parts = text.splitn(3, sep);
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if y.len() != 4 || !(1..=2).contains(&m.len()) || !(1..=2).contains(&d.len()) {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(number(y)? as i32, number(m)? as u32, number(d)? as u32)
+}
+
+/// `HH:MM[:SS[.fraction]]`.
+fn parse_clock(text: &str) -> Option<NaiveTime> {
+    let mut parts = text.splitn(3, ':');
+    let (h, m) = (parts.next()?, parts.next()?);
+    let (s, nanos) = match parts.next() {
+        None => (0, 0),
+        Some(seconds) => {
+            let (whole, fraction) = seconds.split_once(['.', ',']).unwrap_or((seconds, ""));
+            if whole.len() != 2 || fraction.len() > 9 || (!fraction.is_empty() && number(fraction).is_none()) {
+                return None;
+            }
+            let nanos = if fraction.is_empty() { 0 } else { number(fraction)? * 10u64.pow(9 - fraction.len() as u32) };
+            (number(whole)?, nanos)
+        }
+    };
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    NaiveTime::from_hms_nano_opt(number(h)? as u32, number(m)? as u32, s as u32, nanos as u32)
+}
+
+/// Splits a trailing `Z` / `+HH:MM` / `-HHMM` / `+HH` off a clock, as seconds east of UTC.
+fn split_offset(text: &str) -> Option<(&str, Option<i64>)> {
+    if let Some(clock) = text.strip_suffix('Z') {
+        return Some((clock.trim_end(), Some(0)));
+    }
+    let Some(at) = text.rfind(['+', '-']) else { return Some((text, None)) };
+    let (clock, offset) = text.split_at(at);
+    let sign = if offset.starts_with('-') { -1 } else { 1 };
+    let digits: String = offset[1..].chars().filter(|c| *c != ':').collect();
+    if !matches!(digits.len(), 2 | 4) {
+        return None;
+    }
+    let hours = number(&digits[..2])? as i64;
+    let minutes = if digits.len() == 4 { number(&digits[2..])? as i64 } else { 0 };
+    Some((clock.trim_end(), Some(sign * (hours * 3600 + minutes * 60))))
+}
+
+fn number(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// The hourly index of `nanos` given the input's earliest timestamp, exactly as pandas and
+/// Python compute `(t - min).dt.total_seconds() // 3600`: seconds as a float64, then Python's
+/// float floor division.
+pub fn hour_index(nanos: i64, earliest: i64) -> i64 {
+    let seconds = (nanos - earliest) as f64 / NANOS_PER_SECOND as f64;
+    python_floor_div(seconds, 3600.0) as i64
+}
+
+/// Python's `float.__floordiv__` (CPython's `float_floor_div`), which can differ from
+/// `floor(a / b)` in the last place.
+fn python_floor_div(a: f64, b: f64) -> f64 {
+    let modulo = a % b;
+    let mut div = (a - modulo) / b;
+    if modulo != 0.0 && ((b < 0.0) != (modulo < 0.0)) {
+        div -= 1.0;
+    }
+    if div != 0.0 {
+        let floor = div.floor();
+        if div - floor > 0.5 {
+            floor + 1.0
+        } else {
+            floor
+        }
+    } else {
+        0.0f64.copysign(a / b)
+    }
+}
+
+/// A column's values as text for messages and keys (group ids); `None` where null.
+pub fn text_values(column: &ArrayRef) -> Result<Arc<arrow::array::StringArray>> {
+    let text = arrow::compute::cast(column, &DataType::Utf8)?;
+    Ok(Arc::new(text.as_string::<i32>().clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<i64, String> {
+        parse_timestamp(text, &mut OffsetStyle::default())
+    }
+
+    #[test]
+    fn reads_iso_text_as_pandas_does() {
+        let hour = 3600 * NANOS_PER_SECOND;
+        let base = parse("2024-03-01").unwrap();
+        assert_eq!(parse("2024-03-01 00:00:00").unwrap(), base);
+        assert_eq!(parse("2024-03-01T02:00").unwrap(), base + 2 * hour);
+        assert_eq!(parse("2024/03/01 02:30:00.5").unwrap(), base + 2 * hour + 1800 * NANOS_PER_SECOND + 500_000_000);
+        assert_eq!(parse("2024-03-01T02:00:00+02:00").unwrap(), base);
+        assert_eq!(parse("2024-03-01 02:00:00Z").unwrap(), base + 2 * hour);
+        for bad in ["yesterday", "2024-13-01", "2024-03-01 25:00", "01/03/2024", "2024-03-01 10"] {
+            assert!(parse(bad).is_err(), "{bad} was read");
+        }
+        let mut style = OffsetStyle::default();
+        parse_timestamp("2024-03-01 00:00:00Z", &mut style).unwrap();
+        assert!(parse_timestamp("2024-03-01 00:00:00", &mut style).unwrap_err().contains("mixes"));
+    }
+
+    #[test]
+    fn hour_index_floors_like_python() {
+        let hour = 3600 * NANOS_PER_SECOND;
+        assert_eq!(hour_index(0, 0), 0);
+        assert_eq!(hour_index(hour - 1, 0), 0);
+        assert_eq!(hour_index(hour, 0), 1);
+        assert_eq!(hour_index(5 * hour + 17 * 60 * NANOS_PER_SECOND, 0), 5);
+        assert_eq!(python_floor_div(7.0, 2.0), 3.0);
+        assert_eq!(python_floor_div(-7.0, 2.0), -4.0);
+    }
+}

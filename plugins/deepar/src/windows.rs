@@ -1,0 +1,194 @@
+//! Each row's window: the `max_encoder_length` hourly steps of its own series that end at it,
+//! as pytorch-forecasting's `TimeSeriesDataSet` cuts a sample and DeepAR feeds its RNN.
+//!
+//! A row at hour `t` has a window when its series has a row at hour `t - L` exactly (the
+//! sample's first encoder step). The RNN then runs over hours `t - L + 1 ..= t`: each step holds
+//! that hour's inputs, except the target's slot, which holds the previous hour's normalised
+//! target (DeepAR's teacher forcing). Missing hours take the latest earlier row's inputs
+//! (pytorch-forecasting's forward fill with `allow_missing_timesteps`), and the time index
+//! input, when the model has one, counts every hour. Rows without such a window are padded.
+
+use std::collections::VecDeque;
+
+use anyhow::{bail, Result};
+
+use crate::encode::SeriesIds;
+use crate::record::{Layout, Record};
+use crate::time::hour_index;
+
+/// How windows are cut and filled, for one run.
+pub struct Windowing {
+    pub length: i64,
+    pub allow_gaps: bool,
+    pub target_slot: usize,
+    /// The time index input's slot and scaling, when the model reads the time index.
+    pub time_slot: Option<(usize, f64, f64)>,
+    pub layout: Layout,
+    /// The input's earliest timestamp: hour 0.
+    pub earliest: i64,
+}
+
+/// The rows of one series still needed for later windows: those of the last `L + 1` hours.
+#[derive(Default)]
+pub struct History {
+    recent: VecDeque<(i64, Record)>,
+}
+
+/// A row, placed in its series.
+pub struct Placed {
+    pub row: u64,
+    pub target: f32,
+    pub window: Option<Window>,
+}
+
+/// One window's model inputs, step-major: `steps x reals` values and `steps x categoricals`
+/// codes.
+pub struct Window {
+    pub reals: Vec<f32>,
+    pub codes: Vec<i64>,
+}
+
+impl Windowing {
+    /// Adds `record`, the next row of its series in time order, and returns its window.
+    pub fn push(&self, history: &mut History, record: Record, series: &SeriesIds) -> Result<Placed> {
+        let hour = hour_index(record.time, self.earliest);
+        if let Some((last_hour, last)) = history.recent.back() {
+            let gap = hour - last_hour;
+            if gap == 0 {
+                bail!(
+                    "rows {} and {} of series {} fall in the same hour (time index {hour}); DeepAR's index is hourly, so aggregate sub-hourly rows first",
+                    last.row,
+                    record.row,
+                    describe(series, record.series)
+                );
+            }
+            if gap > 1 && !self.allow_gaps {
+                bail!(
+                    "series {}: rows {} and {} are {gap} hours apart, and the checkpoint was trained with allow_missing_timesteps=False, so pytorch-forecasting refuses gaps",
+                    describe(series, record.series),
+                    last.row,
+                    record.row
+                );
+            }
+        }
+        let (row, target) = (record.row, record.target);
+        history.recent.push_back((hour, record));
+        let start = hour - self.length;
+        while history.recent.front().is_some_and(|(h, _)| *h < start) {
+            history.recent.pop_front();
+        }
+        let window =
+            (history.recent.front().map(|(h, _)| *h) == Some(start)).then(|| self.window(&history.recent, start));
+        Ok(Placed { row, target, window })
+    }
+
+    /// The steps of hours `start + 1 ..= start + L`; `recent` starts with the row at `start`.
+    fn window(&self, recent: &VecDeque<(i64, Record)>, start: i64) -> Window {
+        let steps = self.length as usize;
+        let mut reals = Vec::with_capacity(steps * self.layout.reals);
+        let mut codes = Vec::with_capacity(steps * self.layout.categoricals);
+        // `current` is the latest row at or before the step's hour; `previous` the one before
+        // the step's hour (forward fill).
+        let mut current = 0;
+        for step in 1..=self.length {
+            let hour = start + step;
+            let previous = current;
+            while current + 1 < recent.len() && recent[current + 1].0 <= hour {
+                current += 1;
+            }
+            let (_, row) = &recent[current];
+            let first = reals.len();
+            reals.extend_from_slice(&row.reals);
+            reals[first + self.target_slot] = recent[previous].1.reals[self.target_slot];
+            if let Some((slot, center, scale)) = self.time_slot {
+                reals[first + slot] = ((hour as f64 - center) / scale) as f32;
+            }
+            codes.extend(row.codes.iter().map(|&c| i64::from(c)));
+        }
+        Window { reals, codes }
+    }
+}
+
+fn describe(series: &SeriesIds, id: u32) -> String {
+    let key = series.describe(id);
+    if key.is_empty() {
+        "(the single series)".to_string()
+    } else {
+        format!("'{key}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3_600_000_000_000;
+
+    fn windowing(length: i64, allow_gaps: bool) -> Windowing {
+        Windowing {
+            length,
+            allow_gaps,
+            target_slot: 0,
+            time_slot: Some((1, 0.0, 1.0)),
+            layout: Layout { reals: 2, categoricals: 1 },
+            earliest: 0,
+        }
+    }
+
+    fn record(row: u64, hour: i64) -> Record {
+        Record {
+            row,
+            series: 0,
+            time: hour * HOUR + 17,
+            target: row as f32,
+            reals: vec![row as f32 * 10.0, -1.0],
+            codes: vec![row as u32],
+        }
+    }
+
+    fn series() -> SeriesIds {
+        let mut ids = SeriesIds::default();
+        crate::encode::tests_support::add(&mut ids, "");
+        ids
+    }
+
+    #[test]
+    fn pads_until_a_row_sits_exactly_l_hours_back() {
+        let w = windowing(2, true);
+        let (mut history, ids) = (History::default(), series());
+        let windows: Vec<bool> = [0, 1, 2, 3]
+            .iter()
+            .map(|&h| w.push(&mut history, record(h as u64, h), &ids).unwrap().window.is_some())
+            .collect();
+        assert_eq!(windows, [false, false, true, true]);
+    }
+
+    #[test]
+    fn teacher_forces_the_target_and_forward_fills_gaps() {
+        let w = windowing(3, true);
+        let (mut history, ids) = (History::default(), series());
+        // Hours 0, 2, 3: hour 1 is missing and takes hour 0's row.
+        w.push(&mut history, record(0, 0), &ids).unwrap();
+        w.push(&mut history, record(1, 2), &ids).unwrap();
+        let window = w.push(&mut history, record(2, 3), &ids).unwrap().window.expect("a window");
+        // Steps are hours 1, 2, 3: inputs of rows 0 (filled), 1, 2; targets of hours 0, 1, 2
+        // (rows 0, 0, 1); the time index counts hours.
+        assert_eq!(window.reals, vec![0.0, 1.0, 0.0, 2.0, 10.0, 3.0]);
+        assert_eq!(window.codes, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn refuses_duplicate_hours_and_gaps_when_not_allowed() {
+        let ids = series();
+        let w = windowing(2, true);
+        let mut history = History::default();
+        w.push(&mut history, record(0, 0), &ids).unwrap();
+        let err = w.push(&mut history, record(1, 0), &ids).err().unwrap().to_string();
+        assert!(err.contains("rows 0 and 1") && err.contains("same hour"), "{err}");
+        let w = windowing(2, false);
+        let mut history = History::default();
+        w.push(&mut history, record(0, 0), &ids).unwrap();
+        let err = w.push(&mut history, record(1, 5), &ids).err().unwrap().to_string();
+        assert!(err.contains("5 hours apart"), "{err}");
+    }
+}

@@ -1,0 +1,321 @@
+"""Generates the DeepAR parity fixtures with pytorch-forecasting itself.
+
+Trains tiny DeepAR models (seeded, one epoch of three batches) the way DeepTune's
+trainers/timeseries/train_deepar.py does (hourly time_idx from the earliest timestamp, a constant
+`group` column when there are no group ids, TorchNormalizer on the target, NormalDistributionLoss)
+and saves each as a Lightning checkpoint. The reference embeddings are pytorch-forecasting's own
+view of the evaluation rows: DeepAR.load_from_checkpoint, TimeSeriesDataSet.from_parameters with
+the checkpoint's dataset_parameters (its fitted scalers, target normalizer and category encoders,
+not refitted), the model's forward in eval mode, and the output of its last RNN call (the decoder
+step: the top layer's state at the row, having seen max_encoder_length rows of history).
+
+pytorch-forecasting's DeepAR accepts no time-varying unknown input but the target ("Encoder and
+decoder variables have to be the same apart from target variable"), so a DeepTune checkpoint never
+has one: spo2 and posture are time-varying *known* here.
+
+Writes, under OUT:
+  <case>/model/deepar.ckpt   the checkpoint (state_dict, hyper_parameters, dataset_parameters)
+  <case>/eval.parquet        evaluation rows (no pandas index column)
+  <case>/expected.parquet    one row per eval.parquet row, same order: emb_0..emb_{H-1} (float32),
+                             the target (float32, the row's own value), is_padded (bool: no sample
+                             ends at the row, embedding zeros)
+  <case>/args.json           the deepembed flags for the case, plus the model's shape for information
+  cases.json                 the cases, their shapes and padded rows
+"""
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+
+import lightning.pytorch as pl  # noqa: E402
+from pytorch_forecasting import DeepAR, TimeSeriesDataSet  # noqa: E402
+from pytorch_forecasting.data.encoders import TorchNormalizer  # noqa: E402
+from pytorch_forecasting.metrics import NormalDistributionLoss  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+TIME = "timestamp"
+TARGET = "hr"
+
+CASES = {
+    # DeepTune's default single series: no group ids, so training gets a constant `group` column
+    # and eval.parquet has none. Text timestamps on the hour, rows in time order.
+    "lstm1_single": dict(
+        cell_type="LSTM", rnn_layers=1, hidden_size=8, max_encoder_length=4, group_ids=None,
+        time_varying_known_reals=["dose"],
+    ),
+    # Several series, one of them new (group ids are not model inputs), statics, a known
+    # category; Parquet timestamps; rows shuffled across series and time.
+    "gru2_multi": dict(
+        cell_type="GRU", rnn_layers=2, hidden_size=6, max_encoder_length=5, group_ids=["patient"],
+        static_categoricals=["ward"], static_reals=["age"], time_varying_known_categoricals=["shift"],
+        time_varying_known_reals=["dose", "spo2"],
+    ),
+    # Missing hours (forward-filled by pytorch-forecasting), timestamps off the hour (the floor in
+    # time_idx matters), time_idx itself an input (reset by linspace over filled gaps); series
+    # interleaved round robin.
+    "lstm2_gaps": dict(
+        cell_type="LSTM", rnn_layers=2, hidden_size=10, max_encoder_length=6, group_ids=["patient"],
+        time_varying_known_categoricals=["posture"], time_varying_known_reals=["time_idx", "dose"],
+    ),
+}
+LISTS = [
+    "static_categoricals", "static_reals", "time_varying_known_categoricals",
+    "time_varying_unknown_categoricals", "time_varying_known_reals", "time_varying_unknown_reals",
+]
+
+# name -> (ward, age) for gru2_multi; p9 is only in the evaluation data.
+PATIENTS = {"p1": ("A", 61.0), "p2": ("B", 45.0), "p3": ("A", 72.0), "p4": ("C", 38.0), "p9": ("B", 55.0)}
+POSTURES = np.array(["lying", "sitting", "standing"])
+
+
+def series(rng, name: str, case: str, start: pd.Timestamp, hours: np.ndarray, shift: float) -> pd.DataFrame:
+    """One patient's rows at the given hours after start; `shift` moves the distribution."""
+    n = len(hours)
+    ts = start + pd.to_timedelta(hours, unit="h")
+    if case == "lstm2_gaps":
+        # Off the hour by 17:00 to 58:59; make_frame puts the earliest row at exactly :17:00.
+        ts = ts + pd.to_timedelta(17 * 60 + rng.integers(0, 42 * 60, n), unit="s")
+    dose = rng.normal(2.0 + shift, 1.0, n)
+    df = pd.DataFrame({TIME: ts, "dose": dose})
+    if case != "lstm1_single":
+        df.insert(0, "patient", name)
+    hr = 70.0 + 3.0 * dose + np.cumsum(rng.normal(0, 1, n)) * 0.5 + rng.normal(0, 1, n) + shift
+    if case == "gru2_multi":
+        ward, age = PATIENTS[name]
+        df["ward"] = ward
+        df["age"] = age + 2 * shift
+        df["shift"] = np.where((ts.hour >= 7) & (ts.hour < 19), "day", "night")
+        df["spo2"] = rng.normal(96.0 - shift, 1.5, n)
+        hr = hr + 0.1 * (df["age"].to_numpy() - 50) - 0.5 * (df["spo2"].to_numpy() - 96)
+    if case == "lstm2_gaps":
+        posture = POSTURES[rng.integers(0, 3, n)]
+        df["posture"] = posture
+        hr = hr + np.select([posture == "lying", posture == "standing"], [-4.0, 6.0], 0.0)
+    df[TARGET] = hr
+    return df
+
+
+def with_gaps(rng, length: int, gaps: int) -> np.ndarray:
+    """Hours 0..length-1 without `gaps` of them (never the first; one pair of adjacent hours)."""
+    drop = set(rng.choice(np.arange(2, length - 2), gaps - 2, replace=False).tolist())
+    pair = int(rng.integers(8, length - 3))
+    drop |= {pair, pair + 1}
+    return np.array([h for h in range(length) if h not in drop])
+
+
+def make_frame(rng, case: str, train: bool) -> pd.DataFrame:
+    shift = 0.0 if train else 5.0  # eval differs: scalers refitted on it would visibly differ
+    start = pd.Timestamp("2024-01-01") if train else pd.Timestamp("2024-03-01")
+    if case == "lstm1_single":
+        df = series(rng, "0", case, start, np.arange(150 if train else 60), shift)
+        df[TIME] = df[TIME].dt.strftime("%Y-%m-%d %H:%M:%S")
+        return df
+    if case == "gru2_multi":
+        # (patient, first hour, rows): eval has a new patient and series of different lengths.
+        plan = [("p1", 0, 120), ("p2", 2, 110), ("p3", 5, 115), ("p4", 1, 120)] if train else [("p1", 3, 70), ("p3", 0, 48), ("p4", 6, 80), ("p9", 2, 55)]
+        parts = [series(rng, p, case, start, first + np.arange(n), shift) for p, first, n in plan]
+        return pd.concat(parts, ignore_index=True)
+    # lstm2_gaps: series start at different hours, so time_idx (an input) is global, not per series.
+    plan = [("q1", 0, 120, 8), ("q2", 4, 110, 8), ("q3", 9, 115, 8)] if train else [("q1", 0, 72, 5), ("q2", 3, 60, 4), ("q3", 7, 78, 6)]
+    parts = [series(rng, p, case, start, first + with_gaps(rng, length, gaps), shift) for p, first, length, gaps in plan]
+    df = pd.concat(parts, ignore_index=True)
+    earliest = df[TIME].idxmin()
+    df.loc[earliest, TIME] = df.loc[earliest, TIME].floor("h") + pd.Timedelta(minutes=17)
+    df[TIME] = df[TIME].dt.strftime("%Y-%m-%d %H:%M:%S")
+    return df
+
+
+def prepare(df: pd.DataFrame, case: dict) -> pd.DataFrame:
+    """DeepTune's preparation (train_deepar.py), for training and evaluation frames alike."""
+    df = df.copy()
+    if case["group_ids"] is None:
+        df["group"] = "0"
+    df[TIME] = pd.to_datetime(df[TIME])
+    df = df.sort_values(TIME, kind="stable")
+    df["time_idx"] = ((df[TIME] - df[TIME].min()).dt.total_seconds() // 3600).astype(int)
+    df[TARGET] = df[TARGET].astype(np.float64)
+    return df
+
+
+def group_ids(case: dict) -> list:
+    return ["group"] if case["group_ids"] is None else case["group_ids"]
+
+
+def train(case: dict, df: pd.DataFrame) -> pl.Trainer:
+    cutoff = int(df["time_idx"].max() * 0.8)
+    training = TimeSeriesDataSet(
+        df[df["time_idx"] <= cutoff], time_idx="time_idx", target=TARGET,
+        max_prediction_length=1, max_encoder_length=case["max_encoder_length"],
+        time_varying_known_categoricals=case.get("time_varying_known_categoricals", []),
+        time_varying_unknown_categoricals=case.get("time_varying_unknown_categoricals", []),
+        static_categoricals=case.get("static_categoricals", []),
+        time_varying_known_reals=case.get("time_varying_known_reals", []),
+        time_varying_unknown_reals=case.get("time_varying_unknown_reals", []) + [TARGET],
+        static_reals=case.get("static_reals", []),
+        group_ids=group_ids(case), allow_missing_timesteps=True,
+        target_normalizer=TorchNormalizer(),
+    )
+    validation = TimeSeriesDataSet.from_dataset(training, df, min_prediction_idx=cutoff + 1, stop_randomization=True)
+    net = DeepAR.from_dataset(
+        training, learning_rate=0.01, hidden_size=case["hidden_size"], rnn_layers=case["rnn_layers"],
+        cell_type=case["cell_type"], loss=NormalDistributionLoss(), optimizer="Adam",
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=1, limit_train_batches=3, limit_val_batches=1, deterministic=True,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(
+        net,
+        train_dataloaders=training.to_dataloader(train=True, batch_size=32, num_workers=0),
+        val_dataloaders=validation.to_dataloader(train=False, batch_size=64, num_workers=0),
+    )
+    return trainer
+
+
+def check_fitted_state_used(params: dict, ds: TimeSeriesDataSet, frame: pd.DataFrame):
+    """The evaluation dataset must carry the checkpoint's scalers and encoders, not refit them."""
+    for name, scaler in params["scalers"].items():
+        used = ds._scalers[name]
+        assert isinstance(used, StandardScaler), (name, used)
+        assert np.array_equal(used.mean_, scaler.mean_) and np.array_equal(used.scale_, scaler.scale_), name
+        refit = StandardScaler().fit(frame[[name]].astype(np.float64))
+        assert abs(refit.mean_[0] - scaler.mean_[0]) > 0.5, f"{name}: eval data too like training"
+    saved, used = params["target_normalizer"], ds.target_normalizer
+    assert used.center_ == saved.center_ and used.scale_ == saved.scale_
+    assert abs(frame[TARGET].mean() - saved.center_) > 2.0, "eval target too like training"
+    for name, encoder in params["categorical_encoders"].items():
+        if not name.startswith("__group_id__"):  # group ids get new series appended, as intended
+            assert ds._categorical_encoders[name].classes_ == encoder.classes_, name
+
+
+def reference(ckpt: Path, frame: pd.DataFrame, case: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """pytorch-forecasting's own view: checkpoint's dataset parameters, forward in eval mode."""
+    model = DeepAR.load_from_checkpoint(str(ckpt), weights_only=False)
+    model.eval()
+    params = model.dataset_parameters
+    # Eval time_idx starts at 0 like training's; a later start would drop samples before it.
+    assert params["min_prediction_idx"] == 0
+    ds = TimeSeriesDataSet.from_parameters(params, frame, predict=False, stop_randomization=True)
+    check_fitted_state_used(params, ds, frame)
+
+    gids = group_ids(case)
+    keys = list(zip(*[frame[g] for g in gids], frame["time_idx"]))
+    assert len(set(keys)) == len(keys), "two rows of a series in one hour"
+    row_of = dict(zip(keys, frame["__row"]))
+
+    hidden = case["hidden_size"]
+    emb = np.zeros((len(frame), hidden), dtype=np.float32)
+    filled = np.zeros(len(frame), dtype=bool)
+    calls = []
+    hook = model.rnn.register_forward_hook(lambda module, args, out: calls.append(out))
+    with torch.no_grad():
+        for x, _ in ds.to_dataloader(train=False, batch_size=64, num_workers=0):
+            calls.clear()
+            model(x)
+            assert len(calls) == 2, "encoder and decoder RNN calls"
+            out, state = calls[-1]  # the decoder step
+            assert out.shape == (len(x["groups"]), 1, hidden), out.shape
+            top = (state[0] if isinstance(state, tuple) else state)[-1]
+            assert torch.equal(out[:, 0], top), "decoder output is the top layer's state"
+            index = ds.x_to_index(x)
+            for b, key in enumerate(zip(*[index[g] for g in gids], index["time_idx"])):
+                row = row_of[tuple(key)]
+                assert not filled[row], f"two samples end at {key}"
+                filled[row] = True
+                emb[row] = out[b, 0].numpy()
+    hook.remove()
+
+    # A row gets a sample iff its series has a row exactly max_encoder_length hours before it.
+    back = set(zip(*[frame[g] for g in gids], frame["time_idx"] + case["max_encoder_length"]))
+    expected = np.array([k in back for k in keys])
+    rows = frame["__row"].to_numpy()
+    want = np.zeros(len(frame), dtype=bool)
+    want[rows] = expected
+    assert np.array_equal(filled, want), "rows with samples differ from the L-hours-back rule"
+    info = {"x_reals": list(model.hparams.x_reals), "x_categoricals": list(model.hparams.x_categoricals)}
+    return emb, ~filled, info
+
+
+def eval_order(rng, case_name: str, df: pd.DataFrame) -> pd.DataFrame:
+    if case_name == "gru2_multi":
+        return df.iloc[rng.permutation(len(df))].reset_index(drop=True)
+    if case_name == "lstm2_gaps":  # each series in time order, series taken in turn
+        df = df.copy()
+        df["__k"] = df.groupby("patient").cumcount()
+        return df.sort_values(["__k", "patient"], kind="stable").drop(columns="__k").reset_index(drop=True)
+    return df.reset_index(drop=True)
+
+
+def main(out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    # Lightning writes into the working directory.
+    with tempfile.TemporaryDirectory() as scratch:
+        cwd = os.getcwd()
+        os.chdir(scratch)
+        try:
+            generate(out)
+        finally:
+            os.chdir(cwd)
+
+
+def generate(out: Path):
+    cases = {}
+    for i, (name, case) in enumerate(CASES.items()):
+        pl.seed_everything(i, verbose=False)
+        rng = np.random.default_rng(200 + i)
+        trainer = train(case, prepare(make_frame(rng, name, train=True), case))
+        ckpt = out / name / "model" / "deepar.ckpt"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(str(ckpt))
+
+        eval_df = eval_order(rng, name, make_frame(rng, name, train=False))
+        if name == "gru2_multi":
+            eval_df[TIME] = pd.to_datetime(eval_df[TIME]).astype("datetime64[ns]")
+        eval_path = out / name / "eval.parquet"
+        eval_df.to_parquet(eval_path, index=False)
+        # The reference reads the file back, as a user's pandas would.
+        read = pd.read_parquet(eval_path)
+        frame = prepare(read.assign(__row=np.arange(len(read))), case)
+        emb, padded, info = reference(ckpt, frame, case)
+
+        hidden = case["hidden_size"]
+        expected = pd.DataFrame({f"emb_{j}": emb[:, j] for j in range(hidden)})
+        expected[TARGET] = read[TARGET].astype(np.float32)
+        expected["is_padded"] = padded
+        expected.to_parquet(out / name / "expected.parquet", index=False)
+        assert 0 < padded.sum() < len(read) / 3, padded.sum()
+
+        args = {"time_idx_column": TIME, "target_column": TARGET}
+        if case["group_ids"] is not None:
+            args["group_ids"] = case["group_ids"]
+        args |= {k: case[k] for k in LISTS if case.get(k)}
+        args |= {k: case[k] for k in ["hidden_size", "rnn_layers", "cell_type", "max_encoder_length"]}
+        (out / name / "args.json").write_text(json.dumps(args, indent=1))
+        cases[name] = {
+            "model_weights": f"{name}/model",
+            "eval": f"{name}/eval.parquet",
+            "expected": f"{name}/expected.parquet",
+            "args": args,
+            "rows": len(read),
+            "series": int(frame.groupby(group_ids(case)).ngroups),
+            "padded_rows": sorted(int(r) for r in np.where(padded)[0]),
+            **info,
+        }
+        print(f"{name}: rows {len(read)}, padded {int(padded.sum())}, H {hidden}, max |emb| {np.abs(emb).max():.4f}")
+    (out / "cases.json").write_text(json.dumps(cases, indent=1))
+    print(f"timeseries fixtures in {out}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]).resolve())
