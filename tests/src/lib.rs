@@ -177,3 +177,11 @@ pub fn check_token_ids(kind: &str, tokenize: impl Fn(&Path, Vec<&str>) -> Vec<Ve
     }
     assert!(checked >= 2, "too few {kind} tokenizers checked");
 }
+
+/// Writes `batch` as a Parquet file (for inputs a test builds).
+pub fn write_parquet(path: &Path, batch: &RecordBatch) {
+    let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+}

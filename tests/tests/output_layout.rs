@@ -164,14 +164,6 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// Writes `batch` to a new Parquet file.
-fn write_parquet(path: &std::path::Path, batch: &arrow::array::RecordBatch) {
-    let file = std::fs::File::create(path).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    w.write(batch).unwrap();
-    w.close().unwrap();
-}
-
 /// The images fixture with its `labels` replaced: full in the first batch of 4, null in row 4.
 fn images_with_a_late_null_label(dir: &std::path::Path) -> std::path::PathBuf {
     use arrow::array::{Array, Int64Array, RecordBatch};

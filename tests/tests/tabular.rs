@@ -333,13 +333,6 @@ fn a_non_numeric_continuous_value_names_row_and_column() {
     }
 }
 
-fn write_parquet(path: &Path, batch: &RecordBatch) {
-    let file = std::fs::File::create(path).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    writer.write(batch).unwrap();
-    writer.close().unwrap();
-}
-
 /// Text columns holding numbers are read as pandas reads them.
 #[test]
 fn numbers_written_as_text_are_read_as_numbers() {

@@ -33,10 +33,7 @@ fn numbers_parquet(dir: &Path) -> PathBuf {
         ("name", std::sync::Arc::new(names) as _),
     ])
     .unwrap();
-    let file = std::fs::File::create(&path).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_parquet(&path, &batch);
     path
 }
 

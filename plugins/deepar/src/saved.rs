@@ -111,6 +111,12 @@ impl SavedDeepAr {
                 path.display()
             )
         })?;
+        if str_list(hparams, "x_reals").is_none() || hparams.get("rnn_layers").is_none() {
+            bail!(
+                "{} holds no DeepAR hyper-parameters (x_reals, rnn_layers): is it another pytorch-forecasting model?",
+                path.display()
+            );
+        }
         let dataset = root.get("dataset_parameters").or_else(|| hparams.get("dataset_parameters"));
         let dataset = dataset.filter(|d| !matches!(d, Value::None)).ok_or_else(|| {
             anyhow!(
@@ -123,12 +129,6 @@ impl SavedDeepAr {
             "GRU" => Cell::Gru,
             other => bail!("{}: cell_type '{other}' is not a DeepAR cell (LSTM or GRU)", what("hyper_parameters")),
         };
-        if str_list(hparams, "x_reals").is_none() || hparams.get("rnn_layers").is_none() {
-            bail!(
-                "{} holds no DeepAR hyper-parameters (x_reals, rnn_layers): is it another pytorch-forecasting model?",
-                path.display()
-            );
-        }
         let target = match hparams.get("target") {
             Some(Value::Str(t)) => t.clone(),
             Some(other) => bail!(
