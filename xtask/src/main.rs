@@ -6,6 +6,7 @@
 //!   bench vision   deepembed against a DeepTune-like Python pipeline (see docs/BENCHMARKS.md)
 //!   bench text     the same for text: all-MiniLM-L6-v2 and a GPT-2-sized model
 //!   bench tabular  a GANDALF against pytorch-tabular's own inference path
+//!   bench timeseries  a DeepAR against pytorch-forecasting's own forward
 //!   gpu-check      the extraction on a CUDA device, with throughput (needs an NVIDIA GPU)
 //!   fuzz           libFuzzer over the image, pickle, joblib, torch zip and safetensors readers:
 //!                  `fuzz [--minutes N] [TARGET...]`, N minutes per target (default 2)
@@ -33,11 +34,11 @@ fn real_main() -> Result<()> {
         ["setup"] => setup::setup(&ws),
         ["demo"] => demo(&ws),
         ["test", rest @ ..] => test(&ws, rest),
-        ["bench", kind @ ("vision" | "text" | "tabular"), rest @ ..] => bench(&ws, kind, rest),
+        ["bench", kind @ ("vision" | "text" | "tabular" | "timeseries"), rest @ ..] => bench(&ws, kind, rest),
         ["gpu-check", rest @ ..] => gpu_check(&ws, rest),
         ["fuzz", rest @ ..] => fuzz::fuzz(&ws, rest),
         _ => bail!(
-            "usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular [options] | gpu-check | fuzz [--minutes N] [TARGET...]>"
+            "usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular|timeseries [options] | gpu-check | fuzz [--minutes N] [TARGET...]>"
         ),
     }
 }
@@ -52,9 +53,16 @@ fn demo(ws: &Workspace) -> Result<()> {
     }
     let minilm = String::from_utf8(generated.stdout)?.trim().to_string();
     let out = demo.join("deeptune_results");
-    let [images, resnet, texts, table, gandalf] =
-        ["images.parquet", "resnet18-random-weights.pth", "texts.parquet", "table.parquet", "gandalf"]
-            .map(|name| demo.join(name).display().to_string());
+    let [images, resnet, texts, table, gandalf, vitals, deepar] = [
+        "images.parquet",
+        "resnet18-random-weights.pth",
+        "texts.parquet",
+        "table.parquet",
+        "gandalf",
+        "vitals.parquet",
+        "deepar",
+    ]
+    .map(|name| demo.join(name).display().to_string());
     let runs = [
         (
             "image embeddings (random-weight ResNet-18)",
@@ -88,6 +96,20 @@ fn demo(ws: &Workspace) -> Result<()> {
                 &table,
             ],
         ),
+        (
+            "time-series embeddings (DeepAR trained on the vitals)",
+            vec![
+                "deepar",
+                "--model_weights",
+                &deepar,
+                "--time_idx_column",
+                "timestamp",
+                "--group_ids",
+                "patient",
+                "--df",
+                &vitals,
+            ],
+        ),
     ];
     let mut written = Vec::new();
     for (what, args) in runs {
@@ -99,7 +121,7 @@ fn demo(ws: &Workspace) -> Result<()> {
     }
     println!("\nDemo output:");
     for (what, dir) in written {
-        println!("  {what:<50} {}", dir.display());
+        println!("  {what:<54} {}", dir.display());
     }
     println!("Run `{} plugins` to see what is installed.", ws.binary().display());
     Ok(())

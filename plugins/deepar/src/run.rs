@@ -55,7 +55,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
     let encoder = RowEncoder::new(&saved, &schema, &opts.time_idx_column, &target, &group_ids)?;
     let network = Network::from_saved(&saved, ctx.tch_device())?;
     log::info!(
-        "DeepAR ({:?}, {} layers, hidden {}) from {}: {} continuous and {} categorical inputs, windows of {length} hours, series by [{}]",
+        "DeepAR ({}, {} layers, hidden {}) from {}: {} continuous and {} categorical inputs, windows of {length} hours, series by [{}]",
         saved.cell,
         saved.rnn_layers,
         saved.hidden_size,
@@ -103,7 +103,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
     let dims = network.dims();
     let mut details = serde_json::Map::new();
     details.insert("checkpoint".into(), saved.path.display().to_string().into());
-    details.insert("cell_type".into(), format!("{:?}", saved.cell).to_uppercase().into());
+    details.insert("cell_type".into(), saved.cell.to_string().into());
     details.insert("max_encoder_length".into(), length.into());
     details.insert("group_ids".into(), group_ids.clone().into());
     details.insert("series".into(), series.len().into());

@@ -18,6 +18,15 @@ pub enum Cell {
     Gru,
 }
 
+impl std::fmt::Display for Cell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cell::Lstm => "LSTM",
+            Cell::Gru => "GRU",
+        })
+    }
+}
+
 /// Where a continuous input's value comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RealSource {
