@@ -72,7 +72,10 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
     };
     let mut inputs = Vec::new();
     for input in &plugin.manifest.inputs {
-        inputs.push(run::InputFile { flag: input.name.clone(), path: PathBuf::from(text(&input.name)?) });
+        // One stream per declared pass, each reading the file from its start.
+        for _ in 0..input.passes.max(1) {
+            inputs.push(run::InputFile { flag: input.name.clone(), path: PathBuf::from(text(&input.name)?) });
+        }
     }
     let embedded = InputSpec::embedded_of(&plugin.manifest.inputs).map(|i| i.name.clone());
     let out = PathBuf::from(text("out")?);

@@ -120,13 +120,16 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for file in &req.inputs {
         let opened = input::open(&file.path, &file.flag, req.settings.batch_size as usize)?;
-        log::info!(
-            "{name}: {} rows from {} (--{}) on {}",
-            opened.rows,
-            file.path.display(),
-            file.flag,
-            req.settings.device
-        );
+        let again = inputs.iter().any(|i: &HostInput| i.name == file.flag);
+        if !again {
+            log::info!(
+                "{name}: {} rows from {} (--{}) on {}",
+                opened.rows,
+                file.path.display(),
+                file.flag,
+                req.settings.device
+            );
+        }
         inputs.push(HostInput { name: file.flag.clone(), rows: opened.rows, reader: opened.reader });
     }
     let total = inputs.iter().find(|i| Some(&i.name) == req.embedded.as_ref()).map_or(0, |i| i.rows);

@@ -87,10 +87,17 @@ impl<'a> RunContext<'a> {
     }
 
     /// Takes a declared input's batches (in file order, `batch_size` rows each). The reader is
-    /// `Send`, so it can feed a preparing thread while the model runs on this one.
+    /// `Send`, so it can feed a preparing thread while the model runs on this one. An input
+    /// declared with several passes ([`InputSpec::passes`](crate::InputSpec)) can be taken that
+    /// many times, each time from its first row.
     pub fn take_input(&mut self, name: &str) -> Result<RecordBatchStreamReader> {
-        let input = self.inputs.iter_mut().find(|i| i.name == name).ok_or_else(|| anyhow!("no input '{name}'"))?;
-        input.reader.take().ok_or_else(|| anyhow!("input '{name}' was already taken"))
+        if !self.inputs.iter().any(|i| i.name == name) {
+            bail!("no input '{name}'");
+        }
+        let input = self.inputs.iter_mut().find(|i| i.name == name && i.reader.is_some());
+        input.and_then(|i| i.reader.take()).ok_or_else(|| {
+            anyhow!("input '{name}' was already read as many times as the plugin declared (InputSpec::passes)")
+        })
     }
 
     /// Declares the output. Must come before the first [`emit`](Self::emit).

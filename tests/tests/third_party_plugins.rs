@@ -150,7 +150,8 @@ fn a_panicking_plugin_is_a_clean_error() {
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(), "nothing left behind");
 }
 
-/// A plugin declares two input tables; the host makes a flag of each, checks and streams both.
+/// A plugin declares two input tables; the host makes a flag of each, checks and streams both,
+/// the evaluation table twice (the plugin declared two passes over it).
 #[test]
 fn a_plugin_declares_several_input_tables() {
     let plugins = plugin_dir("tp-context", &["context"]);
@@ -180,6 +181,8 @@ fn a_plugin_declares_several_input_tables() {
     let mean: Vec<f32> = batch.column_by_name("1").unwrap().as_primitive::<Float32Type>().values().to_vec();
     assert_eq!(x, [1.5, -2.0, 0.25, 10.0, 3.0]);
     assert!(mean.iter().all(|&m| (m - 2.55).abs() < 1e-6), "{mean:?}");
+    let eval_max: Vec<f32> = batch.column_by_name("2").unwrap().as_primitive::<Float32Type>().values().to_vec();
+    assert_eq!(eval_max, [10.0; 5]);
 
     let missing = run(train.to_str().unwrap(), &[]);
     assert!(!missing.status.success() && stderr(&missing).contains("--eval_df"), "{}", stderr(&missing));

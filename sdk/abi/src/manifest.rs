@@ -33,15 +33,30 @@ pub struct InputSpec {
     /// When no input says so, the first one is.
     #[serde(default)]
     pub embedded: bool,
+    /// How many times the plugin reads the table from the start: each pass is a stream of its
+    /// own (one per `RunContext::take_input` call), so a plugin that must see every row before
+    /// it can embed any (statistics over the whole table) reads it twice instead of holding it.
+    #[serde(default = "one_pass")]
+    pub passes: u32,
+}
+
+fn one_pass() -> u32 {
+    1
 }
 
 impl InputSpec {
     pub fn new(name: &str, help: &str) -> InputSpec {
-        InputSpec { name: name.into(), help: help.into(), embedded: false }
+        InputSpec { name: name.into(), help: help.into(), embedded: false, passes: 1 }
     }
 
     pub fn embedded(mut self) -> InputSpec {
         self.embedded = true;
+        self
+    }
+
+    /// Declares that the plugin reads this table `passes` times.
+    pub fn passes(mut self, passes: u32) -> InputSpec {
+        self.passes = passes.max(1);
         self
     }
 

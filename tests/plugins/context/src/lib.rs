@@ -1,5 +1,6 @@
-//! An outside plugin with two declared inputs, as TabPFN will have: the embedding of an
-//! `--eval_df` row is (x, mean of x over `--train_df`), the training table read in full first.
+//! An outside plugin with two declared inputs, as TabPFN has: the embedding of an `--eval_df`
+//! row is (x, mean of x over `--train_df`, largest x over `--eval_df`), the training table read
+//! in full first and the evaluation table read twice (a first pass for its maximum).
 
 use deepembed_sdk::anyhow::{anyhow, Result};
 use deepembed_sdk::arrow::array::{AsArray, RecordBatch};
@@ -35,12 +36,15 @@ impl Prepare for Values {
     }
 }
 
-struct WithMean(f32);
+struct WithStatistics {
+    train_mean: f32,
+    eval_max: f32,
+}
 
-impl Embed<f32> for WithMean {
+impl Embed<f32> for WithStatistics {
     fn embed(&mut self, rows: &[&f32]) -> Result<deepembed_sdk::tch::Tensor> {
-        let values: Vec<f32> = rows.iter().flat_map(|&&x| [x, self.0]).collect();
-        Ok(deepembed_sdk::tch::Tensor::from_slice(&values).view([rows.len() as i64, 2]))
+        let values: Vec<f32> = rows.iter().flat_map(|&&x| [x, self.train_mean, self.eval_max]).collect();
+        Ok(deepembed_sdk::tch::Tensor::from_slice(&values).view([rows.len() as i64, 3]))
     }
 }
 
@@ -57,7 +61,7 @@ impl Plugin for Context {
             args: ContextOptions::arg_specs(),
             inputs: vec![
                 InputSpec::new("train_df", "The training table (context)."),
-                InputSpec::new("eval_df", "The table whose rows are embedded.").embedded(),
+                InputSpec::new("eval_df", "The table whose rows are embedded.").embedded().passes(2),
             ],
         }
     }
@@ -73,7 +77,7 @@ impl Plugin for Context {
         let schema = ctx.input_schema("eval_df")?.clone();
         let columns = OutputColumns::new(
             &schema,
-            2,
+            3,
             EmbeddingNames::Index,
             None,
             Carry::AllExcept(vec![options.column.clone()]),
@@ -81,12 +85,16 @@ impl Plugin for Context {
         ctx.begin(&OutputPlan {
             model_str: "CONTEXT".into(),
             file_name: "CONTEXT_embeddings.parquet".into(),
-            dims: 2,
+            dims: 3,
             details: Default::default(),
         })?;
+        let mut eval_max = f32::NEG_INFINITY;
+        for batch in ctx.take_input("eval_df")? {
+            eval_max = values(&batch?, &options.column)?.into_iter().flatten().fold(eval_max, f32::max);
+        }
         let input = ctx.take_input("eval_df")?;
-        let mean = WithMean((sum / n.max(1) as f64) as f32);
-        pipeline::run(ctx, input, &columns, Values(options.column), &mut { mean }, Batching::InputOrder)?;
+        let mut model = WithStatistics { train_mean: (sum / n.max(1) as f64) as f32, eval_max };
+        pipeline::run(ctx, input, &columns, Values(options.column), &mut model, Batching::InputOrder)?;
         Ok(())
     }
 }
