@@ -199,10 +199,12 @@ fn generate_fixtures(ws: &Workspace, work: &Path) -> Result<()> {
         ("gen_text.py", "text"),
         ("gen_tabular.py", "tabular"),
         ("gen_timeseries.py", "timeseries"),
+        ("gen_tabpfn.py", "tabpfn"),
     ];
     let python_dir = ws.root.join("tests").join("python");
-    // Every generator and the modules they import (vision_families/*.py).
+    // Both reference stacks, every generator and the modules they import (vision_families/*.py).
     let mut fingerprint = std::fs::read_to_string(ws.requirements())?;
+    fingerprint.push_str(&std::fs::read_to_string(ws.tabpfn_requirements())?);
     for file in python_files(&python_dir)? {
         fingerprint.push_str(&file.display().to_string());
         fingerprint.push_str(&std::fs::read_to_string(&file)?);
@@ -214,8 +216,14 @@ fn generate_fixtures(ws: &Workspace, work: &Path) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work)?;
+    setup::tabpfn_reference(ws)?;
     for (generator, folder) in generators {
-        run(ws.command(ws.python())?.arg(python_dir.join(generator)).arg(work.join(folder)))?;
+        let mut cmd = ws.command(ws.python())?;
+        if generator == "gen_tabpfn.py" {
+            // tabpfn's stack in front of the venv; and tabpfn must not phone home.
+            cmd.env("PYTHONPATH", ws.tabpfn_libs()).env("TABPFN_DISABLE_TELEMETRY", "1");
+        }
+        run(cmd.arg(python_dir.join(generator)).arg(work.join(folder)))?;
     }
     std::fs::write(stamp, fingerprint)?;
     Ok(())

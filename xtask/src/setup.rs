@@ -31,6 +31,14 @@ impl Workspace {
     pub fn requirements(&self) -> PathBuf {
         self.root.join("tests").join("python").join("requirements.txt")
     }
+    /// tabpfn's reference stack: a `pip --target` folder used in front of the venv (see
+    /// `tabpfn_reference`).
+    pub fn tabpfn_libs(&self) -> PathBuf {
+        self.root.join(".venv-tabpfn")
+    }
+    pub fn tabpfn_requirements(&self) -> PathBuf {
+        self.root.join("tests").join("python").join("requirements-tabpfn.txt")
+    }
 
     /// The directory of libtorch inside the venv's torch package.
     pub fn torch_lib(&self) -> Result<PathBuf> {
@@ -125,6 +133,31 @@ fn python_venv(ws: &Workspace) -> Result<()> {
     }
     run(Command::new(ws.python()).args(["-m", "pip", "install", "--quiet", "--upgrade", "pip"]))?;
     run(Command::new(ws.python()).args(["-m", "pip", "install", "--quiet", "-r"]).arg(ws.requirements()))?;
+    std::fs::write(stamp, wanted)?;
+    Ok(())
+}
+
+/// `.venv-tabpfn` with tabpfn's reference stack. Its scikit-learn pin conflicts with the venv's,
+/// so it goes into a folder of its own, without dependencies (torch, numpy and pandas come from
+/// the venv: no second torch), used through PYTHONPATH by gen_tabpfn.py only. Wheels only, so a
+/// missing wheel fails at once rather than compiling scikit-learn. Reinstalled only when
+/// requirements-tabpfn.txt changes.
+pub fn tabpfn_reference(ws: &Workspace) -> Result<()> {
+    let dir = ws.tabpfn_libs();
+    let stamp = dir.join(".deepembed-requirements");
+    let wanted = std::fs::read_to_string(ws.tabpfn_requirements())?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(());
+    }
+    // Start empty: `pip --target` does not remove what an older pin left behind.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing the outdated {}", dir.display()))?;
+    }
+    run(Command::new(ws.python())
+        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:", "--target"])
+        .arg(&dir)
+        .arg("-r")
+        .arg(ws.tabpfn_requirements()))?;
     std::fs::write(stamp, wanted)?;
     Ok(())
 }
