@@ -213,7 +213,7 @@ fn unknown_plugin_lists_the_known_ones() {
     assert!(!output.status.success());
     assert!(
         err.contains("unknown plugin 'audio'")
-            && err.contains("known plugins: deepar, gandalf, gpt2, mbert, vision")
+            && err.contains("known plugins: deepar, gandalf, gpt2, mbert, tabpfn, vision")
             && err.contains("searched:"),
         "{err}"
     );
