@@ -91,7 +91,6 @@ def table(out: Path, rng: np.random.Generator):
     import contextlib
     import io
     import logging
-    import os
     import tempfile
     import warnings
 
@@ -108,20 +107,16 @@ def table(out: Path, rng: np.random.Generator):
         trainer_config=TrainerConfig(max_epochs=5, batch_size=64, accelerator="cpu", progress_bar="none", checkpoints=None, load_best=False, early_stopping=None),
         verbose=False,
     )
-    cwd = os.getcwd()
-    with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
-        os.chdir(scratch)  # Lightning writes its logs into the working directory
-        try:
-            model.fit(train=clinical_rows(rng, 800), seed=7)
-        finally:
-            os.chdir(cwd)
+    # Lightning writes its logs into the working directory.
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch), contextlib.redirect_stdout(io.StringIO()):
+        model.fit(train=clinical_rows(rng, 800), seed=7)
     model.save_model(str(out / "gandalf" / "GANDALF_model"))
     clinical_rows(rng, 200).to_parquet(out / "table.parquet", index=False)
     print(f"demo table: 200 rows in {out / 'table.parquet'}, GANDALF in {out / 'gandalf'}", file=sys.stderr)
 
 
 def vitals(out: Path):
-    import os
+    import contextlib
     import tempfile
 
     import gen_timeseries as ts
@@ -129,13 +124,9 @@ def vitals(out: Path):
     case = ts.CASES["gru2_multi"]
     ts.pl.seed_everything(7, verbose=False)
     rng = np.random.default_rng(7)
-    cwd = os.getcwd()
-    with tempfile.TemporaryDirectory() as scratch:
-        os.chdir(scratch)  # Lightning writes its logs into the working directory
-        try:
-            trainer = ts.train(case, ts.prepare(ts.make_frame(rng, "gru2_multi", train=True), case))
-        finally:
-            os.chdir(cwd)
+    # Lightning writes its logs into the working directory.
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        trainer = ts.train(case, ts.prepare(ts.make_frame(rng, "gru2_multi", train=True), case))
     (out / "deepar").mkdir(exist_ok=True)
     trainer.save_checkpoint(str(out / "deepar" / "deepar.ckpt"))
     rows = ts.make_frame(rng, "gru2_multi", train=False)

@@ -18,7 +18,6 @@ Writes, under OUT:
 import contextlib
 import io
 import json
-import os
 import tempfile
 import logging
 import sys
@@ -104,13 +103,8 @@ def reference(model_dir: Path, eval_df: pd.DataFrame) -> np.ndarray:
 def main(out: Path):
     out.mkdir(parents=True, exist_ok=True)
     # Lightning and pytorch-tabular write logs and temporary files into the working directory.
-    with tempfile.TemporaryDirectory() as scratch:
-        cwd = os.getcwd()
-        os.chdir(scratch)
-        try:
-            generate(out)
-        finally:
-            os.chdir(cwd)
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        generate(out)
 
 
 def generate(out: Path):

@@ -23,9 +23,9 @@ Writes, under OUT:
   cases.json                 the cases, their shapes and padded rows
 """
 
+import contextlib
 import json
 import logging
-import os
 import sys
 import tempfile
 import warnings
@@ -260,13 +260,8 @@ def eval_order(rng, case_name: str, df: pd.DataFrame) -> pd.DataFrame:
 def main(out: Path):
     out.mkdir(parents=True, exist_ok=True)
     # Lightning writes into the working directory.
-    with tempfile.TemporaryDirectory() as scratch:
-        cwd = os.getcwd()
-        os.chdir(scratch)
-        try:
-            generate(out)
-        finally:
-            os.chdir(cwd)
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        generate(out)
 
 
 def generate(out: Path):
