@@ -94,6 +94,7 @@ from tabpfn import TabPFNClassifier, TabPFNRegressor  # noqa: E402
 from tabpfn.architectures import base as arch_base  # noqa: E402
 from tabpfn.architectures.base.bar_distribution import FullSupportBarDistribution  # noqa: E402
 from tabpfn.architectures.base.config import ModelConfig  # noqa: E402
+from tabpfn.architectures.base.transformer import col_embedding_path as COL_EMBEDDING_PATH  # noqa: E402
 from tabpfn.finetune_utils import clone_model_for_evaluation  # noqa: E402
 from tabpfn.model_loading import load_fitted_tabpfn_model, save_fitted_tabpfn_model  # noqa: E402
 from tabpfn.utils import fix_dtypes, validate_X_predict  # noqa: E402
@@ -126,6 +127,9 @@ MINIMAL = {
 TINY = dict(emsize=32, nhead=4, features_per_group=3, nlayers=2, nhid_factor=2, num_thinking_rows=4, seed=0)
 # Other sizes: no thinking rows, groups of 2, three layers, 8-wide heads.
 WIDER = dict(emsize=48, nhead=6, features_per_group=2, nlayers=3, nhid_factor=2, num_thinking_rows=0, seed=3)
+# The released models' width and seed (emsize 192, seed 42): tabpfn then takes the first 2000
+# positional draws from its packaged table tabpfn_col_embedding.pt. One layer keeps it quick.
+RELEASED = dict(emsize=192, nhead=6, features_per_group=2, nlayers=1, nhid_factor=2, num_thinking_rows=4, seed=42)
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,6 +259,9 @@ CASES = {
     "cls_medium_minimal": dict(task="cls", table=("medium", 1000, 400, 4), arch=WIDER, config="minimal",
                                where="init_params", form="fit",
                                what="1000 train x 400 eval rows, 16 features, wider model, minimal config"),
+    "cls_released_minimal": dict(task="cls", table=("mixed", 150, 40, 7), arch=RELEASED, config="minimal",
+                                 where="init_params", form="fit",
+                                 what="emsize 192 and seed 42: tabpfn's packaged column-embedding table"),
     "cls_finetuned": dict(task="cls", table=("mixed", 150, 40, 5), arch=TINY, config="default", form="finetuned",
                           what="--finetuning-mode joblib, classification, default params"),
     "reg_finetuned": dict(task="reg", table=("common", 200, 40, 6), arch=TINY, config="default", form="finetuned",
@@ -478,6 +485,8 @@ def make_case(name: str, case: dict, case_dir: Path, scratch: Path) -> str:
         "x_train_shape": list(x_train.shape),
         "x_eval_shape": list(x_eval.shape),
         "bare_checkpoint_equivalent": case["form"] == "fit" and default_params,
+        # The packaged table this model reads (deepembed is pointed at tabpfn's own copy).
+        "column_table": str(COL_EMBEDDING_PATH) if arch["emsize"] == 192 and arch["seed"] == 42 else None,
     }
     (case_dir / "args.json").write_text(json.dumps(args, indent=1) + "\n")
     (case_dir / "info.json").write_text(json.dumps(info, indent=1) + "\n")

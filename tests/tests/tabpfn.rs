@@ -64,10 +64,21 @@ fn command(name: &str, out: &Path, extra: &[&str]) -> Vec<String> {
     cmd
 }
 
+/// The environment a case runs in: tabpfn's own copy of its column-embedding table, for the
+/// models that read it.
+fn case_env(name: &str) -> Vec<(&'static str, String)> {
+    match info(name)["column_table"].as_str() {
+        Some(path) => vec![("DEEPEMBED_TABPFN_COL_EMBEDDING", path.to_string())],
+        None => Vec::new(),
+    }
+}
+
 fn run(name: &str, out: &Path, extra: &[&str]) -> (PathBuf, arrow::array::RecordBatch) {
     let cmd = command(name, out, extra);
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-    let dir = embed_ok(&cmd, &[]);
+    let env = case_env(name);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dir = embed_ok(&cmd, &env);
     let file = output_parquet(&dir);
     (file.clone(), read_parquet(&file))
 }
@@ -132,6 +143,7 @@ fn check_preprocessing(name: &str) -> Flips {
     let y = targets(train.column_by_name(target).unwrap(), target, classification, 0).unwrap();
     let classes = preprocess::classes(&y, 10).unwrap();
     let member = deepembed_tabpfn::member::member0(&saved, classification.then_some(classes.len())).unwrap();
+    // (The column-embedding table only enters the forward, not the preprocessing checked here.)
     assert_eq!(member.seed, info["s0"].as_u64().unwrap(), "{name}: member 0's seed");
     let (fitted, prepared) =
         preprocess::fit(&table_of(&train, &features, "train").unwrap(), &y, &member, Generator::new)
@@ -224,4 +236,18 @@ fn mode_and_columns_are_checked() {
     let wrong_target = cmd(&["--target_column", "nothing"]);
     let output = deepembed(&wrong_target.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!output.status.success() && stderr(&output).contains("nothing"), "{}", stderr(&output));
+}
+
+/// A model of the released width and seed needs tabpfn's packaged table; without it the run is
+/// refused, naming the file and the variable that points at it.
+#[test]
+fn the_column_table_is_required_and_named() {
+    let name = "cls_released_minimal";
+    let out = scratch("tabpfn-no-table");
+    let mut cmd = vec!["embed".to_string()];
+    cmd.extend(command(name, &out, &[]));
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let output = deepembed_env(&cmd, &[("DEEPEMBED_TABPFN_COL_EMBEDDING", "/nonexistent/tabpfn_col_embedding.pt")]);
+    let err = stderr(&output);
+    assert!(!output.status.success() && err.contains("DEEPEMBED_TABPFN_COL_EMBEDDING"), "{err}");
 }

@@ -66,6 +66,10 @@ pub struct TabPfn {
     thinking: Option<Tensor>,
     /// Subspace: `[E, E/4]` and `[E]`; learned: the `[1000, E]` table.
     positional: Option<(Tensor, Option<Tensor>)>,
+    /// tabpfn's packaged `[2000, 48]` column-embedding table, which replaces the first 2000
+    /// random draws of a subspace model with emsize 192 and seed 42 (see
+    /// [`TabPfn::needs_column_table`]).
+    column_table: Option<Tensor>,
     layers: Vec<Layer>,
 }
 
@@ -183,7 +187,7 @@ impl TabPfn {
                 }
             );
         }
-        Ok(TabPfn { config, device, encoder, y_encoder, thinking, positional, layers })
+        Ok(TabPfn { config, device, encoder, y_encoder, thinking, positional, column_table: None, layers })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -337,15 +341,36 @@ impl TabPfn {
         })
     }
 
+    /// Whether this model's positional embeddings start with tabpfn's packaged column-embedding
+    /// table (`tabpfn_col_embedding.pt`): tabpfn swaps it in for the first 2000 random draws when
+    /// the subspace draws are 48 wide (emsize 192) and the seed is 42, as in its released models.
+    pub fn needs_column_table(&self) -> bool {
+        self.config.feature_positional_embedding == PositionalEmbedding::Subspace
+            && self.config.emsize / 4 == 48
+            && self.config.seed == 42
+    }
+
+    /// Gives the model tabpfn's column-embedding table (`[rows, 48]`, at least 2000 rows).
+    pub fn set_column_table(&mut self, table: Tensor) -> Result<()> {
+        let size = table.size();
+        if size.len() != 2 || size[1] != 48 || size[0] < 2000 {
+            bail!("tabpfn_col_embedding.pt holds a tensor of shape {size:?}; tabpfn's is [2000, 48]");
+        }
+        self.column_table = Some(table.to_kind(Kind::Float));
+        Ok(())
+    }
+
     /// `[groups, E]`: what `add_embeddings` adds to every row's group tokens.
     fn positional_embedding(&self, groups: i64) -> Result<Option<Tensor>> {
         let (e, seed) = (self.config.emsize, self.config.seed);
         let mode = self.config.feature_positional_embedding;
-        if mode == PositionalEmbedding::Subspace && e / 4 == 48 && seed == 42 {
-            bail!(
-                "this checkpoint (emsize 192, seed 42) takes its first 2000 feature positional embeddings from tabpfn's packaged table tabpfn_col_embedding.pt, which is not available here yet"
-            );
-        }
+        let column_table = match (self.needs_column_table(), &self.column_table) {
+            (false, _) => None,
+            (true, Some(table)) => Some(table),
+            (true, None) => bail!(
+                "this checkpoint (emsize 192, seed 42) takes its first 2000 feature positional embeddings from tabpfn's packaged table tabpfn_col_embedding.pt; no table was given to the model"
+            ),
+        };
         if mode == PositionalEmbedding::None {
             return Ok(None);
         }
@@ -359,6 +384,11 @@ impl TabPfn {
             }
             PositionalEmbedding::None => unreachable!("returned above"),
         });
+        // tabpfn: `embs[:2000] = COL_EMBEDDING[: embs.shape[0]]`.
+        if let Some(table) = column_table {
+            let n = groups.min(2000);
+            draw.narrow(0, 0, n).copy_(&table.narrow(0, 0, n));
+        }
         let draw = draw.to_device(self.device);
         Ok(Some(match (mode, &self.positional) {
             (PositionalEmbedding::Subspace, Some((weight, bias))) => draw.linear(weight, bias.as_ref()),

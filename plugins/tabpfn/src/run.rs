@@ -40,7 +40,10 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &TabPfnOptions) -> Result<()> {
     let config = ModelConfig::from_json(&saved.architecture)
         .with_context(|| format!("{}: the architecture config", saved.source.display()))?;
     let device = ctx.tch_device();
-    let model = TabPfn::new(config.clone(), &saved.weights, device)?;
+    let mut model = TabPfn::new(config.clone(), &saved.weights, device)?;
+    if model.needs_column_table() {
+        model.set_column_table(crate::saved::column_table::load()?)?;
+    }
 
     // The training rows: every feature column and the target, read in full (they are the context).
     let train_schema = ctx.input_schema("train_df")?.clone();

@@ -6,6 +6,7 @@
 //! nothing is ever downloaded; settings deepembed does not reproduce are refused by name.
 
 mod cache;
+pub mod column_table;
 mod finetuned;
 mod inference;
 mod legacy;

@@ -479,11 +479,14 @@ fn misuse_is_refused_with_a_reason() {
     assert!(e.contains("7 features"), "{e}");
     assert_eq!(model.embed(&ctx, &x_eval.narrow(0, 0, 0)).unwrap().size(), [0, 16]);
 
-    // The packaged column-embedding table of emsize 192 / seed 42 is refused, not guessed.
+    // The packaged column-embedding table of emsize 192 / seed 42 is required, not guessed.
     let big = ModelConfig { emsize: 192, nhead: 6, nlayers: 0, seed: 42, ..c.clone() };
-    let model = TabPfn::new(big.clone(), &state_dict(&checkpoint(&big, &mut rng)), Device::Cpu).unwrap();
+    let mut model = TabPfn::new(big.clone(), &state_dict(&checkpoint(&big, &mut rng)), Device::Cpu).unwrap();
+    assert!(model.needs_column_table());
     let e = model.context(&enc, &enc.flags(), &x_train, &y).err().unwrap().to_string();
     assert!(e.contains("tabpfn_col_embedding.pt"), "{e}");
+    let e = model.set_column_table(Tensor::zeros([10, 48], (Kind::Float, Device::Cpu))).err().unwrap().to_string();
+    assert!(e.contains("[2000, 48]"), "{e}");
 }
 
 #[test]
