@@ -1,4 +1,4 @@
-//! tabpfn 6.2's `PerFeatureTransformer` forward up to the embedding (SPEC 3.2), for ensemble
+//! tabpfn 6.2's `PerFeatureTransformer` forward up to the embedding (docs/TABPFN.md §5), for ensemble
 //! member 0's preprocessed matrices: the embedding of an eval row is the final layer's output at
 //! its target token.
 //!
@@ -201,7 +201,7 @@ impl TabPfn {
 
     /// Runs the context rows (thinking rows, then `x_train` `[n_train, n_features]` with targets
     /// `y_train` `[n_train]`) through every layer. `enc` must have been fitted on `x_train` and
-    /// `flags` must have observed every eval row that will be embedded (SPEC 7.1 item 1).
+    /// `flags` must have observed every eval row that will be embedded (docs/TABPFN.md §6).
     /// `y_train` is the member-0 target: the class index (permuted) for a classifier, the z-scored
     /// value for a regressor.
     pub fn context(

@@ -1,5 +1,5 @@
 //! tabpfn 6.2's preprocessing for ensemble member 0, in float64, from the input columns to the
-//! matrices the transformer reads (SPEC 2 and 3.1): the estimator-level categorical inference
+//! matrices the transformer reads (docs/TABPFN.md §2): the estimator-level categorical inference
 //! and ordinal encoding, the label / target encoding, then member 0's pipeline. Everything but
 //! the SVD components (and fingerprints hashing them) is bit-identical to tabpfn's
 //! `executor_.X_trains[0]`, `y_trains[0]` and eval transform.

@@ -1,6 +1,6 @@
 //! numpy's `np.random.default_rng(seed)` (SeedSequence → PCG64 → Generator), bit for bit, for the
 //! calls tabpfn 6.2 makes on its way to ensemble member 0, and [`member0_plan`], the draw sequence
-//! of `fit` that yields member 0's seed and class permutation (SPEC.md section 3.0).
+//! of `fit` that yields member 0's seed and class permutation (docs/TABPFN.md §3).
 //!
 //! Every method names the numpy C or Cython function it mirrors (numpy 2.4:
 //! `numpy/random/bit_generator.pyx`, `_pcg64.pyx` with `src/pcg64/pcg64.h`,
@@ -326,7 +326,7 @@ pub struct Member0Plan {
     pub feature_shift_count: usize,
 }
 
-/// Replays the draws of tabpfn 6.2's `fit` on `default_rng(random_state)` (SPEC.md 3.0):
+/// Replays the draws of tabpfn 6.2's `fit` on `default_rng(random_state)` (docs/TABPFN.md §3):
 /// `EnsembleConfig.generate_for_classification` / `generate_for_regression`, then
 /// `fit_preprocessing`. `n_classes` is `Some` for a classifier and `None` for a regressor (which
 /// makes no class draws, whatever `class_shift` says). Sample subsampling (`SUBSAMPLE_SAMPLES`)

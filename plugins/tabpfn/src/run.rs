@@ -1,6 +1,6 @@
 //! The run: read the model and the training table, fit member 0's preprocessing on the training
 //! rows, read the evaluation table once for the two per-column tests every evaluation row takes
-//! part in (SPEC 7.1), build the context (thinking and training rows through every layer) once,
+//! part in (docs/TABPFN.md §6), build the context (thinking and training rows through every layer) once,
 //! then stream the evaluation rows through the SDK's pipeline in batches against it.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! A TabPFN model as DeepTune leaves it, read as data (SPEC section 1): a `.tabpfn_fit` zip
+//! A TabPFN model as DeepTune leaves it, read as data (docs/TABPFN.md §1): a `.tabpfn_fit` zip
 //! (`init_params.json` naming the checkpoint), a bare torch checkpoint, or with
 //! `--finetuning-mode` a joblib dump of a fine-tuned estimator. The result is what ensemble
 //! member 0 needs: the task, the architecture config, the resolved inference config, the
@@ -180,7 +180,7 @@ enum ModelPath {
     File(String),
 }
 
-/// The estimator's init params that matter (SPEC 1.1), as `get_params` gives them.
+/// The estimator's init params that matter (docs/TABPFN.md §1), as `get_params` gives them.
 #[derive(Debug, Clone, PartialEq)]
 struct InitParams {
     task: Task,
@@ -265,7 +265,7 @@ impl InitParams {
             None => {}
             Some(Json::String(s)) if s == "auto" || s == "torch.float32" => {}
             // On a GPU, "auto" means float16 autocast in tabpfn; deepembed's float32 then
-            // differs by about 1e-3 (SPEC 6.4), which the plugin's docs state.
+            // differs by about 1e-3 (docs/TABPFN.md §7), which the plugin's docs state.
             Some(v) => bail!(
                 "inference_precision is {v}; deepembed computes in float32, which is tabpfn's \"auto\" on CPU and \"torch.float32\""
             ),
@@ -409,7 +409,7 @@ fn locate(path: &Path, finetuning_mode: bool) -> Result<PathBuf> {
 const MAX_INIT_PARAMS_BYTES: u64 = 16 << 20;
 
 /// `init_params.json` of a `.tabpfn_fit`. The joblib members beside it are never opened: the
-/// embeddings refit everything (SPEC 1.1), and they pickle arbitrary classes.
+/// embeddings refit everything (docs/TABPFN.md §1), and they pickle arbitrary classes.
 fn read_init_params(path: &Path) -> Result<Json> {
     let file = path.display();
     let mut archive = zip::ZipArchive::new(File::open(path).with_context(|| format!("cannot read {file}"))?)

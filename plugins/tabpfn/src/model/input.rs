@@ -6,8 +6,8 @@
 //!
 //! tabpfn runs these steps once over train and eval rows together; every statistic comes from
 //! the train rows only, so each step is elementwise per column once fitted. The exceptions are the
-//! two "does this column ever differ from row 0" tests, which see every eval row too (SPEC 7.1
-//! item 1): [`ColumnFlags`] OR-reduces them over whatever batches [`InputEncoder::observe`] is
+//! two "does this column ever differ from row 0" tests, which see every eval row too
+//! (docs/TABPFN.md §6): [`ColumnFlags`] OR-reduces them over whatever batches [`InputEncoder::observe`] is
 //! given, so that eval rows can later stream through the transformer in any batch size and still
 //! match tabpfn's single call.
 //!

@@ -96,7 +96,7 @@ fn state_dict(w: &BTreeMap<String, Tensor>) -> StateDict {
 
 /// Train and eval matrices (f64, as the preprocessing hands them over) with the cases the
 /// encoder has to get right: NaN, ±inf, a constant column, a column constant on train apart
-/// from NaN that varies in eval (SPEC 7.1 item 1), an outlier, and 7 columns (a padded group).
+/// from NaN that varies in eval (docs/TABPFN.md §6), an outlier, and 7 columns (a padded group).
 fn table(rng: &mut Rng, n_train: usize, n_eval: usize) -> (Tensor, Tensor) {
     let n = n_train + n_eval;
     let mut rows = Vec::with_capacity(n * 7);
@@ -174,7 +174,7 @@ fn heads(x: &Tensor, w: &Tensor, i: i64) -> Tensor {
     x.matmul(&w.select(0, i).reshape([h * d, e]).tr()).reshape(shape)
 }
 
-/// tabpfn's forward over all rows at once (SPEC 3.2 steps 1-12, as port.py writes them).
+/// tabpfn's forward over all rows at once (docs/TABPFN.md §5).
 fn one_shot(
     w: &BTreeMap<String, Tensor>,
     c: &ModelConfig,

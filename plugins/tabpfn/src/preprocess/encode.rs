@@ -1,4 +1,4 @@
-//! The estimator-level input handling that runs before any ensemble member (SPEC 2.2, 2.3):
+//! The estimator-level input handling that runs before any ensemble member (docs/TABPFN.md §2):
 //! which columns are categorical, and tabpfn 6.2's ordinal encoder with its column order and
 //! its two quirks. The output is the float64 matrix every member starts from.
 //!

@@ -1,4 +1,4 @@
-//! Ensemble member 0's feature pipeline (`EnsembleConfig.to_pipeline`, SPEC 3.1), in tabpfn's
+//! Ensemble member 0's feature pipeline (`EnsembleConfig.to_pipeline`, docs/TABPFN.md §4), in tabpfn's
 //! order: remove constant columns, reshape (subsample, lay out, transform; SVD appended),
 //! re-encode categoricals, fingerprint, shuffle. Fitted on the train columns; eval rows go
 //! through the fitted steps independently of each other.

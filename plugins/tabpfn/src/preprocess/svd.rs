@@ -3,7 +3,7 @@
 //! and `StandardScaler(with_mean=False)`), and their top right singular vectors appended.
 //!
 //! tabpfn runs sklearn's `TruncatedSVD(algorithm="arpack")`, whose Lanczos iterations cannot be
-//! reproduced bit for bit (SPEC 6.2). Here libtorch's float64 LAPACK SVD (`torch.svd`, reduced)
+//! reproduced bit for bit (docs/TABPFN.md §7). Here libtorch's float64 LAPACK SVD (`torch.svd`, reduced)
 //! computes the same decomposition to about 1e-15: the top `k` right singular vectors in
 //! descending singular value, signs fixed by sklearn's `svd_flip(u_based_decision=False)`
 //! (each vector's largest-magnitude entry positive), train rows `U * Sigma`, eval rows

@@ -1,4 +1,4 @@
-//! The train targets as the model sees them (SPEC 2.4): class labels become their rank among
+//! The train targets as the model sees them (docs/TABPFN.md §2): class labels become their rank among
 //! the sorted distinct labels (sklearn's `LabelEncoder`), then member 0's class permutation;
 //! regression values are z-scored with numpy's mean and population std.
 

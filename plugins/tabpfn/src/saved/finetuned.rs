@@ -1,5 +1,5 @@
 //! `--finetuning-mode`: DeepTune's joblib dump of a fitted `TabPFNClassifier` /
-//! `TabPFNRegressor` (SPEC 1.4), read as data. Its `model_path` is a `ClassifierModelSpecs` /
+//! `TabPFNRegressor` (docs/TABPFN.md §1), read as data. Its `model_path` is a `ClassifierModelSpecs` /
 //! `RegressorModelSpecs` holding the fine-tuned `PerFeatureTransformer` itself, its
 //! `ModelConfig` and the `InferenceConfig` resolved at fine-tuning time; the estimator's own
 //! `__dict__` holds its init params. Nothing in the file is executed.

@@ -53,7 +53,7 @@ pub const PREPROCESSOR_NAMES: [&str; 39] = [
     "kdi_alpha_5.0",
 ];
 
-/// The feature transforms deepembed reproduces for member 0 (SPEC 3.1 b); the others are refused.
+/// The feature transforms deepembed reproduces for member 0 (docs/TABPFN.md §4); the others are refused.
 pub const REPRODUCED_TRANSFORMS: [&str; 3] = ["none", "squashing_scaler_default", "quantile_uni_coarse"];
 
 /// `PreprocessorConfig.categorical_name` (preprocessing.py l.173-188).
@@ -88,7 +88,7 @@ impl CategoricalEncoding {
         }
     }
 
-    /// The encodings SPEC 3.1 (c) describes; the others are refused.
+    /// The encodings docs/TABPFN.md §4 describes; the others are refused.
     pub fn is_reproduced(self) -> bool {
         matches!(
             self,
@@ -126,7 +126,7 @@ pub enum AppendOriginal {
     No,
     Yes,
     /// True when there are fewer than 500 features and fewer than half of
-    /// `max_features_per_estimator` (SPEC 3.1 b).
+    /// `max_features_per_estimator` (docs/TABPFN.md §4).
     Auto,
 }
 
@@ -546,13 +546,13 @@ impl InferenceConfig {
         }
     }
 
-    /// The preprocessor ensemble member 0 uses: the first entry, for both tasks (SPEC 3.0).
+    /// The preprocessor ensemble member 0 uses: the first entry, for both tasks (docs/TABPFN.md §3).
     pub fn member0(&self) -> &PreprocessorConfig {
         &self.preprocess_transforms[0]
     }
 
     /// Refuses, naming each setting, a config whose member 0 deepembed does not reproduce
-    /// (SPEC 7.2). A config that passes has at least one preprocessor.
+    /// (docs/TABPFN.md §8). A config that passes has at least one preprocessor.
     pub fn check_reproducible(&self, task: Task) -> Result<()> {
         let mut problems = Vec::new();
         match self.preprocess_transforms.first() {
