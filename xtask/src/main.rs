@@ -7,6 +7,7 @@
 //!   bench text     the same for text: all-MiniLM-L6-v2 and a GPT-2-sized model
 //!   bench tabular  a GANDALF against pytorch-tabular's own inference path
 //!   bench timeseries  a DeepAR against pytorch-forecasting's own forward
+//!   bench tabpfn   a TabPFN classifier against tabpfn's own embedding path (DeepTune's)
 //!   gpu-check      the extraction on a CUDA device, with throughput (needs an NVIDIA GPU)
 //!   fuzz           libFuzzer over the image, pickle, joblib, torch zip and safetensors readers:
 //!                  `fuzz [--minutes N] [TARGET...]`, N minutes per target (default 2)
@@ -34,11 +35,11 @@ fn real_main() -> Result<()> {
         ["setup"] => setup::setup(&ws),
         ["demo"] => demo(&ws),
         ["test", rest @ ..] => test(&ws, rest),
-        ["bench", kind @ ("vision" | "text" | "tabular" | "timeseries"), rest @ ..] => bench(&ws, kind, rest),
+        ["bench", kind @ ("vision" | "text" | "tabular" | "timeseries" | "tabpfn"), rest @ ..] => bench(&ws, kind, rest),
         ["gpu-check", rest @ ..] => gpu_check(&ws, rest),
         ["fuzz", rest @ ..] => fuzz::fuzz(&ws, rest),
         _ => bail!(
-            "usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular|timeseries [options] | gpu-check | fuzz [--minutes N] [TARGET...]>"
+            "usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular|timeseries|tabpfn [options] | gpu-check | fuzz [--minutes N] [TARGET...]>"
         ),
     }
 }
@@ -246,6 +247,11 @@ fn python_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
 
 fn bench(ws: &Workspace, kind: &str, rest: &[&str]) -> Result<()> {
     setup::setup(ws)?;
+    if kind == "tabpfn" {
+        // Its Python side is tabpfn's own, from the reference stack bench_tabpfn.py finds in
+        // .venv-tabpfn (not in the main venv).
+        setup::tabpfn_reference(ws)?;
+    }
     run(ws
         .command(ws.python())?
         .arg(format!("bench/bench_{kind}.py"))
