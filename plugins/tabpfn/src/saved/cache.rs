@@ -173,7 +173,7 @@ mod tests {
             xdg_cache_home: None,
             appdata: None,
             home: Some(PathBuf::from("/home/u")),
-            cwd: PathBuf::from("/work"),
+            cwd: PathBuf::from("/project"),
             platform,
         }
     }
@@ -200,7 +200,10 @@ mod tests {
         assert_eq!(default_checkpoint(Task::Regression, &e).unwrap().reason, "$XDG_CACHE_HOME/tabpfn");
         // TABPFN_MODEL_CACHE_DIR beats everything, and is the directory itself (no /tabpfn).
         e.model_cache_dir = Some("models".into());
-        assert_eq!(path(Task::Classification, &e), Path::new("/work/models/tabpfn-v2.5-classifier-v2.5_default.ckpt"));
+        assert_eq!(
+            path(Task::Classification, &e),
+            Path::new("/project/models/tabpfn-v2.5-classifier-v2.5_default.ckpt")
+        );
         e.model_cache_dir = Some("/m".into());
         assert_eq!(path(Task::Classification, &e), Path::new("/m/tabpfn-v2.5-classifier-v2.5_default.ckpt"));
 
@@ -212,7 +215,7 @@ mod tests {
         let mut win = env(Platform::Windows);
         assert_eq!(
             path(Task::Classification, &win),
-            Path::new("/work/.tabpfn_models/tabpfn-v2.5-classifier-v2.5_default.ckpt")
+            Path::new("/project/.tabpfn_models/tabpfn-v2.5-classifier-v2.5_default.ckpt")
         );
         win.appdata = Some("/appdata".into());
         assert_eq!(
