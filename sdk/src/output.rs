@@ -116,11 +116,7 @@ impl OutputColumns {
         if embeddings.len() != rows * self.dims {
             bail!("{} embedding values for {rows} rows of {} dims", embeddings.len(), self.dims);
         }
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        for d in 0..self.dims {
-            let column: Float32Array = (0..rows).map(|r| embeddings[r * self.dims + d]).collect::<Vec<f32>>().into();
-            columns.push(Arc::new(column));
-        }
+        let mut columns = embedding_columns(embeddings, self.dims);
         let indices = kept.filter(|k| k.len() != input.num_rows()).map(|k| UInt32Array::from(k.to_vec()));
         for (index, _) in &self.carried {
             let column = input.column(*index);
@@ -131,6 +127,14 @@ impl OutputColumns {
         }
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
+}
+
+/// Row-major embeddings (`rows x dims`) as `dims` float32 columns.
+pub fn embedding_columns(embeddings: &[f32], dims: usize) -> Vec<ArrayRef> {
+    let rows = embeddings.len() / dims.max(1);
+    (0..dims)
+        .map(|d| Arc::new((0..rows).map(|r| embeddings[r * dims + d]).collect::<Float32Array>()) as ArrayRef)
+        .collect()
 }
 
 /// `a, b, c`: for messages naming what a table does have.

@@ -140,7 +140,7 @@ fn check_preprocessing(name: &str) -> Flips {
     let target = args["target_column"].as_str().unwrap();
     let features = feature_columns(&train.schema(), target, args["grouper"].as_str()).unwrap();
     let classification = args["mode"] == "cls";
-    let y = targets(train.column_by_name(target).unwrap(), target, classification, 0).unwrap();
+    let y = targets(train.column_by_name(target).unwrap(), target, classification).unwrap();
     let classes = preprocess::classes(&y, 10).unwrap();
     let member = deepembed_tabpfn::member::member0(&saved, classification.then_some(classes.len())).unwrap();
     // (The column-embedding table only enters the forward, not the preprocessing checked here.)

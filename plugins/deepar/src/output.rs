@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use arrow::array::{ArrayRef, BooleanArray, Float32Array, RecordBatch};
+use arrow::array::{BooleanArray, Float32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use deepembed_sdk::output::EmbeddingNames;
+use deepembed_sdk::output::{embedding_columns, EmbeddingNames};
 
 pub struct OutputRows {
     schema: SchemaRef,
@@ -47,12 +47,7 @@ impl OutputRows {
     }
 
     pub fn batch(&self, rows: &Rows) -> Result<RecordBatch> {
-        let n = rows.len();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.dims + 2);
-        for d in 0..self.dims {
-            let column: Float32Array = (0..n).map(|r| rows.embeddings[r * self.dims + d]).collect::<Vec<f32>>().into();
-            columns.push(Arc::new(column));
-        }
+        let mut columns = embedding_columns(&rows.embeddings, self.dims);
         columns.push(Arc::new(Float32Array::from(rows.targets.clone())));
         columns.push(Arc::new(BooleanArray::from(rows.padded.clone())));
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)

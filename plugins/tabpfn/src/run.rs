@@ -17,7 +17,7 @@ use crate::options::{Mode, TabPfnOptions};
 use crate::preprocess::{self, Fitted, Targets};
 use crate::rng::Generator;
 use crate::saved::{SavedTabPfn, Task};
-use crate::table::{append, feature_columns, table_of, targets};
+use crate::table::{feature_columns, table_of, targets};
 
 /// DeepTune's output directory name: `embed_output_TRAINED_TABPFN_embeddings_<id>/`.
 const MODEL_STR: &str = "TRAINED_TABPFN_embeddings";
@@ -122,43 +122,24 @@ fn model_task(task: Task) -> crate::model::Task {
     }
 }
 
-/// The training table's features and targets, all rows.
+/// The training table's features and targets, all rows (the context holds them anyway).
 fn read_train(
     ctx: &mut RunContext<'_>,
     features: &[String],
     target: &str,
     task: Task,
 ) -> Result<(preprocess::Table, Targets)> {
-    let mut table: Option<preprocess::Table> = None;
-    let mut all_targets: Option<Targets> = None;
-    let mut first_row = 0u64;
-    for batch in ctx.take_input("train_df")? {
-        let batch = batch.map_err(|e| anyhow!("reading --train_df: {e}"))?;
-        let column = batch.column_by_name(target).expect("checked");
-        let batch_targets = targets(column, target, task == Task::Classification, first_row)?;
-        all_targets = Some(match (all_targets, batch_targets) {
-            (None, t) => t,
-            (Some(Targets::Classes(mut a)), Targets::Classes(b)) => {
-                a.extend(b);
-                Targets::Classes(a)
-            }
-            (Some(Targets::Values(mut a)), Targets::Values(b)) => {
-                a.extend(b);
-                Targets::Values(a)
-            }
-            _ => unreachable!("one task"),
-        });
-        let part = table_of(&batch, features, "--train_df")?;
-        match &mut table {
-            None => table = Some(part),
-            Some(t) => append(t, part),
-        }
-        first_row += batch.num_rows() as u64;
+    let schema = ctx.input_schema("train_df")?.clone();
+    let batches: Vec<RecordBatch> =
+        ctx.take_input("train_df")?.collect::<Result<_, _>>().map_err(|e| anyhow!("reading --train_df: {e}"))?;
+    let train = arrow::compute::concat_batches(&schema, &batches)?;
+    drop(batches);
+    if train.num_rows() == 0 {
+        bail!("--train_df has no rows");
     }
-    match (table, all_targets) {
-        (Some(t), Some(y)) => Ok((t, y)),
-        _ => bail!("--train_df has no rows"),
-    }
+    let column = train.column_by_name(target).expect("checked");
+    let y = targets(column, target, task == Task::Classification)?;
+    Ok((table_of(&train, features, "--train_df")?, y))
 }
 
 /// The evaluation table must have the training table's features, of the same kind; the target

@@ -78,27 +78,12 @@ fn numbers(column: &ArrayRef) -> Result<Vec<f64>> {
     Ok((0..values.len()).map(|i| if values.is_valid(i) { values.value(i) } else { f64::NAN }).collect())
 }
 
-/// Appends `batch`'s rows to `table` (same columns).
-pub fn append(table: &mut Table, batch: Table) {
-    for (into, from) in table.columns.iter_mut().zip(batch.columns) {
-        match (into, from) {
-            (Column::Numbers(a), Column::Numbers(b)) => a.extend(b),
-            (Column::Text(a), Column::Text(b)) => a.extend(b),
-            _ => unreachable!("the same schema gives the same column kinds"),
-        }
-    }
-    table.rows += batch.rows;
-}
-
 /// The training target: class labels (`cls`) or float64 values (`reg`). Missing targets are
 /// refused, naming the first row, as tabpfn refuses them.
-pub fn targets(column: &ArrayRef, name: &str, classification: bool, first_row: u64) -> Result<Targets> {
+pub fn targets(column: &ArrayRef, name: &str, classification: bool) -> Result<Targets> {
     let missing = (0..column.len()).find(|&i| column.is_null(i));
     if let Some(i) = missing {
-        bail!(
-            "training row {}: the target '{name}' is missing (tabpfn needs every training row's target)",
-            first_row + i as u64
-        );
+        bail!("training row {i}: the target '{name}' is missing (tabpfn needs every training row's target)");
     }
     if !classification {
         if kind(column.data_type()) != Some(Kind::Numbers) {
@@ -106,11 +91,7 @@ pub fn targets(column: &ArrayRef, name: &str, classification: bool, first_row: u
         }
         let values = numbers(column)?;
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            bail!(
-                "training row {}: the target '{name}' is {} (tabpfn needs finite targets)",
-                first_row + i as u64,
-                values[i]
-            );
+            bail!("training row {i}: the target '{name}' is {} (tabpfn needs finite targets)", values[i]);
         }
         return Ok(Targets::Values(values));
     }
