@@ -1,8 +1,21 @@
-//! Our preprocessing against torchvision + Pillow on the generated images: identical floats.
+//! Our preprocessing against torchvision + Pillow on the generated images: identical floats,
+//! both from the CPU path (`preprocess`) and from the plugin's path (bytes resized on the CPU,
+//! then normalised by libtorch as on the model's device).
 
 use arrow::array::{Array, AsArray};
 use deepembed_tests::*;
-use deepembed_vision::image::{preprocess, PIXELS};
+use deepembed_vision::image::{preprocess, resize_into, Limits, Transform, PIXELS, SIZE};
+use deepembed_vision::normalize::Normalizer;
+
+/// Values of `ours` whose bits differ from the reference image `i`'s, as a failure line.
+fn compare(i: usize, path: &str, ours: &[f32], reference: &[f32], failures: &mut Vec<String>) {
+    let theirs = &reference[i * PIXELS..(i + 1) * PIXELS];
+    let differing = ours.iter().zip(theirs).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    if differing > 0 {
+        let (max, _) = max_abs_diff(ours, theirs);
+        failures.push(format!("image {i} ({path}): {differing} values differ, max {max}"));
+    }
+}
 
 #[test]
 fn preprocessed_tensors_are_identical_to_pillow_and_torchvision() {
@@ -11,15 +24,16 @@ fn preprocessed_tensors_are_identical_to_pillow_and_torchvision() {
     let reference = read_f32(&dir.join("preprocessed.f32"));
     let images = batch.column_by_name("images").unwrap().as_binary::<i32>();
     assert_eq!(reference.len(), images.len() * PIXELS);
+    let normalizer = Normalizer::new(&Transform::IMAGENET, tch::Device::Cpu);
     let mut failures = Vec::new();
     for (i, bytes) in images.iter().enumerate() {
-        let ours = preprocess(bytes.unwrap()).unwrap();
-        let theirs = &reference[i * PIXELS..(i + 1) * PIXELS];
-        let differing = ours.iter().zip(theirs).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-        if differing > 0 {
-            let (max, _) = max_abs_diff(&ours, theirs);
-            failures.push(format!("image {i}: {differing} values differ, max {max}"));
-        }
+        let bytes = bytes.unwrap();
+        compare(i, "cpu", &preprocess(bytes).unwrap(), &reference, &mut failures);
+        let mut resized = vec![0u8; PIXELS];
+        resize_into(bytes, &mut resized, &Limits::default(), &Transform::IMAGENET).unwrap();
+        let device = normalizer.apply(&tch::Tensor::from_slice(&resized).view([1, SIZE as i64, SIZE as i64, 3]));
+        let device = Vec::<f32>::try_from(device.view([-1])).unwrap();
+        compare(i, "device", &device, &reference, &mut failures);
     }
     assert!(failures.is_empty(), "preprocessing differs from the reference:\n{}", failures.join("\n"));
 }

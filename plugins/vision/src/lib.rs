@@ -8,6 +8,7 @@
 pub use deepembed_image as image;
 pub mod model;
 pub mod models;
+pub mod normalize;
 pub mod options;
 mod pipeline;
 pub mod weights;

@@ -15,6 +15,7 @@ use tch::Tensor;
 
 use crate::image::{self, Transform};
 use crate::model::EmbeddingModel;
+use crate::normalize::Normalizer;
 use crate::options::VisionOptions;
 
 pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
@@ -41,7 +42,14 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
     let decoding =
         Decoding { column: opts.image_column.clone(), limits: opts.image_limits(), transform: model.transform };
     let input = ctx.take_input("df")?;
-    pipeline::run(ctx, input, &columns, decoding, &mut Images { model: &model, device }, Batching::InputOrder)?;
+    pipeline::run(
+        ctx,
+        input,
+        &columns,
+        decoding,
+        &mut Images { model: &model, normalizer: Normalizer::new(&model.transform, device) },
+        Batching::InputOrder,
+    )?;
     Ok(())
 }
 
@@ -87,21 +95,22 @@ fn image_bytes(column: &ArrayRef) -> Result<Vec<Option<&[u8]>>> {
     })
 }
 
-/// One preprocessed image (`transform.pixels()` floats, CHW): its slot in its window's pixel buffer. A
-/// window's images share one buffer, filled in parallel, so decoding threads allocate nothing
-/// per image (per-image buffers, freed on another thread, grew the allocator's arenas).
+/// One decoded and resized image (`transform.pixels()` bytes, HWC): its slot in its window's
+/// pixel buffer. A window's images share one buffer, filled in parallel, so decoding threads
+/// allocate nothing per image (per-image buffers, freed on another thread, grew the allocator's
+/// arenas). The conversion to floats happens on the model's device ([`Normalizer`]).
 struct Image {
-    pixels: Arc<Vec<f32>>,
+    pixels: Arc<Vec<u8>>,
     slot: usize,
 }
 
 impl Image {
-    fn pixels(&self, per_image: usize) -> &[f32] {
+    fn pixels(&self, per_image: usize) -> &[u8] {
         &self.pixels[self.slot * per_image..(self.slot + 1) * per_image]
     }
 }
 
-/// The preparation: each row's image decoded, resized and normalised.
+/// The preparation: each row's image decoded and resized.
 struct Decoding {
     column: String,
     limits: Limits,
@@ -116,12 +125,12 @@ impl Prepare for Decoding {
             batch.column_by_name(&self.column).ok_or_else(|| anyhow!("input lacks column '{}'", self.column))?;
         let images = image_bytes(column)?;
         let (limits, transform) = (self.limits, self.transform);
-        let mut pixels = vec![0f32; images.len() * transform.pixels()];
+        let mut pixels = vec![0u8; images.len() * transform.pixels()];
         let outcomes: Vec<Result<()>> = pixels
             .par_chunks_mut(transform.pixels())
             .zip(images.par_iter())
             .map(|(out, bytes)| match bytes {
-                Some(bytes) => image::preprocess_into_with(bytes, out, &limits, &transform),
+                Some(bytes) => image::resize_into(bytes, out, &limits, &transform),
                 None => Err(anyhow!("the image is null")),
             })
             .collect();
@@ -137,17 +146,18 @@ impl Prepare for Decoding {
     }
 }
 
-/// The model side: a chunk of preprocessed images as one (B, 3, size, size) tensor.
+/// The model side: a chunk of resized images as one (B, size, size, 3) tensor, normalised on the
+/// device.
 struct Images<'m> {
     model: &'m EmbeddingModel,
-    device: tch::Device,
+    normalizer: Normalizer,
 }
 
 impl Embed<Image> for Images<'_> {
     fn embed(&mut self, rows: &[&Image]) -> Result<Tensor> {
         let size = self.model.transform.size;
         let per_image = self.model.transform.pixels();
-        let shape = [rows.len() as i64, 3, size as i64, size as i64];
+        let shape = [rows.len() as i64, size as i64, size as i64, 3];
         // Usually a chunk is a run of consecutive slots of one buffer, read without gathering.
         let first = rows[0];
         let consecutive =
@@ -155,8 +165,8 @@ impl Embed<Image> for Images<'_> {
         let images = if consecutive {
             Tensor::from_slice(&first.pixels[first.slot * per_image..(first.slot + rows.len()) * per_image])
         } else {
-            Tensor::from_slice(&rows.iter().flat_map(|r| r.pixels(per_image)).copied().collect::<Vec<f32>>())
+            Tensor::from_slice(&rows.iter().flat_map(|r| r.pixels(per_image)).copied().collect::<Vec<u8>>())
         };
-        Ok(self.model.forward(&images.view(shape).to_device(self.device)))
+        Ok(self.model.forward(&self.normalizer.apply(&images.view(shape))))
     }
 }

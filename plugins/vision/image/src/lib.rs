@@ -54,25 +54,40 @@ pub fn preprocess_into(bytes: &[u8], out: &mut [f32]) -> Result<()> {
 /// Decodes and preprocesses one image into `out` (CHW, `transform.pixels()` floats), refusing
 /// images over `limits`.
 pub fn preprocess_into_with(bytes: &[u8], out: &mut [f32], limits: &Limits, transform: &Transform) -> Result<()> {
-    let size = transform.size;
     if out.len() != transform.pixels() {
         anyhow::bail!("the output buffer holds {} floats; it must hold {}", out.len(), transform.pixels());
+    }
+    let mut resized = vec![0u8; transform.pixels()];
+    resize_into(bytes, &mut resized, limits, transform)?;
+    normalize_into(&resized, out, transform);
+    Ok(())
+}
+
+/// Decodes one image and resizes it into `out` (`transform.pixels()` bytes, row-major RGB,
+/// HWC): the preprocessing before the conversion to floats, which a model may do on its device.
+pub fn resize_into(bytes: &[u8], out: &mut [u8], limits: &Limits, transform: &Transform) -> Result<()> {
+    if out.len() != transform.pixels() {
+        anyhow::bail!("the output buffer holds {} bytes; it must hold {}", out.len(), transform.pixels());
     }
     let image = decode::decode(bytes, limits)?;
     if image.width == 0 || image.height == 0 {
         anyhow::bail!("the image has no pixels ({}x{})", image.width, image.height);
     }
-    let resized = resize::resize(&image, size, size, transform.filter);
+    resize::resize_into(&image, transform.size, transform.size, transform.filter, out);
+    Ok(())
+}
+
+/// Resized RGB bytes (HWC) to the model's floats (CHW): `(x / 255 - mean) / std`, the same f32
+/// operations in the same order as torchvision's `ToTensor` then `Normalize`.
+pub fn normalize_into(resized: &[u8], out: &mut [f32], transform: &Transform) {
+    let plane = transform.size * transform.size;
     for c in 0..3 {
-        let plane = &mut out[c * size * size..][..size * size];
         let (mean, std) = (transform.mean[c], transform.std[c]);
-        for (i, v) in plane.iter_mut().enumerate() {
-            // The same f32 operations, in the same order, as ToTensor then Normalize.
-            let x = resized.pixels[i * 3 + c] as f32 / 255.0;
+        for (v, rgb) in out[c * plane..][..plane].iter_mut().zip(resized.chunks_exact(3)) {
+            let x = rgb[c] as f32 / 255.0;
             *v = (x - mean) / std;
         }
     }
-    Ok(())
 }
 
 /// [`preprocess_into`] returning a fresh buffer.

@@ -5,6 +5,8 @@
 //! Pillow before 12.2 always runs the horizontal pass first (12.2 and later run the vertical one
 //! first for images much taller than wide); DeepTune pins Pillow 9.1, and the tests pin 11.3.
 
+use std::rc::Rc;
+
 use crate::decode::RgbImage;
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -17,7 +19,7 @@ struct Coefficients {
 }
 
 /// A Pillow resampling filter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Filter {
     /// `Image.BILINEAR` (torchvision's `Resize` default).
     Bilinear,
@@ -103,63 +105,113 @@ pub fn resize_bilinear(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
 
 /// Resizes an RGB image to `out_w` x `out_h` as Pillow does with `filter`.
 pub fn resize(img: &RgbImage, out_w: usize, out_h: usize, filter: Filter) -> RgbImage {
+    let mut pixels = vec![0u8; out_w * out_h * 3];
+    resize_into(img, out_w, out_h, filter, &mut pixels);
+    RgbImage { width: out_w, height: out_h, pixels }
+}
+
+/// [`resize`] into `out` (`out_w * out_h * 3` bytes, row-major RGB). Coefficients are cached per
+/// thread and the intermediate image reuses a per-thread buffer, so a decoding thread that
+/// resizes images of a few sizes allocates nothing per image.
+pub fn resize_into(img: &RgbImage, out_w: usize, out_h: usize, filter: Filter, out: &mut [u8]) {
+    assert_eq!(out.len(), out_w * out_h * 3, "the output buffer must hold out_w * out_h * 3 bytes");
     if img.width == out_w && img.height == out_h {
-        return RgbImage { width: out_w, height: out_h, pixels: img.pixels.clone() };
+        out.copy_from_slice(&img.pixels);
+        return;
     }
-    let vertical = coefficients(filter, img.height, out_h);
+    let vertical = cached_coefficients(filter, img.height, out_h);
     // The horizontal pass only needs the input rows the vertical pass will read.
     let first_row = vertical.bounds.first().map_or(0, |b| b.0);
     let last_row = vertical.bounds.last().map_or(0, |b| b.0 + b.1);
-    let horizontal_needed = img.width != out_w;
-    let rows = if horizontal_needed {
-        horizontal_pass(img, filter, out_w, first_row, last_row)
-    } else {
-        RgbImage {
-            width: img.width,
-            height: last_row - first_row,
-            pixels: img.pixels[first_row * img.width * 3..last_row * img.width * 3].to_vec(),
-        }
-    };
-    if img.height == out_h {
-        return rows;
+    let rows = last_row - first_row;
+    if img.width == out_w {
+        vertical_pass(&img.pixels[first_row * out_w * 3..last_row * out_w * 3], out_w, &vertical, first_row, out);
+        return;
     }
-    vertical_pass(&rows, &vertical, first_row, out_h)
+    let horizontal = cached_coefficients(filter, img.width, out_w);
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.clear();
+        scratch.resize(out_w * rows * 3, 0);
+        let input = &img.pixels[first_row * img.width * 3..last_row * img.width * 3];
+        if img.height == out_h {
+            horizontal_pass(input, img.width, &horizontal, out);
+        } else {
+            horizontal_pass(input, img.width, &horizontal, scratch);
+            vertical_pass(scratch, out_w, &vertical, first_row, out);
+        }
+    });
 }
 
-fn horizontal_pass(img: &RgbImage, filter: Filter, out_w: usize, first_row: usize, last_row: usize) -> RgbImage {
-    let c = coefficients(filter, img.width, out_w);
-    let height = last_row - first_row;
-    let mut out = vec![0u8; out_w * height * 3];
-    for y in 0..height {
-        let line = &img.pixels[(y + first_row) * img.width * 3..][..img.width * 3];
-        let out_line = &mut out[y * out_w * 3..][..out_w * 3];
-        for (xx, &(xmin, xmax)) in c.bounds.iter().enumerate() {
-            let k = &c.weights[xx * c.ksize..][..xmax];
-            for ch in 0..3 {
-                let mut ss: i32 = 1 << (PRECISION_BITS - 1);
-                for (x, &w) in k.iter().enumerate() {
-                    ss += line[(xmin + x) * 3 + ch] as i32 * w;
-                }
-                out_line[xx * 3 + ch] = clip8(ss);
-            }
-        }
-    }
-    RgbImage { width: out_w, height, pixels: out }
+thread_local! {
+    /// The horizontal pass's output, reused across images.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Recently used coefficients: a dataset has few distinct image sizes, and a resize to a
+    /// fixed side needs them per (input size, output size).
+    static COEFFICIENTS: std::cell::RefCell<Vec<(CoefficientsKey, Rc<Coefficients>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn vertical_pass(rows: &RgbImage, c: &Coefficients, first_row: usize, out_h: usize) -> RgbImage {
-    let width = rows.width;
-    let mut out = vec![0u8; width * out_h * 3];
-    for (yy, &(ymin, ymax)) in c.bounds.iter().enumerate() {
-        let k = &c.weights[yy * c.ksize..][..ymax];
-        let ymin = ymin - first_row;
-        for i in 0..width * 3 {
-            let mut ss: i32 = 1 << (PRECISION_BITS - 1);
-            for (y, &w) in k.iter().enumerate() {
-                ss += rows.pixels[(ymin + y) * width * 3 + i] as i32 * w;
+type CoefficientsKey = (Filter, usize, usize);
+
+/// Sizes kept per thread; beyond, the least recently used is dropped.
+const CACHED_SIZES: usize = 16;
+
+fn cached_coefficients(filter: Filter, in_size: usize, out_size: usize) -> Rc<Coefficients> {
+    let key = (filter, in_size, out_size);
+    COEFFICIENTS.with_borrow_mut(|cache| {
+        if let Some(i) = cache.iter().position(|(k, _)| *k == key) {
+            // Most recent last.
+            let entry = cache.remove(i);
+            let c = entry.1.clone();
+            cache.push(entry);
+            return c;
+        }
+        if cache.len() == CACHED_SIZES {
+            cache.remove(0);
+        }
+        let c = Rc::new(coefficients(filter, in_size, out_size));
+        cache.push((key, c.clone()));
+        c
+    })
+}
+
+/// Each row of `input` (`in_w` RGB pixels wide) to `c.bounds.len()` pixels.
+fn horizontal_pass(input: &[u8], in_w: usize, c: &Coefficients, out: &mut [u8]) {
+    let out_w = c.bounds.len();
+    for (line, out_line) in input.chunks_exact(in_w * 3).zip(out.chunks_exact_mut(out_w * 3)) {
+        for ((&(xmin, n), k), px) in
+            c.bounds.iter().zip(c.weights.chunks_exact(c.ksize)).zip(out_line.chunks_exact_mut(3))
+        {
+            let mut ss = [1i32 << (PRECISION_BITS - 1); 3];
+            for (src, &w) in line[xmin * 3..(xmin + n) * 3].chunks_exact(3).zip(&k[..n]) {
+                ss[0] += src[0] as i32 * w;
+                ss[1] += src[1] as i32 * w;
+                ss[2] += src[2] as i32 * w;
             }
-            out[yy * width * 3 + i] = clip8(ss);
+            px[0] = clip8(ss[0]);
+            px[1] = clip8(ss[1]);
+            px[2] = clip8(ss[2]);
         }
     }
-    RgbImage { width, height: out_h, pixels: out }
+}
+
+/// `rows` (the input rows from `first_row` on, `width` RGB pixels wide) to `c.bounds.len()`
+/// rows. Accumulates a whole output row one tap at a time, which the compiler vectorises.
+fn vertical_pass(rows: &[u8], width: usize, c: &Coefficients, first_row: usize, out: &mut [u8]) {
+    let stride = width * 3;
+    let mut acc = vec![0i32; stride];
+    for ((&(ymin, n), k), out_row) in
+        c.bounds.iter().zip(c.weights.chunks_exact(c.ksize)).zip(out.chunks_exact_mut(stride))
+    {
+        acc.fill(1 << (PRECISION_BITS - 1));
+        for (y, &w) in k[..n].iter().enumerate() {
+            let row = &rows[(ymin - first_row + y) * stride..][..stride];
+            for (a, &p) in acc.iter_mut().zip(row) {
+                *a += p as i32 * w;
+            }
+        }
+        for (o, &a) in out_row.iter_mut().zip(&acc) {
+            *o = clip8(a);
+        }
+    }
 }
