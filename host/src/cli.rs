@@ -31,6 +31,13 @@ pub fn host_args() -> Vec<ArgSpec> {
         )
         .default("fail")
         .choices(&["fail", "skip"]),
+        ArgSpec::new(
+            "precision",
+            ArgKind::String,
+            "The model's arithmetic on CUDA: fp32, or fp16 (autocast, as torch.autocast). Embeddings are written as float32.",
+        )
+        .default("fp32")
+        .choices(&["fp32", "fp16", "bf16"]),
         ArgSpec::new("json", ArgKind::Bool, "Print a JSON summary of the result on stdout."),
     ]
 }

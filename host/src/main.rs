@@ -16,8 +16,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Context, Result};
-use deepembed_sdk::{InputSpec, OnError, RunSettings};
+use anyhow::{anyhow, bail, Context, Result};
+use deepembed_sdk::{Device, DeviceKind, InputSpec, OnError, Precision, RunSettings};
 use serde_json::{json, Value};
 
 use loader::Discovery;
@@ -65,10 +65,12 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
     let options = cli::collect_args(&own_specs, matches)?;
     let text = |key: &str| host.get(key).and_then(Value::as_str).ok_or_else(|| anyhow!("--{key} is missing"));
     let batch_size = host.get("batch_size").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
+    let device = device::resolve(text("device")?)?;
     let settings = RunSettings {
         batch_size: batch_size.filter(|&n| n > 0).ok_or_else(|| anyhow!("--batch_size must be a positive integer"))?,
-        device: device::resolve(text("device")?)?,
+        device,
         on_error: OnError::parse(text("on_error")?).ok_or_else(|| anyhow!("--on_error must be fail or skip"))?,
+        precision: precision(text("precision")?, device)?,
     };
     let mut inputs = Vec::new();
     for input in &plugin.manifest.inputs {
@@ -96,6 +98,22 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
         print_stdout(&(serde_json::to_string_pretty(&summary)? + "\n"))?;
     }
     Ok(())
+}
+
+/// `--precision`, checked against the device it will run on.
+fn precision(text: &str, device: Device) -> Result<Precision> {
+    let precision = Precision::parse(text).ok_or_else(|| anyhow!("--precision must be fp32, fp16 or bf16"))?;
+    match precision {
+        Precision::Fp32 => Ok(precision),
+        Precision::Bf16 => bail!(
+            "--precision bf16 is not available yet: the Rust bindings to libtorch that deepembed uses cannot \
+             set autocast's dtype; use --precision fp16 (float16 autocast, on CUDA) or --precision fp32"
+        ),
+        Precision::Fp16 if device.kind == DeviceKind::Cpu => bail!(
+            "--precision fp16 needs a CUDA device (the run is on the CPU, where deepembed runs float32 only); use --precision fp32, or --device cuda"
+        ),
+        Precision::Fp16 => Ok(precision),
+    }
 }
 
 fn list_plugins(discovery: &Discovery, as_json: bool) -> Result<()> {

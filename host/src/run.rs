@@ -178,6 +178,7 @@ fn finish(req: &EmbedRequest, sink: &mut RunSink, started: Instant) -> Result<Em
         "skipped_rows": sink.skipped.len(),
         "device": req.settings.device.to_string(),
         "batch_size": req.settings.batch_size,
+        "precision": req.settings.precision.name(),
         "plugin": plugin.name,
         "plugin_version": plugin.version,
         "rows_per_second": if seconds > 0.0 { input_rows as f64 / seconds } else { 0.0 },

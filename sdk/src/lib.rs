@@ -34,7 +34,8 @@ pub use anyhow;
 pub use arrow;
 pub use deepembed_abi as abi;
 pub use deepembed_abi::{
-    ArgKind, ArgSpec, Device, DeviceKind, InputSpec, Manifest, OnError, OutputPlan, RunSettings, SDK_ABI_VERSION,
+    ArgKind, ArgSpec, Device, DeviceKind, InputSpec, Manifest, OnError, OutputPlan, Precision, RunSettings,
+    SDK_ABI_VERSION,
 };
 pub use log;
 pub use options::Options;

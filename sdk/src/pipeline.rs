@@ -10,6 +10,9 @@
 //!    ([`OutputColumns`]), go to the host; unusable rows are skipped or fail the run there, per
 //!    `--on_error`, naming the row.
 //!
+//! The model runs under `--precision`: with fp16, inside libtorch's CUDA autocast; the
+//! embeddings are read back as float32 either way.
+//!
 //! Preparing the next windows overlaps embedding this one; memory is bounded by the windows in
 //! flight (see [`windows_ahead`]).
 
@@ -22,7 +25,7 @@ use arrow::ffi_stream::RecordBatchStreamReader;
 use tch::Tensor;
 
 use crate::output::OutputColumns;
-use crate::{Device, DeviceKind, RunContext};
+use crate::{Device, DeviceKind, Precision, RunContext};
 
 /// CPU work on input rows. Runs on its own thread, so it owns its state (which it may keep
 /// between windows: counts, a series' history) and gives it back at the end.
@@ -146,6 +149,7 @@ fn consume<Row>(
 ) -> Result<()> {
     let dims = columns.dims();
     let batch_size = ctx.batch_size();
+    let precision = ctx.precision();
     for window in windows {
         if ctx.cancelled() {
             bail!("interrupted");
@@ -171,8 +175,8 @@ fn consume<Row>(
         let mut embeddings = vec![0f32; rows.len() * dims];
         for chunk in order.chunks(batch_size) {
             let chunk_rows: Vec<&Row> = chunk.iter().map(|&k| rows[k]).collect();
-            let values =
-                embed_chunk(model, &chunk_rows, dims).with_context(|| rows_context(window.first_row, &window.batch))?;
+            let values = embed_chunk(model, &chunk_rows, dims, precision)
+                .with_context(|| rows_context(window.first_row, &window.batch))?;
             for (j, &k) in chunk.iter().enumerate() {
                 embeddings[k * dims..(k + 1) * dims].copy_from_slice(&values[j * dims..(j + 1) * dims]);
             }
@@ -184,9 +188,11 @@ fn consume<Row>(
     Ok(())
 }
 
-/// Runs the model on one chunk and reads the embeddings back as f32, checking their shape.
-fn embed_chunk<Row>(model: &mut dyn Embed<Row>, rows: &[&Row], dims: usize) -> Result<Vec<f32>> {
-    let out = tch::no_grad(|| model.embed(rows))?;
+/// Runs the model on one chunk, in `precision`, and reads the embeddings back as f32, checking
+/// their shape.
+fn embed_chunk<Row>(model: &mut dyn Embed<Row>, rows: &[&Row], dims: usize, precision: Precision) -> Result<Vec<f32>> {
+    // The host accepts fp16 only on CUDA; autocast covers every operation the model runs.
+    let out = tch::no_grad(|| tch::autocast(precision == Precision::Fp16, || model.embed(rows)))?;
     if out.size() != [rows.len() as i64, dims as i64] {
         bail!("the model returned embeddings of shape {:?}, expected [{}, {dims}]", out.size(), rows.len());
     }

@@ -8,7 +8,7 @@ use arrow::ffi_stream::RecordBatchStreamReader;
 use arrow::record_batch::RecordBatchReader;
 use deepembed_abi::{abi_stable, HostCallbacks, HostHandle, PluginInput, PluginMod, PluginModRef, RootFn, RunRequest};
 
-use crate::abi::{Device, OnError, RunSettings};
+use crate::abi::{Device, OnError, Precision, RunSettings};
 use crate::options::Options;
 use crate::{Manifest, OutputPlan};
 
@@ -63,6 +63,24 @@ impl<'a> RunContext<'a> {
     /// The device as tch names it.
     pub fn tch_device(&self) -> tch::Device {
         crate::device::tch_device(self.settings.device)
+    }
+
+    /// The arithmetic the model runs in; the SDK's pipeline applies it (see
+    /// [`crate::pipeline`]). A plugin that runs its model outside the pipeline calls
+    /// [`RunContext::require_fp32`] unless it applies it itself.
+    pub fn precision(&self) -> Precision {
+        self.settings.precision
+    }
+
+    /// Refuses a run asked for in reduced precision, for a plugin whose model runs only in float32.
+    pub fn require_fp32(&self, why: &str) -> anyhow::Result<()> {
+        match self.settings.precision {
+            Precision::Fp32 => Ok(()),
+            other => anyhow::bail!(
+                "--precision {} is not available for this plugin: {why}; use --precision fp32",
+                other.name()
+            ),
+        }
     }
 
     pub fn on_error(&self) -> OnError {

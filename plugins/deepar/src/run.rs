@@ -34,6 +34,7 @@ use crate::windows::{History, Placed, Windowing};
 const MODEL_STR: &str = "deepAR";
 
 pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
+    ctx.require_fp32("its recurrent network runs outside the SDK's pipeline, in float32")?;
     let saved = SavedDeepAr::load(&opts.model_weights)?;
     check_lists(opts, &saved)?;
     let target = match &opts.target_column {

@@ -8,7 +8,7 @@
 //!   layout abi_stable checks at load time. [`SDK_ABI_VERSION`] covers changes of meaning that
 //!   a layout check cannot see (a callback's contract, the JSON shapes of [`manifest`]).
 //! - [`RunSettings`]: the host's settings of a run (batch size, device, what to do with a bad
-//!   row) as typed fields, each with one default, here.
+//!   row, precision) as typed fields, each with one default, here.
 //! - Record batches cross as Arrow C Data / C Stream interface structs, a spec-level ABI that is
 //!   independent of the arrow crate versions on either side. tch tensors never cross.
 //! - A panic never unwinds through an `extern "C"` function: both sides catch it at the edge.
@@ -25,11 +25,11 @@ pub use boundary::{
     PluginInput, PluginMod, PluginModRef, PluginRun, RootFn, RunRequest,
 };
 pub use manifest::{ArgKind, ArgSpec, InputSpec, Manifest, OutputPlan};
-pub use settings::{Device, DeviceKind, OnError, RunSettings};
+pub use settings::{Device, DeviceKind, OnError, Precision, RunSettings};
 
 /// Bumped whenever the meaning of the boundary changes in a way abi_stable's layout check
 /// cannot see (a callback's contract, the JSON shapes). The host refuses other versions.
-pub const SDK_ABI_VERSION: u32 = 2;
+pub const SDK_ABI_VERSION: u32 = 3;
 
 /// The symbol under which a plugin library exports its [`lib_header`]; abi_stable's loader
 /// looks it up by this exact name. `export_plugin!` spells it out because `#[export_name]`

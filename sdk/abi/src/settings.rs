@@ -64,6 +64,40 @@ impl OnError {
     }
 }
 
+/// The arithmetic the model runs in. The embeddings are written as float32 whatever it is.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// float32 throughout (the default, and the reference's).
+    #[default]
+    Fp32 = 0,
+    /// libtorch's CUDA autocast to float16: matrix products and convolutions in half precision,
+    /// reductions and normalisations in float32, as `torch.autocast("cuda")`.
+    Fp16 = 1,
+    /// bfloat16 autocast. Declared, and refused by the host for now: the Rust bindings to
+    /// libtorch cannot set autocast's dtype, which is float16 unless set.
+    Bf16 = 2,
+}
+
+impl Precision {
+    pub fn parse(text: &str) -> Option<Precision> {
+        match text {
+            "fp32" => Some(Precision::Fp32),
+            "fp16" => Some(Precision::Fp16),
+            "bf16" => Some(Precision::Bf16),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
 /// The host's settings of a run.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +106,7 @@ pub struct RunSettings {
     pub batch_size: u32,
     pub device: Device,
     pub on_error: OnError,
+    pub precision: Precision,
 }
 
 impl RunSettings {
@@ -81,6 +116,11 @@ impl RunSettings {
 
 impl Default for RunSettings {
     fn default() -> RunSettings {
-        RunSettings { batch_size: RunSettings::DEFAULT_BATCH_SIZE, device: Device::CPU, on_error: OnError::Fail }
+        RunSettings {
+            batch_size: RunSettings::DEFAULT_BATCH_SIZE,
+            device: Device::CPU,
+            on_error: OnError::Fail,
+            precision: Precision::Fp32,
+        }
     }
 }
