@@ -3,12 +3,14 @@
 //!   demo           set up, then extract embeddings from a generated sample dataset
 //!   test           set up, generate the parity fixtures, then run every test
 //!   setup          only the set-up (system packages, Python venv, release build, plugins)
-//!   bench vision   deepembed against a DeepTune-like Python pipeline (see docs/BENCHMARKS.md)
+//!   bench vision   deepembed against a DeepTune-like Python pipeline (see docs/BENCHMARKS.md);
+//!                  with --model-only, against the model alone on random tensors (the ceiling)
 //!   bench text     the same for text: all-MiniLM-L6-v2 and a GPT-2-sized model
 //!   bench tabular  a GANDALF against pytorch-tabular's own inference path
 //!   bench timeseries  a DeepAR against pytorch-forecasting's own forward
 //!   bench tabpfn   a TabPFN classifier against tabpfn's own embedding path (DeepTune's)
-//!   gpu-check      the extraction on a CUDA device, with throughput (needs an NVIDIA GPU)
+//!   gpu-check      on a CUDA device: the model alone against the whole command, fp16 drift
+//!                  (bench/gpu_check.sh; needs an NVIDIA GPU)
 //!   fuzz           libFuzzer over the image, pickle, joblib, torch zip and safetensors readers:
 //!                  `fuzz [--minutes N] [TARGET...]`, N minutes per target (default 2)
 
@@ -247,6 +249,9 @@ fn python_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
 
 fn bench(ws: &Workspace, kind: &str, rest: &[&str]) -> Result<()> {
     setup::setup(ws)?;
+    if kind == "vision" && rest.contains(&"--model-only") {
+        return bench_model_only(ws, rest.iter().filter(|a| **a != "--model-only"));
+    }
     if kind == "tabpfn" {
         // Its Python side is tabpfn's own, from the reference stack bench_tabpfn.py finds in
         // .venv-tabpfn (not in the main venv).
@@ -262,7 +267,24 @@ fn bench(ws: &Workspace, kind: &str, rest: &[&str]) -> Result<()> {
         .args(rest))
 }
 
+/// The model alone against the whole command (bench/model_only.py), with the plugin's
+/// `model_only` example as the model-alone side.
+fn bench_model_only<'a>(ws: &Workspace, rest: impl Iterator<Item = &'a &'a str>) -> Result<()> {
+    run(ws.command("cargo")?.args(["build", "--release", "-q", "-p", "deepembed-vision", "--example", "model_only"]))?;
+    run(ws
+        .command(ws.python())?
+        .arg("bench/model_only.py")
+        .arg("--deepembed")
+        .arg(ws.binary())
+        .arg("--example")
+        .arg(ws.root.join("target/release/examples/model_only"))
+        .arg("--work")
+        .arg(ws.root.join("target").join("bench"))
+        .args(rest))
+}
+
 fn gpu_check(ws: &Workspace, rest: &[&str]) -> Result<()> {
     setup::setup(ws)?;
+    run(ws.command("cargo")?.args(["build", "--release", "-q", "-p", "deepembed-vision", "--example", "model_only"]))?;
     run(Command::new("bash").arg(ws.root.join("bench").join("gpu_check.sh")).arg(ws.binary()).args(rest))
 }

@@ -147,8 +147,6 @@ impl Gpt2 {
         // allowed[b, q, k] = k <= q and key k is not padding.
         let causal = Tensor::ones([t, t], (Kind::Bool, ids.device())).tril(0);
         let allowed = causal.view([1, 1, t, t]).logical_and(&mask.to_kind(Kind::Bool).view([b, 1, 1, t]));
-        let blocked = Tensor::zeros([1], (Kind::Float, ids.device())).fill_(f64::NEG_INFINITY);
-        let bias = Tensor::zeros([1], (Kind::Float, ids.device())).where_self(&allowed, &blocked);
         let heads = self.config.n_head;
         let d = e / heads;
         for (i, block) in self.blocks.iter().enumerate() {
@@ -160,10 +158,12 @@ impl Gpt2 {
             let parts = qkv.split(e, -1);
             let split = |y: &Tensor| y.view([b, t, heads, d]).transpose(1, 2);
             let (q, k, v) = (split(&parts[0]), split(&parts[1]), split(&parts[2]));
-            let scores = q.matmul(&k.transpose(-1, -2)) * scale + &bias;
-            // A fully masked query row softmaxes to NaN; SDPA returns 0 there, and so do we.
-            let weights = scores.softmax(-1, Kind::Float).nan_to_num(0.0, None, None);
-            let context = weights.matmul(&v).transpose(1, 2).contiguous().view([b, t, e]);
+            // libtorch's fused attention, as transformers runs it: a fully masked query row (an
+            // empty text) gets a zero output rather than NaN.
+            let context = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&allowed), 0.0, false, scale, false)
+                .transpose(1, 2)
+                .contiguous()
+                .view([b, t, e]);
             h += block.attn_proj.forward(&context);
             let inner = gelu_new(&block.c_fc.forward(&norm(&h, &block.ln_2)));
             h += block.mlp_proj.forward(&inner);

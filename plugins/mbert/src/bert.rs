@@ -156,20 +156,21 @@ impl Bert {
             + self.token_type_embeddings.get(0))
             + self.position_embeddings.index_select(0, &positions).unsqueeze(0);
         let mut x = norm(&embedded, &self.embeddings_norm);
-        // Keys that are padding get the float minimum added, as transformers' eager path does.
-        let mask = (attention_mask.to_kind(Kind::Float).ones_like() - attention_mask.to_kind(Kind::Float))
-            * f64::from(f32::MIN);
-        let mask = mask.view([b, 1, 1, t]);
+        // Padding keys are masked out. transformers' eager path adds the float minimum to their
+        // scores, which softmaxes to exactly 0 as the boolean mask does; libtorch's fused
+        // attention (flash or memory-efficient kernels) sums in another order, within 1e-6.
+        let mask = attention_mask.ne(0).view([b, 1, 1, t]);
         let heads = self.config.num_attention_heads;
         let d = h / heads;
-        let scale = 1.0 / (d as f64).sqrt();
         for layer in &self.layers {
             let split = |y: Tensor| y.view([b, t, heads, d]).transpose(1, 2);
             let q = split(layer.query.forward(&x));
             let k = split(layer.key.forward(&x));
             let v = split(layer.value.forward(&x));
-            let scores = q.matmul(&k.transpose(-1, -2)) * scale + &mask;
-            let context = scores.softmax(-1, Kind::Float).matmul(&v).transpose(1, 2).contiguous().view([b, t, h]);
+            let context = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, None, false)
+                .transpose(1, 2)
+                .contiguous()
+                .view([b, t, h]);
             x = norm(&(layer.attention_output.forward(&context) + &x), &layer.attention_norm);
             let inner = layer.intermediate.forward(&x).gelu("none");
             x = norm(&(layer.output.forward(&inner) + &x), &layer.output_norm);

@@ -1,0 +1,144 @@
+"""`cargo xtask bench vision --model-only` and the GPU check's table: for each model and
+precision, the model alone (random tensors already in memory, the plugin's own loader and forward:
+`examples/model_only`) against deepembed's whole command on a JPEG dataset, same model, batch,
+device and precision, in the same run on the same machine.
+
+Each pair is measured `--rounds` times, alternating, and the medians are reported: shared
+machines drift by 10% between minutes, and alternating puts both sides under the same drift.
+
+Prints one Markdown table: model, precision, batch, model-only rows/s, end-to-end rows/s, their
+ratio, cores, peak RSS of the end-to-end command, and (on CUDA) the peak GPU memory in use.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def torch_lib(python):
+    out = subprocess.run([python, "-c", "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))"],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def library_env(python, device):
+    """The environment both binaries run under: that Python's libtorch first on the library path
+    and, for CUDA, libtorch_cuda.so loaded before main (the host loads it itself; the example
+    cannot)."""
+    env = dict(os.environ)
+    lib = torch_lib(python)
+    env["LD_LIBRARY_PATH"] = lib + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    if device.startswith("cuda"):
+        env["LD_PRELOAD"] = os.path.join(lib, "libtorch_cuda.so")
+    return env
+
+
+class GpuMemory:
+    """Peak memory in use on the GPUs while it runs, sampled with nvidia-smi (None without it)."""
+
+    def __init__(self, enabled):
+        self.peak = None
+        self.proc = None
+        if enabled and shutil.which("nvidia-smi"):
+            self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-lms", "100"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.thread = threading.Thread(target=self._read, daemon=True)
+            self.thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                value = int(line.strip())
+            except ValueError:
+                continue
+            self.peak = value if self.peak is None else max(self.peak, value)
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait()
+            self.thread.join(timeout=2)
+        return self.peak
+
+
+def model_only(example, model, weights, batch, device, precision, seconds, env):
+    cmd = [example, "--model_version", model, "--model_weights", weights, "--batch_size", str(batch),
+           "--device", device, "--precision", precision, "--seconds", str(seconds)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["rows_per_second"]
+
+
+def end_to_end(deepembed, data, model, weights, batch, device, precision, out, env):
+    """rows/s of the whole command (start-up, loading, decoding, writing), its peak RSS (MiB)
+    and the peak GPU memory (MiB) while it ran."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [deepembed, "embed", "vision", "--df", data, "--model_version", model, "--model_weights", weights,
+           "--batch_size", str(batch), "--device", device, "--precision", precision, "--out", str(out), "--quiet"]
+    gpu = GpuMemory(device.startswith("cuda"))
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    peak_gpu = gpu.stop()
+    err = proc.stderr.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"command failed: {' '.join(map(str, cmd))}\n{err}")
+    rows = int(subprocess.run([sys.executable, "-c", "import pyarrow.parquet as pq, sys; print(pq.ParquetFile(sys.argv[1]).metadata.num_rows)", data],
+                              check=True, capture_output=True, text=True).stdout)
+    return rows / seconds, usage.ru_maxrss / 1024.0, peak_gpu
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--deepembed", required=True)
+    p.add_argument("--example", required=True, help="the model_only example binary")
+    p.add_argument("--work", required=True)
+    p.add_argument("--images", type=int, default=1024)
+    p.add_argument("--models", default="resnet18")
+    p.add_argument("--precisions", default="fp32")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=20.0, help="model-only measuring time per round")
+    args = p.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    env = library_env(sys.executable, args.device)
+    cores = len(os.sched_getaffinity(0))
+
+    print(f"machine: {platform.machine()}, {cores} cores, {platform.platform()}; device {args.device}; "
+          f"{args.images} JPEGs of 400x300 to 640x480; medians of {args.rounds} alternating rounds\n")
+    print("| model | precision | batch | model-only rows/s | end-to-end rows/s | ratio | cores | peak RSS (MiB) | peak GPU memory (MiB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for model in args.models.split(","):
+        made = subprocess.run([sys.executable, HERE / "make_dataset.py", work, str(args.images), model],
+                              check=True, capture_output=True, text=True)
+        data, weights = made.stdout.split()
+        for precision in args.precisions.split(","):
+            alone, whole, rss, gpu = [], [], [], []
+            for _ in range(args.rounds):
+                alone.append(model_only(args.example, model, weights, args.batch_size, args.device, precision, args.seconds, env))
+                rate, peak, peak_gpu = end_to_end(args.deepembed, data, model, weights, args.batch_size, args.device,
+                                                  precision, work / "out", env)
+                whole.append(rate)
+                rss.append(peak)
+                if peak_gpu is not None:
+                    gpu.append(peak_gpu)
+            a, w = statistics.median(alone), statistics.median(whole)
+            gpu_text = f"{max(gpu)}" if gpu else "-"
+            print(f"| {model} | {precision} | {args.batch_size} | {a:.1f} | {w:.1f} | {w / a:.2f} | {cores} | {max(rss):.0f} | {gpu_text} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
