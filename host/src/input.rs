@@ -1,30 +1,190 @@
-//! An input Parquet table, opened and checked before the run, then read as a stream of record
-//! batches of `batch_size` rows.
+//! An input table, opened and checked before the run, then read as a stream of record batches
+//! of at most `batch_size` rows.
+//!
+//! `--df` (or any input flag) names a Parquet file, a directory of them (read recursively, as
+//! Hive-style `key=value/` datasets and the output of img2dataset-like tools are laid out), or a
+//! glob pattern (`shards/part-*.parquet`, `data/**/*.parquet`). Several files are read in sorted
+//! path order as one table: their columns must match by name and type, and a column nullable in
+//! any file is nullable in the table. Hive partition values (`key=value` folder names) are not
+//! added as columns. Files whose names start with `.` or `_` (`_SUCCESS`, `_metadata`) are not
+//! data and are skipped, as Spark and pyarrow skip them.
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
-use arrow::record_batch::RecordBatchReader;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use anyhow::{anyhow, bail, Context, Result};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::record_batch::{RecordBatch, RecordBatchReader};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 pub struct Input {
     pub rows: u64,
+    /// The files read, in order (one for a plain file).
+    pub files: Vec<PathBuf>,
     pub reader: Box<dyn RecordBatchReader + Send>,
 }
 
 /// Opens the table the user named with `--<flag>`.
-pub fn open(path: &Path, flag: &str, batch_size: usize) -> Result<Input> {
-    if !path.exists() {
-        bail!("input file {} does not exist (--{flag})", path.display());
+pub fn open(spec: &Path, flag: &str, batch_size: usize) -> Result<Input> {
+    let files = resolve(spec, flag)?;
+    let mut rows = 0u64;
+    let mut schema: Option<Schema> = None;
+    for file in &files {
+        let builder = builder(file, flag)?;
+        rows += builder.metadata().file_metadata().num_rows().max(0) as u64;
+        let this = builder.schema();
+        schema = Some(match schema {
+            None => this.as_ref().clone(),
+            Some(table) => merge(&table, this, &files[0], file, flag)?,
+        });
     }
-    if path.is_dir() {
-        bail!("--{flag} {} is a directory; name a Parquet file", path.display());
+    let schema = Arc::new(schema.expect("at least one file"));
+    let reader =
+        Files { schema, pending: files.iter().cloned().collect(), current: None, batch_size, flag: flag.into() };
+    Ok(Input { rows, files, reader: Box::new(reader) })
+}
+
+/// The Parquet files `spec` names, in the order they are read.
+fn resolve(spec: &Path, flag: &str) -> Result<Vec<PathBuf>> {
+    let text = spec.to_string_lossy();
+    let mut files = if text.contains(['*', '?', '[', '{']) {
+        matching(&text, flag)?
+    } else if spec.is_dir() {
+        let mut files = Vec::new();
+        walk(spec, &mut |p| p.extension().is_some_and(|e| e == "parquet"), &mut files)
+            .with_context(|| format!("cannot list {} (--{flag})", spec.display()))?;
+        if files.is_empty() {
+            bail!("--{flag} {}: the directory holds no .parquet files", spec.display());
+        }
+        files
+    } else if spec.exists() {
+        vec![spec.to_path_buf()]
+    } else {
+        bail!("input file {} does not exist (--{flag})", spec.display());
+    };
+    files.sort();
+    Ok(files)
+}
+
+/// The files under the pattern's fixed leading directories that match it.
+fn matching(pattern: &str, flag: &str) -> Result<Vec<PathBuf>> {
+    let glob = globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| anyhow!("--{flag} {pattern}: not a valid glob pattern: {e}"))?
+        .compile_matcher();
+    // Walk from the deepest directory the pattern fixes, e.g. `data/` for `data/**/*.parquet`.
+    let base: PathBuf = Path::new(pattern)
+        .components()
+        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[', '{']))
+        .collect();
+    // A pattern without a fixed directory is matched against paths relative to here.
+    let (root, relative) = if base.as_os_str().is_empty() { (PathBuf::from("."), true) } else { (base, false) };
+    let mut files = Vec::new();
+    if root.is_dir() {
+        let mut keep = |p: &Path| glob.is_match(if relative { p.strip_prefix(".").unwrap_or(p) } else { p });
+        walk(&root, &mut keep, &mut files).with_context(|| format!("cannot list {} (--{flag})", root.display()))?;
     }
-    let file = File::open(path).with_context(|| format!("cannot open input file {} (--{flag})", path.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{} is not a readable Parquet file (--{flag})", path.display()))?;
-    let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
-    let reader = builder.with_batch_size(batch_size.max(1)).build()?;
-    Ok(Input { rows, reader: Box::new(reader) })
+    if files.is_empty() {
+        bail!("--{flag} {pattern}: no files match the pattern");
+    }
+    Ok(files)
+}
+
+/// Files under `dir`, recursively, that `keep` accepts; names starting with `.` or `_` are not
+/// data (`_SUCCESS`, `_metadata`, `.crc` files, hidden folders).
+fn walk(dir: &Path, keep: &mut dyn FnMut(&Path) -> bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with(['.', '_']) {
+            continue;
+        }
+        if entry.file_type()?.is_dir() || (path.is_dir() && entry.file_type()?.is_symlink()) {
+            walk(&path, keep, out)?;
+        } else if keep(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn builder(file: &Path, flag: &str) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let f = File::open(file).with_context(|| format!("cannot open input file {} (--{flag})", file.display()))?;
+    ParquetRecordBatchReaderBuilder::try_new(f)
+        .with_context(|| format!("{} is not a readable Parquet file (--{flag})", file.display()))
+}
+
+/// The table's schema widened by `file`'s: the same columns in the same order and of the same
+/// types, nullable where either is.
+fn merge(table: &Schema, schema: &Schema, first: &Path, file: &Path, flag: &str) -> Result<Schema> {
+    let names = |s: &Schema| s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+    if names(table) != names(schema) {
+        bail!(
+            "--{flag}: {} has columns {:?}, but {} has {:?}; the files of one table must have the same columns",
+            file.display(),
+            names(schema),
+            first.display(),
+            names(table)
+        );
+    }
+    let mut fields: Vec<Field> = Vec::with_capacity(table.fields().len());
+    for (a, b) in table.fields().iter().zip(schema.fields()) {
+        if a.data_type() != b.data_type() {
+            bail!(
+                "--{flag}: column '{}' is {} in {} but {} in {}",
+                a.name(),
+                b.data_type(),
+                file.display(),
+                a.data_type(),
+                first.display()
+            );
+        }
+        fields.push(a.as_ref().clone().with_nullable(a.is_nullable() || b.is_nullable()));
+    }
+    Ok(Schema::new_with_metadata(fields, table.metadata().clone()))
+}
+
+/// The files' batches in order, under the table's schema.
+struct Files {
+    schema: SchemaRef,
+    pending: VecDeque<PathBuf>,
+    current: Option<ParquetRecordBatchReader>,
+    batch_size: usize,
+    flag: String,
+}
+
+impl Files {
+    fn next_file(&mut self) -> Result<bool> {
+        let Some(file) = self.pending.pop_front() else { return Ok(false) };
+        self.current = Some(builder(&file, &self.flag)?.with_batch_size(self.batch_size.max(1)).build()?);
+        Ok(true)
+    }
+}
+
+impl Iterator for Files {
+    type Item = Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(batch) = self.current.as_mut().and_then(Iterator::next) {
+                // The same columns, possibly a narrower nullability: re-labelled, not copied.
+                return Some(batch.and_then(|b| RecordBatch::try_new(self.schema.clone(), b.columns().to_vec())));
+            }
+            match self.next_file() {
+                Ok(true) => continue,
+                Ok(false) => return None,
+                Err(e) => return Some(Err(ArrowError::ExternalError(e.into()))),
+            }
+        }
+    }
+}
+
+impl RecordBatchReader for Files {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
 }

@@ -122,8 +122,12 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
         let opened = input::open(&file.path, &file.flag, req.settings.batch_size as usize)?;
         let again = inputs.iter().any(|i: &HostInput| i.name == file.flag);
         if !again {
+            let files = match opened.files.len() {
+                1 => String::new(),
+                n => format!(" ({n} Parquet files)"),
+            };
             log::info!(
-                "{name}: {} rows from {} (--{}) on {}",
+                "{name}: {} rows from {}{files} (--{}) on {}",
                 opened.rows,
                 file.path.display(),
                 file.flag,
