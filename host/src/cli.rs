@@ -38,6 +38,11 @@ pub fn host_args() -> Vec<ArgSpec> {
         )
         .default("fp32")
         .choices(&["fp32", "fp16", "bf16"]),
+        ArgSpec::new(
+            "shard",
+            ArgKind::String,
+            "Embed only the I-th (from 0) of N contiguous row ranges of the input, e.g. 0/4; put the shards together with deepembed merge.",
+        ),
         ArgSpec::new("json", ArgKind::Bool, "Print a JSON summary of the result on stdout."),
     ]
 }
@@ -118,6 +123,26 @@ pub fn build(discovery: &Discovery) -> Command {
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Machine-readable output.")),
         )
         .subcommand(embed)
+        .subcommand(
+            Command::new("merge")
+                .about("Put the run directories of --shard I/N runs together as one run (checks they cover every row once).")
+                .arg(
+                    Arg::new("dirs")
+                        .required(true)
+                        .num_args(1..)
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .value_name("DIR")
+                        .help("The shards' run directories (embed_output_...)."),
+                )
+                .arg(
+                    Arg::new("out")
+                        .long("out")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .value_name("PATH")
+                        .help("Directory that receives the merged embed_output_<MODEL>_<date>_<time>/ (default: the first shard's parent)."),
+                )
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print a JSON summary of the result on stdout.")),
+        )
 }
 
 fn clap_arg(spec: &ArgSpec) -> Arg {

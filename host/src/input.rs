@@ -18,23 +18,35 @@ use anyhow::{anyhow, bail, Context, Result};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchReader};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
+
+use crate::shard::Shard;
 
 pub struct Input {
+    /// Rows read: the whole table's, or the shard's.
     pub rows: u64,
+    /// The whole table's rows, and the first row read (0 unless a shard starts later).
+    pub table_rows: u64,
+    pub first_row: u64,
     /// The files read, in order (one for a plain file).
     pub files: Vec<PathBuf>,
     pub reader: Box<dyn RecordBatchReader + Send>,
 }
 
-/// Opens the table the user named with `--<flag>`.
-pub fn open(spec: &Path, flag: &str, batch_size: usize) -> Result<Input> {
+/// Opens the table the user named with `--<flag>`, all of it or `shard`'s rows.
+pub fn open(spec: &Path, flag: &str, batch_size: usize, shard: Option<Shard>) -> Result<Input> {
     let files = resolve(spec, flag)?;
-    let mut rows = 0u64;
     let mut schema: Option<Schema> = None;
+    // Per file: its first row in the table and its row groups' sizes.
+    let mut layout: Vec<(u64, Vec<u64>)> = Vec::with_capacity(files.len());
+    let mut table_rows = 0u64;
     for file in &files {
         let builder = builder(file, flag)?;
-        rows += builder.metadata().file_metadata().num_rows().max(0) as u64;
+        let groups: Vec<u64> = builder.metadata().row_groups().iter().map(|g| g.num_rows().max(0) as u64).collect();
+        layout.push((table_rows, groups.clone()));
+        table_rows += groups.iter().sum::<u64>();
         let this = builder.schema();
         schema = Some(match schema {
             None => this.as_ref().clone(),
@@ -42,9 +54,70 @@ pub fn open(spec: &Path, flag: &str, batch_size: usize) -> Result<Input> {
         });
     }
     let schema = Arc::new(schema.expect("at least one file"));
-    let reader =
-        Files { schema, pending: files.iter().cloned().collect(), current: None, batch_size, flag: flag.into() };
-    Ok(Input { rows, files, reader: Box::new(reader) })
+    let (start, end) = match shard {
+        None => (0, table_rows),
+        Some(shard) => {
+            let mut boundaries = vec![0];
+            for (first, groups) in &layout {
+                let mut at = *first;
+                for g in groups {
+                    at += g;
+                    boundaries.push(at);
+                }
+            }
+            shard.range(table_rows, &boundaries)
+        }
+    };
+    let mut pending = VecDeque::new();
+    for (file, (first, groups)) in files.iter().zip(&layout) {
+        if let Some(part) = Part::of(file, *first, groups, start, end) {
+            pending.push_back(part);
+        }
+    }
+    let reader = Files { schema, pending, current: None, batch_size, flag: flag.into() };
+    Ok(Input { rows: end - start, table_rows, first_row: start, files, reader: Box::new(reader) })
+}
+
+/// The rows of one file that a run reads: whole row groups, and within them a selection when
+/// the range starts or ends inside a group.
+struct Part {
+    file: PathBuf,
+    row_groups: Vec<usize>,
+    selection: Option<RowSelection>,
+}
+
+impl Part {
+    /// The part of `file` (its first row in the table, its row groups' sizes) within the table's
+    /// rows `[start, end)`, if any.
+    fn of(file: &Path, first: u64, groups: &[u64], start: u64, end: u64) -> Option<Part> {
+        let mut row_groups = Vec::new();
+        let (mut skip_before, mut read) = (0u64, 0u64);
+        let mut at = first;
+        for (i, &n) in groups.iter().enumerate() {
+            let (lo, hi) = (at.max(start), (at + n).min(end));
+            if lo < hi {
+                if row_groups.is_empty() {
+                    skip_before = lo - at;
+                }
+                row_groups.push(i);
+                read += hi - lo;
+            }
+            at += n;
+        }
+        if row_groups.is_empty() {
+            return None;
+        }
+        let whole: u64 = row_groups.iter().map(|&i| groups[i]).sum();
+        let selection = (read != whole).then(|| {
+            let after = whole - skip_before - read;
+            RowSelection::from(vec![
+                RowSelector::skip(skip_before as usize),
+                RowSelector::select(read as usize),
+                RowSelector::skip(after as usize),
+            ])
+        });
+        Some(Part { file: file.to_path_buf(), row_groups, selection })
+    }
 }
 
 /// The Parquet files `spec` names, in the order they are read.
@@ -151,7 +224,7 @@ fn merge(table: &Schema, schema: &Schema, first: &Path, file: &Path, flag: &str)
 /// The files' batches in order, under the table's schema.
 struct Files {
     schema: SchemaRef,
-    pending: VecDeque<PathBuf>,
+    pending: VecDeque<Part>,
     current: Option<ParquetRecordBatchReader>,
     batch_size: usize,
     flag: String,
@@ -159,8 +232,13 @@ struct Files {
 
 impl Files {
     fn next_file(&mut self) -> Result<bool> {
-        let Some(file) = self.pending.pop_front() else { return Ok(false) };
-        self.current = Some(builder(&file, &self.flag)?.with_batch_size(self.batch_size.max(1)).build()?);
+        let Some(part) = self.pending.pop_front() else { return Ok(false) };
+        let mut builder =
+            builder(&part.file, &self.flag)?.with_batch_size(self.batch_size.max(1)).with_row_groups(part.row_groups);
+        if let Some(selection) = part.selection {
+            builder = builder.with_row_selection(selection);
+        }
+        self.current = Some(builder.build()?);
         Ok(true)
     }
 }

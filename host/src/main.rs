@@ -8,8 +8,10 @@ mod discovery;
 mod input;
 mod loader;
 mod logger;
+mod merge;
 mod output;
 mod run;
+mod shard;
 mod signals;
 
 use std::fmt::Write as _;
@@ -46,6 +48,7 @@ fn run_cli(argv: Vec<std::ffi::OsString>) -> Result<()> {
     let quiet = matches.get_flag("quiet");
     match matches.subcommand() {
         Some(("plugins", sub)) => list_plugins(&discovery, sub.get_flag("json")),
+        Some(("merge", sub)) => merge_shards(sub),
         Some(("embed", sub)) => match sub.subcommand() {
             Some((name, plugin_matches)) => embed(&discovery, name, plugin_matches, quiet),
             None => Err(anyhow!("name a plugin: deepembed embed <plugin>")),
@@ -79,13 +82,27 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
             inputs.push(run::InputFile { flag: input.name.clone(), path: PathBuf::from(text(&input.name)?) });
         }
     }
-    let embedded = InputSpec::embedded_of(&plugin.manifest.inputs).map(|i| i.name.clone());
+    let embedded_spec = InputSpec::embedded_of(&plugin.manifest.inputs);
+    let embedded = embedded_spec.map(|i| i.name.clone());
+    let shard = match host.get("shard").and_then(Value::as_str) {
+        None => None,
+        Some(text) => {
+            let shard = shard::Shard::parse(text)?;
+            if !embedded_spec.is_some_and(|i| i.rows_independent && i.passes <= 1) {
+                bail!(
+                    "--shard {text}: plugin {name} embeds a row from other rows too (a series' history, or statistics \
+                     over the whole table), so a range of rows alone would give other embeddings; run it unsharded"
+                );
+            }
+            Some(shard)
+        }
+    };
     let out = PathBuf::from(text("out")?);
     let json_summary = host.get("json").and_then(Value::as_bool).unwrap_or(false);
     // cli_arguments.json records every argument, the host's and the plugin's.
     let mut arguments = host.clone();
     arguments.extend(options.clone());
-    let request = run::EmbedRequest { plugin, settings, options, arguments, inputs, embedded, out, quiet };
+    let request = run::EmbedRequest { plugin, settings, options, arguments, inputs, embedded, shard, out, quiet };
     let result = run::embed(request)?;
     log::info!("embeddings written to {}", result.file.display());
     if json_summary {
@@ -95,6 +112,17 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
             "rows": result.rows,
             "skipped_rows": result.skipped,
         });
+        print_stdout(&(serde_json::to_string_pretty(&summary)? + "\n"))?;
+    }
+    Ok(())
+}
+
+fn merge_shards(matches: &clap::ArgMatches) -> Result<()> {
+    let dirs: Vec<PathBuf> = matches.get_many::<PathBuf>("dirs").into_iter().flatten().cloned().collect();
+    let merged = merge::merge(&dirs, matches.get_one::<PathBuf>("out").map(PathBuf::as_path))?;
+    log::info!("{} shards, {} rows merged into {}", dirs.len(), merged.rows, merged.file.display());
+    if matches.get_flag("json") {
+        let summary = json!({"output_dir": merged.dir, "embeddings": merged.file, "rows": merged.rows});
         print_stdout(&(serde_json::to_string_pretty(&summary)? + "\n"))?;
     }
     Ok(())

@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 
 use crate::loader::Plugin;
 use crate::output::{self, ParquetSink};
+use crate::shard::Shard;
 use crate::{input, logger, signals};
 
 /// One input table of the run: the flag that named it and its path.
@@ -32,6 +33,8 @@ pub struct EmbedRequest<'a> {
     pub inputs: Vec<InputFile>,
     /// The input whose rows are embedded (the progress bar counts them).
     pub embedded: Option<String>,
+    /// Only this range of the embedded input's rows.
+    pub shard: Option<Shard>,
     pub out: PathBuf,
     pub quiet: bool,
 }
@@ -53,6 +56,10 @@ struct RunSink<'a> {
     /// The schema of the first batch: every later batch must have exactly this one.
     schema: Option<SchemaRef>,
     skipped: Vec<(u64, String)>,
+    /// The embedded input's first row read: a shard's rows are numbered as in the whole table.
+    first_row: u64,
+    /// With `--shard`: the shard, its first row, its rows and the whole table's.
+    shard: Option<(Shard, u64, u64, u64)>,
     bar: ProgressBar,
 }
 
@@ -91,6 +98,7 @@ impl HostSink for RunSink<'_> {
     }
 
     fn skip(&mut self, row: u64, reason: &str) -> Result<(), String> {
+        let row = row + self.first_row;
         log::warn!("skipping row {row}: {reason}");
         self.skipped.push((row, reason.to_string()));
         Ok(())
@@ -118,8 +126,15 @@ impl RunSink<'_> {
 pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
     let name = &req.plugin.manifest.name;
     let mut inputs = Vec::with_capacity(req.inputs.len());
+    let mut shard_rows = None;
     for file in &req.inputs {
-        let opened = input::open(&file.path, &file.flag, req.settings.batch_size as usize)?;
+        let shard = req.shard.filter(|_| req.embedded.as_ref() == Some(&file.flag));
+        let opened = input::open(&file.path, &file.flag, req.settings.batch_size as usize, shard)?;
+        if let Some(s) = shard {
+            let end = opened.first_row + opened.rows;
+            log::info!("shard {}/{}: rows {} to {end} of {}", s.index, s.count, opened.first_row, opened.table_rows);
+            shard_rows = Some((s, opened.first_row, opened.rows, opened.table_rows));
+        }
         let again = inputs.iter().any(|i: &HostInput| i.name == file.flag);
         if !again {
             let files = match opened.files.len() {
@@ -145,6 +160,8 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
         parquet: None,
         schema: None,
         skipped: vec![],
+        first_row: shard_rows.map_or(0, |(_, first, _, _)| first),
+        shard: shard_rows,
         bar: bar.clone(),
     };
     let started = Instant::now();
@@ -189,6 +206,14 @@ fn finish(req: &EmbedRequest, sink: &mut RunSink, started: Instant) -> Result<Em
         "deepembed_version": env!("CARGO_PKG_VERSION"),
     });
     if let Value::Object(map) = &mut details {
+        map.insert("model_str".into(), plan.model_str.clone().into());
+        map.insert("file_name".into(), plan.file_name.clone().into());
+        if let Some((s, first, rows, table_rows)) = sink.shard {
+            map.insert(
+                "shard".into(),
+                json!({"index": s.index, "count": s.count, "first_row": first, "rows": rows, "input_rows": table_rows}),
+            );
+        }
         for (k, v) in &plan.details {
             map.entry(k.clone()).or_insert(v.clone());
         }

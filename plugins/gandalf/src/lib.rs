@@ -30,7 +30,7 @@ impl Plugin for GandalfPlugin {
             description: "Tabular embeddings from pytorch-tabular GANDALF models (the backbone output)".into(),
             models: vec!["GANDALF".into()],
             args: GandalfOptions::arg_specs(),
-            inputs: InputSpec::default_inputs(),
+            inputs: vec![InputSpec::df().rows_independent()],
         }
     }
 

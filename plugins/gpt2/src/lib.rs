@@ -31,7 +31,7 @@ impl Plugin for Gpt2Plugin {
             description: "Text embeddings from GPT-2 models and DeepTune's fine-tuned GPT-2".into(),
             models: vec!["gpt2".into(), "any GPT2Model directory".into()],
             args: Gpt2Options::arg_specs(),
-            inputs: InputSpec::default_inputs(),
+            inputs: vec![InputSpec::df().rows_independent()],
         }
     }
 

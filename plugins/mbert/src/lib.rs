@@ -34,7 +34,7 @@ impl Plugin for MbertPlugin {
                 "any BertModel directory".into(),
             ],
             args: MbertOptions::arg_specs(),
-            inputs: InputSpec::default_inputs(),
+            inputs: vec![InputSpec::df().rows_independent()],
         }
     }
 

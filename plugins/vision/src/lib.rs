@@ -32,7 +32,7 @@ impl Plugin for VisionPlugin {
             description: "Image embeddings from torchvision and DeepTune vision models".into(),
             models: models::all_versions().into_iter().map(|(f, v)| models::describe(f, v)).collect(),
             args: VisionOptions::arg_specs(),
-            inputs: deepembed_sdk::InputSpec::default_inputs(),
+            inputs: vec![deepembed_sdk::InputSpec::df().rows_independent()],
         }
     }
 

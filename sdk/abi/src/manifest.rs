@@ -38,6 +38,12 @@ pub struct InputSpec {
     /// it can embed any (statistics over the whole table) reads it twice instead of holding it.
     #[serde(default = "one_pass")]
     pub passes: u32,
+    /// Whether each row's embedding depends on that row alone (and the model), so the table can
+    /// be cut into row ranges (`--shard I/N`) whose outputs, put together, are the whole run's.
+    /// False for a plugin that reads a row's neighbours (a series' history) or statistics over
+    /// the whole table.
+    #[serde(default)]
+    pub rows_independent: bool,
 }
 
 fn one_pass() -> u32 {
@@ -46,7 +52,7 @@ fn one_pass() -> u32 {
 
 impl InputSpec {
     pub fn new(name: &str, help: &str) -> InputSpec {
-        InputSpec { name: name.into(), help: help.into(), embedded: false, passes: 1 }
+        InputSpec { name: name.into(), help: help.into(), embedded: false, passes: 1, rows_independent: false }
     }
 
     pub fn embedded(mut self) -> InputSpec {
@@ -57,6 +63,12 @@ impl InputSpec {
     /// Declares that the plugin reads this table `passes` times.
     pub fn passes(mut self, passes: u32) -> InputSpec {
         self.passes = passes.max(1);
+        self
+    }
+
+    /// Declares that each row is embedded on its own (see [`InputSpec::rows_independent`]).
+    pub fn rows_independent(mut self) -> InputSpec {
+        self.rows_independent = true;
         self
     }
 

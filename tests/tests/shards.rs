@@ -1,0 +1,144 @@
+//! `--shard I/N` and `deepembed merge`: N shard runs merged give the unsharded run's rows, in
+//! order, with the same columns; merge refuses shards that miss or repeat rows, or that come
+//! from different arguments, naming what is wrong; a plugin whose rows depend on other rows
+//! refuses --shard.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, RecordBatch};
+use deepembed_tests::*;
+use parquet::arrow::ArrowWriter;
+
+fn torch_home() -> String {
+    fixtures().join("vision").join("torch_home").to_str().unwrap().to_string()
+}
+
+/// The vision fixture rewritten with row groups of `group` rows, so shard cuts can align.
+fn input_with_row_groups(work: &Path, group: usize) -> PathBuf {
+    let table = read_parquet(&fixtures().join("vision").join("images.parquet"));
+    let path = work.join("images.parquet");
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), table.schema(), None).unwrap();
+    for start in (0..table.num_rows()).step_by(group) {
+        writer.write(&table.slice(start, group.min(table.num_rows() - start))).unwrap();
+        // Each flush closes a row group.
+        writer.flush().unwrap();
+    }
+    writer.close().unwrap();
+    path
+}
+
+/// A vision run over `df` (`extra` flags added); its run directory.
+fn run(df: &Path, out: &Path, extra: &[&str]) -> PathBuf {
+    let home = torch_home();
+    let args = ["vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--batch_size", "3"];
+    embed_ok(&[&args[..], &["--out", out.to_str().unwrap()], extra].concat(), &[("TORCH_HOME", home.as_str())])
+}
+
+fn merge(dirs: &[&PathBuf], out: &Path) -> std::process::Output {
+    let mut args = vec!["merge".to_string()];
+    args.extend(dirs.iter().map(|d| d.to_str().unwrap().to_string()));
+    args.extend(["--out".to_string(), out.to_str().unwrap().to_string(), "--json".to_string()]);
+    deepembed(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Same schema, same non-embedding columns exactly, embeddings within 1e-5 of the largest value
+/// (a shard's batches hold other images beside each one; libtorch may pick other kernels).
+fn assert_same_table(merged: &RecordBatch, whole: &RecordBatch) {
+    assert_eq!(merged.schema(), whole.schema());
+    assert_eq!(merged.num_rows(), whole.num_rows());
+    for (field, (a, b)) in merged.schema().fields().iter().zip(merged.columns().iter().zip(whole.columns())) {
+        if field.name().parse::<usize>().is_ok() {
+            let (a, b) = (a.as_any().downcast_ref::<arrow::array::Float32Array>(), b.as_any().downcast_ref());
+            let (a, b): (&arrow::array::Float32Array, &arrow::array::Float32Array) = (a.unwrap(), b.unwrap());
+            for (x, y) in a.values().iter().zip(b.values()) {
+                assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "column {}: {x} against {y}", field.name());
+            }
+        } else {
+            assert_eq!(a.to_data(), b.to_data(), "column {}", field.name());
+        }
+    }
+}
+
+#[test]
+fn merged_shards_are_the_unsharded_run() {
+    let work = scratch("shards");
+    let input = input_with_row_groups(&work, 2);
+    let whole = read_parquet(&output_parquet(&run(&input, &work.join("whole"), &[])));
+    let shards: Vec<PathBuf> =
+        (0..3).map(|i| run(&input, &work.join("shards"), &["--shard", &format!("{i}/3")])).collect();
+    let details: Vec<serde_json::Value> = shards.iter().map(|d| json(&d.join("embedding_details.json"))).collect();
+    let total: u64 = details.iter().map(|d| d["shard"]["rows"].as_u64().unwrap()).sum();
+    assert_eq!(total as usize, whole.num_rows());
+    // Cuts on row-group boundaries (groups of 2 rows).
+    assert!(details.iter().all(|d| d["shard"]["first_row"].as_u64().unwrap() % 2 == 0), "{details:?}");
+
+    // Given in any order.
+    let output = merge(&[&shards[2], &shards[0], &shards[1]], &work.join("merged"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let dir = PathBuf::from(summary["output_dir"].as_str().unwrap());
+    assert_same_table(&read_parquet(&output_parquet(&dir)), &whole);
+    let merged = json(&dir.join("embedding_details.json"));
+    assert_eq!(merged["rows"].as_u64().unwrap() as usize, whole.num_rows());
+    assert!(merged.get("shard").is_none() && merged["merged_shards"].as_array().unwrap().len() == 3);
+    let arguments = json(&dir.join("cli_arguments.json"));
+    assert!(arguments.get("shard").is_none() && arguments["model_version"] == "resnet18");
+}
+
+#[test]
+fn merge_refuses_missing_repeated_or_foreign_shards() {
+    let work = scratch("shards-bad");
+    let input = input_with_row_groups(&work, 2);
+    let shard = |i: usize, n: usize, extra: &[&str]| {
+        let spec = format!("{i}/{n}");
+        run(&input, &work.join("runs"), &[&["--shard", spec.as_str()], extra].concat())
+    };
+    let (a, c) = (shard(0, 3, &[]), shard(2, 3, &[]));
+    let refused = |dirs: &[&PathBuf], says: &str| {
+        let out = work.join("merged");
+        let output = merge(dirs, &out);
+        let err = stderr(&output);
+        assert!(!output.status.success(), "merge of {dirs:?} was accepted");
+        assert!(err.contains(says), "expected '{says}' in:\n{err}");
+        assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(), "a refused merge left output");
+    };
+    refused(&[&a, &c], "are in no shard");
+    refused(&[&a, &a, &c], "more than one shard");
+    let b_other = shard(1, 3, &["--label_column", "site"]);
+    refused(&[&a, &b_other, &c], "--label_column");
+    let whole = run(&input, &work.join("whole"), &[]);
+    refused(&[&whole], "is not a shard");
+}
+
+#[test]
+fn a_bad_shard_spec_is_an_error_naming_the_flag() {
+    let df = fixtures().join("vision").join("images.parquet");
+    for bad in ["3/3", "x", "1/0"] {
+        let output = deepembed(&[
+            "embed",
+            "vision",
+            "--df",
+            df.to_str().unwrap(),
+            "--model_version",
+            "resnet18",
+            "--shard",
+            bad,
+        ]);
+        let err = stderr(&output);
+        assert!(!output.status.success() && err.contains(&format!("--shard {bad}")), "{err}");
+    }
+}
+
+/// DeepAR embeds a row from its series' history: a range of rows alone would give other
+/// embeddings, so --shard is refused before anything is read.
+#[test]
+fn a_plugin_whose_rows_depend_on_other_rows_refuses_shards() {
+    let output =
+        deepembed(&["embed", "deepar", "--df", "absent.parquet", "--model_weights", "absent.ckpt", "--shard", "0/2"]);
+    let err = stderr(&output);
+    assert!(!output.status.success() && err.contains("--shard 0/2") && err.contains("deepar"), "{err}");
+}
