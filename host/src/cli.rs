@@ -41,7 +41,7 @@ pub fn host_args() -> Vec<ArgSpec> {
         ArgSpec::new(
             "shard",
             ArgKind::String,
-            "Embed only the I-th (from 0) of N contiguous row ranges of the input, e.g. 0/4; put the shards together with deepembed merge.",
+            "Embed only the I-th (from 0) of N contiguous row ranges of the input, e.g. 0/4, or slurm (this Slurm array task's); put the shards together with deepembed merge.",
         ),
         ArgSpec::new("json", ArgKind::Bool, "Print a JSON summary of the result on stdout."),
     ]
@@ -132,7 +132,7 @@ pub fn build(discovery: &Discovery) -> Command {
                         .num_args(1..)
                         .value_parser(clap::value_parser!(PathBuf))
                         .value_name("DIR")
-                        .help("The shards' run directories (embed_output_...)."),
+                        .help("The shards' run directories (embed_output_...), or directories holding them."),
                 )
                 .arg(
                     Arg::new("out")

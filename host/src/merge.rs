@@ -107,6 +107,7 @@ pub fn merge(dirs: &[PathBuf], out: Option<&Path>) -> Result<Merged> {
     if dirs.is_empty() {
         bail!("name the shards' run directories: deepembed merge DIR...");
     }
+    let dirs = expand(dirs)?;
     let mut shards = dirs.iter().map(|d| ShardRun::read(d)).collect::<Result<Vec<_>>>()?;
     check_same_run(&shards)?;
     shards.sort_by_key(|s| (s.first_row, s.index));
@@ -126,6 +127,29 @@ pub fn merge(dirs: &[PathBuf], out: Option<&Path>) -> Result<Merged> {
     }
     let rows = written?;
     Ok(Merged { file: dir.join(&file_name), dir, rows })
+}
+
+/// Run directories as given, and for a directory that is not one, the run directories in it
+/// (what a Slurm array's tasks leave in their common `--out`).
+fn expand(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut runs = Vec::new();
+    for dir in dirs {
+        if dir.join("embedding_details.json").exists() || !dir.is_dir() {
+            runs.push(dir.clone());
+            continue;
+        }
+        let mut inside: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("embedding_details.json").exists())
+            .collect();
+        if inside.is_empty() {
+            bail!("{} is neither a run directory nor holds any (no embedding_details.json)", dir.display());
+        }
+        inside.sort();
+        runs.extend(inside);
+    }
+    Ok(runs)
 }
 
 /// Same plugin, version, model, output file, shard count, input size and arguments but the

@@ -15,12 +15,45 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// `I/N` with 0 <= I < N.
+    /// `I/N` with 0 <= I < N, or `slurm`: this task's place in a Slurm array job.
     pub fn parse(text: &str) -> Result<Shard> {
+        if text == "slurm" {
+            return Shard::from_slurm(|name| std::env::var(name).ok());
+        }
         let parsed = text.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
         match parsed {
             Some((index, count)) if count > 0 && index < count => Ok(Shard { index, count }),
             _ => bail!("--shard {text}: expected I/N with 0 <= I < N, e.g. --shard 0/4 for the first of four shards"),
+        }
+    }
+
+    /// I and N of a Slurm array task: I = SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN (arrays
+    /// may start at 1), N = SLURM_ARRAY_TASK_COUNT. Arrays with a step (`--array=0-9:2`) or a
+    /// list are refused: their ids are not the range MIN..MIN+COUNT.
+    fn from_slurm(var: impl Fn(&str) -> Option<String>) -> Result<Shard> {
+        let number = |name: &str| -> Result<u64> {
+            let value = var(name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--shard slurm: {name} is not set; run it as a task of a Slurm array job (sbatch --array=0-3)"
+                )
+            })?;
+            value.trim().parse().map_err(|_| anyhow::anyhow!("--shard slurm: {name}={value} is not a number"))
+        };
+        let (id, min, count) =
+            (number("SLURM_ARRAY_TASK_ID")?, number("SLURM_ARRAY_TASK_MIN")?, number("SLURM_ARRAY_TASK_COUNT")?);
+        if let Ok(max) = number("SLURM_ARRAY_TASK_MAX") {
+            if max + 1 != min + count {
+                bail!(
+                    "--shard slurm: the array's ids are not {min}..{}: use a plain range (sbatch --array={min}-{}), \
+                     not a step or a list",
+                    min + count - 1,
+                    min + count - 1
+                );
+            }
+        }
+        match id.checked_sub(min) {
+            Some(index) if index < count => Ok(Shard { index, count }),
+            _ => bail!("--shard slurm: task {id} is outside the array {min}..{}", min + count - 1),
         }
     }
 
@@ -78,6 +111,29 @@ mod tests {
         assert!(r.iter().all(|(a, b)| a % 100 == 0 && b % 100 == 0), "{r:?}");
         // One big group: even cuts.
         assert_eq!(ranges(4, 1000, &[0, 1000]), vec![(0, 250), (250, 500), (500, 750), (750, 1000)]);
+    }
+
+    #[test]
+    fn slurm_array_tasks_are_shards() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let task = env(&[
+            ("SLURM_ARRAY_TASK_ID", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+            ("SLURM_ARRAY_TASK_MAX", "4"),
+        ]);
+        assert_eq!(Shard::from_slurm(task).unwrap(), Shard { index: 2, count: 4 });
+        let stepped = env(&[
+            ("SLURM_ARRAY_TASK_ID", "2"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ("SLURM_ARRAY_TASK_MAX", "4"),
+        ]);
+        assert!(Shard::from_slurm(stepped).unwrap_err().to_string().contains("plain range"));
+        let outside = env(&[]);
+        assert!(Shard::from_slurm(outside).unwrap_err().to_string().contains("SLURM_ARRAY_TASK_ID is not set"));
     }
 
     #[test]

@@ -142,3 +142,34 @@ fn a_plugin_whose_rows_depend_on_other_rows_refuses_shards() {
     let err = stderr(&output);
     assert!(!output.status.success() && err.contains("--shard 0/2") && err.contains("deepar"), "{err}");
 }
+
+/// `--shard slurm` takes I and N from the array task's environment (arrays may start at 1), and
+/// merge takes the directory the tasks shared as their `--out`.
+#[test]
+fn slurm_array_tasks_shard_and_merge_by_directory() {
+    let work = scratch("shards-slurm");
+    let input = input_with_row_groups(&work, 3);
+    let whole = read_parquet(&output_parquet(&run(&input, &work.join("whole"), &[])));
+    let home = torch_home();
+    let tasks = work.join("tasks");
+    for id in ["1", "2"] {
+        let args = ["embed", "vision", "--df", input.to_str().unwrap(), "--model_version", "resnet18"];
+        let output = deepembed_env(
+            &[&args[..], &["--shard", "slurm", "--out", tasks.to_str().unwrap(), "--device", "cpu", "--quiet"]]
+                .concat(),
+            &[
+                ("TORCH_HOME", home.as_str()),
+                ("SLURM_ARRAY_TASK_ID", id),
+                ("SLURM_ARRAY_TASK_MIN", "1"),
+                ("SLURM_ARRAY_TASK_MAX", "2"),
+                ("SLURM_ARRAY_TASK_COUNT", "2"),
+            ],
+        );
+        assert!(output.status.success(), "task {id}: {}", stderr(&output));
+    }
+    let output = merge(&[&tasks], &work.join("merged"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let merged = read_parquet(&output_parquet(Path::new(summary["output_dir"].as_str().unwrap())));
+    assert_same_table(&merged, &whole);
+}
