@@ -124,6 +124,18 @@ pub fn build(discovery: &Discovery) -> Command {
         )
         .subcommand(embed)
         .subcommand(
+            Command::new("slurm")
+                .about("Submit an extraction as a Slurm array job of N shards plus a merge job: deepembed slurm --shards N [--dry-run] [sbatch options] -- embed <plugin> ...")
+                .arg(
+                    Arg::new("args")
+                        .num_args(0..)
+                        .allow_hyphen_values(true)
+                        .trailing_var_arg(true)
+                        .value_name("ARGS")
+                        .help("--shards N, --dry-run (print the scripts instead), sbatch options (passed to the array job unchanged), then -- and the embed command."),
+                ),
+        )
+        .subcommand(
             Command::new("merge")
                 .about("Put the run directories of --shard I/N runs together as one run (checks they cover every row once).")
                 .arg(

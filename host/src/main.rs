@@ -13,6 +13,7 @@ mod output;
 mod run;
 mod shard;
 mod signals;
+mod slurm;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -49,6 +50,10 @@ fn run_cli(argv: Vec<std::ffi::OsString>) -> Result<()> {
     match matches.subcommand() {
         Some(("plugins", sub)) => list_plugins(&discovery, sub.get_flag("json")),
         Some(("merge", sub)) => merge_shards(sub),
+        Some(("slurm", sub)) => {
+            let args: Vec<String> = sub.get_many::<String>("args").into_iter().flatten().cloned().collect();
+            slurm::run(&args)
+        }
         Some(("embed", sub)) => match sub.subcommand() {
             Some((name, plugin_matches)) => embed(&discovery, name, plugin_matches, quiet),
             None => Err(anyhow!("name a plugin: deepembed embed <plugin>")),

@@ -173,3 +173,95 @@ fn slurm_array_tasks_shard_and_merge_by_directory() {
     let merged = read_parquet(&output_parquet(Path::new(summary["output_dir"].as_str().unwrap())));
     assert_same_table(&merged, &whole);
 }
+
+/// The test cluster (tests/slurm/cluster.sh): started on creation, stopped when dropped.
+struct Cluster {
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl Cluster {
+    fn start(dir: PathBuf) -> Cluster {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("slurm").join("cluster.sh");
+        let output = std::process::Command::new("bash").arg(&script).arg("start").arg(&dir).output().unwrap();
+        assert!(
+            output.status.success(),
+            "the Slurm test cluster did not start (cargo xtask test installs slurm-wlm as root):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let conf = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim().to_string());
+        Cluster { dir, conf }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("slurm").join("cluster.sh");
+        let _ = std::process::Command::new("bash").arg(script).arg("stop").arg(&self.dir).output();
+    }
+}
+
+/// `deepembed slurm` on a real single-node Slurm: it submits an array of shards and a merge job
+/// that waits for them, and the merged run is the unsharded one. `--dry-run` prints the scripts.
+#[test]
+fn deepembed_slurm_runs_an_array_and_a_merge_on_a_real_cluster() {
+    let work = scratch("slurm");
+    let input = input_with_row_groups(&work, 2);
+    let whole = read_parquet(&output_parquet(&run(&input, &work.join("whole"), &[])));
+    let home = torch_home();
+    let results = work.join("results");
+    let command = |extra: &[&str]| {
+        let mut args = vec!["slurm", "--shards", "3", "--time=10"];
+        args.extend_from_slice(extra);
+        args.extend(["--", "embed", "vision", "--df", input.to_str().unwrap(), "--model_version", "resnet18"]);
+        args.extend(["--device", "cpu", "--out", results.to_str().unwrap()]);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+
+    let dry = deepembed(&command(&["--dry-run"]).iter().map(String::as_str).collect::<Vec<_>>());
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    for expected in ["--array=0-2", "--requeue", "--time=10", "--shard slurm", "--dependency=afterok:", " merge "] {
+        assert!(text.contains(expected), "--dry-run output lacks '{expected}':\n{text}");
+    }
+    assert!(!results.exists(), "--dry-run created {}", results.display());
+
+    // A fixed directory, so a cluster left by an interrupted run is stopped before this one starts.
+    let cluster = Cluster::start(fixtures().join("slurm-cluster"));
+    let output = std::process::Command::new(binary())
+        .args(command(&[]))
+        .current_dir(&work)
+        .env("SLURM_CONF", &cluster.conf)
+        .env("TORCH_HOME", &home)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "deepembed slurm failed:\n{}", stderr(&output));
+    let ids: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect();
+    assert_eq!(ids.len(), 2, "expected the array and merge job ids on stdout, got {ids:?}");
+
+    // The merge job's run directory appears in --out when every shard is done and merged.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let merged = loop {
+        let done = std::fs::read_dir(&results).ok().and_then(|entries| {
+            entries.map(|e| e.unwrap().path()).find(|p| {
+                p.file_name().unwrap().to_string_lossy().starts_with("embed_output_")
+                    && p.join("embedding_details.json").exists()
+            })
+        });
+        if let Some(dir) = done {
+            break dir;
+        }
+        let logs: Vec<String> = std::fs::read_dir(&work)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "out"))
+            .map(|p| format!("{}:\n{}", p.display(), std::fs::read_to_string(&p).unwrap_or_default()))
+            .collect();
+        assert!(std::time::Instant::now() < deadline, "no merged run after 300 s; job logs:\n{}", logs.join("\n"));
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    assert_same_table(&read_parquet(&output_parquet(&merged)), &whole);
+    let details = json(&merged.join("embedding_details.json"));
+    assert_eq!(details["merged_shards"].as_array().unwrap().len(), 3, "{details}");
+}

@@ -140,6 +140,7 @@ fn newest_dir(dir: &Path) -> Result<std::path::PathBuf> {
 /// test of the workspace in release mode, so test builds reuse the release artifacts.
 fn test(ws: &Workspace, filter: &[&str]) -> Result<()> {
     setup::setup(ws)?;
+    setup::test_packages()?;
     let work = ws.root.join("tests").join("work");
     generate_fixtures(ws, &work)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -93,16 +93,24 @@ pub fn setup(ws: &Workspace) -> Result<()> {
 
 /// cmake and nasm build libjpeg-turbo (linked statically into the vision plugin).
 fn system_packages() -> Result<()> {
-    let missing: Vec<&str> = ["cmake", "nasm"].into_iter().filter(|tool| !on_path(tool)).collect();
+    apt_install(&[("cmake", "cmake"), ("nasm", "nasm")], "the build needs them to build libjpeg-turbo")
+}
+
+/// Slurm (with munge) for the test that runs `deepembed slurm` on a real single-node cluster
+/// (tests/slurm/cluster.sh).
+pub fn test_packages() -> Result<()> {
+    apt_install(&[("sbatch", "slurm-wlm")], "the Slurm test runs a real single-node cluster")
+}
+
+/// Installs the apt packages of the (tool, package) pairs whose tool is not on PATH.
+fn apt_install(needed: &[(&str, &str)], why: &str) -> Result<()> {
+    let missing: Vec<&str> = needed.iter().filter(|(tool, _)| !on_path(tool)).map(|(_, package)| *package).collect();
     if missing.is_empty() {
         return Ok(());
     }
     let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
     if !is_root || !on_path("apt-get") {
-        bail!(
-            "the build needs {} (to build libjpeg-turbo); install them with your package manager and rerun",
-            missing.join(" and ")
-        );
+        bail!("{} missing ({why}); install with your package manager and rerun", missing.join(" and "));
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
     run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
