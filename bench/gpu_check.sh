@@ -12,8 +12,11 @@
 # 1. The table (bench/model_only.py): per model and precision, the model alone on random tensors
 #    against the whole command on `images` JPEGs (default 20480, about 500x375), with cores, peak
 #    RSS and peak GPU memory. MODELS, PRECISIONS and BATCH override the defaults.
-# 2. fp16 drift against fp32 (bench/precision_drift.py): the minimum cosine similarity over a
-#    real run, for each vision family (DRIFT_MODELS).
+# 2. Text (bench/text_gpu.py): deepembed's whole command against transformers loops (padding to
+#    256; sorted, padding to the longest; the model alone), MiniLM- and BERT-base-sized models,
+#    TEXTS (default 20000) notes of median ~31 tokens, batch 64, fp32 and fp16.
+# 3. fp16 drift against fp32 (bench/precision_drift.py): the minimum cosine similarity over a
+#    real run, for each vision family (DRIFT_MODELS) and both text models.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="$(realpath "${1:-$here/../target/release/deepembed}")"
@@ -36,11 +39,20 @@ echo "## model alone against the whole command"
     --models "$models" --precisions "$precisions" --batch_size "$batch" --device cuda:0 --rounds 1 --seconds 8
 
 echo
-echo "## fp16 against fp32: cosine similarity per row (1024 images)"
+echo "## text"
+"$py" "$here/text_gpu.py" --deepembed "$bin" --work "$work" --texts "${TEXTS:-20000}" --batch_size 64 \
+    --device cuda:0 --precisions "$precisions" 2>/dev/null
+
+echo
+echo "## fp16 against fp32: cosine similarity per row (1024 images; the text corpus)"
 echo "| model | rows | min | median | mean |"
 echo "|---|---:|---:|---:|---:|"
 for model in $drift_models; do
     mapfile -t made < <("$py" "$here/make_dataset.py" "$work" 1024 "$model")
     "$py" "$here/precision_drift.py" "$bin" "$model" "$work/drift" -- embed vision --df "${made[0]}" \
         --model_version "$model" --model_weights "${made[1]}" --device cuda:0 --batch_size 128
+done
+for name in all-MiniLM-L6-v2-sized BERT-base-sized; do
+    "$py" "$here/precision_drift.py" "$bin" "$name" "$work/drift" -- embed mbert --df "$work/texts_${TEXTS:-20000}.parquet" \
+        --model_weights "$work/text-$name" --device cuda:0 --batch_size 64
 done

@@ -20,7 +20,8 @@ WORDS = ("patient reports chest pain shortness of breath fever cough headache na
          "tenderness abdomen lungs clear bilaterally follow up in two weeks imaging ordered").split()
 
 
-def main(out: Path, n: int):
+def write_corpus(out: Path, n: int) -> Path:
+    """OUT_DIR/texts_N.parquet: N notes of 3 to 300 words (log-normal, median about 30)."""
     out.mkdir(parents=True, exist_ok=True)
     data = out / f"texts_{n}.parquet"
     rng = np.random.default_rng(n)
@@ -28,6 +29,11 @@ def main(out: Path, n: int):
         lengths = np.minimum(rng.lognormal(3.3, 0.9, size=n).astype(int) + 3, 300)
         texts = [" ".join(rng.choice(WORDS, size=k)) + "." for k in lengths]
         pd.DataFrame({"text": texts, "labels": rng.integers(0, 2, size=n), "id": np.arange(n)}).to_parquet(data, index=False)
+    return data
+
+
+def main(out: Path, n: int):
+    data = write_corpus(out, n)
     gpt2 = out / "gpt2-random"
     if not (gpt2 / "config.json").exists():
         from tokenizers import ByteLevelBPETokenizer
