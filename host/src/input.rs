@@ -19,7 +19,8 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use parquet::arrow::arrow_reader::{
-    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
+    RowSelector,
 };
 
 use crate::shard::Shard;
@@ -39,26 +40,27 @@ pub struct Input {
 pub fn open(spec: &Path, flag: &str, batch_size: usize, shard: Option<Shard>) -> Result<Input> {
     let files = resolve(spec, flag)?;
     let mut schema: Option<Schema> = None;
-    // Per file: its first row in the table and its row groups' sizes.
-    let mut layout: Vec<(u64, Vec<u64>)> = Vec::with_capacity(files.len());
+    // Per file: its footer (read once, kept for the reader), its first row in the table and its
+    // row groups' sizes.
+    let mut layout: Vec<(ArrowReaderMetadata, u64, Vec<u64>)> = Vec::with_capacity(files.len());
     let mut table_rows = 0u64;
     for file in &files {
-        let builder = builder(file, flag)?;
-        let groups: Vec<u64> = builder.metadata().row_groups().iter().map(|g| g.num_rows().max(0) as u64).collect();
-        layout.push((table_rows, groups.clone()));
-        table_rows += groups.iter().sum::<u64>();
-        let this = builder.schema();
+        let metadata = footer(file, flag)?;
+        let groups: Vec<u64> = metadata.metadata().row_groups().iter().map(|g| g.num_rows().max(0) as u64).collect();
+        let rows = groups.iter().sum::<u64>();
         schema = Some(match schema {
-            None => this.as_ref().clone(),
-            Some(table) => merge(&table, this, &files[0], file, flag)?,
+            None => metadata.schema().as_ref().clone(),
+            Some(table) => merge(&table, metadata.schema(), &files[0], file, flag)?,
         });
+        layout.push((metadata, table_rows, groups));
+        table_rows += rows;
     }
     let schema = Arc::new(schema.expect("at least one file"));
     let (start, end) = match shard {
         None => (0, table_rows),
         Some(shard) => {
             let mut boundaries = vec![0];
-            for (first, groups) in &layout {
+            for (_, first, groups) in &layout {
                 let mut at = *first;
                 for g in groups {
                     at += g;
@@ -69,8 +71,8 @@ pub fn open(spec: &Path, flag: &str, batch_size: usize, shard: Option<Shard>) ->
         }
     };
     let mut pending = VecDeque::new();
-    for (file, (first, groups)) in files.iter().zip(&layout) {
-        if let Some(part) = Part::of(file, *first, groups, start, end) {
+    for (file, (metadata, first, groups)) in files.iter().zip(layout) {
+        if let Some(part) = Part::of(file, metadata, first, &groups, start, end) {
             pending.push_back(part);
         }
     }
@@ -82,14 +84,22 @@ pub fn open(spec: &Path, flag: &str, batch_size: usize, shard: Option<Shard>) ->
 /// the range starts or ends inside a group.
 struct Part {
     file: PathBuf,
+    metadata: ArrowReaderMetadata,
     row_groups: Vec<usize>,
     selection: Option<RowSelection>,
 }
 
 impl Part {
-    /// The part of `file` (its first row in the table, its row groups' sizes) within the table's
-    /// rows `[start, end)`, if any.
-    fn of(file: &Path, first: u64, groups: &[u64], start: u64, end: u64) -> Option<Part> {
+    /// The part of `file` (its footer, its first row in the table, its row groups' sizes) within
+    /// the table's rows `[start, end)`, if any.
+    fn of(
+        file: &Path,
+        metadata: ArrowReaderMetadata,
+        first: u64,
+        groups: &[u64],
+        start: u64,
+        end: u64,
+    ) -> Option<Part> {
         let mut row_groups = Vec::new();
         let (mut skip_before, mut read) = (0u64, 0u64);
         let mut at = first;
@@ -116,7 +126,7 @@ impl Part {
                 RowSelector::skip(after as usize),
             ])
         });
-        Some(Part { file: file.to_path_buf(), row_groups, selection })
+        Some(Part { file: file.to_path_buf(), metadata, row_groups, selection })
     }
 }
 
@@ -185,9 +195,13 @@ fn walk(dir: &Path, keep: &mut dyn FnMut(&Path) -> bool, out: &mut Vec<PathBuf>)
     Ok(())
 }
 
-fn builder(file: &Path, flag: &str) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let f = File::open(file).with_context(|| format!("cannot open input file {} (--{flag})", file.display()))?;
-    ParquetRecordBatchReaderBuilder::try_new(f)
+fn open_file(file: &Path, flag: &str) -> Result<File> {
+    File::open(file).with_context(|| format!("cannot open input file {} (--{flag})", file.display()))
+}
+
+/// The file's footer: its row groups and Arrow schema.
+fn footer(file: &Path, flag: &str) -> Result<ArrowReaderMetadata> {
+    ArrowReaderMetadata::load(&open_file(file, flag)?, ArrowReaderOptions::default())
         .with_context(|| format!("{} is not a readable Parquet file (--{flag})", file.display()))
 }
 
@@ -234,7 +248,9 @@ impl Files {
     fn next_file(&mut self) -> Result<bool> {
         let Some(part) = self.pending.pop_front() else { return Ok(false) };
         let mut builder =
-            builder(&part.file, &self.flag)?.with_batch_size(self.batch_size.max(1)).with_row_groups(part.row_groups);
+            ParquetRecordBatchReaderBuilder::new_with_metadata(open_file(&part.file, &self.flag)?, part.metadata)
+                .with_batch_size(self.batch_size.max(1))
+                .with_row_groups(part.row_groups);
         if let Some(selection) = part.selection {
             builder = builder.with_row_selection(selection);
         }

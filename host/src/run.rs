@@ -56,11 +56,18 @@ struct RunSink<'a> {
     /// The schema of the first batch: every later batch must have exactly this one.
     schema: Option<SchemaRef>,
     skipped: Vec<(u64, String)>,
-    /// The embedded input's first row read: a shard's rows are numbered as in the whole table.
-    first_row: u64,
-    /// With `--shard`: the shard, its first row, its rows and the whole table's.
-    shard: Option<(Shard, u64, u64, u64)>,
+    /// With `--shard`: the rows of the embedded input the run reads.
+    shard: Option<ShardRows>,
     bar: ProgressBar,
+}
+
+/// A shard's rows of the embedded input.
+#[derive(Clone, Copy)]
+struct ShardRows {
+    shard: Shard,
+    first_row: u64,
+    rows: u64,
+    table_rows: u64,
 }
 
 impl HostSink for RunSink<'_> {
@@ -98,7 +105,8 @@ impl HostSink for RunSink<'_> {
     }
 
     fn skip(&mut self, row: u64, reason: &str) -> Result<(), String> {
-        let row = row + self.first_row;
+        // A shard's rows are numbered as in the whole table.
+        let row = row + self.shard.map_or(0, |s| s.first_row);
         log::warn!("skipping row {row}: {reason}");
         self.skipped.push((row, reason.to_string()));
         Ok(())
@@ -133,7 +141,12 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
         if let Some(s) = shard {
             let end = opened.first_row + opened.rows;
             log::info!("shard {}/{}: rows {} to {end} of {}", s.index, s.count, opened.first_row, opened.table_rows);
-            shard_rows = Some((s, opened.first_row, opened.rows, opened.table_rows));
+            shard_rows = Some(ShardRows {
+                shard: s,
+                first_row: opened.first_row,
+                rows: opened.rows,
+                table_rows: opened.table_rows,
+            });
         }
         let again = inputs.iter().any(|i: &HostInput| i.name == file.flag);
         if !again {
@@ -160,7 +173,6 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
         parquet: None,
         schema: None,
         skipped: vec![],
-        first_row: shard_rows.map_or(0, |(_, first, _, _)| first),
         shard: shard_rows,
         bar: bar.clone(),
     };
@@ -208,10 +220,11 @@ fn finish(req: &EmbedRequest, sink: &mut RunSink, started: Instant) -> Result<Em
     if let Value::Object(map) = &mut details {
         map.insert("model_str".into(), plan.model_str.clone().into());
         map.insert("file_name".into(), plan.file_name.clone().into());
-        if let Some((s, first, rows, table_rows)) = sink.shard {
+        if let Some(s) = sink.shard {
             map.insert(
                 "shard".into(),
-                json!({"index": s.index, "count": s.count, "first_row": first, "rows": rows, "input_rows": table_rows}),
+                json!({"index": s.shard.index, "count": s.shard.count, "first_row": s.first_row, "rows": s.rows,
+                       "input_rows": s.table_rows}),
             );
         }
         for (k, v) in &plan.details {

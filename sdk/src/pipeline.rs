@@ -75,18 +75,13 @@ pub fn run<P: Prepare>(
         Batching::InputOrder => 1,
         Batching::LongestFirst { window_batches, .. } => (*window_batches).max(1),
     };
-    let ahead = windows_ahead(ctx.device());
-    let (tx, rx) = sync_channel::<Result<Window<P::Row>>>(ahead);
-    // The preparer prepares a window for each credit; the consumer hands one back per window it
-    // takes, so at most `ahead` windows are prepared ahead of the one being embedded.
-    let (credits, credit) = sync_channel::<()>(ahead);
-    for _ in 0..ahead {
-        credits.send(()).expect("the channel holds `ahead` credits");
-    }
+    // `ahead - 1` windows wait in the channel and one more in the preparer's blocked send: at most
+    // `ahead` windows prepared and not yet taken by the model.
+    let (tx, rx) = sync_channel::<Result<Window<P::Row>>>(windows_ahead(ctx.device()) - 1);
     let reader = thread::Builder::new().name("prepare".into()).spawn(move || {
         let mut input = input.peekable();
         let mut first_row = 0u64;
-        while credit.recv().is_ok() && input.peek().is_some() {
+        while input.peek().is_some() {
             let window = read_window(&mut input, window_batches).and_then(|batch| {
                 let rows = preparer.prepare(&batch, first_row).with_context(|| rows_context(first_row, &batch))?;
                 if rows.len() != batch.num_rows() {
@@ -104,8 +99,8 @@ pub fn run<P: Prepare>(
         }
         preparer
     })?;
-    let result = consume(ctx, columns, model, &batching, rx, credits);
-    // The preparer stops by itself once the receiver or the credits are gone.
+    let result = consume(ctx, columns, model, &batching, rx);
+    // The preparer stops by itself once the receiver is gone.
     let preparer = reader.join().map_err(|_| anyhow!("the preparing thread panicked"))?;
     result.map(|()| preparer)
 }
@@ -145,7 +140,6 @@ fn consume<Row>(
     model: &mut dyn Embed<Row>,
     batching: &Batching<Row>,
     windows: std::sync::mpsc::Receiver<Result<Window<Row>>>,
-    credits: std::sync::mpsc::SyncSender<()>,
 ) -> Result<()> {
     let dims = columns.dims();
     let batch_size = ctx.batch_size();
@@ -155,8 +149,6 @@ fn consume<Row>(
             bail!("interrupted");
         }
         let window = window?;
-        // The preparer may start the next window while this one is embedded.
-        let _ = credits.send(());
         let mut kept: Vec<u32> = Vec::with_capacity(window.rows.len());
         let mut rows: Vec<&Row> = Vec::with_capacity(window.rows.len());
         for (i, row) in window.rows.iter().enumerate() {

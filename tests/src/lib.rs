@@ -83,6 +83,19 @@ pub fn embed_ok(args: &[&str], env: &[(&str, &str)]) -> PathBuf {
     PathBuf::from(summary["output_dir"].as_str().unwrap())
 }
 
+/// The vision fixtures' TORCH_HOME, which holds torchvision's pretrained weights files.
+pub fn vision_torch_home() -> PathBuf {
+    fixtures().join("vision").join("torch_home")
+}
+
+/// A pretrained ResNet-18 vision run over `df` into `out`, with `extra` flags (the batch size,
+/// say); returns its run directory.
+pub fn embed_resnet18(df: &Path, out: &Path, extra: &[&str]) -> PathBuf {
+    let home = vision_torch_home();
+    let args = ["vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--out", out.to_str().unwrap()];
+    embed_ok(&[&args[..], extra].concat(), &[("TORCH_HOME", home.to_str().unwrap())])
+}
+
 pub fn read_parquet(path: &Path) -> RecordBatch {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();

@@ -7,16 +7,9 @@ use std::path::Path;
 use arrow::array::RecordBatch;
 use deepembed_tests::*;
 
-fn torch_home() -> String {
-    fixtures().join("vision").join("torch_home").to_str().unwrap().to_string()
-}
-
 /// The vision run's output table for `--df df`.
 fn embed(df: &Path, out: &Path) -> RecordBatch {
-    let home = torch_home();
-    let args = ["vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--batch_size", "4"];
-    let dir = embed_ok(&[&args[..], &["--out", out.to_str().unwrap()]].concat(), &[("TORCH_HOME", home.as_str())]);
-    read_parquet(&output_parquet(&dir))
+    read_parquet(&output_parquet(&embed_resnet18(df, out, &["--batch_size", "4"])))
 }
 
 /// `batch` cut into `parts` files under `root`, in folders that sort in row order.
@@ -67,7 +60,7 @@ fn parts_with_other_columns_are_refused_naming_both_files() {
     let odd = dataset.join("part=1").join("chunk-001.parquet");
     write_parquet(&odd, &renamed.slice(0, 2));
     let out = work.join("out");
-    let home = torch_home();
+    let home = vision_torch_home();
     let output = deepembed_env(
         &[
             "embed",
@@ -81,7 +74,7 @@ fn parts_with_other_columns_are_refused_naming_both_files() {
             "--out",
             out.to_str().unwrap(),
         ],
-        &[("TORCH_HOME", home.as_str())],
+        &[("TORCH_HOME", home.to_str().unwrap())],
     );
     let err = stderr(&output);
     assert!(!output.status.success(), "mismatched parts were accepted:\n{err}");

@@ -9,10 +9,6 @@ use arrow::array::{Array, RecordBatch};
 use deepembed_tests::*;
 use parquet::arrow::ArrowWriter;
 
-fn torch_home() -> String {
-    fixtures().join("vision").join("torch_home").to_str().unwrap().to_string()
-}
-
 /// The vision fixture rewritten with row groups of `group` rows, so shard cuts can align.
 fn input_with_row_groups(work: &Path, group: usize) -> PathBuf {
     let table = read_parquet(&fixtures().join("vision").join("images.parquet"));
@@ -29,9 +25,7 @@ fn input_with_row_groups(work: &Path, group: usize) -> PathBuf {
 
 /// A vision run over `df` (`extra` flags added); its run directory.
 fn run(df: &Path, out: &Path, extra: &[&str]) -> PathBuf {
-    let home = torch_home();
-    let args = ["vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--batch_size", "3"];
-    embed_ok(&[&args[..], &["--out", out.to_str().unwrap()], extra].concat(), &[("TORCH_HOME", home.as_str())])
+    embed_resnet18(df, out, &[&["--batch_size", "3"], extra].concat())
 }
 
 fn merge(dirs: &[&PathBuf], out: &Path) -> std::process::Output {
@@ -150,7 +144,8 @@ fn slurm_array_tasks_shard_and_merge_by_directory() {
     let work = scratch("shards-slurm");
     let input = input_with_row_groups(&work, 3);
     let whole = read_parquet(&output_parquet(&run(&input, &work.join("whole"), &[])));
-    let home = torch_home();
+    let home = vision_torch_home();
+    let home = home.to_str().unwrap();
     let tasks = work.join("tasks");
     for id in ["1", "2"] {
         let args = ["embed", "vision", "--df", input.to_str().unwrap(), "--model_version", "resnet18"];
@@ -158,7 +153,7 @@ fn slurm_array_tasks_shard_and_merge_by_directory() {
             &[&args[..], &["--shard", "slurm", "--out", tasks.to_str().unwrap(), "--device", "cpu", "--quiet"]]
                 .concat(),
             &[
-                ("TORCH_HOME", home.as_str()),
+                ("TORCH_HOME", home),
                 ("SLURM_ARRAY_TASK_ID", id),
                 ("SLURM_ARRAY_TASK_MIN", "1"),
                 ("SLURM_ARRAY_TASK_MAX", "2"),
@@ -208,7 +203,8 @@ fn deepembed_slurm_runs_an_array_and_a_merge_on_a_real_cluster() {
     let work = scratch("slurm");
     let input = input_with_row_groups(&work, 2);
     let whole = read_parquet(&output_parquet(&run(&input, &work.join("whole"), &[])));
-    let home = torch_home();
+    let home = vision_torch_home();
+    let home = home.to_str().unwrap();
     let results = work.join("results");
     let command = |extra: &[&str]| {
         let mut args = vec!["slurm", "--shards", "3", "--time=10"];
@@ -232,7 +228,7 @@ fn deepembed_slurm_runs_an_array_and_a_merge_on_a_real_cluster() {
         .args(command(&[]))
         .current_dir(&work)
         .env("SLURM_CONF", &cluster.conf)
-        .env("TORCH_HOME", &home)
+        .env("TORCH_HOME", home)
         .env_remove("LD_LIBRARY_PATH")
         .output()
         .unwrap();

@@ -123,28 +123,36 @@ pub fn resize_into(img: &RgbImage, out_w: usize, out_h: usize, filter: Filter, o
     // The horizontal pass only needs the input rows the vertical pass will read.
     let first_row = vertical.bounds.first().map_or(0, |b| b.0);
     let last_row = vertical.bounds.last().map_or(0, |b| b.0 + b.1);
-    let rows = last_row - first_row;
-    if img.width == out_w {
-        vertical_pass(&img.pixels[first_row * out_w * 3..last_row * out_w * 3], out_w, &vertical, first_row, out);
-        return;
-    }
-    let horizontal = cached_coefficients(filter, img.width, out_w);
     SCRATCH.with_borrow_mut(|scratch| {
-        scratch.clear();
-        scratch.resize(out_w * rows * 3, 0);
+        if img.width == out_w {
+            let input = &img.pixels[first_row * out_w * 3..last_row * out_w * 3];
+            vertical_pass(input, out_w, &vertical, first_row, &mut scratch.row, out);
+            return;
+        }
+        let horizontal = cached_coefficients(filter, img.width, out_w);
         let input = &img.pixels[first_row * img.width * 3..last_row * img.width * 3];
         if img.height == out_h {
             horizontal_pass(input, img.width, &horizontal, out);
-        } else {
-            horizontal_pass(input, img.width, &horizontal, scratch);
-            vertical_pass(scratch, out_w, &vertical, first_row, out);
+            return;
         }
+        scratch.between.clear();
+        scratch.between.resize(out_w * (last_row - first_row) * 3, 0);
+        horizontal_pass(input, img.width, &horizontal, &mut scratch.between);
+        vertical_pass(&scratch.between, out_w, &vertical, first_row, &mut scratch.row, out);
     });
 }
 
+/// Per-thread buffers of [`resize_into`], reused across images.
+#[derive(Default)]
+struct Scratch {
+    /// The horizontal pass's output: the vertical pass's input.
+    between: Vec<u8>,
+    /// The vertical pass's accumulators, one output row's worth.
+    row: Vec<i32>,
+}
+
 thread_local! {
-    /// The horizontal pass's output, reused across images.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
     /// Recently used coefficients: a dataset has few distinct image sizes, and a resize to a
     /// fixed side needs them per (input size, output size).
     static COEFFICIENTS: std::cell::RefCell<Vec<(CoefficientsKey, Rc<Coefficients>)>> =
@@ -196,10 +204,10 @@ fn horizontal_pass(input: &[u8], in_w: usize, c: &Coefficients, out: &mut [u8]) 
 }
 
 /// `rows` (the input rows from `first_row` on, `width` RGB pixels wide) to `c.bounds.len()`
-/// rows. Accumulates a whole output row one tap at a time, which the compiler vectorises.
-fn vertical_pass(rows: &[u8], width: usize, c: &Coefficients, first_row: usize, out: &mut [u8]) {
+/// rows. Accumulates a whole output row in `acc` one tap at a time, which the compiler vectorises.
+fn vertical_pass(rows: &[u8], width: usize, c: &Coefficients, first_row: usize, acc: &mut Vec<i32>, out: &mut [u8]) {
     let stride = width * 3;
-    let mut acc = vec![0i32; stride];
+    acc.resize(stride, 0);
     for ((&(ymin, n), k), out_row) in
         c.bounds.iter().zip(c.weights.chunks_exact(c.ksize)).zip(out.chunks_exact_mut(stride))
     {
@@ -210,7 +218,7 @@ fn vertical_pass(rows: &[u8], width: usize, c: &Coefficients, first_row: usize, 
                 *a += p as i32 * w;
             }
         }
-        for (o, &a) in out_row.iter_mut().zip(&acc) {
+        for (o, &a) in out_row.iter_mut().zip(acc.iter()) {
             *o = clip8(a);
         }
     }
