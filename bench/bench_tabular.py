@@ -46,16 +46,11 @@ from pytorch_tabular import TabularModel
 from pytorch_tabular.config import DataConfig, OptimizerConfig, TrainerConfig
 from pytorch_tabular.models import GANDALFConfig
 work, sizes = sys.argv[1], [int(s) for s in sys.argv[2:]]
+sys.path.insert(0, os.environ["DEEPEMBED_BENCH_DIR"])
+from tabular_data import CATEGORIES as cats, CONTINUOUS as cont, clinical_table
 rng = np.random.default_rng(0)
-cont = [f"lab_{i}" for i in range(12)]
-cats = {"site": 8, "ward": 20, "sex": 2, "smoker": 3}
 def rows(n):
-    df = pd.DataFrame({c: rng.normal(0, 1, n) for c in cont})
-    for c, k in cats.items():
-        df[c] = [f"{c}_{v}" for v in rng.integers(0, k, n)]
-    df["outcome"] = rng.integers(0, 2, n)
-    df["patient_id"] = [f"p{i}" for i in range(n)]
-    return df
+    return clinical_table(rng, n)
 model = TabularModel(
     data_config=DataConfig(target=["outcome"], continuous_cols=cont, categorical_cols=list(cats)),
     model_config=GANDALFConfig(task="classification", gflu_stages=6),
@@ -73,6 +68,12 @@ for n in sizes:
 """
 
 
+def make_model(work, sizes):
+    """Trains the benchmark's GANDALF into work/model and writes a table of each size."""
+    env = dict(os.environ, DEEPEMBED_BENCH_DIR=str(HERE))
+    subprocess.run([sys.executable, "-c", MAKE, work, *map(str, sizes)], check=True, env=env)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--deepembed", required=True)
@@ -85,7 +86,7 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     sizes = [args.rows, args.rows * args.scale]
-    subprocess.run([sys.executable, "-c", MAKE, work, *map(str, sizes)], check=True)
+    make_model(work, sizes)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
     print(f"GANDALF: 12 continuous + 4 categorical columns, 6 GFLU stages; batch size {args.batch_size}, CPU\n")
     print("| rows | tool | seconds | rows/s | peak RSS (MiB) |")

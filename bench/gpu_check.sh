@@ -6,17 +6,26 @@
 #
 # It uses that machine's own Python and torch (its lib directory goes first on LD_LIBRARY_PATH)
 # and generates the data there. Needs pandas, pyarrow, pillow and torchvision in that Python, and
-# target/release/examples/model_only next to the binary (`cargo build --release -p
-# deepembed-vision --example model_only`; `cargo xtask gpu-check` builds it).
+# the examples model_only and device_preprocess in examples/ next to the binary (`cargo xtask
+# gpu-check` builds them). Sections, most important first, each timed:
 #
-# 1. The table (bench/model_only.py): per model and precision, the model alone on random tensors
+# 1. Preprocessing on the device (examples/device_preprocess), when PREPROCESS_FIXTURES names the
+#    test generator's vision directory (images.parquet, preprocessed.f32): bytes resized on the
+#    CPU and normalised on the GPU must equal torchvision + Pillow's floats bit for bit.
+# 2. The table (bench/model_only.py): per model and precision, the model alone on random tensors
 #    against the whole command on `images` JPEGs (default 20480, about 500x375), with cores, peak
 #    RSS and peak GPU memory. MODELS, PRECISIONS and BATCH override the defaults.
-# 2. Text (bench/text_gpu.py): deepembed's whole command against transformers loops (padding to
+# 3. Text (bench/text_gpu.py): deepembed's whole command against transformers loops (padding to
 #    256; sorted, padding to the longest; the model alone), MiniLM- and BERT-base-sized models,
 #    TEXTS (default 20000) notes of median ~31 tokens, batch 64, fp32 and fp16.
-# 3. fp16 drift against fp32 (bench/precision_drift.py): the minimum cosine similarity over a
+# 4. Tabular (bench/gandalf_gpu.py), when GANDALF_MODEL names a trained benchmark GANDALF
+#    directory: GANDALF_ROWS (default 1M) rows on the GPU and on the CPU.
+# 5. fp16 drift against fp32 (bench/precision_drift.py): the minimum cosine similarity over a
 #    real run, for each vision family (DRIFT_MODELS) and both text models.
+#
+# ONLY (comma-separated: preprocessing,vision,text,tabular,drift) runs just those sections.
+# DEVICE (default cuda:0) lets the script be tried on the CPU (with PRECISIONS=fp32, which also
+# skips the drift section).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="$(realpath "${1:-$here/../target/release/deepembed}")"
@@ -27,32 +36,84 @@ models="${MODELS:-resnet18,resnet50,vit_b_16}"
 precisions="${PRECISIONS:-fp32,fp16}"
 batch="${BATCH:-256}"
 drift_models="${DRIFT_MODELS:-resnet50 efficientnet_b0 vit_b_16 swin_t vgg11 densenet121}"
+device="${DEVICE:-cuda:0}"
+texts="${TEXTS:-20000}"
 torch_lib="$("$py" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+started=$SECONDS
+failed=()
+# Runs one section; a failing section is reported and the next ones still run (the device time
+# is short and a rerun costs minutes).
+section() {
+    local key="$1" title="$2"
+    shift 2
+    [[ -z "${ONLY:-}" || ",$ONLY," == *",$key,"* ]] || return 0
+    echo
+    echo "## $title"
+    echo "(at $((SECONDS - started)) s)"
+    "$@" || { echo "SECTION FAILED: $title"; failed+=("$title"); }
+}
+
+preprocessing() {
+    mkdir -p "$work/jpegs"
+    "$py" -c 'import pyarrow.parquet as pq, sys, os
+for i, b in enumerate(pq.read_table(sys.argv[1], columns=["images"]).column(0).to_pylist()):
+    open(os.path.join(sys.argv[2], f"{i:06d}.img"), "wb").write(b)' "$PREPROCESS_FIXTURES/images.parquet" "$work/jpegs"
+    # The example, unlike the host, cannot load libtorch_cuda.so itself before its first tensor.
+    local preload=""
+    [[ "$device" == cpu ]] || preload="$torch_lib/libtorch_cuda.so"
+    LD_PRELOAD="$preload" "$(dirname "$bin")/examples/device_preprocess" --images "$work/jpegs" \
+        --reference "$PREPROCESS_FIXTURES/preprocessed.f32" --device "$device"
+}
+
+vision_table() {
+    "$py" "$here/model_only.py" --deepembed "$bin" --example "$example" --work "$work" --images "$images" \
+        --models "$models" --precisions "$precisions" --batch_size "$batch" --device "$device" --rounds 1 --seconds 8
+}
+
+text() {
+    "$py" "$here/text_gpu.py" --deepembed "$bin" --work "$work" --texts "$texts" --batch_size 64 \
+        --device "$device" --precisions "$precisions" 2>"$work/text.log" || { tail -20 "$work/text.log"; return 1; }
+}
+
+tabular() {
+    local devices="$device"
+    [[ "$device" == cpu ]] || devices="$device,cpu"
+    "$py" "$here/gandalf_gpu.py" --deepembed "$bin" --work "$work/tabular" --model "$GANDALF_MODEL" \
+        --rows "${GANDALF_ROWS:-1000000}" --devices "$devices" --precisions "$precisions" --batch_sizes 4096
+}
+
+drift() {
+    echo "| model | rows | min | median | mean |"
+    echo "|---|---:|---:|---:|---:|"
+    local model name
+    for model in $drift_models; do
+        mapfile -t made < <("$py" "$here/make_dataset.py" "$work" 1024 "$model")
+        "$py" "$here/precision_drift.py" "$bin" "$model" "$work/drift" -- embed vision --df "${made[0]}" \
+            --model_version "$model" --model_weights "${made[1]}" --device "$device" --batch_size 128 || return 1
+    done
+    for name in all-MiniLM-L6-v2-sized BERT-base-sized; do
+        "$py" "$here/precision_drift.py" "$bin" "$name" "$work/drift" -- embed mbert --df "$work/texts_$texts.parquet" \
+            --model_weights "$work/text-$name" --device "$device" --batch_size 64 || return 1
+    done
+}
+
 "$bin" plugins | head -3
+"$py" -c 'import torch, torchvision, transformers; print("torch", torch.__version__, "torchvision", torchvision.__version__, "transformers", transformers.__version__)'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+lscpu | grep -E "^Model name|^CPU\(s\)" || true
 
-echo "## model alone against the whole command"
-"$py" "$here/model_only.py" --deepembed "$bin" --example "$example" --work "$work" --images "$images" \
-    --models "$models" --precisions "$precisions" --batch_size "$batch" --device cuda:0 --rounds 1 --seconds 8
-
-echo
-echo "## text"
-"$py" "$here/text_gpu.py" --deepembed "$bin" --work "$work" --texts "${TEXTS:-20000}" --batch_size 64 \
-    --device cuda:0 --precisions "$precisions" 2>/dev/null
+[[ -z "${PREPROCESS_FIXTURES:-}" ]] || section preprocessing "preprocessing on the device against torchvision + Pillow" preprocessing
+section vision "model alone against the whole command" vision_table
+section text "text" text
+[[ -z "${GANDALF_MODEL:-}" ]] || section tabular "GANDALF" tabular
+[[ "$precisions" != *fp16* ]] || section drift "fp16 against fp32: cosine similarity per row (1024 images; the text corpus)" drift
 
 echo
-echo "## fp16 against fp32: cosine similarity per row (1024 images; the text corpus)"
-echo "| model | rows | min | median | mean |"
-echo "|---|---:|---:|---:|---:|"
-for model in $drift_models; do
-    mapfile -t made < <("$py" "$here/make_dataset.py" "$work" 1024 "$model")
-    "$py" "$here/precision_drift.py" "$bin" "$model" "$work/drift" -- embed vision --df "${made[0]}" \
-        --model_version "$model" --model_weights "${made[1]}" --device cuda:0 --batch_size 128
-done
-for name in all-MiniLM-L6-v2-sized BERT-base-sized; do
-    "$py" "$here/precision_drift.py" "$bin" "$name" "$work/drift" -- embed mbert --df "$work/texts_${TEXTS:-20000}.parquet" \
-        --model_weights "$work/text-$name" --device cuda:0 --batch_size 64
-done
+echo "done in $((SECONDS - started)) s"
+if ((${#failed[@]})); then
+    echo "failed: ${failed[*]}"
+    exit 1
+fi

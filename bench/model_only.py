@@ -14,11 +14,13 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,23 +81,28 @@ def model_only(example, model, weights, batch, device, precision, seconds, env):
 
 
 def end_to_end(deepembed, data, model, weights, batch, device, precision, out, env):
-    """rows/s of the whole command (start-up, loading, decoding, writing), its peak RSS (MiB)
-    and the peak GPU memory (MiB) while it ran."""
+    """rows/s of the whole command (start-up, loading, decoding, writing), its peak RSS (MiB),
+    the peak GPU memory (MiB) while it ran, and the share of the run the model's thread waited
+    for prepared images (from the pipeline's closing log line; high means bound by decoding)."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [deepembed, "embed", "vision", "--df", data, "--model_version", model, "--model_weights", weights,
-           "--batch_size", str(batch), "--device", device, "--precision", precision, "--out", str(out), "--quiet"]
+           "--batch_size", str(batch), "--device", device, "--precision", precision, "--out", str(out)]
     gpu = GpuMemory(device.startswith("cuda"))
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr goes to a file: a pipe nobody reads while waiting fills up and blocks the command.
+    err_file = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err_file)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     peak_gpu = gpu.stop()
-    err = proc.stderr.read().decode(errors="replace")
+    err_file.seek(0)
+    err = err_file.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"command failed: {' '.join(map(str, cmd))}\n{err}")
+    waited = re.search(r"waited [0-9.]+ s for prepared rows \(([0-9]+)%\)", err)
     rows = int(subprocess.run([sys.executable, "-c", "import pyarrow.parquet as pq, sys; print(pq.ParquetFile(sys.argv[1]).metadata.num_rows)", data],
                               check=True, capture_output=True, text=True).stdout)
-    return rows / seconds, usage.ru_maxrss / 1024.0, peak_gpu
+    return rows / seconds, usage.ru_maxrss / 1024.0, peak_gpu, waited.group(1) if waited else "?"
 
 
 def main():
@@ -118,25 +125,27 @@ def main():
 
     print(f"machine: {platform.machine()}, {cores} cores, {platform.platform()}; device {args.device}; "
           f"{args.images} JPEGs of 400x300 to 640x480; medians of {args.rounds} alternating rounds\n")
-    print("| model | precision | batch | model-only rows/s | end-to-end rows/s | ratio | cores | peak RSS (MiB) | peak GPU memory (MiB) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | precision | batch | model-only rows/s | end-to-end rows/s | ratio | model waited | cores | peak RSS (MiB) | peak GPU memory (MiB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model in args.models.split(","):
         made = subprocess.run([sys.executable, HERE / "make_dataset.py", work, str(args.images), model],
                               check=True, capture_output=True, text=True)
         data, weights = made.stdout.split()
         for precision in args.precisions.split(","):
-            alone, whole, rss, gpu = [], [], [], []
+            alone, whole, rss, gpu, waits = [], [], [], [], []
             for _ in range(args.rounds):
                 alone.append(model_only(args.example, model, weights, args.batch_size, args.device, precision, args.seconds, env))
-                rate, peak, peak_gpu = end_to_end(args.deepembed, data, model, weights, args.batch_size, args.device,
+                rate, peak, peak_gpu, waited = end_to_end(args.deepembed, data, model, weights, args.batch_size, args.device,
                                                   precision, work / "out", env)
                 whole.append(rate)
+                waits.append(waited)
                 rss.append(peak)
                 if peak_gpu is not None:
                     gpu.append(peak_gpu)
             a, w = statistics.median(alone), statistics.median(whole)
             gpu_text = f"{max(gpu)}" if gpu else "-"
-            print(f"| {model} | {precision} | {args.batch_size} | {a:.1f} | {w:.1f} | {w / a:.2f} | {cores} | {max(rss):.0f} | {gpu_text} |",
+            waited = "/".join(share + "%" for share in waits)
+            print(f"| {model} | {precision} | {args.batch_size} | {a:.1f} | {w:.1f} | {w / a:.2f} | {waited} | {cores} | {max(rss):.0f} | {gpu_text} |",
                   flush=True)
 
 

@@ -13,11 +13,15 @@
 //! The model runs under `--precision`: with fp16, inside libtorch's CUDA autocast; the
 //! embeddings are read back as float32 either way.
 //!
+//! At the end it logs where the time went (preparing, the model waiting for windows, embedding,
+//! emitting): when the model waits, the run is bound by the CPU-side preparation.
+//!
 //! Preparing the next windows overlaps embedding this one; memory is bounded by the windows in
 //! flight (see [`windows_ahead`]).
 
 use std::sync::mpsc::sync_channel;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::RecordBatch;
@@ -81,7 +85,12 @@ pub fn run<P: Prepare>(
     let reader = thread::Builder::new().name("prepare".into()).spawn(move || {
         let mut input = input.peekable();
         let mut first_row = 0u64;
-        while input.peek().is_some() {
+        let mut preparing = Duration::ZERO;
+        loop {
+            let started = Instant::now();
+            if input.peek().is_none() {
+                break;
+            }
             let window = read_window(&mut input, window_batches).and_then(|batch| {
                 let rows = preparer.prepare(&batch, first_row).with_context(|| rows_context(first_row, &batch))?;
                 if rows.len() != batch.num_rows() {
@@ -92,17 +101,52 @@ pub fn run<P: Prepare>(
             if let Ok(w) = &window {
                 first_row += w.batch.num_rows() as u64;
             }
+            preparing += started.elapsed();
             let stop = window.is_err();
             if tx.send(window).is_err() || stop {
                 break;
             }
         }
-        preparer
+        (preparer, preparing)
     })?;
-    let result = consume(ctx, columns, model, &batching, rx);
+    let mut times = StageTimes::default();
+    // One autocast region for the whole run, not one per chunk: libtorch warns on every use of
+    // the autocast switches tch calls, and fp32 runs never touch them.
+    let result = match ctx.precision() {
+        Precision::Fp32 => consume(ctx, columns, model, &batching, rx, &mut times),
+        Precision::Fp16 => tch::autocast(true, || consume(ctx, columns, model, &batching, rx, &mut times)),
+        // The host refuses bf16 (tch cannot choose autocast's type).
+        Precision::Bf16 => Err(anyhow!("--precision bf16 is not supported")),
+    };
     // The preparer stops by itself once the receiver is gone.
-    let preparer = reader.join().map_err(|_| anyhow!("the preparing thread panicked"))?;
+    let (preparer, preparing) = reader.join().map_err(|_| anyhow!("the preparing thread panicked"))?;
+    if result.is_ok() {
+        times.log(preparing);
+    }
     result.map(|()| preparer)
+}
+
+/// Where the model's thread spent the run.
+#[derive(Default)]
+struct StageTimes {
+    waiting: Duration,
+    embedding: Duration,
+    emitting: Duration,
+}
+
+impl StageTimes {
+    fn log(&self, preparing: Duration) {
+        let total = (self.waiting + self.embedding + self.emitting).as_secs_f64().max(1e-9);
+        log::info!(
+            "pipeline: preparing {:.1} s (its own thread); the model's thread waited {:.1} s for prepared rows ({:.0}%), \
+             embedded {:.1} s, emitted {:.1} s",
+            preparing.as_secs_f64(),
+            self.waiting.as_secs_f64(),
+            100.0 * self.waiting.as_secs_f64() / total,
+            self.embedding.as_secs_f64(),
+            self.emitting.as_secs_f64()
+        );
+    }
 }
 
 /// How many windows are prepared ahead of the one being embedded. On the CPU, one: preparing
@@ -140,11 +184,14 @@ fn consume<Row>(
     model: &mut dyn Embed<Row>,
     batching: &Batching<Row>,
     windows: std::sync::mpsc::Receiver<Result<Window<Row>>>,
+    times: &mut StageTimes,
 ) -> Result<()> {
     let dims = columns.dims();
     let batch_size = ctx.batch_size();
-    let precision = ctx.precision();
-    for window in windows {
+    loop {
+        let started = Instant::now();
+        let Ok(window) = windows.recv() else { break };
+        times.waiting += started.elapsed();
         if ctx.cancelled() {
             bail!("interrupted");
         }
@@ -164,27 +211,31 @@ fn consume<Row>(
         if let Batching::LongestFirst { length, .. } = batching {
             order.sort_by_key(|&k| std::cmp::Reverse(length(rows[k])));
         }
+        let started = Instant::now();
         let mut embeddings = vec![0f32; rows.len() * dims];
         for chunk in order.chunks(batch_size) {
             let chunk_rows: Vec<&Row> = chunk.iter().map(|&k| rows[k]).collect();
-            let values = embed_chunk(model, &chunk_rows, dims, precision)
-                .with_context(|| rows_context(window.first_row, &window.batch))?;
+            let values =
+                embed_chunk(model, &chunk_rows, dims).with_context(|| rows_context(window.first_row, &window.batch))?;
             for (j, &k) in chunk.iter().enumerate() {
                 embeddings[k * dims..(k + 1) * dims].copy_from_slice(&values[j * dims..(j + 1) * dims]);
             }
         }
+        let embedded = Instant::now();
+        times.embedding += embedded - started;
         let kept = (kept.len() != window.batch.num_rows()).then_some(kept.as_slice());
         ctx.emit(&columns.batch(&window.batch, kept, &embeddings)?)?;
         ctx.progress(window.batch.num_rows() as u64);
+        times.emitting += embedded.elapsed();
     }
     Ok(())
 }
 
-/// Runs the model on one chunk, in `precision`, and reads the embeddings back as f32, checking
-/// their shape.
-fn embed_chunk<Row>(model: &mut dyn Embed<Row>, rows: &[&Row], dims: usize, precision: Precision) -> Result<Vec<f32>> {
-    // The host accepts fp16 only on CUDA; autocast covers every operation the model runs.
-    let out = tch::no_grad(|| tch::autocast(precision == Precision::Fp16, || model.embed(rows)))?;
+/// Runs the model on one chunk (under the run's autocast region, if any) and reads the
+/// embeddings back as f32, checking their shape. Reading back waits for the device, so nothing
+/// the chunk's inputs were copied from is still in use when this returns.
+fn embed_chunk<Row>(model: &mut dyn Embed<Row>, rows: &[&Row], dims: usize) -> Result<Vec<f32>> {
+    let out = tch::no_grad(|| model.embed(rows))?;
     if out.size() != [rows.len() as i64, dims as i64] {
         bail!("the model returned embeddings of shape {:?}, expected [{}, {dims}]", out.size(), rows.len());
     }

@@ -24,7 +24,7 @@ fn preprocessed_tensors_are_identical_to_pillow_and_torchvision() {
     let reference = read_f32(&dir.join("preprocessed.f32"));
     let images = batch.column_by_name("images").unwrap().as_binary::<i32>();
     assert_eq!(reference.len(), images.len() * PIXELS);
-    let normalizer = Normalizer::new(&Transform::IMAGENET, tch::Device::Cpu);
+    let mut normalizer = Normalizer::new(&Transform::IMAGENET, tch::Device::Cpu);
     let mut failures = Vec::new();
     for (i, bytes) in images.iter().enumerate() {
         let bytes = bytes.unwrap();

@@ -271,7 +271,7 @@ fn bench(ws: &Workspace, kind: &str, rest: &[&str]) -> Result<()> {
 /// The model alone against the whole command (bench/model_only.py), with the plugin's
 /// `model_only` example as the model-alone side.
 fn bench_model_only<'a>(ws: &Workspace, rest: impl Iterator<Item = &'a &'a str>) -> Result<()> {
-    run(ws.command("cargo")?.args(["build", "--release", "-q", "-p", "deepembed-vision", "--example", "model_only"]))?;
+    run(ws.command("cargo")?.args(["build", "--release", "-q", "-p", "deepembed-vision", "--examples"]))?;
     run(ws
         .command(ws.python())?
         .arg("bench/model_only.py")
@@ -284,8 +284,20 @@ fn bench_model_only<'a>(ws: &Workspace, rest: impl Iterator<Item = &'a &'a str>)
         .args(rest))
 }
 
+/// The GPU check (bench/gpu_check.sh) with every section: the examples it runs, the vision
+/// fixtures for the device preprocessing check, and the benchmark GANDALF (trained here, where
+/// pytorch-tabular is installed; a GPU machine may lack it).
 fn gpu_check(ws: &Workspace, rest: &[&str]) -> Result<()> {
     setup::setup(ws)?;
-    run(ws.command("cargo")?.args(["build", "--release", "-q", "-p", "deepembed-vision", "--example", "model_only"]))?;
-    run(Command::new("bash").arg(ws.root.join("bench").join("gpu_check.sh")).arg(ws.binary()).args(rest))
+    let work = ws.root.join("tests").join("work");
+    generate_fixtures(ws, &work)?;
+    run(ws.command("cargo")?.args(["build", "--release", "-q", "-p", "deepembed-vision", "--examples"]))?;
+    // `python3` in the script is the venv's: ws.command puts it first on PATH.
+    run(ws
+        .command("bash")?
+        .arg(ws.root.join("bench").join("gpu_check.sh"))
+        .arg(ws.binary())
+        .args(rest)
+        .env("PREPROCESS_FIXTURES", work.join("vision"))
+        .env("GANDALF_MODEL", ws.root.join("target").join("bench").join("gpu-gandalf").join("model")))
 }

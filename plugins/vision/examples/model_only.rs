@@ -10,7 +10,10 @@
 
 use std::time::Instant;
 
+mod common;
+
 use anyhow::{bail, Context, Result};
+use common::parse_device;
 use deepembed_vision::model::EmbeddingModel;
 use deepembed_vision::options::VisionOptions;
 use tch::{Device, Kind, Tensor};
@@ -72,14 +75,4 @@ fn main() -> Result<()> {
                            "rows_per_second": rows as f64 / elapsed, "threads": tch::get_num_threads()})
     );
     Ok(())
-}
-
-fn parse_device(text: &str) -> Result<Device> {
-    match text {
-        "cpu" => Ok(Device::Cpu),
-        _ => match text.strip_prefix("cuda:") {
-            Some(i) => Ok(Device::Cuda(i.parse()?)),
-            None => bail!("--device must be cpu or cuda:N"),
-        },
-    }
 }

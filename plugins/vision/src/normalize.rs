@@ -16,6 +16,10 @@ pub struct Normalizer {
     mean: Tensor,
     std: Tensor,
     device: Device,
+    /// On CUDA: pinned host memory the bytes are staged in, grown to the largest chunk and
+    /// reused. Allocating (pinning) once also keeps libtorch from warning, as it does on every
+    /// `pin_memory` call.
+    staging: Option<Tensor>,
 }
 
 impl Normalizer {
@@ -26,15 +30,28 @@ impl Normalizer {
             mean: channels(transform.mean),
             std: channels(transform.std),
             device,
+            staging: None,
         }
     }
 
     /// `resized`: (B, H, W, 3) bytes on the CPU. Returns (B, 3, H, W) floats on the device.
-    pub fn apply(&self, resized: &Tensor) -> Tensor {
+    ///
+    /// On CUDA the copy to the device is asynchronous, from the staging buffer. The next call
+    /// overwrites that buffer, so the caller must have waited for the device in between: the
+    /// pipeline does, reading each chunk's embeddings back before it embeds the next.
+    pub fn apply(&mut self, resized: &Tensor) -> Tensor {
         let bytes = match self.device {
-            // Pinned memory lets the copy run asynchronously; libtorch's pinned allocator caches
-            // the blocks, so this allocates nothing once warm.
-            Device::Cuda(_) => resized.pin_memory(self.device).to_device_(self.device, Kind::Uint8, true, false),
+            Device::Cuda(_) => {
+                let rows = resized.size()[0];
+                let big_enough = self.staging.as_ref().is_some_and(|s| s.size()[0] >= rows);
+                if !big_enough {
+                    self.staging =
+                        Some(Tensor::empty(resized.size(), (Kind::Uint8, Device::Cpu)).pin_memory(self.device));
+                }
+                let mut staged = self.staging.as_ref().expect("staging allocated above").narrow(0, 0, rows);
+                staged.copy_(resized);
+                staged.to_device_(self.device, Kind::Uint8, true, false)
+            }
             _ => resized.shallow_clone(),
         };
         let x = bytes.permute([0, 3, 1, 2]).to_kind(Kind::Float) / &self.max;
