@@ -26,18 +26,22 @@ use parquet::arrow::arrow_reader::{
 use crate::shard::Shard;
 
 pub struct Input {
-    /// Rows read: the whole table's, or the shard's.
+    /// Rows read: the whole table's, or the shard's, less those skipped to resume a run.
     pub rows: u64,
-    /// The whole table's rows, and the first row read (0 unless a shard starts later).
+    /// The whole table's rows, and the first row read (0 unless a shard starts later or a
+    /// resumed run continues after its committed rows).
     pub table_rows: u64,
     pub first_row: u64,
+    /// The run's rows `[start, end)`: the whole table, or the shard's range.
+    pub range: (u64, u64),
     /// The files read, in order (one for a plain file).
     pub files: Vec<PathBuf>,
     pub reader: Box<dyn RecordBatchReader + Send>,
 }
 
-/// Opens the table the user named with `--<flag>`, all of it or `shard`'s rows.
-pub fn open(spec: &Path, flag: &str, batch_size: usize, shard: Option<Shard>) -> Result<Input> {
+/// Opens the table the user named with `--<flag>`, all of it or `shard`'s rows, less the first
+/// `skip` of them (a resumed run's committed rows).
+pub fn open(spec: &Path, flag: &str, batch_size: usize, shard: Option<Shard>, skip: u64) -> Result<Input> {
     let files = resolve(spec, flag)?;
     let mut schema: Option<Schema> = None;
     // Per file: its footer (read once, kept for the reader), its first row in the table and its
@@ -70,14 +74,15 @@ pub fn open(spec: &Path, flag: &str, batch_size: usize, shard: Option<Shard>) ->
             shard.range(table_rows, &boundaries)
         }
     };
+    let first_row = (start + skip).min(end);
     let mut pending = VecDeque::new();
     for (file, (metadata, first, groups)) in files.iter().zip(layout) {
-        if let Some(part) = Part::of(file, metadata, first, &groups, start, end) {
+        if let Some(part) = Part::of(file, metadata, first, &groups, first_row, end) {
             pending.push_back(part);
         }
     }
     let reader = Files { schema, pending, current: None, batch_size, flag: flag.into() };
-    Ok(Input { rows: end - start, table_rows, first_row: start, files, reader: Box::new(reader) })
+    Ok(Input { rows: end - first_row, table_rows, first_row, range: (start, end), files, reader: Box::new(reader) })
 }
 
 /// The rows of one file that a run reads: whole row groups, and within them a selection when
@@ -131,7 +136,7 @@ impl Part {
 }
 
 /// The Parquet files `spec` names, in the order they are read.
-fn resolve(spec: &Path, flag: &str) -> Result<Vec<PathBuf>> {
+pub fn resolve(spec: &Path, flag: &str) -> Result<Vec<PathBuf>> {
     let text = spec.to_string_lossy();
     let mut files = if text.contains(['*', '?', '[', '{']) {
         matching(&text, flag)?

@@ -10,6 +10,7 @@ mod loader;
 mod logger;
 mod merge;
 mod output;
+mod resume;
 mod run;
 mod shard;
 mod signals;
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
     match run_cli(argv) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) if signals::interrupted() => {
-            log::error!("interrupted; the unfinished output was removed");
+            log::error!("interrupted");
             ExitCode::from(signals::EXIT_STATUS)
         }
         Err(e) => {
@@ -89,11 +90,14 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
     }
     let embedded_spec = InputSpec::embedded_of(&plugin.manifest.inputs);
     let embedded = embedded_spec.map(|i| i.name.clone());
+    // Rows embedded on their own: the input can be cut into ranges (shards) and the output
+    // committed in pieces (resume).
+    let resumable = embedded_spec.is_some_and(|i| i.rows_independent && i.passes <= 1);
     let shard = match host.get("shard").and_then(Value::as_str) {
         None => None,
         Some(text) => {
             let shard = shard::Shard::parse(text)?;
-            if !embedded_spec.is_some_and(|i| i.rows_independent && i.passes <= 1) {
+            if !resumable {
                 bail!(
                     "--shard {text}: plugin {name} embeds a row from other rows too (a series' history, or statistics \
                      over the whole table), so a range of rows alone would give other embeddings; run it unsharded"
@@ -107,7 +111,33 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
     // cli_arguments.json records every argument, the host's and the plugin's.
     let mut arguments = host.clone();
     arguments.extend(options.clone());
-    let request = run::EmbedRequest { plugin, settings, options, arguments, inputs, embedded, shard, out, quiet };
+    let number = |key: &str| host.get(key).and_then(Value::as_u64).ok_or_else(|| anyhow!("--{key} is missing"));
+    let commit = match resumable {
+        true => resume::CommitPolicy {
+            rows: number("commit_rows")?,
+            interval: std::time::Duration::from_secs(number("commit_seconds")?),
+        },
+        false => resume::CommitPolicy::NEVER,
+    };
+    let resume = matches
+        .get_one::<String>("resume")
+        .map(|dir| (!dir.is_empty()).then(|| std::path::absolute(dir)).transpose())
+        .transpose()
+        .context("--resume")?;
+    let request = run::EmbedRequest {
+        plugin,
+        settings,
+        options,
+        arguments,
+        inputs,
+        embedded,
+        shard,
+        out,
+        quiet,
+        resumable,
+        commit,
+        resume,
+    };
     let result = run::embed(request)?;
     log::info!("embeddings written to {}", result.file.display());
     if json_summary {

@@ -7,15 +7,9 @@
 //! shards' in row order, copying their column chunks without decoding them, and the JSON files
 //! with rows, skipped rows and durations summed.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use parquet::column::writer::ColumnCloseResult;
-use parquet::file::metadata::ParquetMetaDataReader;
-use parquet::file::properties::WriterProperties;
-use parquet::file::writer::SerializedFileWriter;
 use serde_json::{json, Map, Value};
 
 use crate::output;
@@ -227,7 +221,10 @@ fn check_coverage(shards: &[ShardRun]) -> Result<()> {
 /// The merged Parquet file and JSON files; returns the rows written.
 fn write_outputs(shards: &[ShardRun], dir: &Path, file_name: &str) -> Result<u64> {
     let files = shards.iter().map(ShardRun::parquet).collect::<Result<Vec<_>>>()?;
-    let rows = concat_parquet(&files, dir, file_name)?;
+    let temp = dir.join(format!(".{file_name}.partial"));
+    let rows = output::concat_parquet(&files, &temp)?;
+    std::fs::rename(&temp, dir.join(file_name))
+        .with_context(|| format!("cannot move the merged file to {}", dir.join(file_name).display()))?;
 
     let first = &shards[0];
     let sum = |key: &str| shards.iter().map(|s| s.detail(key).as_f64().unwrap_or(0.0)).sum::<f64>();
@@ -259,68 +256,4 @@ fn write_outputs(shards: &[ShardRun], dir: &Path, file_name: &str) -> Result<u64
         output::write_json(&dir.join("skipped_rows.json"), &Value::Array(rows))?;
     }
     Ok(rows)
-}
-
-/// `files`' row groups, in order, into `dir/file_name`: column chunks are copied as they are
-/// (compressed pages, statistics), not decoded. Written under a temporary name, renamed when
-/// complete.
-fn concat_parquet(files: &[PathBuf], dir: &Path, file_name: &str) -> Result<u64> {
-    let inputs = files
-        .iter()
-        .map(|path| {
-            let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            let metadata = ParquetMetaDataReader::new()
-                .parse_and_finish(&file)
-                .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
-            Ok((path, file, metadata))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let (first_path, _, first) = &inputs[0];
-    for (path, _, metadata) in &inputs[1..] {
-        if metadata.file_metadata().schema() != first.file_metadata().schema() {
-            bail!("{} and {} have different columns", first_path.display(), path.display());
-        }
-    }
-    let temp = dir.join(format!(".{file_name}.partial"));
-    let written = (|| -> Result<u64> {
-        // The Arrow schema travels in the key-value metadata: keep it, so readers see the same
-        // types (and nullability) as in the shards.
-        let props = WriterProperties::builder()
-            .set_key_value_metadata(first.file_metadata().key_value_metadata().cloned())
-            .build();
-        let schema = first.file_metadata().schema_descr().root_schema_ptr();
-        let mut writer = SerializedFileWriter::new(File::create(&temp)?, schema, Arc::new(props))?;
-        let mut rows = 0u64;
-        for (_, file, metadata) in &inputs {
-            for group in metadata.row_groups() {
-                let mut out = writer.next_row_group()?;
-                for column in group.columns() {
-                    let chunk = ColumnCloseResult {
-                        bytes_written: column.compressed_size() as u64,
-                        rows_written: group.num_rows() as u64,
-                        metadata: column.clone(),
-                        bloom_filter: None,
-                        column_index: None,
-                        offset_index: None,
-                    };
-                    out.append_column(file, chunk)?;
-                }
-                out.close()?;
-                rows += group.num_rows() as u64;
-            }
-        }
-        writer.close()?;
-        Ok(rows)
-    })();
-    match written {
-        Ok(rows) => {
-            std::fs::rename(&temp, dir.join(file_name))
-                .with_context(|| format!("cannot move the merged file to {}", dir.join(file_name).display()))?;
-            Ok(rows)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp);
-            Err(e.context("writing the merged embeddings file"))
-        }
-    }
 }

@@ -6,12 +6,16 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::ParquetMetaDataReader;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 
 /// Creates a new output directory. An existing one is never reused: a second run in the same
 /// minute gets `_2`, `_3`, ...
@@ -74,11 +78,11 @@ impl ParquetSink {
         Ok(())
     }
 
-    /// Closes the file and moves it to its final name.
+    /// Closes the file, syncs it to disk and moves it to its final name.
     pub fn finish(mut self) -> Result<PathBuf> {
         match self.writer.take() {
             Some(writer) => {
-                writer.close().context("finishing the embeddings file")?;
+                writer.into_inner().context("finishing the embeddings file")?.sync_all()?;
             }
             None => bail!("the plugin produced no output rows"),
         }
@@ -95,6 +99,62 @@ impl Drop for ParquetSink {
             let _ = std::fs::remove_file(&self.temp_path);
         }
     }
+}
+
+/// `files`' row groups, in order, into `target`: column chunks are copied as they are
+/// (compressed pages, statistics), not decoded. `target` is removed if anything fails; the
+/// caller renames it into place.
+pub fn concat_parquet(files: &[PathBuf], target: &Path) -> Result<u64> {
+    let inputs = files
+        .iter()
+        .map(|path| {
+            let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            let metadata = ParquetMetaDataReader::new()
+                .parse_and_finish(&file)
+                .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+            Ok((path, file, metadata))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (first_path, _, first) = &inputs[0];
+    for (path, _, metadata) in &inputs[1..] {
+        if metadata.file_metadata().schema() != first.file_metadata().schema() {
+            bail!("{} and {} have different columns", first_path.display(), path.display());
+        }
+    }
+    let written = (|| -> Result<u64> {
+        // The Arrow schema travels in the key-value metadata: keep it, so readers see the same
+        // types (and nullability) as in the pieces.
+        let props = WriterProperties::builder()
+            .set_key_value_metadata(first.file_metadata().key_value_metadata().cloned())
+            .build();
+        let schema = first.file_metadata().schema_descr().root_schema_ptr();
+        let mut writer = SerializedFileWriter::new(File::create(target)?, schema, Arc::new(props))?;
+        let mut rows = 0u64;
+        for (_, file, metadata) in &inputs {
+            for group in metadata.row_groups() {
+                let mut out = writer.next_row_group()?;
+                for column in group.columns() {
+                    let chunk = ColumnCloseResult {
+                        bytes_written: column.compressed_size() as u64,
+                        rows_written: group.num_rows() as u64,
+                        metadata: column.clone(),
+                        bloom_filter: None,
+                        column_index: None,
+                        offset_index: None,
+                    };
+                    out.append_column(file, chunk)?;
+                }
+                out.close()?;
+                rows += group.num_rows() as u64;
+            }
+        }
+        writer.into_inner()?.sync_all()?;
+        Ok(rows)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(target);
+        e.context("writing the embeddings file")
+    })
 }
 
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {

@@ -12,7 +12,8 @@ use indicatif::ProgressBar;
 use serde_json::{json, Map, Value};
 
 use crate::loader::Plugin;
-use crate::output::{self, ParquetSink};
+use crate::output;
+use crate::resume::{self, Assembled, CommitPolicy, Fingerprint, Pieces, Progress, Start};
 use crate::shard::Shard;
 use crate::{input, logger, signals};
 
@@ -37,6 +38,13 @@ pub struct EmbedRequest<'a> {
     pub shard: Option<Shard>,
     pub out: PathBuf,
     pub quiet: bool,
+    /// Whether the plugin's output can be committed in pieces and resumed (its rows are
+    /// embedded independently), and when to commit.
+    pub resumable: bool,
+    pub commit: CommitPolicy,
+    /// `--resume`: `Some(None)` continues the latest unfinished run in `out`, `Some(Some(dir))`
+    /// that one.
+    pub resume: Option<Option<PathBuf>>,
 }
 
 /// Where a finished run put its results.
@@ -50,14 +58,22 @@ pub struct EmbedResult {
 /// The host's state during a run: it receives the plugin's callbacks.
 struct RunSink<'a> {
     out: &'a Path,
+    /// Set before the run; the plugin's output plan completes it at `begin`.
+    fingerprint: Option<Fingerprint>,
+    /// A run being continued, until `begin` opens it.
+    resuming: Option<(PathBuf, Progress)>,
+    commit: CommitPolicy,
+    resumable: bool,
     dir: Option<PathBuf>,
-    plan: Option<OutputPlan>,
-    parquet: Option<ParquetSink>,
+    pieces: Option<Pieces>,
     /// The schema of the first batch: every later batch must have exactly this one.
     schema: Option<SchemaRef>,
-    skipped: Vec<(u64, String)>,
+    /// The embedded input's first row number in this attempt: the plugin counts from 0.
+    row_offset: u64,
     /// With `--shard`: the rows of the embedded input the run reads.
     shard: Option<ShardRows>,
+    /// A commit that failed inside a callback that cannot return it; the run stops and reports it.
+    failed: Option<anyhow::Error>,
     bar: ProgressBar,
 }
 
@@ -72,7 +88,7 @@ struct ShardRows {
 
 impl HostSink for RunSink<'_> {
     fn begin(&mut self, plan_json: &str) -> Result<(), String> {
-        if self.plan.is_some() {
+        if self.pieces.is_some() {
             return Err("plugin declared its output twice".into());
         }
         let plan: OutputPlan =
@@ -80,17 +96,40 @@ impl HostSink for RunSink<'_> {
         if plan.file_name.contains(['/', '\\']) || plan.model_str.contains(['/', '\\']) {
             return Err(format!("plugin asked for an output name with a path separator: {}", plan.file_name));
         }
-        let dir = output::create_run_dir(self.out, &plan.model_str).map_err(|e| format!("{e:#}"))?;
-        // From here until the run ends, an interrupt removes the directory.
-        signals::guard(&dir);
-        self.parquet = Some(ParquetSink::new(&dir, &plan.file_name));
-        self.dir = Some(dir);
-        self.plan = Some(plan);
+        let (dir, progress) = match self.resuming.take() {
+            Some((dir, progress)) => {
+                let (then, now) = (&progress.plan, &plan);
+                if (&then.model_str, &then.file_name, then.dims) != (&now.model_str, &now.file_name, now.dims) {
+                    return Err(format!(
+                        "cannot resume {}: the plugin now declares {} ({} dims), the run was {} ({} dims)",
+                        dir.display(),
+                        now.file_name,
+                        now.dims,
+                        then.file_name,
+                        then.dims
+                    ));
+                }
+                // The earlier attempts' pieces are never removed.
+                signals::guard(&dir, true);
+                (dir, progress)
+            }
+            None => {
+                let dir = output::create_run_dir(self.out, &plan.model_str).map_err(|e| format!("{e:#}"))?;
+                // From here until the run ends, an interrupt removes the directory, unless it
+                // holds committed pieces by then.
+                signals::guard(&dir, false);
+                let fingerprint = self.fingerprint.take().expect("the fingerprint is made before the run");
+                (dir, Progress { fingerprint, plan, pieces: vec![], attempts: vec![] })
+            }
+        };
+        self.dir = Some(dir.clone());
+        let pieces = Pieces::start(&dir, progress, self.commit, self.resumable).map_err(|e| format!("{e:#}"))?;
+        self.pieces = Some(pieces);
         Ok(())
     }
 
     fn emit(&mut self, batch: RecordBatch) -> Result<(), String> {
-        let sink = self.parquet.as_mut().ok_or("plugin emitted output before declaring it")?;
+        let pieces = self.pieces.as_mut().ok_or("plugin emitted output before declaring it")?;
         match &self.schema {
             None => self.schema = Some(batch.schema()),
             Some(first) if **first != *batch.schema() => {
@@ -101,52 +140,97 @@ impl HostSink for RunSink<'_> {
             }
             Some(_) => {}
         }
-        sink.write(&batch).map_err(|e| format!("{e:#}"))
+        pieces.write(&batch).map_err(|e| format!("{e:#}"))
     }
 
     fn skip(&mut self, row: u64, reason: &str) -> Result<(), String> {
-        // A shard's rows are numbered as in the whole table.
-        let row = row + self.shard.map_or(0, |s| s.first_row);
+        // Rows are numbered as in the whole table, whatever range this attempt reads.
+        let row = row + self.row_offset;
         log::warn!("skipping row {row}: {reason}");
-        self.skipped.push((row, reason.to_string()));
+        let pieces = self.pieces.as_mut().ok_or("plugin skipped a row before declaring its output")?;
+        pieces.skip(row, reason);
         Ok(())
     }
 
     fn progress(&mut self, rows: u64) {
         self.bar.inc(rows);
+        // A rows-independent plugin reports rows once they are emitted or skipped: everything
+        // before them may be committed.
+        if let (Some(pieces), None) = (self.pieces.as_mut(), &self.failed) {
+            if let Err(e) = pieces.rows_done(rows) {
+                self.failed = Some(e.context("committing a piece of the output"));
+            }
+        }
     }
 
     fn cancelled(&mut self) -> bool {
-        signals::interrupted()
+        signals::interrupted() || self.failed.is_some()
     }
 }
 
 impl RunSink<'_> {
-    /// Removes what a failed run created: the directory is new and holds only our files.
-    fn discard(&mut self) {
-        self.parquet = None;
+    /// After a failure or an interrupt: a directory holding committed pieces stays for
+    /// `--resume` (the piece being written is removed); otherwise what the run created goes.
+    fn abandon(&mut self) {
+        let committed = self.pieces.as_ref().is_some_and(Pieces::has_committed);
+        let rows = self.pieces.as_ref().map_or(0, |p| p.progress().committed_rows());
+        self.pieces = None;
         if let Some(dir) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
+            if committed {
+                log::warn!(
+                    "{rows} rows are committed in {}; continue the run with the same command and --resume {}",
+                    dir.display(),
+                    dir.display()
+                );
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 }
 
 pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
     let name = &req.plugin.manifest.name;
+    if req.resume.is_some() && !req.resumable {
+        return Err(resume::not_resumable(name));
+    }
+    let fingerprint = fingerprint(&req)?;
+    let start = match &req.resume {
+        Some(dir) => resume::locate(&req.out, dir.as_deref(), &fingerprint)?,
+        None => Start::New,
+    };
+    let (resuming, committed) = match start {
+        Start::New => (None, 0),
+        Start::Finished { dir, file, rows } => return Ok(EmbedResult { dir, file, rows, skipped: 0 }),
+        Start::Continue { dir, progress } => {
+            let committed = progress.committed_rows();
+            log::info!(
+                "resuming {}: {committed} rows committed by {} earlier attempt(s)",
+                dir.display(),
+                progress.attempts.len()
+            );
+            (Some((dir, progress)), committed)
+        }
+    };
+
     let mut inputs = Vec::with_capacity(req.inputs.len());
     let mut shard_rows = None;
+    let mut row_offset = 0;
+    let mut remaining = None;
     for file in &req.inputs {
-        let shard = req.shard.filter(|_| req.embedded.as_ref() == Some(&file.flag));
-        let opened = input::open(&file.path, &file.flag, req.settings.batch_size as usize, shard)?;
+        let embedded = req.embedded.as_ref() == Some(&file.flag);
+        let shard = req.shard.filter(|_| embedded);
+        let skip = if embedded { committed } else { 0 };
+        let opened = input::open(&file.path, &file.flag, req.settings.batch_size as usize, shard, skip)?;
+        if embedded {
+            row_offset = opened.first_row;
+            remaining = Some(opened.rows);
+        }
         if let Some(s) = shard {
-            let end = opened.first_row + opened.rows;
-            log::info!("shard {}/{}: rows {} to {end} of {}", s.index, s.count, opened.first_row, opened.table_rows);
-            shard_rows = Some(ShardRows {
-                shard: s,
-                first_row: opened.first_row,
-                rows: opened.rows,
-                table_rows: opened.table_rows,
-            });
+            let (start, end) = opened.range;
+            log::info!("shard {}/{}: rows {start} to {end} of {}", s.index, s.count, opened.table_rows);
+            shard_rows =
+                Some(ShardRows { shard: s, first_row: start, rows: end - start, table_rows: opened.table_rows });
         }
         let again = inputs.iter().any(|i: &HostInput| i.name == file.flag);
         if !again {
@@ -164,51 +248,107 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
         }
         inputs.push(HostInput { name: file.flag.clone(), rows: opened.rows, reader: opened.reader });
     }
+    let started = Instant::now();
     let total = inputs.iter().find(|i| Some(&i.name) == req.embedded.as_ref()).map_or(0, |i| i.rows);
     let bar = logger::progress_bar(total, req.quiet);
     let mut sink = RunSink {
         out: &req.out,
+        fingerprint: Some(fingerprint),
+        resuming,
+        commit: req.commit,
+        resumable: req.resumable,
         dir: None,
-        plan: None,
-        parquet: None,
+        pieces: None,
         schema: None,
-        skipped: vec![],
+        row_offset,
         shard: shard_rows,
+        failed: None,
         bar: bar.clone(),
     };
-    let started = Instant::now();
-    let options = Value::Object(req.options.clone()).to_string();
-    let result = abi::run_plugin(req.plugin.module, &mut sink, options, req.settings, inputs);
-    logger::finish_progress(&bar);
-    let done = match result {
-        Err(e) => Err(anyhow!("plugin '{name}' failed: {e}")),
-        Ok(()) => finish(&req, &mut sink, started),
+    let result = if sink.resuming.is_some() && remaining == Some(0) {
+        // Every row is committed (the last attempt died while putting the pieces together): no
+        // model to run, only the pieces to assemble.
+        drop(inputs);
+        let plan = sink.resuming.as_ref().map(|(_, p)| serde_json::to_string(&p.plan)).transpose()?;
+        sink.begin(&plan.unwrap_or_default()).map_err(|e| anyhow!(e))
+    } else {
+        let options = Value::Object(req.options.clone()).to_string();
+        abi::run_plugin(req.plugin.module, &mut sink, options, req.settings, inputs)
+            .map_err(|e| anyhow!("plugin '{name}' failed: {e}"))
     };
+    logger::finish_progress(&bar);
+    let result = match (result, sink.failed.take()) {
+        (_, Some(commit_failed)) => Err(commit_failed),
+        (result, None) => result,
+    };
+    let done = result.and_then(|()| finish(&req, &mut sink, started));
     if done.is_err() {
-        sink.discard();
+        sink.abandon();
     }
     signals::release();
     done
 }
 
-/// Renames the Parquet file into place and writes the JSON files beside it.
+/// The fingerprint a resumable run records and a resumed one must match (for a run that cannot
+/// resume, without the input files' stamps).
+fn fingerprint(req: &EmbedRequest) -> Result<Fingerprint> {
+    let mut inputs: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    for file in req.inputs.iter().filter(|_| req.resumable) {
+        if !inputs.iter().any(|(flag, _)| *flag == file.flag) {
+            inputs.push((file.flag.clone(), input::resolve(&file.path, &file.flag)?));
+        }
+    }
+    let plugin = &req.plugin.manifest;
+    Fingerprint::new(&plugin.name, &plugin.version, &req.arguments, req.shard, &inputs)
+}
+
+/// Puts the pieces together, writes the JSON files beside them, then moves the Parquet file
+/// into place.
 fn finish(req: &EmbedRequest, sink: &mut RunSink, started: Instant) -> Result<EmbedResult> {
     let plugin = &req.plugin.manifest;
-    let plan =
-        sink.plan.clone().ok_or_else(|| anyhow!("plugin '{}' finished without producing output", plugin.name))?;
+    let pieces =
+        sink.pieces.take().ok_or_else(|| anyhow!("plugin '{}' finished without producing output", plugin.name))?;
     let dir = sink.dir.clone().context("output directory missing")?;
-    let parquet = sink.parquet.take().context("output file missing")?;
-    let rows = parquet.rows;
-    let file = parquet.finish()?;
-    let seconds = started.elapsed().as_secs_f64();
-    let input_rows = rows + sink.skipped.len() as u64;
+    let assembled = pieces.assemble()?;
+    match write_json_files(req, sink, &dir, &assembled, started) {
+        Ok(skipped) => {
+            let rows = assembled.rows;
+            let file = assembled.complete()?;
+            Ok(EmbedResult { dir, file, rows, skipped })
+        }
+        Err(e) => {
+            assembled.discard();
+            Err(e)
+        }
+    }
+}
+
+/// `embedding_details.json`, `cli_arguments.json` and `skipped_rows.json`; returns the number of
+/// skipped rows.
+fn write_json_files(
+    req: &EmbedRequest,
+    sink: &RunSink,
+    dir: &Path,
+    assembled: &Assembled,
+    started: Instant,
+) -> Result<usize> {
+    let plugin = &req.plugin.manifest;
+    let progress = &assembled.progress;
+    let plan = &progress.plan;
+    let rows = assembled.rows;
+    let skipped: Vec<&resume::SkippedRow> = progress.pieces.iter().flat_map(|p| &p.skipped).collect();
+    let attempts = &progress.attempts;
+    // Earlier attempts count until their last commit; this one until now.
+    let earlier: f64 = attempts.iter().rev().skip(1).map(|a| a.seconds).sum();
+    let seconds = earlier + started.elapsed().as_secs_f64();
+    let input_rows = rows + skipped.len() as u64;
 
     let mut details = json!({
         "epochs": 1,
         "total_duration_seconds": seconds,
         "rows": rows,
         "dims": plan.dims,
-        "skipped_rows": sink.skipped.len(),
+        "skipped_rows": skipped.len(),
         "device": req.settings.device.to_string(),
         "batch_size": req.settings.batch_size,
         "precision": req.settings.precision.name(),
@@ -227,26 +367,32 @@ fn finish(req: &EmbedRequest, sink: &mut RunSink, started: Instant) -> Result<Em
                        "input_rows": s.table_rows}),
             );
         }
+        if req.resumable {
+            map.insert("resumed".into(), (attempts.len() > 1).into());
+            if attempts.len() > 1 {
+                map.insert("attempts".into(), serde_json::to_value(attempts)?);
+            }
+        }
         for (k, v) in &plan.details {
             map.entry(k.clone()).or_insert(v.clone());
         }
     }
     output::write_json(&dir.join("embedding_details.json"), &details)?;
     output::write_json(&dir.join("cli_arguments.json"), &Value::Object(req.arguments.clone()))?;
-    if !sink.skipped.is_empty() {
-        let skipped: Vec<Value> =
-            sink.skipped.iter().map(|(row, reason)| json!({"row": row, "reason": reason})).collect();
-        output::write_json(&dir.join("skipped_rows.json"), &Value::Array(skipped))?;
+    if !skipped.is_empty() {
+        let list: Vec<Value> = skipped.iter().map(|s| json!({"row": s.row, "reason": s.reason})).collect();
+        output::write_json(&dir.join("skipped_rows.json"), &Value::Array(list))?;
     }
     log::info!(
-        "{rows} rows x {} dims in {seconds:.1} s ({:.1} rows/s){}",
+        "{rows} rows x {} dims in {seconds:.1} s ({:.1} rows/s){}{}",
         plan.dims,
         input_rows as f64 / seconds.max(1e-9),
-        if sink.skipped.is_empty() {
+        if skipped.is_empty() {
             String::new()
         } else {
-            format!(", {} rows skipped (see skipped_rows.json)", sink.skipped.len())
-        }
+            format!(", {} rows skipped (see skipped_rows.json)", skipped.len())
+        },
+        if attempts.len() > 1 { format!(", in {} attempts", attempts.len()) } else { String::new() }
     );
-    Ok(EmbedResult { dir, file, rows, skipped: sink.skipped.len() })
+    Ok(skipped.len())
 }

@@ -1,5 +1,6 @@
 //! SIGINT and SIGTERM: a run interrupted by the user or the scheduler (Slurm sends SIGTERM
-//! before it kills a job) leaves no `.partial` file and no half-made run directory behind.
+//! before it kills a job) leaves no `.partial` file and no half-made run directory behind, except
+//! a resumable run's committed pieces, which stay for `--resume` ([`keep_on_interrupt`]).
 //!
 //! The handler (on its own thread) raises a flag that the plugin sees through the boundary's
 //! `cancelled` callback. While a run is writing, the SDK's pipeline stops at the next window,
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant};
 
 static RUN_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Whether the registered directory holds committed work that an interrupt must not remove.
+static KEEP: AtomicBool = AtomicBool::new(false);
 
 /// How long a run may take to stop by itself.
 const GRACE: Duration = Duration::from_secs(5);
@@ -44,8 +47,12 @@ pub fn install() {
         // can appear or be finished while this one is removed and the process exits.
         let guard = RUN_DIR.lock();
         if let Ok(Some(dir)) = guard.as_deref() {
-            let _ = std::fs::remove_dir_all(dir);
-            eprintln!("\ninterrupted: removed the unfinished {}", dir.display());
+            if KEEP.load(Ordering::SeqCst) {
+                eprintln!("\ninterrupted: the committed part of {} is kept; continue it with --resume", dir.display());
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+                eprintln!("\ninterrupted: removed the unfinished {}", dir.display());
+            }
         }
         std::process::exit(i32::from(EXIT_STATUS));
     });
@@ -59,11 +66,18 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-/// Marks `dir` as the unfinished output of the current run.
-pub fn guard(dir: &Path) {
+/// Marks `dir` as the unfinished output of the current run, removed on an interrupt unless it
+/// holds committed work (`keep`).
+pub fn guard(dir: &Path, keep: bool) {
     if let Ok(mut slot) = RUN_DIR.lock() {
+        KEEP.store(keep, Ordering::SeqCst);
         *slot = Some(dir.to_path_buf());
     }
+}
+
+/// The run directory now holds committed pieces: an interrupt leaves it for `--resume`.
+pub fn keep_on_interrupt() {
+    KEEP.store(true, Ordering::SeqCst);
 }
 
 /// The run is over (complete, or cleaned up after a failure).

@@ -35,7 +35,11 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let mut task = vec![deepembed.display().to_string()];
     task.extend(without_flag(&submission.embed, "out"));
-    task.extend(["--shard".into(), "slurm".into(), "--out".into(), shards_dir.display().to_string(), "--quiet".into()]);
+    // --resume: a requeued task (pre-empted, or its node lost) continues after its last committed
+    // piece, and one that had finished does nothing.
+    task.extend(
+        ["--shard", "slurm", "--out", &shards_dir.display().to_string(), "--quiet", "--resume"].map(String::from),
+    );
     let merge = [
         deepembed.display().to_string(),
         "merge".into(),
