@@ -407,6 +407,7 @@ impl Pieces {
         if self.durable && due {
             self.commit()?;
         }
+        test_stall("rows", self.progress.attempts.last().map_or(0, |a| a.input_rows) + self.current_rows);
         Ok(())
     }
 
@@ -443,7 +444,6 @@ impl Pieces {
         }
         self.last_commit = Instant::now();
         self.current = Some(self.next_sink());
-        test_stall("committed", self.progress.committed_rows());
         Ok(())
     }
 
@@ -523,13 +523,14 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))
 }
 
-/// For the kill tests only: `DEEPEMBED_TEST_STALL=committed:N` stops the process (it sleeps,
-/// for the test to kill it) once N rows are committed, `assembling` while the finished file is
-/// being put together, before it is in place.
-pub fn test_stall(point: &str, committed: u64) {
+/// For the kill tests only: `DEEPEMBED_TEST_STALL=rows:N` stops the process (it sleeps, for the
+/// test to kill it) once this attempt has done N rows (after any commit they made due),
+/// `assembling` once the finished file is written under its temporary name, before the JSON
+/// files and before it is moved into place.
+fn test_stall(point: &str, rows: u64) {
     let Ok(spec) = std::env::var("DEEPEMBED_TEST_STALL") else { return };
     let stall = match spec.split_once(':') {
-        Some((name, rows)) => name == point && rows.parse::<u64>().is_ok_and(|n| committed >= n),
+        Some((name, n)) => name == point && n.parse::<u64>().is_ok_and(|n| rows >= n),
         None => spec == point,
     };
     if stall {
