@@ -243,7 +243,7 @@ pub enum Start {
     /// Nothing to continue: a new run directory.
     New,
     /// An unfinished run to continue.
-    Continue { dir: PathBuf, progress: Progress },
+    Continue { dir: PathBuf, progress: Box<Progress> },
     /// The same run, finished already (a Slurm task requeued after it finished).
     Finished { dir: PathBuf, file: PathBuf, rows: u64 },
 }
@@ -259,7 +259,7 @@ pub fn locate(out: &Path, dir: Option<&Path>, now: &Fingerprint) -> Result<Start
                 }
                 bail!("--resume {}: not an unfinished deepembed run directory (no {PROGRESS_FILE})", dir.display());
             }
-            (dir.to_path_buf(), Progress::read(dir)?)
+            (dir.to_path_buf(), Box::new(Progress::read(dir)?))
         }
         None => {
             let mut unfinished = Vec::new();
@@ -283,7 +283,7 @@ pub fn locate(out: &Path, dir: Option<&Path>, now: &Fingerprint) -> Result<Start
                     log::info!("--resume: no unfinished {} run in {}; starting a new one", now.plugin, out.display());
                     return Ok(Start::New);
                 }
-                Some((_, dir, progress)) => (dir, progress),
+                Some((_, dir, progress)) => (dir, Box::new(progress)),
             }
         }
     };

@@ -209,7 +209,7 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
                 dir.display(),
                 progress.attempts.len()
             );
-            (Some((dir, progress)), committed)
+            (Some((dir, *progress)), committed)
         }
     };
 

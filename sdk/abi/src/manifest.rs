@@ -42,6 +42,10 @@ pub struct InputSpec {
     /// be cut into row ranges (`--shard I/N`) whose outputs, put together, are the whole run's.
     /// False for a plugin that reads a row's neighbours (a series' history) or statistics over
     /// the whole table.
+    ///
+    /// It also lets the host commit the output in pieces for `--resume`, so a plugin that
+    /// declares it must report rows (`progress`) only once they are emitted or skipped, in input
+    /// order, as the SDK's pipeline does: the host commits everything emitted before a report.
     #[serde(default)]
     pub rows_independent: bool,
 }
