@@ -64,6 +64,12 @@ fn run_dirs(out: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// The input rows an unfinished run's progress file lists as committed.
+fn committed_rows(dir: &Path) -> u64 {
+    let progress: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(".progress.json")).unwrap()).unwrap();
+    progress["pieces"].as_array().unwrap().iter().map(|p| p["input_rows"].as_u64().unwrap()).sum()
+}
+
 fn details(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("embedding_details.json")).unwrap()).unwrap()
 }
@@ -87,11 +93,7 @@ fn a_run_killed_at_three_points_resumes_to_the_uninterrupted_output() {
             !dir.join(expected_file(&whole)).exists(),
             "{point}: a killed run's directory must not hold the finished file"
         );
-        let progress: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(".progress.json")).unwrap()).unwrap();
-        let committed: u64 =
-            progress["pieces"].as_array().unwrap().iter().map(|p| p["input_rows"].as_u64().unwrap()).sum();
-        assert_eq!(committed, committed_when_killed, "{point}: rows committed before the kill");
+        assert_eq!(committed_rows(dir), committed_when_killed, "{point}: rows committed before the kill");
 
         let (ok, log) = run(&[&args[..], &["--resume".to_string()]].concat(), &work);
         assert!(ok, "{point}: resuming failed:\n{log}");
@@ -174,4 +176,35 @@ fn resume_refuses_a_changed_argument_and_a_changed_input() {
     // Refusals leave the run as it was.
     assert_eq!(run_dirs(&out), vec![dir.clone()]);
     assert_eq!(std::fs::read(dir.join(".progress.json")).unwrap(), progress_before);
+}
+
+/// Resume across the files of a partitioned input, in a shard: the committed rows end inside
+/// the second of three files, and the shard starts inside the second too.
+#[test]
+fn a_shard_of_a_partitioned_input_resumes() {
+    let work = scratch("resume-parts");
+    let file = fixtures().join("vision").join("images_120.parquet");
+    let table = read_parquet(&file);
+    let dataset = work.join("dataset");
+    std::fs::create_dir_all(&dataset).unwrap();
+    for p in 0..3 {
+        write_parquet(&dataset.join(format!("part-{p}.parquet")), &table.slice(p * 40, 40));
+    }
+    let whole = read_parquet(&output_parquet(&embed_resnet18(&file, &work.join("whole"), &["--batch_size", "8"])));
+
+    let out = work.join("out");
+    let args = [args(&dataset, &out), vec!["--shard".into(), "1/2".into()]].concat();
+    let mut child = start_stalled(&args, "rows:40", &work);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let [dir] = &run_dirs(&out)[..] else { panic!("expected one run directory") };
+    // Batches end at file boundaries too, so commits fall where the windows do: some rows, not all.
+    let committed = committed_rows(dir);
+    assert!(committed > 0 && committed < 60, "{committed} rows committed");
+    let (ok, log) = run(&[&args[..], &["--resume".to_string()]].concat(), &work);
+    assert!(ok, "{log}");
+    assert!(log.contains(&format!("{committed} rows committed")), "{log}");
+    // Shard 1/2 of 120 rows is rows 60..120 (no row-group boundary is near enough to 60).
+    assert_eq!(read_parquet(&output_parquet(dir)), whole.slice(60, 60));
+    assert_eq!(details(dir)["shard"]["first_row"], 60);
 }
