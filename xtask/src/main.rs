@@ -9,6 +9,7 @@
 //!   bench tabular  a GANDALF against pytorch-tabular's own inference path
 //!   bench timeseries  a DeepAR against pytorch-forecasting's own forward
 //!   bench tabpfn   a TabPFN classifier against tabpfn's own embedding path (DeepTune's)
+//!   bench resume   merge speed on 100k vision rows, and what picking up a killed run costs
 //!   gpu-check      on a CUDA device: the model alone against the whole command, fp16 drift
 //!                  (bench/gpu_check.sh; needs an NVIDIA GPU)
 //!   fuzz           libFuzzer over the image, pickle, joblib, torch zip and safetensors readers:
@@ -37,11 +38,11 @@ fn real_main() -> Result<()> {
         ["setup"] => setup::setup(&ws),
         ["demo"] => demo(&ws),
         ["test", rest @ ..] => test(&ws, rest),
-        ["bench", kind @ ("vision" | "text" | "tabular" | "timeseries" | "tabpfn"), rest @ ..] => bench(&ws, kind, rest),
+        ["bench", kind @ ("vision" | "text" | "tabular" | "timeseries" | "tabpfn" | "resume"), rest @ ..] => bench(&ws, kind, rest),
         ["gpu-check", rest @ ..] => gpu_check(&ws, rest),
         ["fuzz", rest @ ..] => fuzz::fuzz(&ws, rest),
         _ => bail!(
-            "usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular|timeseries|tabpfn [options] | gpu-check | fuzz [--minutes N] [TARGET...]>"
+            "usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular|timeseries|tabpfn|resume [options] | gpu-check | fuzz [--minutes N] [TARGET...]>"
         ),
     }
 }
