@@ -15,6 +15,7 @@ mod run;
 mod shard;
 mod signals;
 mod slurm;
+mod writer;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -15,6 +15,7 @@ use crate::loader::Plugin;
 use crate::output;
 use crate::resume::{self, Assembled, CommitPolicy, Fingerprint, Pieces, Progress, Start};
 use crate::shard::Shard;
+use crate::writer::Writer;
 use crate::{input, logger, signals};
 
 /// One input table of the run: the flag that named it and its path.
@@ -65,15 +66,14 @@ struct RunSink<'a> {
     commit: CommitPolicy,
     resumable: bool,
     dir: Option<PathBuf>,
-    pieces: Option<Pieces>,
+    /// The output, written on its own thread once the plugin declared it.
+    writer: Option<Writer>,
     /// The schema of the first batch: every later batch must have exactly this one.
     schema: Option<SchemaRef>,
     /// The embedded input's first row number in this attempt: the plugin counts from 0.
     row_offset: u64,
     /// With `--shard`: the rows of the embedded input the run reads.
     shard: Option<ShardRows>,
-    /// A commit that failed inside a callback that cannot return it; the run stops and reports it.
-    failed: Option<anyhow::Error>,
     bar: ProgressBar,
 }
 
@@ -88,7 +88,7 @@ struct ShardRows {
 
 impl HostSink for RunSink<'_> {
     fn begin(&mut self, plan_json: &str) -> Result<(), String> {
-        if self.pieces.is_some() {
+        if self.writer.is_some() {
             return Err("plugin declared its output twice".into());
         }
         let plan: OutputPlan =
@@ -124,12 +124,12 @@ impl HostSink for RunSink<'_> {
         };
         self.dir = Some(dir.clone());
         let pieces = Pieces::start(&dir, progress, self.commit, self.resumable).map_err(|e| format!("{e:#}"))?;
-        self.pieces = Some(pieces);
+        self.writer = Some(Writer::start(pieces).map_err(|e| format!("{e:#}"))?);
         Ok(())
     }
 
     fn emit(&mut self, batch: RecordBatch) -> Result<(), String> {
-        let pieces = self.pieces.as_mut().ok_or("plugin emitted output before declaring it")?;
+        let writer = self.writer.as_ref().ok_or("plugin emitted output before declaring it")?;
         match &self.schema {
             None => self.schema = Some(batch.schema()),
             Some(first) if **first != *batch.schema() => {
@@ -140,43 +140,38 @@ impl HostSink for RunSink<'_> {
             }
             Some(_) => {}
         }
-        pieces.write(&batch).map_err(|e| format!("{e:#}"))
+        writer.write(batch).map_err(|e| format!("{e:#}"))
     }
 
     fn skip(&mut self, row: u64, reason: &str) -> Result<(), String> {
         // Rows are numbered as in the whole table, whatever range this attempt reads.
         let row = row + self.row_offset;
         log::warn!("skipping row {row}: {reason}");
-        let pieces = self.pieces.as_mut().ok_or("plugin skipped a row before declaring its output")?;
-        pieces.skip(row, reason);
-        Ok(())
+        let writer = self.writer.as_ref().ok_or("plugin skipped a row before declaring its output")?;
+        writer.skip(row, reason).map_err(|e| format!("{e:#}"))
     }
 
     fn progress(&mut self, rows: u64) {
         self.bar.inc(rows);
         // A rows-independent plugin reports rows once they are emitted or skipped: everything
-        // before them may be committed.
-        if let (Some(pieces), None) = (self.pieces.as_mut(), &self.failed) {
-            if let Err(e) = pieces.rows_done(rows) {
-                self.failed = Some(e.context("committing a piece of the output"));
-            }
+        // before them may be committed. A failure shows in `cancelled` and when the run ends.
+        if let Some(writer) = &self.writer {
+            let _ = writer.rows_done(rows);
         }
     }
 
     fn cancelled(&mut self) -> bool {
-        signals::interrupted() || self.failed.is_some()
+        signals::interrupted() || self.writer.as_ref().is_some_and(Writer::failed)
     }
 }
 
 impl RunSink<'_> {
-    /// After a failure or an interrupt: a directory holding committed pieces stays for
-    /// `--resume` (the piece being written is removed); otherwise what the run created goes.
-    fn abandon(&mut self) {
-        let committed = self.pieces.as_ref().is_some_and(Pieces::has_committed);
-        let rows = self.pieces.as_ref().map_or(0, |p| p.progress().committed_rows());
-        self.pieces = None;
+    /// After a failure or an interrupt: a directory holding committed pieces (`committed` rows)
+    /// stays for `--resume` (the piece being written is removed); otherwise what the run created
+    /// goes.
+    fn abandon(&mut self, committed: Option<u64>) {
         if let Some(dir) = self.dir.take() {
-            if committed {
+            if let Some(rows) = committed {
                 log::warn!(
                     "{rows} rows are committed in {}; continue the run with the same command and --resume {}",
                     dir.display(),
@@ -258,11 +253,10 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
         commit: req.commit,
         resumable: req.resumable,
         dir: None,
-        pieces: None,
+        writer: None,
         schema: None,
         row_offset,
         shard: shard_rows,
-        failed: None,
         bar: bar.clone(),
     };
     let result = if sink.resuming.is_some() && remaining == Some(0) {
@@ -277,13 +271,20 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
             .map_err(|e| anyhow!("plugin '{name}' failed: {e}"))
     };
     logger::finish_progress(&bar);
-    let result = match (result, sink.failed.take()) {
-        (_, Some(commit_failed)) => Err(commit_failed),
-        (result, None) => result,
+    let (pieces, written) = match sink.writer.take() {
+        Some(writer) => writer.close(),
+        None => (None, Ok(())),
     };
-    let done = result.and_then(|()| finish(&req, &mut sink, started));
+    // When both failed, the writing is the cause: the plugin stopped because of it.
+    let result = written.context("writing the output").and(result);
+    // What an abandoned run keeps: its committed rows, if any.
+    let committed = pieces.as_ref().filter(|p| p.has_committed()).map(|p| p.progress().committed_rows());
+    let done = result.and_then(|()| {
+        let pieces = pieces.ok_or_else(|| anyhow!("plugin '{name}' finished without producing output"))?;
+        finish(&req, &mut sink, pieces, started)
+    });
     if done.is_err() {
-        sink.abandon();
+        sink.abandon(committed);
     }
     signals::release();
     done
@@ -304,10 +305,7 @@ fn fingerprint(req: &EmbedRequest) -> Result<Fingerprint> {
 
 /// Puts the pieces together, writes the JSON files beside them, then moves the Parquet file
 /// into place.
-fn finish(req: &EmbedRequest, sink: &mut RunSink, started: Instant) -> Result<EmbedResult> {
-    let plugin = &req.plugin.manifest;
-    let pieces =
-        sink.pieces.take().ok_or_else(|| anyhow!("plugin '{}' finished without producing output", plugin.name))?;
+fn finish(req: &EmbedRequest, sink: &mut RunSink, pieces: Pieces, started: Instant) -> Result<EmbedResult> {
     let dir = sink.dir.clone().context("output directory missing")?;
     let assembled = pieces.assemble()?;
     match write_json_files(req, sink, &dir, &assembled, started) {
