@@ -63,6 +63,30 @@ pub const COMMIT_ROWS: u64 = 100_000;
 /// The default commit interval in seconds, for slow runs: a pre-empted run loses at most this.
 pub const COMMIT_SECONDS: u64 = 300;
 
+/// `deepembed packs ...`: model packs (host/src/packs.rs).
+fn packs_command() -> Command {
+    let name = || Arg::new("name").required(true).value_name("NAME").help("The pack's name.");
+    let json = || Arg::new("json").long("json").action(ArgAction::SetTrue).help("Machine-readable output.");
+    Command::new("packs")
+        .about("Model packs: a site's models with their fixed flags and checksummed weights; run one with deepembed embed --model PACK/MODEL.")
+        .subcommand_required(true)
+        .subcommand(
+            Command::new("install")
+                .about("Verify every checksum of the pack directory PATH and install it.")
+                .arg(Arg::new("path").required(true).value_name("PATH").value_parser(clap::value_parser!(PathBuf)))
+                .arg(Arg::new("system").long("system").action(ArgAction::SetTrue).help("Install into the first directory of DEEPEMBED_PACK_PATH instead of the user data directory."))
+                .arg(Arg::new("upgrade").long("upgrade").action(ArgAction::SetTrue).help("Replace an installed pack of the same name.")),
+        )
+        .subcommand(Command::new("list").about("The installed packs.").arg(json()))
+        .subcommand(Command::new("show").about("A pack's card, flags and files.").arg(name()))
+        .subcommand(
+            Command::new("verify")
+                .about("Hash every file of a pack (or of every pack) again.")
+                .arg(Arg::new("name").value_name("NAME").help("The pack's name (default: every installed pack).")),
+        )
+        .subcommand(Command::new("remove").about("Remove an installed pack.").arg(name()))
+}
+
 /// `--resume [RUN_DIR]`: a flag whose value is optional, so it is not a plugin-style ArgSpec.
 fn resume_arg() -> Arg {
     Arg::new("resume")
@@ -153,6 +177,7 @@ pub fn build(discovery: &Discovery) -> Command {
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Machine-readable output.")),
         )
         .subcommand(embed)
+        .subcommand(packs_command())
         .subcommand(
             Command::new("slurm")
                 .about("Submit an extraction as a Slurm array job of N shards plus a merge job: deepembed slurm --shards N [--dry-run] [sbatch options] -- embed <plugin> ...")

@@ -10,6 +10,8 @@ mod loader;
 mod logger;
 mod merge;
 mod output;
+mod pack;
+mod packs;
 mod resume;
 mod run;
 mod shard;
@@ -47,24 +49,33 @@ fn main() -> ExitCode {
 
 fn run_cli(argv: Vec<std::ffi::OsString>) -> Result<()> {
     let discovery = loader::discover(&cli::prescan_plugin_paths(&argv));
+    // `embed --model PACK/MODEL` becomes the pack's plugin command before clap reads it.
+    let (argv, pack) = packs::resolve_model(argv, &discovery)?;
     let matches = cli::build(&discovery).get_matches_from(argv);
     let quiet = matches.get_flag("quiet");
     match matches.subcommand() {
         Some(("plugins", sub)) => list_plugins(&discovery, sub.get_flag("json")),
+        Some(("packs", sub)) => packs_command(sub, &discovery),
         Some(("merge", sub)) => merge_shards(sub),
         Some(("slurm", sub)) => {
             let args: Vec<String> = sub.get_many::<String>("args").into_iter().flatten().cloned().collect();
             slurm::run(&args)
         }
         Some(("embed", sub)) => match sub.subcommand() {
-            Some((name, plugin_matches)) => embed(&discovery, name, plugin_matches, quiet),
+            Some((name, plugin_matches)) => embed(&discovery, name, plugin_matches, quiet, pack),
             None => Err(anyhow!("name a plugin: deepembed embed <plugin>")),
         },
         _ => unreachable!("clap requires a subcommand"),
     }
 }
 
-fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: bool) -> Result<()> {
+fn embed(
+    discovery: &Discovery,
+    name: &str,
+    matches: &clap::ArgMatches,
+    quiet: bool,
+    pack: Option<packs::PackUse>,
+) -> Result<()> {
     let plugin = discovery.find(name).ok_or_else(|| {
         let known: Vec<&str> = discovery.plugins.iter().map(|p| p.manifest.name.as_str()).collect();
         let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
@@ -112,6 +123,12 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
     // cli_arguments.json records every argument, the host's and the plugin's.
     let mut arguments = host.clone();
     arguments.extend(options.clone());
+    // A pack's run records which validated model produced it.
+    let expected_dims = pack.as_ref().map(|p| p.embedding_width);
+    let pack_record = pack.map(|p| p.record);
+    if let Some(record) = &pack_record {
+        arguments.insert("pack".into(), record.clone());
+    }
     let number = |key: &str| host.get(key).and_then(Value::as_u64).ok_or_else(|| anyhow!("--{key} is missing"));
     let commit = match resumable {
         true => resume::CommitPolicy {
@@ -138,6 +155,8 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
         resumable,
         commit,
         resume,
+        pack: pack_record,
+        expected_dims,
     };
     let result = run::embed(request)?;
     log::info!("embeddings written to {}", result.file.display());
@@ -151,6 +170,27 @@ fn embed(discovery: &Discovery, name: &str, matches: &clap::ArgMatches, quiet: b
         print_stdout(&(serde_json::to_string_pretty(&summary)? + "\n"))?;
     }
     Ok(())
+}
+
+fn packs_command(matches: &clap::ArgMatches, discovery: &Discovery) -> Result<()> {
+    let name = |m: &clap::ArgMatches| m.get_one::<String>("name").cloned();
+    match matches.subcommand() {
+        Some(("install", sub)) => {
+            let path = sub.get_one::<PathBuf>("path").expect("required");
+            let dir = packs::install(path, sub.get_flag("system"), sub.get_flag("upgrade"), discovery)?;
+            log::info!("installed {}", dir.display());
+            Ok(())
+        }
+        Some(("list", sub)) => print_stdout(&packs::list(sub.get_flag("json"))?),
+        Some(("show", sub)) => print_stdout(&packs::show(&name(sub).expect("required"))?),
+        Some(("verify", sub)) => print_stdout(&packs::verify(name(sub).as_deref())?),
+        Some(("remove", sub)) => {
+            let dir = packs::remove(&name(sub).expect("required"))?;
+            log::info!("removed {}", dir.display());
+            Ok(())
+        }
+        _ => unreachable!("clap requires a subcommand"),
+    }
 }
 
 fn merge_shards(matches: &clap::ArgMatches) -> Result<()> {

@@ -46,6 +46,10 @@ pub struct EmbedRequest<'a> {
     /// `--resume`: `Some(None)` continues the latest unfinished run in `out`, `Some(Some(dir))`
     /// that one.
     pub resume: Option<Option<PathBuf>>,
+    /// With `--model PACK/MODEL`: the pack's record for embedding_details.json, and the
+    /// embedding width it promises.
+    pub pack: Option<Value>,
+    pub expected_dims: Option<usize>,
 }
 
 /// Where a finished run put its results.
@@ -65,6 +69,7 @@ struct RunSink<'a> {
     resuming: Option<(PathBuf, Progress)>,
     commit: CommitPolicy,
     resumable: bool,
+    expected_dims: Option<usize>,
     dir: Option<PathBuf>,
     /// The output, written on its own thread once the plugin declared it.
     writer: Option<Writer>,
@@ -95,6 +100,9 @@ impl HostSink for RunSink<'_> {
             serde_json::from_str(plan_json).map_err(|e| format!("plugin sent an invalid output plan: {e}"))?;
         if plan.file_name.contains(['/', '\\']) || plan.model_str.contains(['/', '\\']) {
             return Err(format!("plugin asked for an output name with a path separator: {}", plan.file_name));
+        }
+        if let Some(width) = self.expected_dims.filter(|&w| w != plan.dims) {
+            return Err(format!("the pack promises embeddings of width {width}, the model gives {}", plan.dims));
         }
         let (dir, progress) = match self.resuming.take() {
             Some((dir, progress)) => {
@@ -252,6 +260,7 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
         resuming,
         commit: req.commit,
         resumable: req.resumable,
+        expected_dims: req.expected_dims,
         dir: None,
         writer: None,
         schema: None,
@@ -364,6 +373,9 @@ fn write_json_files(
                 json!({"index": s.shard.index, "count": s.shard.count, "first_row": s.first_row, "rows": s.rows,
                        "input_rows": s.table_rows}),
             );
+        }
+        if let Some(pack) = &req.pack {
+            map.insert("pack".into(), pack.clone());
         }
         if req.resumable {
             map.insert("resumed".into(), (attempts.len() > 1).into());

@@ -1,0 +1,199 @@
+//! Model packs: a pack installed and run with `--model PACK/MODEL` gives the same file as the
+//! same model with explicit flags, and records the pack; flags the pack fixes are refused; bad
+//! packs are refused naming the file and the fault, installing nothing.
+
+use std::path::{Path, PathBuf};
+
+use deepembed_tests::*;
+use serde_json::Value;
+
+const WEIGHTS: &str = "resnet18-f37072fd.pth";
+
+/// A pack directory `root/site` with one model: torchvision's ResNet-18, pretrained.
+fn make_pack(root: &Path, toml_extra: &str) -> PathBuf {
+    let dir = root.join("site");
+    std::fs::create_dir_all(dir.join("weights")).unwrap();
+    let weights = dir.join("weights").join(WEIGHTS);
+    std::fs::copy(vision_torch_home().join("hub").join("checkpoints").join(WEIGHTS), &weights).unwrap();
+    let sha = sha256(&weights);
+    let text = format!(
+        r#"[pack]
+name = "site"
+version = "3.0.0"
+description = "Test pack"
+license = "MIT"
+maintainer = "lab@example.org"
+
+[[model]]
+name = "r18"
+plugin = "vision"
+plugin_version = ">=0.1, <1"
+embedding_width = 512
+user_flags = ["batch_size", "device"]
+flags = {{ model_version = "resnet18", use_case = "pretrained" }}
+paths = {{ model_weights = "weights/{WEIGHTS}" }}
+files = [{{ path = "weights/{WEIGHTS}", sha256 = "{sha}" }}]
+card = {{ intended_use = "tests", training_data = "ImageNet", metrics = "none" }}
+{toml_extra}"#
+    );
+    std::fs::write(dir.join("pack.toml"), text).unwrap();
+    dir
+}
+
+fn sha256(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+/// deepembed with its user data directory (where packs install) under `home`.
+fn run(args: &[&str], home: &Path) -> std::process::Output {
+    let data = home.join("data");
+    deepembed_env(args, &[("XDG_DATA_HOME", data.to_str().unwrap()), ("DEEPEMBED_PACK_PATH", "")])
+}
+
+fn installed(home: &Path) -> Vec<String> {
+    let dir = home.join("data").join("deepembed").join("packs");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_pack_model_embeds_as_the_same_model_with_explicit_flags() {
+    let work = scratch("packs-roundtrip");
+    let pack = make_pack(&work.join("src"), "");
+    let installed_ok = run(&["packs", "install", pack.to_str().unwrap()], &work);
+    assert!(installed_ok.status.success(), "{}", stderr(&installed_ok));
+    let listed = run(&["packs", "list", "--json"], &work);
+    let list: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(list[0]["name"], "site");
+    assert_eq!(list[0]["version"], "3.0.0");
+
+    let df = fixtures().join("vision").join("images.parquet");
+    let out = work.join("out");
+    let by_pack = run(
+        &[
+            "embed",
+            "--model",
+            "site/r18",
+            "--df",
+            df.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--batch_size",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--json",
+        ],
+        &work,
+    );
+    assert!(by_pack.status.success(), "{}", stderr(&by_pack));
+    let summary: Value = serde_json::from_slice(&by_pack.stdout).unwrap();
+    let pack_dir = PathBuf::from(summary["output_dir"].as_str().unwrap());
+
+    let explicit = embed_resnet18(&df, &work.join("explicit"), &["--batch_size", "4"]);
+    assert_eq!(read_parquet(&output_parquet(&pack_dir)), read_parquet(&output_parquet(&explicit)));
+
+    let sha = sha256(&pack.join("weights").join(WEIGHTS));
+    for file in ["cli_arguments.json", "embedding_details.json"] {
+        let record = &json(&pack_dir.join(file))["pack"];
+        assert_eq!(record["name"], "site", "{file}");
+        assert_eq!(record["version"], "3.0.0", "{file}");
+        assert_eq!(record["model"], "r18", "{file}");
+        assert_eq!(record["files_sha256"][format!("weights/{WEIGHTS}")], sha.as_str(), "{file}");
+    }
+
+    // A flag the pack fixes, and one it does not let a user set.
+    let fixed =
+        run(&["embed", "--model", "site/r18", "--df", df.to_str().unwrap(), "--model_version", "resnet50"], &work);
+    assert!(!fixed.status.success());
+    assert!(stderr(&fixed).contains("--model_version is fixed by pack site/r18 to \"resnet18\""), "{}", stderr(&fixed));
+    let other = run(&["embed", "--model", "site/r18", "--df", df.to_str().unwrap(), "--mode", "reg"], &work);
+    assert!(stderr(&other).contains("--mode is not a flag pack site/r18 lets a user set"), "{}", stderr(&other));
+
+    // An installed weight file changed since it was checked: hashed again, refused.
+    let installed_weights = work.join("data/deepembed/packs/site/weights").join(WEIGHTS);
+    let mut bytes = std::fs::read(&installed_weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&installed_weights, bytes).unwrap();
+    let tampered = run(&["embed", "--model", "site/r18", "--df", df.to_str().unwrap(), "--device", "cpu"], &work);
+    assert!(!tampered.status.success());
+    assert!(stderr(&tampered).contains("SHA-256") && stderr(&tampered).contains(&sha), "{}", stderr(&tampered));
+    let verify = run(&["packs", "verify", "site"], &work);
+    assert!(!verify.status.success(), "{}", stderr(&verify));
+
+    let removed = run(&["packs", "remove", "site"], &work);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert!(installed(&work).is_empty());
+}
+
+/// Each bad pack is refused with the file and the fault named, and nothing is installed.
+#[test]
+fn bad_packs_are_refused_naming_the_fault() {
+    let work = scratch("packs-bad");
+    let check = |name: &str, pack: &Path, expected: &[&str]| {
+        let out = run(&["packs", "install", pack.to_str().unwrap()], &work);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{name}: installed:\n{err}");
+        for e in expected {
+            assert!(err.contains(e), "{name}: expected '{e}' in:\n{err}");
+        }
+        assert!(installed(&work).is_empty(), "{name}: left {:?} installed", installed(&work));
+    };
+
+    let tampered = make_pack(&work.join("tampered"), "");
+    let sha = sha256(&tampered.join("weights").join(WEIGHTS));
+    std::fs::write(tampered.join("weights").join(WEIGHTS), b"not the weights").unwrap();
+    check("tampered", &tampered, &[WEIGHTS, &sha, "SHA-256"]);
+
+    let missing = make_pack(&work.join("missing"), "");
+    std::fs::remove_file(missing.join("weights").join(WEIGHTS)).unwrap();
+    check("missing", &missing, &[WEIGHTS, "missing"]);
+
+    let unknown = make_pack(&work.join("unknown"), "");
+    let text = std::fs::read_to_string(unknown.join("pack.toml")).unwrap();
+    std::fs::write(unknown.join("pack.toml"), text.replace("plugin = \"vision\"", "plugin = \"xray3d\"")).unwrap();
+    check("unknown plugin", &unknown, &["needs plugin 'xray3d'", "not installed"]);
+
+    let version = make_pack(&work.join("version"), "");
+    let text = std::fs::read_to_string(version.join("pack.toml")).unwrap();
+    std::fs::write(version.join("pack.toml"), text.replace(">=0.1, <1", ">=2")).unwrap();
+    check("plugin version", &version, &["needs plugin vision >=2", "is installed"]);
+
+    let malformed = make_pack(&work.join("malformed"), "");
+    let text = std::fs::read_to_string(malformed.join("pack.toml")).unwrap();
+    std::fs::write(malformed.join("pack.toml"), text.replace("embedding_width = 512", "embedding_width = = 512"))
+        .unwrap();
+    check("malformed", &malformed, &["pack.toml", "(line 12, column 19)"]);
+
+    let escaping = make_pack(&work.join("escaping"), "");
+    let text = std::fs::read_to_string(escaping.join("pack.toml")).unwrap();
+    std::fs::write(
+        escaping.join("pack.toml"),
+        text.replace(&format!("path = \"weights/{WEIGHTS}\""), "path = \"../../etc/passwd\""),
+    )
+    .unwrap();
+    check("escaping", &escaping, &["../../etc/passwd", "leaves the pack directory"]);
+
+    // A name clash: refused unless --upgrade.
+    let good = make_pack(&work.join("good"), "");
+    assert!(run(&["packs", "install", good.to_str().unwrap()], &work).status.success());
+    let again = run(&["packs", "install", good.to_str().unwrap()], &work);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("a pack named site (version 3.0.0) is installed")
+            && stderr(&again).contains("--upgrade")
+    );
+    let upgraded = run(&["packs", "install", good.to_str().unwrap(), "--upgrade"], &work);
+    assert!(upgraded.status.success(), "{}", stderr(&upgraded));
+    assert_eq!(installed(&work), vec!["site".to_string()]);
+}
