@@ -1,5 +1,6 @@
 //! Where plugins are looked for, in order: `--plugin-path`, `DEEPEMBED_PLUGIN_PATH`
-//! (colon-separated), the user data directory, then `plugins/` beside the binary.
+//! (colon-separated), the user data directory, the installed model packs' `plugins/`, then
+//! `plugins/` beside the binary.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,9 @@ pub fn search_dirs(cli_paths: &[PathBuf]) -> Vec<(PathBuf, &'static str)> {
     }
     if let Some(data) = dirs::data_dir() {
         dirs.push((data.join("deepembed").join("plugins"), "user data directory"));
+    }
+    for dir in crate::pack::plugin_dirs() {
+        dirs.push((dir, "a model pack"));
     }
     if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
         dirs.push((exe_dir.join("plugins"), "beside the binary"));

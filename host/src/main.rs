@@ -11,6 +11,7 @@ mod logger;
 mod merge;
 mod output;
 mod pack;
+mod pack_archive;
 mod packs;
 mod resume;
 mod run;

@@ -54,6 +54,10 @@ pub struct PackInfo {
     pub license: String,
     #[serde(default)]
     pub maintainer: String,
+    /// Plugin libraries the pack ships (under `plugins/`), for models whose encoder is not
+    /// installed otherwise.
+    #[serde(default)]
+    pub plugins: Vec<PackedFile>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -110,6 +114,13 @@ impl Pack {
         if self.models.is_empty() {
             return Err(context("the pack has no [[model]]".into()));
         }
+        for plugin in &self.pack.plugins {
+            inside(&plugin.path).map_err(|e| context(format!("plugin '{}': {e}", plugin.path)))?;
+            if !plugin.path.starts_with("plugins/") || plugin.path[8..].contains('/') {
+                return Err(context(format!("plugin '{}': plugin libraries go directly in plugins/", plugin.path)));
+            }
+            check_sha256(&plugin.sha256).map_err(|e| context(format!("plugin '{}': {e}", plugin.path)))?;
+        }
         for model in &self.models {
             let name = &model.name;
             if !is_name(name) {
@@ -132,9 +143,8 @@ impl Pack {
             }
             for file in &model.files {
                 inside(&file.path).map_err(|e| context(format!("model '{name}': file '{}': {e}", file.path)))?;
-                if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(context(format!("model '{name}': file '{}': sha256 must be 64 hex digits", file.path)));
-                }
+                check_sha256(&file.sha256)
+                    .map_err(|e| context(format!("model '{name}': file '{}': {e}", file.path)))?;
             }
         }
         Ok(())
@@ -147,15 +157,15 @@ impl Pack {
         })
     }
 
+    /// Every file the pack lists: its models' and its plugins'.
+    pub fn files(&self) -> impl Iterator<Item = &PackedFile> {
+        self.models.iter().flat_map(|m| &m.files).chain(&self.pack.plugins)
+    }
+
     /// Every file the pack lists, hashed again: a missing or changed file is an error naming it
     /// (and both hashes).
     pub fn verify(&self, dir: &Path) -> Result<()> {
-        for model in &self.models {
-            for file in &model.files {
-                verify_file(dir, file)?;
-            }
-        }
-        Ok(())
+        self.files().try_for_each(|file| verify_file(dir, file))
     }
 }
 
@@ -188,6 +198,31 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         hasher.update(&buffer[..n]);
     }
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn check_sha256(text: &str) -> Result<()> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("sha256 must be 64 hex digits");
+    }
+    Ok(())
+}
+
+/// The `plugins/` directories of the installed packs, for plugin discovery.
+pub fn plugin_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for root in search_dirs() {
+        let Ok(entries) = std::fs::read_dir(&root) else { continue };
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .map(|p| p.join("plugins"))
+            .filter(|p| p.is_dir())
+            .collect();
+        found.sort();
+        dirs.extend(found);
+    }
+    dirs
 }
 
 /// A relative path that stays inside the pack: no root, no `..`.

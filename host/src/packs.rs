@@ -10,8 +10,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::loader::Discovery;
+use crate::loader::{self, Discovery, Plugin};
 use crate::pack::{self, Pack, PackModel, PACK_FILE};
+use crate::pack_archive;
 
 /// Beside an installed pack's files: each file's size and modification time when it was last
 /// hashed, so a run hashes again only what changed since.
@@ -26,17 +27,37 @@ struct Verified {
     files: BTreeMap<String, (u64, u64)>,
 }
 
-/// `deepembed packs install PATH [--system] [--upgrade]`.
+/// `deepembed packs install PATH [--system] [--upgrade]`: PATH is a pack directory or a
+/// `.tar.zst` of one (unpacked into a scratch directory beside the installed packs first).
 pub fn install(source: &Path, system: bool, upgrade: bool, discovery: &Discovery) -> Result<PathBuf> {
+    if pack_archive::is_archive(source) {
+        let root = install_root(system)?;
+        let scratch = root.join(format!(".unpacking-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        let installed =
+            pack_archive::unpack(source, &scratch).and_then(|dir| install(&dir, system, upgrade, discovery));
+        let _ = std::fs::remove_dir_all(&scratch);
+        return installed;
+    }
     if !source.is_dir() {
-        bail!("{}: a pack is a directory with {PACK_FILE} at its root", source.display());
+        bail!("{}: a pack is a directory with {PACK_FILE} at its root, or a .tar.zst of one", source.display());
     }
     let pack = Pack::read(source)?;
+    pack.verify(source)?;
+    // The pack's own plugins, loaded as discovery would: one built against another SDK ABI or
+    // libtorch is refused with the loader's reason.
+    let mut shipped = Vec::new();
+    for file in &pack.pack.plugins {
+        let path = source.join(&file.path);
+        shipped.push(loader::load(&path).map_err(|e| anyhow!("{}: {e:#}", path.display()))?);
+    }
     for model in &pack.models {
-        check_plugin(&pack, model, discovery)?;
+        match shipped.iter().find(|p| p.manifest.name == model.plugin) {
+            Some(plugin) => check_version(&pack, model, plugin)?,
+            None => check_plugin(&pack, model, discovery)?,
+        }
         check_paths_listed(source, &pack, model)?;
     }
-    pack.verify(source)?;
     let root = install_root(system)?;
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let name = &pack.pack.name;
@@ -95,6 +116,10 @@ fn check_plugin(pack: &Pack, model: &PackModel, discovery: &Discovery) -> Result
             discovery.explain()
         )
     })?;
+    check_version(pack, model, plugin)
+}
+
+fn check_version(pack: &Pack, model: &PackModel, plugin: &Plugin) -> Result<()> {
     let required = semver::VersionReq::parse(&model.plugin_version)?;
     let found = semver::Version::parse(&plugin.manifest.version)
         .with_context(|| format!("plugin {} has version '{}'", model.plugin, plugin.manifest.version))?;
@@ -156,7 +181,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 fn copy_pack(from: &Path, to: &Path, pack: &Pack) -> Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
     std::fs::copy(from.join(PACK_FILE), to.join(PACK_FILE))?;
-    for file in pack.models.iter().flat_map(|m| &m.files) {
+    for file in pack.files() {
         let target = to.join(&file.path);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
@@ -175,7 +200,7 @@ fn stamp(path: &Path) -> Option<(u64, u64)> {
 
 fn record_verified(dir: &Path, pack: &Pack) -> Result<()> {
     let mut verified = Verified::default();
-    for file in pack.models.iter().flat_map(|m| &m.files) {
+    for file in pack.files() {
         if let Some(s) = stamp(&dir.join(&file.path)) {
             verified.files.insert(file.path.clone(), s);
         }

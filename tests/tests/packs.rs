@@ -197,3 +197,126 @@ fn bad_packs_are_refused_naming_the_fault() {
     assert!(upgraded.status.success(), "{}", stderr(&upgraded));
     assert_eq!(installed(&work), vec!["site".to_string()]);
 }
+
+/// `dir` as a `.tar.zst` whose entries are `prefix/<path in dir>`, plus `extra` entries written
+/// with raw names (which the tar crate's checked API would refuse).
+fn archive(dir: &Path, prefix: &str, target: &Path, extra: &[(&str, &[u8])]) {
+    let file = std::fs::File::create(target).unwrap();
+    let encoder = zstd::Encoder::new(file, 3).unwrap().auto_finish();
+    let mut tar = tar::Builder::new(encoder);
+    tar.append_dir_all(prefix, dir).unwrap();
+    for (name, data) in extra {
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        tar.append(&header, *data).unwrap();
+    }
+    tar.finish().unwrap();
+}
+
+#[test]
+fn a_pack_archive_installs_and_one_escaping_its_directory_is_refused() {
+    let work = scratch("packs-archive");
+    let pack = make_pack(&work.join("src"), "");
+    let good = work.join("site-3.0.0.tar.zst");
+    archive(&pack, "site", &good, &[]);
+    let out = run(&["packs", "install", good.to_str().unwrap()], &work);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(installed(&work), vec!["site".to_string()]);
+    let removed = run(&["packs", "remove", "site"], &work);
+    assert!(removed.status.success());
+
+    let evil = work.join("evil.tar.zst");
+    archive(&pack, "site", &evil, &[("../../escaped.txt", b"outside")]);
+    let out = run(&["packs", "install", evil.to_str().unwrap()], &work);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("'../../escaped.txt' leaves the pack directory"), "{}", stderr(&out));
+    assert!(installed(&work).is_empty(), "{:?}", installed(&work));
+    assert!(!work.join("data").join("escaped.txt").exists() && !work.join("escaped.txt").exists());
+}
+
+/// A third-party plugin library built outside the workspace (tests/plugins, by `cargo xtask test`).
+fn third_party(name: &str) -> PathBuf {
+    let built = std::env::var_os("DEEPEMBED_THIRD_PARTY_PLUGINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| binary().parent().unwrap().to_path_buf());
+    let file = built.join(format!("libthirdparty_{name}.so"));
+    assert!(file.is_file(), "{} missing: `cargo xtask test` builds tests/plugins", file.display());
+    file
+}
+
+/// A pack `tp` shipping the plugin library `plugin` for its model `echo`.
+fn plugin_pack(root: &Path, plugin: &Path) -> PathBuf {
+    let dir = root.join("tp");
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    let name = plugin.file_name().unwrap().to_str().unwrap();
+    std::fs::copy(plugin, dir.join("plugins").join(name)).unwrap();
+    let sha = sha256(&dir.join("plugins").join(name));
+    let text = format!(
+        r#"[pack]
+name = "tp"
+version = "1.0.0"
+plugins = [{{ path = "plugins/{name}", sha256 = "{sha}" }}]
+
+[[model]]
+name = "echo"
+plugin = "echo"
+plugin_version = "0.3"
+embedding_width = 2
+flags = {{ column = "value" }}
+user_flags = ["device", "batch_size"]
+"#
+    );
+    std::fs::write(dir.join("pack.toml"), text).unwrap();
+    dir
+}
+
+#[test]
+fn a_pack_shipping_its_plugin_embeds_without_rebuilding_the_host() {
+    let work = scratch("packs-plugin");
+    let pack = plugin_pack(&work.join("src"), &third_party("echo"));
+    let out = run(&["packs", "install", pack.to_str().unwrap()], &work);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let df = work.join("numbers.parquet");
+    let values = arrow::array::Float64Array::from(vec![1.5, -2.0, 0.25]);
+    write_parquet(
+        &df,
+        &arrow::array::RecordBatch::try_from_iter([("value", std::sync::Arc::new(values) as _)]).unwrap(),
+    );
+    let result = work.join("out");
+    let ran = run(
+        &[
+            "embed",
+            "--model",
+            "tp/echo",
+            "--df",
+            df.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--out",
+            result.to_str().unwrap(),
+        ],
+        &work,
+    );
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    let dir = std::fs::read_dir(&result).unwrap().next().unwrap().unwrap().path();
+    let batch = read_parquet(&dir.join("ECHO_embeddings.parquet"));
+    assert_eq!(batch.num_rows(), 3);
+
+    // A shipped plugin built against another SDK ABI is refused, naming it.
+    let bad = plugin_pack(&work.join("bad"), &third_party("bad_abi"));
+    let text = std::fs::read_to_string(bad.join("pack.toml")).unwrap();
+    std::fs::write(bad.join("pack.toml"), text.replace("name = \"tp\"", "name = \"tp-bad\"")).unwrap();
+    let refused = run(&["packs", "install", bad.to_str().unwrap()], &work);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("libthirdparty_bad_abi.so") && stderr(&refused).contains("ABI"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(installed(&work), vec!["tp".to_string()]);
+}
