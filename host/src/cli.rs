@@ -77,6 +77,30 @@ fn packs_command() -> Command {
                 .arg(Arg::new("system").long("system").action(ArgAction::SetTrue).help("Install into the first directory of DEEPEMBED_PACK_PATH instead of the user data directory."))
                 .arg(Arg::new("upgrade").long("upgrade").action(ArgAction::SetTrue).help("Replace an installed pack of the same name.")),
         )
+        .subcommand(
+            Command::new("create")
+                .about("Write a pack directory from DeepTune fine-tuning runs: deepembed packs create OUT_DIR --name PACK --from-deeptune RUN_DIR --model-name MODEL [--from-deeptune ... --model-name ...]")
+                .arg(Arg::new("out").required(true).value_name("OUT_DIR").value_parser(clap::value_parser!(PathBuf)))
+                .arg(Arg::new("name").long("name").required(true).value_name("PACK").help("The pack's name."))
+                .arg(Arg::new("version").long("version").default_value("1.0.0").help("The pack's version."))
+                .arg(
+                    Arg::new("from-deeptune")
+                        .long("from-deeptune")
+                        .required(true)
+                        .action(ArgAction::Append)
+                        .value_name("RUN_DIR")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help("A DeepTune fine-tuning output directory; repeat for several models."),
+                )
+                .arg(
+                    Arg::new("model-name")
+                        .long("model-name")
+                        .required(true)
+                        .action(ArgAction::Append)
+                        .value_name("MODEL")
+                        .help("The name of the model made from the --from-deeptune before it."),
+                ),
+        )
         .subcommand(Command::new("list").about("The installed packs.").arg(json()))
         .subcommand(Command::new("show").about("A pack's card, flags and files.").arg(name()))
         .subcommand(

@@ -12,6 +12,7 @@ mod merge;
 mod output;
 mod pack;
 mod pack_archive;
+mod pack_create;
 mod packs;
 mod resume;
 mod run;
@@ -125,7 +126,7 @@ fn embed(
     let mut arguments = host.clone();
     arguments.extend(options.clone());
     // A pack's run records which validated model produced it.
-    let expected_dims = pack.as_ref().map(|p| p.embedding_width);
+    let expected_dims = pack.as_ref().and_then(|p| p.embedding_width);
     let pack_record = pack.map(|p| p.record);
     if let Some(record) = &pack_record {
         arguments.insert("pack".into(), record.clone());
@@ -180,6 +181,24 @@ fn packs_command(matches: &clap::ArgMatches, discovery: &Discovery) -> Result<()
             let path = sub.get_one::<PathBuf>("path").expect("required");
             let dir = packs::install(path, sub.get_flag("system"), sub.get_flag("upgrade"), discovery)?;
             log::info!("installed {}", dir.display());
+            Ok(())
+        }
+        Some(("create", sub)) => {
+            let runs: Vec<&PathBuf> = sub.get_many::<PathBuf>("from-deeptune").into_iter().flatten().collect();
+            let names: Vec<&String> = sub.get_many::<String>("model-name").into_iter().flatten().collect();
+            if runs.len() != names.len() {
+                bail!("give one --model-name after each --from-deeptune ({} runs, {} names)", runs.len(), names.len());
+            }
+            let sources: Vec<pack_create::Source> = runs
+                .into_iter()
+                .zip(names)
+                .map(|(run, name)| pack_create::Source { run_dir: run.clone(), model_name: name.clone() })
+                .collect();
+            let out = sub.get_one::<PathBuf>("out").expect("required");
+            let name = sub.get_one::<String>("name").expect("required");
+            let version = sub.get_one::<String>("version").expect("has a default");
+            let written = pack_create::create(out, name, version, &sources, discovery)?;
+            log::info!("pack written: {}", written.display());
             Ok(())
         }
         Some(("list", sub)) => print_stdout(&packs::list(sub.get_flag("json"))?),

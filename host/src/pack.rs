@@ -56,7 +56,7 @@ pub struct PackInfo {
     pub maintainer: String,
     /// Plugin libraries the pack ships (under `plugins/`), for models whose encoder is not
     /// installed otherwise.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<PackedFile>,
 }
 
@@ -67,7 +67,9 @@ pub struct PackModel {
     pub plugin: String,
     /// A semver requirement on the plugin's version, e.g. `>=0.1, <0.2`.
     pub plugin_version: String,
-    pub embedding_width: u64,
+    /// The width the model's embeddings must have (checked when it runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_width: Option<u64>,
     /// Flags a user may still set; every other plugin flag is the pack's.
     #[serde(default)]
     pub user_flags: Vec<String>,

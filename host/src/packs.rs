@@ -299,9 +299,10 @@ pub fn show(name: &str) -> Result<String> {
         dir.display()
     );
     for m in &pack.models {
+        let width = m.embedding_width.map_or("not stated".to_string(), |w| w.to_string());
         text.push_str(&format!(
-            "\nmodel {}/{}\n  plugin: {} {}\n  embedding width: {}\n",
-            p.name, m.name, m.plugin, m.plugin_version, m.embedding_width
+            "\nmodel {}/{}\n  plugin: {} {}\n  embedding width: {width}\n",
+            p.name, m.name, m.plugin, m.plugin_version
         ));
         for (flag, value) in &m.flags {
             text.push_str(&format!("  --{flag} {value} (fixed)\n"));
@@ -357,7 +358,7 @@ pub fn remove(name: &str) -> Result<PathBuf> {
 /// and the embedding width the pack promises.
 pub struct PackUse {
     pub record: Value,
-    pub embedding_width: usize,
+    pub embedding_width: Option<usize>,
 }
 
 /// `deepembed embed --model PACK/MODEL ...`: the command line rewritten as the plugin's, with
@@ -432,7 +433,7 @@ pub fn resolve_model(argv: Vec<OsString>, discovery: &Discovery) -> Result<(Vec<
     let record = json!({"name": pack.pack.name, "version": pack.pack.version, "model": model.name,
                         "path": dir, "files_sha256": files});
     log::info!("pack {} {}: model {} (plugin {})", pack.pack.name, pack.pack.version, model.name, model.plugin);
-    Ok((new, Some(PackUse { record, embedding_width: model.embedding_width as usize })))
+    Ok((new, Some(PackUse { record, embedding_width: model.embedding_width.map(|w| w as usize) })))
 }
 
 /// A TOML scalar as a command-line value.

@@ -320,3 +320,96 @@ fn a_pack_shipping_its_plugin_embeds_without_rebuilding_the_host() {
     );
     assert_eq!(installed(&work), vec!["tp".to_string()]);
 }
+
+/// The flags of the parity case `name` in `cases.json` of the `modality` fixtures.
+fn case_args(modality: &str, name: &str) -> Vec<String> {
+    let cases = json(&fixtures().join(modality).join("cases.json"));
+    let case = cases["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
+    case["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+}
+
+/// `packs create --from-deeptune` on a vision run and a BERT run laid out as DeepTune's trainers
+/// write them; the installed pack's models embed as the same models with explicit flags.
+#[test]
+fn a_pack_made_from_deeptune_runs_embeds_as_the_runs_models() {
+    let work = scratch("packs-create");
+    // A vision fine-tuning run: the adjusted model's weights and the training arguments.
+    let vision_run = work.join("trainval_output_FINETUNED-resnet18_20261127_1200");
+    std::fs::create_dir_all(&vision_run).unwrap();
+    let case = fixtures().join("vision").join("finetuned").join("finetuned-resnet18-a2-cls");
+    std::fs::copy(case.join("model_weights.pth"), vision_run.join("model_weights.pth")).unwrap();
+    let arguments = serde_json::json!({
+        "mode": "cls", "out": work.to_str().unwrap(), "batch_size": 8, "grouper": null, "num_epochs": 1, "num_classes": 3,
+        "use_peft": false, "model_version": "resnet18", "added_layers": 2, "embed_size": 64, "freeze_backbone": false,
+        "fixed_seed": true, "learning_rate": 0.0001, "train_df": "train.parquet", "val_df": "val.parquet", "eval_df": null,
+        "adaptive_error": false, "model": "FINETUNED-resnet18", "model_architecture": "resnet",
+    });
+    std::fs::write(vision_run.join("cli_arguments.json"), arguments.to_string()).unwrap();
+    std::fs::write(vision_run.join("training_log.csv"), "epoch,epoch_loss\n0,1.0\n").unwrap();
+    // A BERT fine-tuning run, as the text generator writes it (bert_model/, tokenizer/, ...).
+    let bert_run = fixtures().join("text").join("finetuned-a2");
+
+    let pack = work.join("pack");
+    let created = run(
+        &[
+            "packs",
+            "create",
+            pack.to_str().unwrap(),
+            "--name",
+            "lab",
+            "--version",
+            "2.1.0",
+            "--from-deeptune",
+            vision_run.to_str().unwrap(),
+            "--model-name",
+            "xray",
+            "--from-deeptune",
+            bert_run.to_str().unwrap(),
+            "--model-name",
+            "notes",
+        ],
+        &work,
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let text = std::fs::read_to_string(pack.join("pack.toml")).unwrap();
+    assert!(text.contains("embedding_width = 64") && text.contains("embedding_width = 24"), "{text}");
+    let installed_ok = run(&["packs", "install", pack.to_str().unwrap()], &work);
+    assert!(installed_ok.status.success(), "{}", stderr(&installed_ok));
+
+    let compare = |model: &str, plugin: &str, modality: &str, df: &Path, case: &str| {
+        let out = work.join(format!("out-{model}"));
+        let by_pack = run(
+            &[
+                "embed",
+                "--model",
+                &format!("lab/{model}"),
+                "--df",
+                df.to_str().unwrap(),
+                "--device",
+                "cpu",
+                "--out",
+                out.to_str().unwrap(),
+                "--quiet",
+                "--json",
+            ],
+            &work,
+        );
+        assert!(by_pack.status.success(), "{model}: {}", stderr(&by_pack));
+        let summary: Value = serde_json::from_slice(&by_pack.stdout).unwrap();
+        let explicit_out = work.join(format!("explicit-{model}"));
+        let mut args: Vec<String> = vec![
+            plugin.into(),
+            "--df".into(),
+            df.to_str().unwrap().into(),
+            "--out".into(),
+            explicit_out.to_str().unwrap().into(),
+        ];
+        args.extend(case_args(modality, case));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let explicit = embed_ok(&args, &[]);
+        let ours = read_parquet(&output_parquet(Path::new(summary["output_dir"].as_str().unwrap())));
+        assert_eq!(ours, read_parquet(&output_parquet(&explicit)), "{model}");
+    };
+    compare("xray", "vision", "vision", &fixtures().join("vision").join("images.parquet"), "finetuned-resnet18-a2-cls");
+    compare("notes", "mbert", "text", &fixtures().join("text").join("texts.parquet"), "finetuned-a2");
+}
