@@ -346,8 +346,11 @@ fn a_pack_made_from_deeptune_runs_embeds_as_the_runs_models() {
     });
     std::fs::write(vision_run.join("cli_arguments.json"), arguments.to_string()).unwrap();
     std::fs::write(vision_run.join("training_log.csv"), "epoch,epoch_loss\n0,1.0\n").unwrap();
-    // A BERT fine-tuning run, as the text generator writes it (bert_model/, tokenizer/, ...).
+    // BERT and GPT-2 fine-tuning runs and a GANDALF one, as the generators write them
+    // (bert_model/ or gpt2_model/, tokenizer/, model_config.json, model_weights.pth; GANDALF_model/).
     let bert_run = fixtures().join("text").join("finetuned-a2");
+    let gpt2_run = fixtures().join("text").join("gpt2-finetuned");
+    let gandalf_run = fixtures().join("tabular").join("cls_mixed");
 
     let pack = work.join("pack");
     let created = run(
@@ -367,6 +370,14 @@ fn a_pack_made_from_deeptune_runs_embeds_as_the_runs_models() {
             bert_run.to_str().unwrap(),
             "--model-name",
             "notes",
+            "--from-deeptune",
+            gpt2_run.to_str().unwrap(),
+            "--model-name",
+            "notes-gpt2",
+            "--from-deeptune",
+            gandalf_run.to_str().unwrap(),
+            "--model-name",
+            "vitals",
         ],
         &work,
     );
@@ -376,7 +387,7 @@ fn a_pack_made_from_deeptune_runs_embeds_as_the_runs_models() {
     let installed_ok = run(&["packs", "install", pack.to_str().unwrap()], &work);
     assert!(installed_ok.status.success(), "{}", stderr(&installed_ok));
 
-    let compare = |model: &str, plugin: &str, modality: &str, df: &Path, case: &str| {
+    let compare = |model: &str, plugin: &str, df: &Path, case_args: Vec<String>| {
         let out = work.join(format!("out-{model}"));
         let by_pack = run(
             &[
@@ -391,6 +402,8 @@ fn a_pack_made_from_deeptune_runs_embeds_as_the_runs_models() {
                 out.to_str().unwrap(),
                 "--quiet",
                 "--json",
+                "--on_error",
+                "skip",
             ],
             &work,
         );
@@ -404,12 +417,22 @@ fn a_pack_made_from_deeptune_runs_embeds_as_the_runs_models() {
             "--out".into(),
             explicit_out.to_str().unwrap().into(),
         ];
-        args.extend(case_args(modality, case));
+        args.extend(case_args);
+        args.extend(["--on_error".to_string(), "skip".to_string()]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let explicit = embed_ok(&args, &[]);
         let ours = read_parquet(&output_parquet(Path::new(summary["output_dir"].as_str().unwrap())));
         assert_eq!(ours, read_parquet(&output_parquet(&explicit)), "{model}");
     };
-    compare("xray", "vision", "vision", &fixtures().join("vision").join("images.parquet"), "finetuned-resnet18-a2-cls");
-    compare("notes", "mbert", "text", &fixtures().join("text").join("texts.parquet"), "finetuned-a2");
+    let texts = fixtures().join("text").join("texts.parquet");
+    compare(
+        "xray",
+        "vision",
+        &fixtures().join("vision").join("images.parquet"),
+        case_args("vision", "finetuned-resnet18-a2-cls"),
+    );
+    compare("notes", "mbert", &texts, case_args("text", "finetuned-a2"));
+    compare("notes-gpt2", "gpt2", &texts, case_args("text", "gpt2-finetuned"));
+    let weights = gandalf_run.to_str().unwrap().to_string();
+    compare("vitals", "gandalf", &gandalf_run.join("eval.parquet"), vec!["--model_weights".into(), weights]);
 }
