@@ -250,8 +250,11 @@ fn line_column(text: &str, offset: usize) -> String {
     format!(" (line {line}, column {column})")
 }
 
-/// Where packs are installed and looked up: `DEEPEMBED_PACK_PATH` (site directories, read-only
-/// cluster file systems), then the user data directory.
+/// The site directory `packs install --system` writes when `DEEPEMBED_PACK_PATH` is not set.
+pub const SITE_DIR: &str = "/usr/local/share/deepembed/packs";
+
+/// Where packs are looked up, in order: `DEEPEMBED_PACK_PATH` (site directories, for read-only
+/// cluster file systems), the user data directory, then the default site directory.
 pub fn search_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(paths) = std::env::var_os("DEEPEMBED_PACK_PATH") {
@@ -260,6 +263,7 @@ pub fn search_dirs() -> Vec<PathBuf> {
     if let Some(data) = dirs::data_dir() {
         dirs.push(user_dir_in(&data));
     }
+    dirs.push(PathBuf::from(SITE_DIR));
     dirs
 }
 

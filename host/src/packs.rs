@@ -95,11 +95,10 @@ pub fn install(source: &Path, system: bool, upgrade: bool, discovery: &Discovery
 
 fn install_root(system: bool) -> Result<PathBuf> {
     if system {
-        let paths = std::env::var_os("DEEPEMBED_PACK_PATH")
-            .ok_or_else(|| anyhow!("--system installs into the first directory of DEEPEMBED_PACK_PATH; set it"))?;
-        return std::env::split_paths(&paths)
-            .find(|p| !p.as_os_str().is_empty())
-            .ok_or_else(|| anyhow!("DEEPEMBED_PACK_PATH is empty"));
+        // The first site directory of DEEPEMBED_PACK_PATH, else the default one.
+        let paths = std::env::var_os("DEEPEMBED_PACK_PATH").unwrap_or_default();
+        let first = std::env::split_paths(&paths).find(|p| !p.as_os_str().is_empty());
+        return Ok(first.unwrap_or_else(|| PathBuf::from(pack::SITE_DIR)));
     }
     let data = dirs::data_dir().ok_or_else(|| anyhow!("no user data directory (set XDG_DATA_HOME or HOME)"))?;
     Ok(pack::user_dir_in(&data))

@@ -436,3 +436,27 @@ fn a_pack_made_from_deeptune_runs_embeds_as_the_runs_models() {
     let weights = gandalf_run.to_str().unwrap().to_string();
     compare("vitals", "gandalf", &gandalf_run.join("eval.parquet"), vec!["--model_weights".into(), weights]);
 }
+
+/// `--system` installs into the first site directory of DEEPEMBED_PACK_PATH, where packs are
+/// also looked up (a read-only cluster file system, in real use).
+#[test]
+fn system_packs_go_to_the_site_directory() {
+    let work = scratch("packs-system");
+    let pack = make_pack(&work.join("src"), "");
+    let site = work.join("site-packs");
+    let env = |extra: &[&str]| {
+        let data = work.join("data");
+        let args: Vec<&str> = extra.to_vec();
+        deepembed_env(
+            &args,
+            &[("XDG_DATA_HOME", data.to_str().unwrap()), ("DEEPEMBED_PACK_PATH", site.to_str().unwrap())],
+        )
+    };
+    let out = env(&["packs", "install", "--system", pack.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(site.join("site").join("pack.toml").is_file());
+    assert!(installed(&work).is_empty(), "a --system install must not go to the user directory");
+    let listed: Value = serde_json::from_slice(&env(&["packs", "list", "--json"]).stdout).unwrap();
+    assert_eq!(listed[0]["name"], "site");
+    assert!(listed[0]["path"].as_str().unwrap().starts_with(site.to_str().unwrap()));
+}
