@@ -73,6 +73,9 @@ struct RunSink<'a> {
     dir: Option<PathBuf>,
     /// The output, written on its own thread once the plugin declared it.
     writer: Option<Writer>,
+    /// Rows skipped before the plugin declared its output (a plugin that reads its input once
+    /// before it embeds, as deepar does), handed to the writer at `begin`.
+    early_skips: Vec<(u64, String)>,
     /// The schema of the first batch: every later batch must have exactly this one.
     schema: Option<SchemaRef>,
     /// The embedded input's first row number in this attempt: the plugin counts from 0.
@@ -132,7 +135,11 @@ impl HostSink for RunSink<'_> {
         };
         self.dir = Some(dir.clone());
         let pieces = Pieces::start(&dir, progress, self.commit, self.resumable).map_err(|e| format!("{e:#}"))?;
-        self.writer = Some(Writer::start(pieces).map_err(|e| format!("{e:#}"))?);
+        let writer = Writer::start(pieces).map_err(|e| format!("{e:#}"))?;
+        for (row, reason) in self.early_skips.drain(..) {
+            writer.skip(row, &reason).map_err(|e| format!("{e:#}"))?;
+        }
+        self.writer = Some(writer);
         Ok(())
     }
 
@@ -155,8 +162,13 @@ impl HostSink for RunSink<'_> {
         // Rows are numbered as in the whole table, whatever range this attempt reads.
         let row = row + self.row_offset;
         log::warn!("skipping row {row}: {reason}");
-        let writer = self.writer.as_ref().ok_or("plugin skipped a row before declaring its output")?;
-        writer.skip(row, reason).map_err(|e| format!("{e:#}"))
+        match &self.writer {
+            Some(writer) => writer.skip(row, reason).map_err(|e| format!("{e:#}")),
+            None => {
+                self.early_skips.push((row, reason.to_string()));
+                Ok(())
+            }
+        }
     }
 
     fn progress(&mut self, rows: u64) {
@@ -263,6 +275,7 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
         expected_dims: req.expected_dims,
         dir: None,
         writer: None,
+        early_skips: Vec::new(),
         schema: None,
         row_offset,
         shard: shard_rows,
