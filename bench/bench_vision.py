@@ -12,25 +12,17 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from runner import run_measured  # noqa: E402
 
 
 def measure(cmd, env=None):
-    # stderr goes to a file: a pipe nobody reads while waiting fills up and blocks the command.
-    err_file = tempfile.TemporaryFile()
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err_file)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    err_file.seek(0)
-    err = err_file.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"command failed: {' '.join(map(str, cmd))}\n{err}")
-    return seconds, usage.ru_maxrss / 1024.0  # MiB
+    """Seconds and peak RSS (MiB) of `cmd` (bench/runner.py)."""
+    run = run_measured(cmd, env)
+    return run.seconds, run.rss_mib
 
 
 def compare(label, n, commands):

@@ -14,16 +14,14 @@ Usage: gandalf_gpu.py --deepembed BIN --work DIR --model DIR [--rows 1000000]
 import argparse
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_only import GpuMemory, library_env  # noqa: E402
+from model_only import library_env  # noqa: E402
+from runner import run_measured  # noqa: E402
 from tabular_data import clinical_table  # noqa: E402
 
 
@@ -31,17 +29,8 @@ def run(deepembed, data, model, device, precision, batch, out, env):
     shutil.rmtree(out, ignore_errors=True)
     cmd = [deepembed, "embed", "gandalf", "--df", data, "--model_weights", model, "--batch_size", str(batch),
            "--device", device, "--precision", precision, "--out", str(out), "--quiet"]
-    gpu = GpuMemory(device.startswith("cuda"))
-    start = time.perf_counter()
-    # stderr goes to a file: a pipe nobody reads while waiting fills up and blocks the command.
-    err_file = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err_file)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    peak_gpu = gpu.stop()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"command failed: {' '.join(map(str, cmd))}\n{err_file.seek(0) or err_file.read().decode(errors='replace')}")
-    return seconds, usage.ru_maxrss / 1024.0, peak_gpu
+    run = run_measured(cmd, env, gpu=device.startswith("cuda"))
+    return run.seconds, run.rss_mib, run.peak_gpu_mib
 
 
 def main():

@@ -19,10 +19,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
-import tempfile
-import time
 from pathlib import Path
+
+from runner import run_measured
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,34 +44,6 @@ def library_env(python, device):
     return env
 
 
-class GpuMemory:
-    """Peak memory in use on the GPUs while it runs, sampled with nvidia-smi (None without it)."""
-
-    def __init__(self, enabled):
-        self.peak = None
-        self.proc = None
-        if enabled and shutil.which("nvidia-smi"):
-            self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-lms", "100"],
-                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            self.thread = threading.Thread(target=self._read, daemon=True)
-            self.thread.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                value = int(line.strip())
-            except ValueError:
-                continue
-            self.peak = value if self.peak is None else max(self.peak, value)
-
-    def stop(self):
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait()
-            self.thread.join(timeout=2)
-        return self.peak
-
-
 def model_only(example, model, weights, batch, device, precision, seconds, env):
     cmd = [example, "--model_version", model, "--model_weights", weights, "--batch_size", str(batch),
            "--device", device, "--precision", precision, "--seconds", str(seconds)]
@@ -87,22 +58,11 @@ def end_to_end(deepembed, data, model, weights, batch, device, precision, out, e
     shutil.rmtree(out, ignore_errors=True)
     cmd = [deepembed, "embed", "vision", "--df", data, "--model_version", model, "--model_weights", weights,
            "--batch_size", str(batch), "--device", device, "--precision", precision, "--out", str(out)]
-    gpu = GpuMemory(device.startswith("cuda"))
-    start = time.perf_counter()
-    # stderr goes to a file: a pipe nobody reads while waiting fills up and blocks the command.
-    err_file = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err_file)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    peak_gpu = gpu.stop()
-    err_file.seek(0)
-    err = err_file.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"command failed: {' '.join(map(str, cmd))}\n{err}")
-    waited = re.search(r"waited [0-9.]+ s for prepared rows \(([0-9]+)%\)", err)
+    run = run_measured(cmd, env, gpu=device.startswith("cuda"))
+    waited = re.search(r"waited [0-9.]+ s for prepared rows \(([0-9]+)%\)", run.stderr)
     rows = int(subprocess.run([sys.executable, "-c", "import pyarrow.parquet as pq, sys; print(pq.ParquetFile(sys.argv[1]).metadata.num_rows)", data],
                               check=True, capture_output=True, text=True).stdout)
-    return rows / seconds, usage.ru_maxrss / 1024.0, peak_gpu, waited.group(1) if waited else "?"
+    return rows / run.seconds, run.rss_mib, run.peak_gpu_mib, waited.group(1) if waited else "?"
 
 
 def main():
