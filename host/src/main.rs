@@ -133,11 +133,11 @@ fn embed(
     }
     let number = |key: &str| host.get(key).and_then(Value::as_u64).ok_or_else(|| anyhow!("--{key} is missing"));
     let commit = match resumable {
-        true => resume::CommitPolicy {
+        true => Some(resume::CommitPolicy {
             rows: number("commit_rows")?,
             interval: std::time::Duration::from_secs(number("commit_seconds")?),
-        },
-        false => resume::CommitPolicy::NEVER,
+        }),
+        false => None,
     };
     let resume = matches
         .get_one::<String>("resume")
@@ -154,7 +154,6 @@ fn embed(
         shard,
         out,
         quiet,
-        resumable,
         commit,
         resume,
         pack: pack_record,

@@ -339,18 +339,13 @@ pub struct CommitPolicy {
     pub interval: Duration,
 }
 
-impl CommitPolicy {
-    /// One piece for the whole run: plugins whose rows depend on other rows cannot resume.
-    pub const NEVER: CommitPolicy = CommitPolicy { rows: u64::MAX, interval: Duration::MAX };
-}
-
 /// The run's output while it is written: committed pieces and the one being written.
 pub struct Pieces {
     dir: PathBuf,
     progress: Progress,
-    policy: CommitPolicy,
-    /// Whether `.progress.json` is kept (resumable runs only).
-    durable: bool,
+    /// When pieces are committed and `.progress.json` kept; `None` for a run that cannot resume
+    /// (its plugin reads other rows to embed a row): one piece, committed at the end.
+    policy: Option<CommitPolicy>,
     current: Option<ParquetSink>,
     current_rows: u64,
     current_skipped: Vec<SkippedRow>,
@@ -360,19 +355,18 @@ pub struct Pieces {
 
 impl Pieces {
     /// Starts an attempt on the run in `dir` (new, or continued with its committed pieces).
-    pub fn start(dir: &Path, mut progress: Progress, policy: CommitPolicy, durable: bool) -> Result<Pieces> {
+    pub fn start(dir: &Path, mut progress: Progress, policy: Option<CommitPolicy>) -> Result<Pieces> {
         progress.attempts.push(Attempt { input_rows: 0, output_rows: 0, seconds: 0.0 });
         let pieces_dir = dir.join(PIECES_DIR);
         std::fs::create_dir_all(&pieces_dir).with_context(|| format!("cannot create {}", pieces_dir.display()))?;
         remove_uncommitted(&pieces_dir, &progress);
-        if durable {
+        if policy.is_some() {
             progress.write(dir)?;
         }
         let mut pieces = Pieces {
             dir: dir.to_path_buf(),
             progress,
             policy,
-            durable,
             current: None,
             current_rows: 0,
             current_skipped: Vec::new(),
@@ -389,7 +383,7 @@ impl Pieces {
 
     /// Whether anything is committed (a kept directory then holds work worth resuming).
     pub fn has_committed(&self) -> bool {
-        self.durable && !self.progress.pieces.is_empty()
+        self.policy.is_some() && !self.progress.pieces.is_empty()
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -403,8 +397,8 @@ impl Pieces {
     /// `rows` more input rows are done (emitted or skipped): commits when the policy says so.
     pub fn rows_done(&mut self, rows: u64) -> Result<()> {
         self.current_rows += rows;
-        let due = self.current_rows >= self.policy.rows || self.last_commit.elapsed() >= self.policy.interval;
-        if self.durable && due {
+        let due = self.policy.is_some_and(|p| self.current_rows >= p.rows || self.last_commit.elapsed() >= p.interval);
+        if due {
             self.commit()?;
         }
         test_stall("rows", self.progress.attempts.last().map_or(0, |a| a.input_rows) + self.current_rows);
@@ -438,7 +432,7 @@ impl Pieces {
         attempt.output_rows += output_rows;
         attempt.seconds = self.attempt_started.elapsed().as_secs_f64();
         self.current_rows = 0;
-        if self.durable {
+        if self.policy.is_some() {
             self.progress.write(&self.dir)?;
             crate::signals::keep_on_interrupt();
         }

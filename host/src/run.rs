@@ -39,10 +39,9 @@ pub struct EmbedRequest<'a> {
     pub shard: Option<Shard>,
     pub out: PathBuf,
     pub quiet: bool,
-    /// Whether the plugin's output can be committed in pieces and resumed (its rows are
-    /// embedded independently), and when to commit.
-    pub resumable: bool,
-    pub commit: CommitPolicy,
+    /// When to commit the output in pieces; `None` when the plugin's rows are not embedded
+    /// independently, so its runs cannot resume.
+    pub commit: Option<CommitPolicy>,
     /// `--resume`: `Some(None)` continues the latest unfinished run in `out`, `Some(Some(dir))`
     /// that one.
     pub resume: Option<Option<PathBuf>>,
@@ -67,8 +66,7 @@ struct RunSink<'a> {
     fingerprint: Option<Fingerprint>,
     /// A run being continued, until `begin` opens it.
     resuming: Option<(PathBuf, Progress)>,
-    commit: CommitPolicy,
-    resumable: bool,
+    commit: Option<CommitPolicy>,
     expected_dims: Option<usize>,
     dir: Option<PathBuf>,
     /// The output, written on its own thread once the plugin declared it.
@@ -134,7 +132,7 @@ impl HostSink for RunSink<'_> {
             }
         };
         self.dir = Some(dir.clone());
-        let pieces = Pieces::start(&dir, progress, self.commit, self.resumable).map_err(|e| format!("{e:#}"))?;
+        let pieces = Pieces::start(&dir, progress, self.commit).map_err(|e| format!("{e:#}"))?;
         let writer = Writer::start(pieces).map_err(|e| format!("{e:#}"))?;
         for (row, reason) in self.early_skips.drain(..) {
             writer.skip(row, &reason).map_err(|e| format!("{e:#}"))?;
@@ -206,7 +204,7 @@ impl RunSink<'_> {
 
 pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
     let name = &req.plugin.manifest.name;
-    if req.resume.is_some() && !req.resumable {
+    if req.resume.is_some() && req.commit.is_none() {
         return Err(resume::not_resumable(name));
     }
     let fingerprint = fingerprint(&req)?;
@@ -271,7 +269,6 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
         fingerprint: Some(fingerprint),
         resuming,
         commit: req.commit,
-        resumable: req.resumable,
         expected_dims: req.expected_dims,
         dir: None,
         writer: None,
@@ -316,7 +313,7 @@ pub fn embed(req: EmbedRequest) -> Result<EmbedResult> {
 /// resume, without the input files' stamps).
 fn fingerprint(req: &EmbedRequest) -> Result<Fingerprint> {
     let mut inputs: Vec<(String, Vec<PathBuf>)> = Vec::new();
-    for file in req.inputs.iter().filter(|_| req.resumable) {
+    for file in req.inputs.iter().filter(|_| req.commit.is_some()) {
         if !inputs.iter().any(|(flag, _)| *flag == file.flag) {
             inputs.push((file.flag.clone(), input::resolve(&file.path, &file.flag)?));
         }
@@ -390,7 +387,7 @@ fn write_json_files(
         if let Some(pack) = &req.pack {
             map.insert("pack".into(), pack.clone());
         }
-        if req.resumable {
+        if req.commit.is_some() {
             map.insert("resumed".into(), (attempts.len() > 1).into());
             if attempts.len() > 1 {
                 map.insert("attempts".into(), serde_json::to_value(attempts)?);
