@@ -256,7 +256,8 @@ fn a_config_and_weights_that_disagree_are_refused() {
 
 #[test]
 fn column_flags_that_contradict_the_saved_config_name_the_columns() {
-    let out = scratch("gandalf-flags").join("out");
+    let work = scratch("gandalf-flags");
+    let out = work.join("out");
     let case = case("cls_mixed");
     let (df, model) = (path_of(&case, "eval"), path_of(&case, "model_arg"));
     let err = fails(&["--df", &df, "--model_weights", &model, "--continuous_cols", "age", "weight"], &out);

@@ -10,7 +10,7 @@ use arrow::datatypes::Float32Type;
 use deepembed_tests::*;
 
 /// A fresh plugin directory holding the named third-party plugin libraries.
-fn plugin_dir(name: &str, plugins: &[&str]) -> PathBuf {
+fn plugin_dir(name: &str, plugins: &[&str]) -> Scratch {
     let built = std::env::var_os("DEEPEMBED_THIRD_PARTY_PLUGINS")
         .map(PathBuf::from)
         .unwrap_or_else(|| binary().parent().unwrap().to_path_buf());

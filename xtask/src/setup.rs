@@ -84,11 +84,25 @@ fn describe(cmd: &Command) -> String {
 
 /// Everything `demo` and `test` need before running anything.
 pub fn setup(ws: &Workspace) -> Result<()> {
+    report_free_disk(ws);
     system_packages()?;
     python_venv(ws)?;
     build(ws)?;
     install_plugins(ws)?;
     Ok(())
+}
+
+/// A cold set-up and test run takes about 14 GB (the venv with torch's CUDA wheels 6, the release
+/// build 4.5, the fixtures 2, test outputs while they run); a full disk otherwise shows up as a
+/// pip or linker error far from its cause.
+fn report_free_disk(ws: &Workspace) {
+    let Ok(out) = Command::new("df").arg("-Pk").arg(&ws.root).output() else { return };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let free_kb = text.lines().nth(1).and_then(|l| l.split_whitespace().nth(3)).and_then(|v| v.parse::<u64>().ok());
+    if let Some(kb) = free_kb {
+        let gb = kb as f64 / 1024.0 / 1024.0;
+        eprintln!("xtask: {gb:.1} GB free under {}; a cold run needs about 14 GB", ws.root.display());
+    }
 }
 
 /// cmake and nasm build libjpeg-turbo (linked statically into the vision plugin).
@@ -139,8 +153,11 @@ fn python_venv(ws: &Workspace) -> Result<()> {
         let base = std::env::var("DEEPEMBED_BASE_PYTHON").unwrap_or_else(|_| "python3".into());
         run(Command::new(&base).args(["-m", "venv"]).arg(ws.venv()))?;
     }
-    run(Command::new(ws.python()).args(["-m", "pip", "install", "--quiet", "--upgrade", "pip"]))?;
-    run(Command::new(ws.python()).args(["-m", "pip", "install", "--quiet", "-r"]).arg(ws.requirements()))?;
+    // No wheel cache: torch's CUDA wheels would take another 3 GB of a CI disk for nothing.
+    run(Command::new(ws.python()).args(["-m", "pip", "install", "--quiet", "--no-cache-dir", "--upgrade", "pip"]))?;
+    run(Command::new(ws.python())
+        .args(["-m", "pip", "install", "--quiet", "--no-cache-dir", "-r"])
+        .arg(ws.requirements()))?;
     std::fs::write(stamp, wanted)?;
     Ok(())
 }
@@ -162,7 +179,7 @@ pub fn tabpfn_reference(ws: &Workspace) -> Result<()> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing the outdated {}", dir.display()))?;
     }
     run(Command::new(ws.python())
-        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:", "--target"])
+        .args(["-m", "pip", "install", "--quiet", "--no-cache-dir", "--no-deps", "--only-binary=:all:", "--target"])
         .arg(&dir)
         .arg("-r")
         .arg(ws.tabpfn_requirements()))?;
