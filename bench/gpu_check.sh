@@ -12,18 +12,22 @@
 # 1. Preprocessing on the device (examples/device_preprocess), when PREPROCESS_FIXTURES names the
 #    test generator's vision directory (images.parquet, preprocessed.f32): bytes resized on the
 #    CPU and normalised on the GPU must equal torchvision + Pillow's floats bit for bit.
-# 2. The table (bench/model_only.py): per model and precision, the model alone on random tensors
+# 2. Decoding without a model (examples/decode_scaling): images/s of decoding and resizing at 1,
+#    2, 4, ... threads up to the cores, free and in the run's windows, and the Parquet read on one
+#    thread. It tells a machine that does not scale (shared cores, hyperthreads) from a pipeline
+#    that does not.
+# 3. The table (bench/model_only.py): per model and precision, the model alone on random tensors
 #    against the whole command on `images` JPEGs (default 20480, about 500x375), with cores, peak
 #    RSS and peak GPU memory. MODELS, PRECISIONS and BATCH override the defaults.
-# 3. Text (bench/text_gpu.py): deepembed's whole command against transformers loops (padding to
+# 4. Text (bench/text_gpu.py): deepembed's whole command against transformers loops (padding to
 #    256; sorted, padding to the longest; the model alone), MiniLM- and BERT-base-sized models,
 #    TEXTS (default 20000) notes of median ~31 tokens, batch 64, fp32 and fp16.
-# 4. Tabular (bench/gandalf_gpu.py), when GANDALF_MODEL names a trained benchmark GANDALF
+# 5. Tabular (bench/gandalf_gpu.py), when GANDALF_MODEL names a trained benchmark GANDALF
 #    directory: GANDALF_ROWS (default 1M) rows on the GPU and on the CPU.
-# 5. fp16 drift against fp32 (bench/precision_drift.py): the minimum cosine similarity over a
+# 6. fp16 drift against fp32 (bench/precision_drift.py): the minimum cosine similarity over a
 #    real run, for each vision family (DRIFT_MODELS) and both text models.
 #
-# ONLY (comma-separated: preprocessing,vision,text,tabular,drift) runs just those sections.
+# ONLY (comma-separated: preprocessing,decoding,vision,text,tabular,drift) runs just those sections.
 # DEVICE (default cuda:0) lets the script be tried on the CPU (with PRECISIONS=fp32, which also
 # skips the drift section).
 set -euo pipefail
@@ -68,6 +72,12 @@ for i, b in enumerate(pq.read_table(sys.argv[1], columns=["images"]).column(0).t
         --reference "$PREPROCESS_FIXTURES/preprocessed.f32" --device "$device"
 }
 
+decoding() {
+    local made
+    mapfile -t made < <("$py" "$here/make_dataset.py" "$work" "$images" resnet18)
+    "$(dirname "$bin")/examples/decode_scaling" --parquet "${made[0]}" --window "$batch" --seconds 4
+}
+
 vision_table() {
     "$py" "$here/model_only.py" --deepembed "$bin" --example "$example" --work "$work" --images "$images" \
         --models "$models" --precisions "$precisions" --batch_size "$batch" --device "$device" --rounds 1 --seconds 8
@@ -103,9 +113,12 @@ drift() {
 "$bin" plugins | head -3
 "$py" -c 'import torch, torchvision, transformers; print("torch", torch.__version__, "torchvision", torchvision.__version__, "transformers", transformers.__version__)'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-lscpu | grep -E "^Model name|^CPU\(s\)" || true
+lscpu | grep -E "^Model name|^CPU\(s\)|^Thread\(s\) per core|^Core\(s\) per socket|^Socket\(s\)" || true
+# A CPU quota (cgroup v2, then v1) caps the cores busy below the cores listed.
+echo "nproc $(nproc); cgroup cpu.max: $(cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || echo none)"
 
 [[ -z "${PREPROCESS_FIXTURES:-}" ]] || section preprocessing "preprocessing on the device against torchvision + Pillow" preprocessing
+section decoding "decoding and resizing without a model, by threads" decoding
 section vision "model alone against the whole command" vision_table
 section text "text" text
 [[ -z "${GANDALF_MODEL:-}" ]] || section tabular "GANDALF" tabular

@@ -53,8 +53,10 @@ def model_only(example, model, weights, batch, device, precision, seconds, env):
 
 def end_to_end(deepembed, data, model, weights, batch, device, precision, out, env):
     """rows/s of the whole command (start-up, loading, decoding, writing), its peak RSS (MiB),
-    the peak GPU memory (MiB) while it ran, and the share of the run the model's thread waited
-    for prepared images (from the pipeline's closing log line; high means bound by decoding)."""
+    the peak GPU memory (MiB) while it ran, the share of the run the model's thread waited for
+    prepared images (from the pipeline's closing log line; high means bound by decoding) and the
+    cores it kept busy on average (CPU time over wall time: far below the cores it has, while
+    the model waits, means decoding does not scale)."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [deepembed, "embed", "vision", "--df", data, "--model_version", model, "--model_weights", weights,
            "--batch_size", str(batch), "--device", device, "--precision", precision, "--out", str(out)]
@@ -62,7 +64,8 @@ def end_to_end(deepembed, data, model, weights, batch, device, precision, out, e
     waited = re.search(r"waited [0-9.]+ s for prepared rows \(([0-9]+)%\)", run.stderr)
     rows = int(subprocess.run([sys.executable, "-c", "import pyarrow.parquet as pq, sys; print(pq.ParquetFile(sys.argv[1]).metadata.num_rows)", data],
                               check=True, capture_output=True, text=True).stdout)
-    return rows / run.seconds, run.rss_mib, run.peak_gpu_mib, waited.group(1) if waited else "?"
+    return (rows / run.seconds, run.rss_mib, run.peak_gpu_mib, waited.group(1) if waited else "?",
+            run.cpu_seconds / run.seconds)
 
 
 def main():
@@ -85,27 +88,28 @@ def main():
 
     print(f"machine: {platform.machine()}, {cores} cores, {platform.platform()}; device {args.device}; "
           f"{args.images} JPEGs of 400x300 to 640x480; medians of {args.rounds} alternating rounds\n")
-    print("| model | precision | batch | model-only rows/s | end-to-end rows/s | ratio | model waited | cores | peak RSS (MiB) | peak GPU memory (MiB) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | precision | batch | model-only rows/s | end-to-end rows/s | ratio | model waited | cores | cores busy | peak RSS (MiB) | peak GPU memory (MiB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model in args.models.split(","):
         made = subprocess.run([sys.executable, HERE / "make_dataset.py", work, str(args.images), model],
                               check=True, capture_output=True, text=True)
         data, weights = made.stdout.split()
         for precision in args.precisions.split(","):
-            alone, whole, rss, gpu, waits = [], [], [], [], []
+            alone, whole, rss, gpu, waits, busy = [], [], [], [], [], []
             for _ in range(args.rounds):
                 alone.append(model_only(args.example, model, weights, args.batch_size, args.device, precision, args.seconds, env))
-                rate, peak, peak_gpu, waited = end_to_end(args.deepembed, data, model, weights, args.batch_size, args.device,
+                rate, peak, peak_gpu, waited, cores_busy = end_to_end(args.deepembed, data, model, weights, args.batch_size, args.device,
                                                   precision, work / "out", env)
                 whole.append(rate)
                 waits.append(waited)
+                busy.append(cores_busy)
                 rss.append(peak)
                 if peak_gpu is not None:
                     gpu.append(peak_gpu)
             a, w = statistics.median(alone), statistics.median(whole)
             gpu_text = f"{max(gpu)}" if gpu else "-"
             waited = "/".join(share + "%" for share in waits)
-            print(f"| {model} | {precision} | {args.batch_size} | {a:.1f} | {w:.1f} | {w / a:.2f} | {waited} | {cores} | {max(rss):.0f} | {gpu_text} |",
+            print(f"| {model} | {precision} | {args.batch_size} | {a:.1f} | {w:.1f} | {w / a:.2f} | {waited} | {cores} | {statistics.median(busy):.1f} | {max(rss):.0f} | {gpu_text} |",
                   flush=True)
 
 

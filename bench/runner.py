@@ -45,6 +45,8 @@ class GpuMemory:
 
 class Measured(NamedTuple):
     seconds: float
+    # CPU time (user + system) of the command: over `seconds`, how many cores it kept busy.
+    cpu_seconds: float
     rss_mib: float
     peak_gpu_mib: object  # int, or None without a GPU or nvidia-smi
     stderr: str
@@ -63,4 +65,4 @@ def run_measured(cmd, env=None, gpu=False) -> Measured:
     err = err_file.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"command failed: {' '.join(map(str, cmd))}\n{err}")
-    return Measured(seconds, usage.ru_maxrss / 1024.0, peak_gpu, err)
+    return Measured(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, peak_gpu, err)

@@ -23,6 +23,7 @@ use parquet::arrow::arrow_reader::{
     RowSelector,
 };
 
+use crate::read_ahead::ReadAhead;
 use crate::shard::Shard;
 
 pub struct Input {
@@ -81,8 +82,9 @@ pub fn open(spec: &Path, flag: &str, batch_size: usize, shard: Option<Shard>, sk
             pending.push_back(part);
         }
     }
-    let reader = Files { schema, pending, current: None, batch_size, flag: flag.into() };
-    Ok(Input { rows: end - first_row, table_rows, first_row, range: (start, end), files, reader: Box::new(reader) })
+    let files_reader = Files { schema, pending, current: None, batch_size, flag: flag.into() };
+    let reader = Box::new(ReadAhead::new(Box::new(files_reader)).context("starting the thread that reads the input")?);
+    Ok(Input { rows: end - first_row, table_rows, first_row, range: (start, end), files, reader })
 }
 
 /// The rows of one file that a run reads: whole row groups, and within them a selection when

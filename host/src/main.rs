@@ -14,6 +14,7 @@ mod pack;
 mod pack_archive;
 mod pack_create;
 mod packs;
+mod read_ahead;
 mod resume;
 mod run;
 mod shard;

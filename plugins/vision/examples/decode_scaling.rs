@@ -1,0 +1,129 @@
+//! How the CPU side of a vision run scales with threads, without a model: the question the GPU
+//! check left open (16 cores decoded about a third of 16 times one core's rate). For each thread
+//! count it measures
+//!
+//! - **free**: every image decoded and resized by a rayon pool of that size, each thread into its
+//!   own buffer, no other work: the machine's ceiling;
+//! - **windowed**: as a run prepares them: windows of `--window` images, each into a freshly
+//!   allocated buffer for the window, one window after the other (the next starts when the
+//!   slowest image of this one is done);
+//!
+//! and once, on one thread, the Parquet read of the image column in batches of `--window` rows
+//! (the preparing thread reads the input between windows).
+//!
+//!   decode_scaling --parquet images.parquet [--column images] [--threads 1,2,4,8,16]
+//!                  [--window 256] [--seconds 5]
+//!
+//! Prints a Markdown table on stdout. free/threads falling with the thread count means the
+//! machine (shared cores, hyperthreads, memory bandwidth); windowed far below free means the
+//! pipeline's shape.
+
+use std::fs::File;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
+use deepembed_vision::image::{resize_into, Limits, Transform};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use rayon::prelude::*;
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (mut parquet, mut column, mut threads, mut window, mut seconds) =
+        (None, "images".to_string(), None, 256usize, 5.0f64);
+    while let Some(flag) = args.next() {
+        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--parquet" => parquet = Some(value),
+            "--column" => column = value,
+            "--threads" => threads = Some(value.split(',').map(str::parse).collect::<Result<Vec<usize>, _>>()?),
+            "--window" => window = value.parse()?,
+            "--seconds" => seconds = value.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    let parquet = parquet.context("--parquet is required")?;
+    let cores = std::thread::available_parallelism()?.get();
+    let threads = threads.unwrap_or_else(|| {
+        let mut counts: Vec<usize> =
+            std::iter::successors(Some(1), |n| Some(n * 2)).take_while(|&n| n < cores).collect();
+        counts.push(cores);
+        counts
+    });
+
+    let (images, read) = read_images(&parquet, &column, window)?;
+    if images.is_empty() {
+        bail!("{parquet} has no images in column '{column}'");
+    }
+    println!(
+        "{} images; the Parquet read on one thread: {:.0} images/s ({:.0} MB/s); {cores} cores available",
+        images.len(),
+        images.len() as f64 / read.as_secs_f64(),
+        images.iter().map(Vec::len).sum::<usize>() as f64 / 1e6 / read.as_secs_f64()
+    );
+    println!();
+    println!("| threads | free images/s | per thread | windowed images/s | windowed / free |");
+    println!("|---:|---:|---:|---:|---:|");
+    for &n in &threads {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build()?;
+        let free = pool.install(|| rate(seconds, || free_pass(&images)))?;
+        let windowed = pool.install(|| rate(seconds, || windowed_pass(&images, window)))?;
+        println!("| {n} | {free:.0} | {:.0} | {windowed:.0} | {:.2} |", free / n as f64, windowed / free);
+    }
+    Ok(())
+}
+
+/// The image column's bytes, and how long reading them took.
+fn read_images(path: &str, column: &str, batch: usize) -> Result<(Vec<Vec<u8>>, Duration)> {
+    let start = Instant::now();
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(File::open(path).with_context(|| format!("opening {path}"))?)?;
+    let index = builder.schema().index_of(column).with_context(|| format!("{path} has no column '{column}'"))?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+    let mut images = Vec::new();
+    for batch in builder.with_projection(mask).with_batch_size(batch).build()? {
+        let array = batch?.column(0).clone();
+        match array.data_type() {
+            DataType::Binary => images.extend(array.as_binary::<i32>().iter().flatten().map(<[u8]>::to_vec)),
+            DataType::LargeBinary => images.extend(array.as_binary::<i64>().iter().flatten().map(<[u8]>::to_vec)),
+            other => bail!("column '{column}' has type {other}, expected binary"),
+        }
+    }
+    Ok((images, start.elapsed()))
+}
+
+/// Images per second of `pass` (which returns how many images it did), repeated for `seconds`.
+fn rate(seconds: f64, pass: impl Fn() -> Result<usize>) -> Result<f64> {
+    pass()?; // warm-up: threads started, allocator arenas made
+    let start = Instant::now();
+    let mut done = 0;
+    while start.elapsed().as_secs_f64() < seconds {
+        done += pass()?;
+    }
+    Ok(done as f64 / start.elapsed().as_secs_f64())
+}
+
+fn free_pass(images: &[Vec<u8>]) -> Result<usize> {
+    let transform = Transform::IMAGENET;
+    images.par_iter().try_for_each_init(
+        || vec![0u8; transform.pixels()],
+        |out, bytes| resize_into(bytes, out, &Limits::default(), &transform),
+    )?;
+    Ok(images.len())
+}
+
+/// What the vision plugin's preparation does per window (plugins/vision/src/pipeline.rs).
+fn windowed_pass(images: &[Vec<u8>], window: usize) -> Result<usize> {
+    let transform = Transform::IMAGENET;
+    for chunk in images.chunks(window) {
+        let mut pixels = vec![0u8; chunk.len() * transform.pixels()];
+        pixels
+            .par_chunks_mut(transform.pixels())
+            .zip(chunk.par_iter())
+            .try_for_each(|(out, bytes)| resize_into(bytes, out, &Limits::default(), &transform))?;
+        std::hint::black_box(&pixels);
+    }
+    Ok(images.len())
+}
