@@ -161,7 +161,12 @@ fn embed(
         expected_dims,
     };
     let result = run::embed(request)?;
-    log::info!("embeddings written to {}", result.file.display());
+    match &result.file {
+        Some(file) => log::info!("embeddings written to {}", file.display()),
+        None => {
+            log::warn!("this shard holds no rows (more shards than rows?): no embeddings file; merge takes it as it is")
+        }
+    }
     if json_summary {
         let summary = json!({
             "output_dir": result.dir,

@@ -75,13 +75,17 @@ impl ShardRun {
         self.details.get(key).unwrap_or(&Value::Null)
     }
 
-    fn parquet(&self) -> Result<PathBuf> {
+    /// The shard's embeddings file; none for a shard without output rows, which has none.
+    fn parquet(&self) -> Result<Option<PathBuf>> {
+        if self.detail("rows").as_u64() == Some(0) {
+            return Ok(None);
+        }
         let name = self.detail("file_name").as_str().ok_or_else(|| anyhow!("{}: no file_name", self.dir.display()))?;
         let path = self.dir.join(name);
         if !path.is_file() {
             bail!("{}: its embeddings file {name} is missing", self.dir.display());
         }
-        Ok(path)
+        Ok(Some(path))
     }
 
     fn end(&self) -> u64 {
@@ -220,7 +224,11 @@ fn check_coverage(shards: &[ShardRun]) -> Result<()> {
 
 /// The merged Parquet file and JSON files; returns the rows written.
 fn write_outputs(shards: &[ShardRun], dir: &Path, file_name: &str) -> Result<u64> {
-    let files = shards.iter().map(ShardRun::parquet).collect::<Result<Vec<_>>>()?;
+    let files: Vec<PathBuf> =
+        shards.iter().map(ShardRun::parquet).filter_map(Result::transpose).collect::<Result<_>>()?;
+    if files.is_empty() {
+        bail!("no shard holds any output row: there is nothing to merge");
+    }
     let temp = dir.join(format!(".{file_name}.partial"));
     let rows = output::concat_parquet(&files, &temp)?;
     std::fs::rename(&temp, dir.join(file_name))

@@ -245,7 +245,7 @@ pub enum Start {
     /// An unfinished run to continue.
     Continue { dir: PathBuf, progress: Box<Progress> },
     /// The same run, finished already (a Slurm task requeued after it finished).
-    Finished { dir: PathBuf, file: PathBuf, rows: u64 },
+    Finished { dir: PathBuf, file: Option<PathBuf>, rows: u64 },
 }
 
 /// The run `--resume [DIR]` continues: DIR, or the most recent unfinished run in `out` of the
@@ -326,7 +326,8 @@ fn finished_run(out: &Path, now: &Fingerprint) -> Option<Start> {
         {
             log::info!("--resume: {} is this run, finished already; nothing to do", dir.display());
             let rows = details.get("rows").and_then(Value::as_u64).unwrap_or(0);
-            return Some(Start::Finished { file: dir.join(text("file_name")), dir, rows });
+            let file = Some(dir.join(text("file_name"))).filter(|f| f.is_file());
+            return Some(Start::Finished { file, dir, rows });
         }
     }
     None
@@ -448,8 +449,10 @@ impl Pieces {
 
     /// Commits the last piece and puts the pieces together, under a temporary name in the run
     /// directory: the caller writes the JSON files, then [`Assembled::complete`] moves it into
-    /// place, so the Parquet file appears last.
-    pub fn assemble(mut self) -> Result<Assembled> {
+    /// place, so the Parquet file appears last. No rows at all is an error unless `may_be_empty`
+    /// (a shard of a table with fewer rows than shards): then there is no Parquet file, since the
+    /// host learns the output's columns from its first batch.
+    pub fn assemble(mut self, may_be_empty: bool) -> Result<Assembled> {
         self.commit()?;
         let progress = self.progress;
         let pieces_dir = self.dir.join(PIECES_DIR);
@@ -457,6 +460,10 @@ impl Pieces {
             progress.pieces.iter().filter_map(|p| p.file.as_ref()).map(|f| pieces_dir.join(f)).collect();
         let temp = self.dir.join(format!(".{}.partial", progress.plan.file_name));
         let rows = match files.as_slice() {
+            [] if may_be_empty => {
+                test_stall("assembling", 0);
+                return Ok(Assembled { dir: self.dir, temp: None, progress, rows: 0 });
+            }
             [] => bail!("the plugin produced no output rows"),
             // One piece is the whole file already: linked, not copied (the piece stays until the
             // end, for a run killed before then to be assembled again).
@@ -470,14 +477,14 @@ impl Pieces {
             _ => output::concat_parquet(&files, &temp)?,
         };
         test_stall("assembling", 0);
-        Ok(Assembled { dir: self.dir, temp, progress, rows })
+        Ok(Assembled { dir: self.dir, temp: Some(temp), progress, rows })
     }
 }
 
-/// A run's finished Parquet file under its temporary name.
+/// A run's finished Parquet file under its temporary name (none for an empty shard).
 pub struct Assembled {
     dir: PathBuf,
-    temp: PathBuf,
+    temp: Option<PathBuf>,
     pub progress: Progress,
     pub rows: u64,
 }
@@ -485,18 +492,22 @@ pub struct Assembled {
 impl Assembled {
     /// Moves the file into place and removes the hidden files, the progress file first: a run
     /// killed in between is finished, not resumable.
-    pub fn complete(self) -> Result<PathBuf> {
+    pub fn complete(self) -> Result<Option<PathBuf>> {
         let target = self.dir.join(&self.progress.plan.file_name);
-        std::fs::rename(&self.temp, &target)
-            .with_context(|| format!("cannot move the finished file to {}", target.display()))?;
+        if let Some(temp) = &self.temp {
+            std::fs::rename(temp, &target)
+                .with_context(|| format!("cannot move the finished file to {}", target.display()))?;
+        }
         let _ = std::fs::remove_file(self.dir.join(PROGRESS_FILE));
         let _ = std::fs::remove_dir_all(self.dir.join(PIECES_DIR));
-        Ok(target)
+        Ok(self.temp.map(|_| target))
     }
 
     /// Removes the temporary file (the JSON files could not be written).
     pub fn discard(self) {
-        let _ = std::fs::remove_file(&self.temp);
+        if let Some(temp) = &self.temp {
+            let _ = std::fs::remove_file(temp);
+        }
     }
 }
 

@@ -54,7 +54,8 @@ pub struct EmbedRequest<'a> {
 /// Where a finished run put its results.
 pub struct EmbedResult {
     pub dir: PathBuf,
-    pub file: PathBuf,
+    /// The embeddings file; none for a shard without rows.
+    pub file: Option<PathBuf>,
     pub rows: u64,
     pub skipped: usize,
 }
@@ -326,7 +327,7 @@ fn fingerprint(req: &EmbedRequest) -> Result<Fingerprint> {
 /// into place.
 fn finish(req: &EmbedRequest, sink: &mut RunSink, pieces: Pieces, started: Instant) -> Result<EmbedResult> {
     let dir = sink.dir.clone().context("output directory missing")?;
-    let assembled = pieces.assemble()?;
+    let assembled = pieces.assemble(req.shard.is_some())?;
     match write_json_files(req, sink, &dir, &assembled, started) {
         Ok(skipped) => {
             let rows = assembled.rows;

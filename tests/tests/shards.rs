@@ -84,6 +84,36 @@ fn merged_shards_are_the_unsharded_run() {
 }
 
 #[test]
+fn shards_without_rows_succeed_and_merge() {
+    // 3 rows in 5 shards: shards 0 and 2 get none (a Slurm array larger than a small table).
+    let work = scratch("shards-empty");
+    let input = work.join("three.parquet");
+    write_parquet(&input, &read_parquet(&fixtures().join("vision").join("images.parquet")).slice(0, 3));
+    let whole = read_parquet(&output_parquet(&run(&input, &work.join("whole"), &[])));
+    let shards: Vec<PathBuf> =
+        (0..5).map(|i| run(&input, &work.join("shards"), &["--shard", &format!("{i}/5")])).collect();
+    for (i, dir) in shards.iter().enumerate() {
+        let details = json(&dir.join("embedding_details.json"));
+        let rows = details["shard"]["rows"].as_u64().unwrap();
+        assert_eq!(rows == 0, i == 0 || i == 2, "shard {i}: {details}");
+        let files = std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "parquet"))
+            .count();
+        assert_eq!(files, usize::from(rows > 0), "shard {i}: an embeddings file only with rows");
+    }
+    let output = merge(&shards.iter().collect::<Vec<_>>(), &work.join("merged"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_same_table(&read_parquet(&output_parquet(Path::new(summary["output_dir"].as_str().unwrap()))), &whole);
+
+    // Only empty shards: nothing to merge, said so.
+    let output = merge(&[&shards[0], &shards[2]], &work.join("merged"));
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("in no shard"), "{}", stderr(&output));
+}
+
+#[test]
 fn merge_refuses_missing_repeated_or_foreign_shards() {
     let work = scratch("shards-bad");
     let input = input_with_row_groups(&work, 2);
