@@ -385,6 +385,13 @@ pub fn resolve_model(argv: Vec<OsString>, discovery: &Discovery) -> Result<(Vec<
     let (dir, pack) = pack::find_installed(pack_name)?;
     let model = pack.model(model_name)?;
     check_plugin(&pack, model, discovery)?;
+    // `embed vision --model site/xray`: the plugin named as well is the pack's, or a mistake.
+    if let Some(named) = user.first().filter(|a| !a.starts_with('-')) {
+        if *named != model.plugin {
+            bail!("--model {model_ref} runs plugin '{}', not '{named}'; leave the plugin name out", model.plugin);
+        }
+        user.remove(0);
+    }
     let plugin = discovery.find(&model.plugin).expect("checked above");
     let inputs: Vec<&str> = plugin.manifest.inputs.iter().map(|i| i.name.as_str()).collect();
     for arg in &user {

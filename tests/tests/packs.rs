@@ -111,6 +111,21 @@ fn a_pack_model_embeds_as_the_same_model_with_explicit_flags() {
         assert_eq!(record["files_sha256"][format!("weights/{WEIGHTS}")], sha.as_str(), "{file}");
     }
 
+    // The plugin may be named as well, if it is the pack's.
+    let named = run(
+        &["embed", "vision", "--model", "site/r18", "--df", df.to_str().unwrap(), "--batch_size", "4"]
+            .iter()
+            .chain(&["--device", "cpu", "--out", out.to_str().unwrap(), "--quiet", "--json"])
+            .copied()
+            .collect::<Vec<_>>(),
+        &work,
+    );
+    assert!(named.status.success(), "{}", stderr(&named));
+    let named_dir = serde_json::from_slice::<Value>(&named.stdout).unwrap()["output_dir"].as_str().unwrap().to_string();
+    assert_eq!(read_parquet(&output_parquet(Path::new(&named_dir))), read_parquet(&output_parquet(&explicit)));
+    let wrong = run(&["embed", "gpt2", "--model", "site/r18", "--df", df.to_str().unwrap()], &work);
+    assert!(stderr(&wrong).contains("runs plugin 'vision', not 'gpt2'"), "{}", stderr(&wrong));
+
     // A flag the pack fixes, and one it does not let a user set.
     let fixed =
         run(&["embed", "--model", "site/r18", "--df", df.to_str().unwrap(), "--model_version", "resnet50"], &work);
