@@ -11,11 +11,13 @@
 //!   bench tabpfn   a TabPFN classifier against tabpfn's own embedding path (DeepTune's)
 //!   bench resume   merge speed on 100k vision rows, and what picking up a killed run costs
 //!   gpu-check      on a CUDA device: the model alone against the whole command, fp16 drift
-//!                  (bench/gpu_check.sh; needs an NVIDIA GPU)
+//!                  (bench/gpu_check.sh; needs an NVIDIA GPU); `gpu-check --bundle DIR` instead
+//!                  builds what the check needs into DIR, to carry to a GPU machine
 //!   fuzz           libFuzzer over the image, pickle, joblib, torch zip and safetensors readers:
 //!                  `fuzz [--minutes N] [TARGET...]`, N minutes per target (default 2)
 
 mod fuzz;
+mod gpu_bundle;
 mod setup;
 
 use std::path::Path;
@@ -42,7 +44,7 @@ fn real_main() -> Result<()> {
         ["gpu-check", rest @ ..] => gpu_check(&ws, rest),
         ["fuzz", rest @ ..] => fuzz::fuzz(&ws, rest),
         _ => bail!(
-            "usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular|timeseries|tabpfn|resume [options] | gpu-check | fuzz [--minutes N] [TARGET...]>"
+            "usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular|timeseries|tabpfn|resume [options] | gpu-check [--bundle DIR] | fuzz [--minutes N] [TARGET...]>"
         ),
     }
 }
@@ -293,6 +295,10 @@ fn gpu_check(ws: &Workspace, rest: &[&str]) -> Result<()> {
     let work = ws.root.join("tests").join("work");
     generate_fixtures(ws, &work)?;
     run(ws.command("cargo")?.args(["build", "--release", "-q", "-p", "deepembed-vision", "--examples"]))?;
+    let gandalf_model = ws.root.join("target").join("bench").join("gpu-gandalf").join("model");
+    if let ["--bundle", dir] = rest {
+        return gpu_bundle::bundle(ws, Path::new(dir), &gandalf_model);
+    }
     // `python3` in the script is the venv's: ws.command puts it first on PATH.
     run(ws
         .command("bash")?
@@ -300,5 +306,5 @@ fn gpu_check(ws: &Workspace, rest: &[&str]) -> Result<()> {
         .arg(ws.binary())
         .args(rest)
         .env("PREPROCESS_FIXTURES", work.join("vision"))
-        .env("GANDALF_MODEL", ws.root.join("target").join("bench").join("gpu-gandalf").join("model")))
+        .env("GANDALF_MODEL", gandalf_model))
 }
