@@ -4,7 +4,8 @@
 //! Read there, the Parquet decoding is serial work between two windows: on 16 cores the vision
 //! plugin's decoders sat idle while one thread read the next window's JPEG bytes (one core reads
 //! about 4,000 images/s of them, as fast as 16 cores decode them). Here the reading overlaps
-//! everything else, and memory stays bounded: at most [`AHEAD`] batches wait.
+//! everything else, and memory stays bounded: at most [`AHEAD`] batches wait in the channel,
+//! and one more in the reading thread's hands.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
