@@ -17,6 +17,7 @@ use crate::image::{self, Transform};
 use crate::model::EmbeddingModel;
 use crate::normalize::Normalizer;
 use crate::options::VisionOptions;
+use crate::window_buffers::{WindowBuffers, WindowPixels};
 
 pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
     let schema = ctx.input_schema("df")?.clone();
@@ -39,8 +40,12 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
         Carry::AllExcept(vec![opts.image_column.clone()]),
     )?;
     ctx.begin(&plan)?;
-    let decoding =
-        Decoding { column: opts.image_column.clone(), limits: opts.image_limits(), transform: model.transform };
+    let decoding = Decoding {
+        column: opts.image_column.clone(),
+        limits: opts.image_limits(),
+        transform: model.transform,
+        buffers: WindowBuffers::default(),
+    };
     let input = ctx.take_input("df")?;
     pipeline::run(
         ctx,
@@ -98,15 +103,16 @@ fn image_bytes(column: &ArrayRef) -> Result<Vec<Option<&[u8]>>> {
 /// One decoded and resized image (`transform.pixels()` bytes, HWC): its slot in its window's
 /// pixel buffer. A window's images share one buffer, filled in parallel, so decoding threads
 /// allocate nothing per image (per-image buffers, freed on another thread, grew the allocator's
-/// arenas). The conversion to floats happens on the model's device ([`Normalizer`]).
+/// arenas), and the buffer is used again by a later window ([`WindowBuffers`]). The conversion
+/// to floats happens on the model's device ([`Normalizer`]).
 struct Image {
-    pixels: Arc<Vec<u8>>,
+    pixels: Arc<WindowPixels>,
     slot: usize,
 }
 
 impl Image {
     fn pixels(&self, per_image: usize) -> &[u8] {
-        &self.pixels[self.slot * per_image..(self.slot + 1) * per_image]
+        &self.pixels.bytes[self.slot * per_image..(self.slot + 1) * per_image]
     }
 }
 
@@ -115,6 +121,7 @@ struct Decoding {
     column: String,
     limits: Limits,
     transform: Transform,
+    buffers: WindowBuffers,
 }
 
 impl Prepare for Decoding {
@@ -125,8 +132,9 @@ impl Prepare for Decoding {
             batch.column_by_name(&self.column).ok_or_else(|| anyhow!("input lacks column '{}'", self.column))?;
         let images = image_bytes(column)?;
         let (limits, transform) = (self.limits, self.transform);
-        let mut pixels = vec![0u8; images.len() * transform.pixels()];
+        let mut pixels = self.buffers.take(images.len() * transform.pixels());
         let outcomes: Vec<Result<()>> = pixels
+            .bytes
             .par_chunks_mut(transform.pixels())
             .zip(images.par_iter())
             .map(|(out, bytes)| match bytes {
@@ -163,7 +171,7 @@ impl Embed<Image> for Images<'_> {
         let consecutive =
             rows.iter().enumerate().all(|(k, r)| Arc::ptr_eq(&r.pixels, &first.pixels) && r.slot == first.slot + k);
         let images = if consecutive {
-            Tensor::from_slice(&first.pixels[first.slot * per_image..(first.slot + rows.len()) * per_image])
+            Tensor::from_slice(&first.pixels.bytes[first.slot * per_image..(first.slot + rows.len()) * per_image])
         } else {
             Tensor::from_slice(&rows.iter().flat_map(|r| r.pixels(per_image)).copied().collect::<Vec<u8>>())
         };
