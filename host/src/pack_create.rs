@@ -75,11 +75,7 @@ fn model_from_run(out: &Path, source: &Source, discovery: &Discovery) -> Result<
     if !run.is_dir() {
         bail!("not a directory");
     }
-    let json = |file: &str| -> Result<Value> {
-        let path = run.join(file);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
-    };
+    let json = |file: &str| read_json(&run.join(file));
     let arguments = json("cli_arguments.json").ok();
     let dest = Path::new(&source.model_name);
     let mut model = PackModel {

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::setup::{run, Workspace};
+use crate::setup::{plugin_library, run, Workspace};
 
 /// The plugins the check runs: vision (preprocessing, decoding, the table, drift), mbert (text)
 /// and gandalf (tabular).
@@ -38,7 +38,7 @@ pub fn bundle(ws: &Workspace, out: &Path, gandalf_model: &Path) -> Result<()> {
     let release = ws.release();
     stripped(&ws.binary(), &bin.join("deepembed"))?;
     for name in PLUGINS {
-        let file = format!("libdeepembed_{name}_plugin.so");
+        let file = plugin_library(name);
         stripped(&release.join("plugins").join(&file), &plugins.join(&file))?;
     }
     for name in EXAMPLES {

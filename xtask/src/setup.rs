@@ -204,6 +204,11 @@ pub fn plugin_names(ws: &Workspace) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// The file name of plugin `name`'s library, as cargo builds it from `plugins/<name>/cdylib`.
+pub fn plugin_library(name: &str) -> String {
+    format!("libdeepembed_{}_plugin.so", name.replace('-', "_"))
+}
+
 /// Copies each plugin library to `target/release/plugins/`, where the host looks by default.
 fn install_plugins(ws: &Workspace) -> Result<()> {
     let dest = ws.release().join("plugins");
@@ -212,7 +217,7 @@ fn install_plugins(ws: &Workspace) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::create_dir_all(&dest)?;
     for name in plugin_names(ws)? {
-        let file = format!("libdeepembed_{}_plugin.so", name.replace('-', "_"));
+        let file = plugin_library(&name);
         let built = ws.release().join(&file);
         if !built.is_file() {
             bail!("plugin {name} was not built: {} is missing", built.display());
