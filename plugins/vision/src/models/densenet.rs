@@ -83,8 +83,8 @@ impl DenseLayer {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let y = x.apply_t(&self.norm1, false).relu().apply(&self.conv1);
-        y.apply_t(&self.norm2, false).relu().apply(&self.conv2)
+        let y = x.apply_t(&self.norm1, false).relu_().apply(&self.conv1);
+        y.apply_t(&self.norm2, false).relu_().apply(&self.conv2)
     }
 }
 
@@ -149,7 +149,7 @@ impl std::fmt::Debug for Model {
 impl ModuleT for Model {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Tensor {
         let mut x =
-            x.apply(&self.conv0).apply_t(&self.norm0, false).relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+            x.apply(&self.conv0).apply_t(&self.norm0, false).relu_().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for (b, block) in self.blocks.iter().enumerate() {
             // Each layer sees every earlier output, in order: the block input, then each
             // layer's new channels.
@@ -158,7 +158,7 @@ impl ModuleT for Model {
                 x = Tensor::cat(&[x, new], 1);
             }
             if let Some(t) = self.transitions.get(b) {
-                x = x.apply_t(&t.norm, false).relu().apply(&t.conv).avg_pool2d(
+                x = x.apply_t(&t.norm, false).relu_().apply(&t.conv).avg_pool2d(
                     [2, 2],
                     [2, 2],
                     [0, 0],
@@ -169,7 +169,7 @@ impl ModuleT for Model {
             }
         }
         // torchvision's forward after `features`: ReLU, global average pool, flatten.
-        x.apply_t(&self.norm5, false).relu().adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        x.apply_t(&self.norm5, false).relu_().adaptive_avg_pool2d([1, 1]).flatten(1, -1)
     }
 }
 

@@ -119,9 +119,9 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let y = x.apply(&self.conv).apply_t(&self.bn, false);
+        let mut y = x.apply(&self.conv).apply_t(&self.bn, false);
         if self.silu {
-            y.silu()
+            y.silu_()
         } else {
             y
         }

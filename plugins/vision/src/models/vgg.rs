@@ -84,14 +84,14 @@ impl ModuleT for Model {
         let mut x = x.shallow_clone();
         for layer in &self.features {
             x = match layer {
-                Layer::Conv(conv) => x.apply(conv).relu(),
+                Layer::Conv(conv) => x.apply(conv).relu_(),
                 Layer::Pool => x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
             };
         }
         // At 224x224 the features are already 7x7 and the pool changes nothing.
         let x = x.adaptive_avg_pool2d([7, 7]).flatten(1, -1);
         match &self.classifier {
-            Some((fc0, fc3)) => fc3.forward(&fc0.forward(&x).relu()).relu(),
+            Some((fc0, fc3)) => fc3.forward(&fc0.forward(&x).relu_()).relu_(),
             None => x,
         }
     }
