@@ -10,9 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import torch
 import torchvision
 from PIL import Image
+
+
+# Rows per row group, and so at most per Parquet page. pandas' default (pages of 1024 rows,
+# about 87 MB of these JPEGs) would make the input's pages, which a reader holds whole, the
+# largest memory cost and a function of the dataset's size up to 1024 rows (README, memory).
+ROWS_PER_GROUP = 256
 
 
 def jpeg(rng, w, h):
@@ -27,13 +34,13 @@ def jpeg(rng, w, h):
 def main(out: Path, n: int, model: str):
     out.mkdir(parents=True, exist_ok=True)
     data = out / f"images_{n}.parquet"
-    if not data.exists():
+    if not data.exists() or pq.ParquetFile(data).metadata.row_group(0).num_rows != min(n, ROWS_PER_GROUP):
         rng = np.random.default_rng(n)
         # A pool of distinct images, repeated: encoding thousands of JPEGs would dominate set-up.
         pool = [jpeg(rng, int(rng.integers(400, 640)), int(rng.integers(300, 480))) for _ in range(min(n, 256))]
         images = [pool[i % len(pool)] for i in range(n)]
         df = pd.DataFrame({"images": images, "labels": rng.integers(0, 5, size=n), "id": np.arange(n)})
-        df.to_parquet(data, index=False)
+        df.to_parquet(data, index=False, row_group_size=ROWS_PER_GROUP)
     weights = out / f"{model}-random.pth"
     if not weights.exists():
         torch.manual_seed(0)
