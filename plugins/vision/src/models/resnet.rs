@@ -71,12 +71,13 @@ impl Family for ResNet {
     }
 }
 
-fn conv(p: nn::Path, c_in: i64, c_out: i64, ksize: i64, padding: i64, stride: i64) -> nn::Conv2D {
-    nn::conv2d(p, c_in, c_out, ksize, nn::ConvConfig { stride, padding, bias: false, ..Default::default() })
-}
-
-fn batch_norm(p: nn::Path, channels: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, channels, Default::default())
+/// A block's output channels: a bottleneck widens its last convolution fourfold.
+fn block_out(width: i64, bottleneck: bool) -> i64 {
+    if bottleneck {
+        width * 4
+    } else {
+        width
+    }
 }
 
 /// A convolution followed by its batch norm (inference statistics).
@@ -88,9 +89,10 @@ struct ConvNorm {
 
 impl ConvNorm {
     fn new(p: &nn::Path, names: (&str, &str), c_in: i64, c_out: i64, ksize: i64, stride: i64) -> ConvNorm {
+        let config = nn::ConvConfig { stride, padding: ksize / 2, bias: false, ..Default::default() };
         ConvNorm {
-            conv: conv(p / names.0, c_in, c_out, ksize, ksize / 2, stride),
-            norm: batch_norm(p / names.1, c_out),
+            conv: nn::conv2d(p / names.0, c_in, c_out, ksize, config),
+            norm: nn::batch_norm2d(p / names.1, c_out, Default::default()),
         }
     }
 
@@ -109,7 +111,7 @@ struct Block {
 
 impl Block {
     fn new(p: &nn::Path, c_in: i64, width: i64, stride: i64, bottleneck: bool) -> Block {
-        let c_out = if bottleneck { width * 4 } else { width };
+        let c_out = block_out(width, bottleneck);
         let convs = if bottleneck {
             vec![
                 ConvNorm::new(p, ("conv1", "bn1"), c_in, width, 1, 1),
@@ -154,8 +156,7 @@ struct ResNetFeatures {
 
 impl ResNetFeatures {
     fn new(p: &nn::Path, blocks: [i64; 4], bottleneck: bool) -> ResNetFeatures {
-        let stem = ConvNorm { conv: conv(p / "conv1", 3, 64, 7, 3, 2), norm: batch_norm(p / "bn1", 64) };
-        let expansion = if bottleneck { 4 } else { 1 };
+        let stem = ConvNorm::new(p, ("conv1", "bn1"), 3, 64, 7, 2);
         let mut layers = Vec::new();
         let mut c_in = 64;
         for (i, (&count, width)) in blocks.iter().zip([64, 128, 256, 512]).enumerate() {
@@ -163,7 +164,7 @@ impl ResNetFeatures {
             for b in 0..count {
                 let stride = if i > 0 && b == 0 { 2 } else { 1 };
                 layers.push(Block::new(&(&layer / b.to_string()), c_in, width, stride, bottleneck));
-                c_in = width * expansion;
+                c_in = block_out(width, bottleneck);
             }
         }
         ResNetFeatures { stem, blocks: layers }
