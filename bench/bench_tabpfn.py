@@ -20,7 +20,9 @@ rows times the training rows (every evaluation row attends to every training row
 square of the training rows (the context, once per member), so at the issue's sizes
 (--train_rows 1000,10000 --eval_rows 100000) the Python side takes about 4.5 hours on two cores
 and deepembed about an hour. The defaults (1000 and 5000 training rows, 2000 evaluation rows)
-take about 10 minutes.
+take about 10 minutes. --deepembed_only times deepembed alone, for the sizes where the Python
+side would not finish in a working session; compare the two at a smaller evaluation table with
+the same training rows (each evaluation row's cost does not depend on the others).
 
 The tabpfn reference stack (tabpfn 6.2, tabpfn-extensions) is not in the main venv: its Python
 runs in child processes with PYTHONPATH=--tabpfn_libs (`.venv-tabpfn`, which xtask installs),
@@ -40,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench_vision import compare
+from bench_vision import compare, measure
 
 HERE = Path(__file__).resolve().parent
 TARGET = "outcome"
@@ -176,6 +178,8 @@ def main():
     p.add_argument("--thinking_rows", type=int, default=64, help="the checkpoint's num_thinking_rows")
     p.add_argument("--tabpfn_libs", default=str(HERE.parent / ".venv-tabpfn"),
                    help="the tabpfn reference stack, put on PYTHONPATH (xtask installs it)")
+    p.add_argument("--deepembed_only", action="store_true",
+                   help="time deepembed alone (for sizes where tabpfn's side takes hours: see the module docstring)")
     p.add_argument("--tolerance", type=float, default=1e-3,
                    help="largest |difference| accepted: from 1000 training rows up the SVD columns (ARPACK in "
                         "tabpfn) flip a few rows' fingerprints, each flipped training row moving every embedding "
@@ -211,7 +215,13 @@ def main():
         # `env` execs python in its own process, so the measured child is python itself.
         python = ["env", *reference_vars(libs), sys.executable, "-c", PYTHON_SIDE, made / f"fit_{t}.tabpfn_fit", made / f"train_{t}.parquet",
                   made / "eval.parquet", TARGET, python_out]
+        if args.deepembed_only:
+            seconds, rss = measure(ours)
+            print(f"| {t} | deepembed | {seconds:.1f} | {n / seconds:.1f} | {rss:.0f} |", flush=True)
+            continue
         results[t] = compare(t, n, (("deepembed", ours), ("python (tabpfn)", python)))
+    if args.deepembed_only:
+        return
     print()
     for t, r in results.items():
         (a, _), (b, _) = r["deepembed"], r["python (tabpfn)"]
