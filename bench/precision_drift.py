@@ -1,14 +1,18 @@
-"""The drift of `--precision fp16` against fp32: runs deepembed twice on the same data, same model
-and device, and prints the minimum, median and mean cosine similarity between the two runs'
-embeddings of each row (the issue's measure: the minimum over a real run).
+"""The drift of reduced precision (`--precision fp16`, `bf16`) against fp32: runs deepembed on the
+same data, same model and device, once in fp32 and once per precision asked for, and prints the
+minimum, median and mean cosine similarity between each row's embeddings in the two runs (the
+issue's measure: the minimum over a real run).
 
-Usage: precision_drift.py DEEPEMBED LABEL WORK_DIR -- embed <plugin> <flags...>
-(the flags without --precision and --out)
+Usage: precision_drift.py DEEPEMBED LABEL WORK_DIR [--precisions fp16,bf16] -- embed <plugin> <flags...>
+(the flags without --precision and --out). Prints one table row per precision, with each
+whole command's seconds:
+| label | precision | rows | fp32 seconds | seconds | min | median | mean |
 """
 
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +20,34 @@ import pyarrow.parquet as pq
 
 
 def embeddings(deepembed, args, precision, out):
+    """The run's embeddings as float64 rows, and the whole command's seconds."""
     shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
     subprocess.run([deepembed, *args, "--precision", precision, "--out", str(out), "--quiet"], check=True)
+    seconds = time.perf_counter() - started
     (file,) = [f for f in Path(out).rglob("*.parquet")]
     table = pq.read_table(file)
-    # Embedding columns: "0".."N-1" (vision, tabular) or emb_0.. (others), in order.
-    names = [c for c in table.column_names if c.isdigit() or c.startswith("emb_")]
-    return np.stack([table.column(c).to_numpy() for c in names], axis=1).astype(np.float64)
+    # Embedding columns, in order: "0".."N-1" (vision, tabular, gpt2), embed0000.. (mbert).
+    names = [c for c in table.column_names if c.isdigit() or (c.startswith("embed") and c[5:].isdigit())]
+    return np.stack([table.column(c).to_numpy() for c in names], axis=1).astype(np.float64), seconds
 
 
 def main():
-    deepembed, label, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    args = sys.argv[sys.argv.index("--") + 1:]
-    a = embeddings(deepembed, args, "fp32", work / "fp32")
-    b = embeddings(deepembed, args, "fp16", work / "fp16")
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    print(f"| {label} | {len(cos)} | {cos.min():.6f} | {np.median(cos):.6f} | {cos.mean():.6f} |", flush=True)
+    split = sys.argv.index("--")
+    deepembed, label, work, *options = sys.argv[1:split]
+    args = sys.argv[split + 1:]
+    precisions = ["fp16"]
+    if options:
+        if len(options) != 2 or options[0] != "--precisions":
+            sys.exit(__doc__)
+        precisions = options[1].split(",")
+    work = Path(work)
+    a, a_seconds = embeddings(deepembed, args, "fp32", work / "fp32")
+    for precision in precisions:
+        b, b_seconds = embeddings(deepembed, args, precision, work / precision)
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        print(f"| {label} | {precision} | {len(cos)} | {a_seconds:.1f} | {b_seconds:.1f} | {cos.min():.6f} | "
+              f"{np.median(cos):.6f} | {cos.mean():.6f} |", flush=True)
 
 
 if __name__ == "__main__":

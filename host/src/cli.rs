@@ -34,7 +34,7 @@ pub fn host_args() -> Vec<ArgSpec> {
         ArgSpec::new(
             "precision",
             ArgKind::String,
-            "The model's arithmetic on CUDA: fp32, or fp16 (autocast, as torch.autocast). Embeddings are written as float32.",
+            "The model's arithmetic: fp32, fp16 (CUDA only) or bf16, the last two as torch.autocast does. Embeddings are written as float32.",
         )
         .default("fp32")
         .choices(&["fp32", "fp16", "bf16"]),

@@ -233,16 +233,31 @@ fn merge_shards(matches: &clap::ArgMatches) -> Result<()> {
 fn precision(text: &str, device: Device) -> Result<Precision> {
     let precision = Precision::parse(text).ok_or_else(|| anyhow!("--precision must be fp32, fp16 or bf16"))?;
     match precision {
-        Precision::Fp32 => Ok(precision),
-        Precision::Bf16 => bail!(
-            "--precision bf16 is not available yet: the Rust bindings to libtorch that deepembed uses cannot \
-             set autocast's dtype; use --precision fp16 (float16 autocast, on CUDA) or --precision fp32"
-        ),
+        Precision::Bf16 if device.kind == DeviceKind::Cpu && !cpu_has_bf16_instructions() => {
+            log::warn!(
+                "--precision bf16: this CPU has no bfloat16 instructions (AVX512-BF16), so libtorch emulates them \
+                 and the run may be slower than with --precision fp32"
+            );
+            Ok(precision)
+        }
+        Precision::Fp32 | Precision::Bf16 => Ok(precision),
+        // libtorch's CPU kernels for float16 are slower than float32 on most CPUs.
         Precision::Fp16 if device.kind == DeviceKind::Cpu => bail!(
-            "--precision fp16 needs a CUDA device (the run is on the CPU, where deepembed runs float32 only); use --precision fp32, or --device cuda"
+            "--precision fp16 needs a CUDA device (the run is on the CPU); use --precision bf16 (bfloat16 autocast, \
+             which CPUs run) or --precision fp32, or --device cuda"
         ),
         Precision::Fp16 => Ok(precision),
     }
+}
+
+/// Whether the CPU computes bfloat16 products natively (AVX512-BF16; the AMX tiles of the CPUs
+/// that have them come with it), where bf16 autocast runs 2-3x faster than float32
+/// (docs/BENCHMARKS.md). Other architectures: assumed, not checked.
+fn cpu_has_bf16_instructions() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512bf16");
+    #[cfg(not(target_arch = "x86_64"))]
+    return true;
 }
 
 fn list_plugins(discovery: &Discovery, as_json: bool) -> Result<()> {

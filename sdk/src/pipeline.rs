@@ -10,8 +10,8 @@
 //!    ([`OutputColumns`]), go to the host; unusable rows are skipped or fail the run there, per
 //!    `--on_error`, naming the row.
 //!
-//! The model runs under `--precision`: with fp16, inside libtorch's CUDA autocast; the
-//! embeddings are read back as float32 either way.
+//! The model runs under `--precision`: with fp16 or bf16, inside libtorch's autocast to that
+//! type on the run's device ([`autocast`]); the embeddings are read back as float32 either way.
 //!
 //! At the end it logs where the time went (preparing, the model waiting for windows, embedding,
 //! emitting): when the model waits, the run is bound by the CPU-side preparation.
@@ -28,8 +28,9 @@ use arrow::array::RecordBatch;
 use arrow::ffi_stream::RecordBatchStreamReader;
 use tch::Tensor;
 
+use crate::abi::autocast::autocast;
 use crate::output::OutputColumns;
-use crate::{Device, DeviceKind, Precision, RunContext};
+use crate::{Device, DeviceKind, RunContext};
 
 /// CPU work on input rows. Runs on its own thread, so it owns its state (which it may keep
 /// between windows: counts, a series' history) and gives it back at the end.
@@ -110,14 +111,9 @@ pub fn run<P: Prepare>(
         (preparer, preparing)
     })?;
     let mut times = StageTimes::default();
-    // One autocast region for the whole run, not one per chunk: libtorch warns on every use of
-    // the autocast switches tch calls, and fp32 runs never touch them.
-    let result = match ctx.precision() {
-        Precision::Fp32 => consume(ctx, columns, model, &batching, rx, &mut times),
-        Precision::Fp16 => tch::autocast(true, || consume(ctx, columns, model, &batching, rx, &mut times)),
-        // The host refuses bf16 (tch cannot choose autocast's type).
-        Precision::Bf16 => Err(anyhow!("--precision bf16 is not supported")),
-    };
+    // One autocast region for the whole run (fp32: none), on this thread, where the model runs.
+    let (device, precision) = (ctx.device().kind, ctx.precision());
+    let result = autocast(device, precision, || consume(ctx, columns, model, &batching, rx, &mut times));
     // The preparer stops by itself once the receiver is gone.
     let (preparer, preparing) = reader.join().map_err(|_| anyhow!("the preparing thread panicked"))?;
     if result.is_ok() {

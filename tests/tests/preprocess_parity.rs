@@ -3,6 +3,7 @@
 //! then normalised by libtorch as on the model's device).
 
 use arrow::array::{Array, AsArray};
+use deepembed_sdk::Precision;
 use deepembed_tests::*;
 use deepembed_vision::image::{preprocess, resize_into, Limits, Transform, PIXELS, SIZE};
 use deepembed_vision::normalize::Normalizer;
@@ -24,16 +25,22 @@ fn preprocessed_tensors_are_identical_to_pillow_and_torchvision() {
     let reference = read_f32(&dir.join("preprocessed.f32"));
     let images = batch.column_by_name("images").unwrap().as_binary::<i32>();
     assert_eq!(reference.len(), images.len() * PIXELS);
-    let mut normalizer = Normalizer::new(&Transform::IMAGENET, tch::Device::Cpu);
+    let mut normalizer = Normalizer::new(&Transform::IMAGENET, tch::Device::Cpu, Precision::Fp32);
+    // Half precision hands the model channels-last floats: another layout, the same values.
+    let mut channels_last = Normalizer::new(&Transform::IMAGENET, tch::Device::Cpu, Precision::Bf16);
     let mut failures = Vec::new();
     for (i, bytes) in images.iter().enumerate() {
         let bytes = bytes.unwrap();
         compare(i, "cpu", &preprocess(bytes).unwrap(), &reference, &mut failures);
         let mut resized = vec![0u8; PIXELS];
         resize_into(bytes, &mut resized, &Limits::default(), &Transform::IMAGENET).unwrap();
-        let device = normalizer.apply(&tch::Tensor::from_slice(&resized).view([1, SIZE as i64, SIZE as i64, 3]));
-        let device = Vec::<f32>::try_from(device.view([-1])).unwrap();
+        let resized = tch::Tensor::from_slice(&resized).view([1, SIZE as i64, SIZE as i64, 3]);
+        let device = Vec::<f32>::try_from(normalizer.apply(&resized).view([-1])).unwrap();
         compare(i, "device", &device, &reference, &mut failures);
+        let nhwc = channels_last.apply(&resized);
+        assert_eq!(nhwc.stride()[1], 1, "channels-last input has channels as its innermost dimension");
+        let nhwc = Vec::<f32>::try_from(nhwc.contiguous().view([-1])).unwrap();
+        compare(i, "device, channels-last", &nhwc, &reference, &mut failures);
     }
     assert!(failures.is_empty(), "preprocessing differs from the reference:\n{}", failures.join("\n"));
 }

@@ -15,6 +15,7 @@ mod common;
 
 use anyhow::{bail, Context, Result};
 use common::parse_device;
+use deepembed_sdk::Precision;
 use deepembed_vision::image::{resize_into, Limits, Transform, PIXELS, SIZE};
 use deepembed_vision::normalize::Normalizer;
 use tch::{Device, Tensor};
@@ -55,7 +56,7 @@ fn main() -> Result<()> {
             .with_context(|| format!("preprocessing {}", file.display()))?;
     }
     let batch = Tensor::from_slice(&resized).view([files.len() as i64, SIZE as i64, SIZE as i64, 3]);
-    let normalized = Normalizer::new(&Transform::IMAGENET, device).apply(&batch);
+    let normalized = Normalizer::new(&Transform::IMAGENET, device, Precision::Fp32).apply(&batch);
     let ours = Vec::<f32>::try_from(normalized.to_device(Device::Cpu).view([-1]))?;
 
     let differing: Vec<usize> = (0..files.len())

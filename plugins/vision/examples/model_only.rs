@@ -3,7 +3,7 @@
 //! an end-to-end run is measured against (`cargo xtask bench vision --model-only`, the GPU check).
 //!
 //!   model_only --model_version resnet18 --model_weights FILE [--batch_size 32] [--device cpu|cuda:N]
-//!              [--precision fp32|fp16] [--seconds 20]
+//!              [--precision fp32|fp16|bf16] [--seconds 20]
 //!
 //! On CUDA, libtorch_cuda.so must be loaded before main (the GPU check sets LD_PRELOAD), as the
 //! host does before a CUDA run. Prints one line of JSON on stdout.
@@ -14,14 +14,17 @@ mod common;
 
 use anyhow::{bail, Context, Result};
 use common::parse_device;
+use deepembed_sdk::abi::autocast::autocast;
+use deepembed_sdk::abi::{DeviceKind, Precision};
 use deepembed_vision::model::EmbeddingModel;
+use deepembed_vision::normalize::input_layout;
 use deepembed_vision::options::VisionOptions;
 use tch::{Device, Kind, Tensor};
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut version, mut weights, mut batch, mut device, mut seconds, mut fp16) =
-        (None, None, 32i64, Device::Cpu, 20.0f64, false);
+    let (mut version, mut weights, mut batch, mut device, mut seconds, mut precision) =
+        (None, None, 32i64, Device::Cpu, 20.0f64, Precision::Fp32);
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -30,14 +33,7 @@ fn main() -> Result<()> {
             "--batch_size" => batch = value.parse()?,
             "--seconds" => seconds = value.parse()?,
             "--device" => device = parse_device(&value)?,
-            // As the pipeline runs it: fp16 is libtorch's CUDA autocast.
-            "--precision" => {
-                fp16 = match value.as_str() {
-                    "fp32" => false,
-                    "fp16" => true,
-                    _ => bail!("--precision must be fp32 or fp16"),
-                }
-            }
+            "--precision" => precision = Precision::parse(&value).context("--precision must be fp32, fp16 or bf16")?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -48,14 +44,17 @@ fn main() -> Result<()> {
     }))?;
     let model = EmbeddingModel::load(&options, device)?;
     let size = model.transform.size as i64;
-    let images = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
+    // In the layout the run gives the model at this precision.
+    let images = input_layout(Tensor::randn([batch, 3, size, size], (Kind::Float, device)), precision);
     let sync = || {
         if let Device::Cuda(i) = device {
             tch::Cuda::synchronize(i as i64);
         }
     };
+    // As the pipeline runs it: under libtorch's autocast to the precision's type (fp32: none).
+    let kind = if device.is_cuda() { DeviceKind::Cuda } else { DeviceKind::Cpu };
+    let forward = || autocast(kind, precision, || model.forward(&images)).to_kind(Kind::Float);
     // Warm-up: kernel selection and the allocator's first blocks.
-    let forward = || tch::autocast(fp16, || model.forward(&images)).to_kind(Kind::Float);
     for _ in 0..3 {
         let _ = forward();
     }
@@ -71,7 +70,7 @@ fn main() -> Result<()> {
     let elapsed = start.elapsed().as_secs_f64();
     println!(
         "{}",
-        serde_json::json!({"model": version, "batch_size": batch, "fp16": fp16, "rows": rows, "seconds": elapsed,
+        serde_json::json!({"model": version, "batch_size": batch, "precision": precision.name(), "rows": rows, "seconds": elapsed,
                            "rows_per_second": rows as f64 / elapsed, "threads": tch::get_num_threads()})
     );
     Ok(())

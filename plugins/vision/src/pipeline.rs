@@ -52,7 +52,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
         input,
         &columns,
         decoding,
-        &mut Images { model: &model, normalizer: Normalizer::new(&model.transform, device) },
+        &mut Images { model: &model, normalizer: Normalizer::new(&model.transform, device, ctx.precision()) },
         Batching::InputOrder,
     )?;
     Ok(())

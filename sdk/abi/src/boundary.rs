@@ -1,5 +1,5 @@
-//! Everything that crosses between the host and a plugin library, and the only `unsafe` code
-//! of deepembed. The contract of the boundary:
+//! Everything that crosses between the host and a plugin library, and with [`crate::autocast`]
+//! the only `unsafe` code of deepembed. The contract of the boundary:
 //!
 //! - The host builds a [`RunRequest`] and [`HostCallbacks`] in [`run_plugin`] and nowhere else
 //!   (their fields are private), so every pointer in them is valid for the duration of the

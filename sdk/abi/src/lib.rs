@@ -1,8 +1,9 @@
 //! The stable boundary between the deepembed host and its plugins.
 //!
-//! This is the one deepembed crate that holds `unsafe` code, all of it in [`boundary`], each
-//! block with the invariant that makes it sound. Everything else here is plain data that
-//! crosses the boundary:
+//! This is the one deepembed crate that holds `unsafe` code, each block with the invariant that
+//! makes it sound: the host-plugin boundary in [`boundary`], and in [`autocast`] the libtorch
+//! autocast switches tch does not bind. Everything else here is plain data that crosses the
+//! boundary:
 //!
 //! - [`PluginMod`], the root module a plugin library exports: an abi_stable prefix type whose
 //!   layout abi_stable checks at load time. [`SDK_ABI_VERSION`] covers changes of meaning that
@@ -15,6 +16,7 @@
 //!
 //! The host drives a run with [`run_plugin`]; the plugin side answers with [`serve`].
 
+pub mod autocast;
 mod boundary;
 pub mod manifest;
 mod settings;

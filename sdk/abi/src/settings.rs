@@ -71,11 +71,11 @@ pub enum Precision {
     /// float32 throughout (the default, and the reference's).
     #[default]
     Fp32 = 0,
-    /// libtorch's CUDA autocast to float16: matrix products and convolutions in half precision,
-    /// reductions and normalisations in float32, as `torch.autocast("cuda")`.
+    /// libtorch's autocast to float16: matrix products and convolutions in half precision,
+    /// reductions and normalisations in float32, as `torch.autocast("cuda")`. CUDA only.
     Fp16 = 1,
-    /// bfloat16 autocast. Declared, and refused by the host for now: the Rust bindings to
-    /// libtorch cannot set autocast's dtype, which is float16 unless set.
+    /// libtorch's autocast to bfloat16, as `torch.autocast(device, dtype=torch.bfloat16)`, on
+    /// CUDA or the CPU.
     Bf16 = 2,
 }
 
