@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
-use deepembed_vision::image::{resize_into, Limits, Transform};
+use deepembed_vision::image::{decode::decode, resize, resize_into, Limits, Transform};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
@@ -62,6 +62,18 @@ fn main() -> Result<()> {
         images.len(),
         images.len() as f64 / read.as_secs_f64(),
         images.iter().map(Vec::len).sum::<usize>() as f64 / 1e6 / read.as_secs_f64()
+    );
+    // What decoding alone costs, so the table's rates split into decoding and resizing.
+    let decoding = rate(seconds, || {
+        for bytes in &images {
+            std::hint::black_box(decode(bytes, &Limits::default())?);
+        }
+        Ok(images.len())
+    })?;
+    println!(
+        "Decoding alone on one thread: {decoding:.0} images/s ({:.2} ms an image); the resize runs {}",
+        1e3 / decoding,
+        resize::instruction_set()
     );
     println!();
     println!("| threads | free images/s | per thread | windowed images/s | windowed / free |");

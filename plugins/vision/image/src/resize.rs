@@ -2,12 +2,18 @@
 //! ported from its `Resample.c` so results match to the bit: coefficients in double precision,
 //! turned into 22-bit fixed point, a horizontal pass then a vertical pass over 8-bit samples.
 //!
+//! Both passes run with AVX2 where the CPU has it (`resize/avx2.rs`, chosen at run time), and
+//! scalar elsewhere: integer sums do not depend on their order, so both give Pillow's bytes.
+//!
 //! Pillow before 12.2 always runs the horizontal pass first (12.2 and later run the vertical one
 //! first for images much taller than wide); DeepTune pins Pillow 9.1, and the tests pin 11.3.
 
 use std::rc::Rc;
 
 use crate::decode::RgbImage;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -30,6 +36,9 @@ struct Padded {
     starts: Vec<usize>,
     taps: usize,
     weights: Vec<i32>,
+    /// The same weights laid out for the AVX2 pass.
+    #[cfg(target_arch = "x86_64")]
+    pair_weights: Vec<[i32; 8]>,
 }
 
 impl Padded {
@@ -44,7 +53,13 @@ impl Padded {
             out[xmin - start..][..n].copy_from_slice(&k[..n]);
             starts.push(start);
         }
-        Padded { starts, taps, weights: padded }
+        Padded {
+            starts,
+            taps,
+            #[cfg(target_arch = "x86_64")]
+            pair_weights: avx2::pair_weights(taps, &padded),
+            weights: padded,
+        }
     }
 }
 
@@ -127,6 +142,16 @@ fn clip8(v: i32) -> u8 {
     } else {
         (v >> PRECISION_BITS) as u8
     }
+}
+
+/// Which passes [`resize_into`] runs on this CPU, for benchmark reports: "with AVX2" or
+/// "scalar" (the same results either way).
+pub fn instruction_set() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::detect().is_some() {
+        return "with AVX2";
+    }
+    "scalar"
 }
 
 /// Resizes an RGB image to `out_w` x `out_h` with Pillow's bilinear filter.
@@ -214,9 +239,18 @@ fn cached_coefficients(filter: Filter, in_size: usize, out_size: usize) -> Rc<Co
     })
 }
 
-/// Each row of `input` (`in_w` RGB pixels wide) to `c.bounds.len()` pixels, with the tap count
-/// a constant for the common counts.
+/// Each row of `input` (`in_w` RGB pixels wide) to `c.bounds.len()` pixels: with AVX2 where
+/// the CPU has it, else [`horizontal_pass_scalar`].
 fn horizontal_pass(input: &[u8], in_w: usize, c: &Coefficients, out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = avx2::detect() {
+        return avx2::horizontal_pass(simd, input, in_w, &c.padded, out);
+    }
+    horizontal_pass_scalar(input, in_w, c, out)
+}
+
+/// The horizontal pass one sample at a time, with the tap count a constant for the common counts.
+fn horizontal_pass_scalar(input: &[u8], in_w: usize, c: &Coefficients, out: &mut [u8]) {
     let p = &c.padded;
     macro_rules! with_taps {
         ($($n:literal)*) => {
@@ -251,8 +285,25 @@ fn horizontal_pass_taps<const TAPS: usize>(input: &[u8], in_w: usize, p: &Padded
 }
 
 /// `rows` (the input rows from `first_row` on, `width` RGB pixels wide) to `c.bounds.len()`
-/// rows. Accumulates a whole output row in `acc` one tap at a time, which the compiler vectorises.
+/// rows: with AVX2 where the CPU has it, else [`vertical_pass_scalar`].
 fn vertical_pass(rows: &[u8], width: usize, c: &Coefficients, first_row: usize, acc: &mut Vec<i32>, out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = avx2::detect() {
+        return avx2::vertical_pass(simd, rows, width, c, first_row, out);
+    }
+    vertical_pass_scalar(rows, width, c, first_row, acc, out)
+}
+
+/// The vertical pass accumulating a whole output row in `acc` one tap at a time, which the
+/// compiler vectorises for the portable target.
+fn vertical_pass_scalar(
+    rows: &[u8],
+    width: usize,
+    c: &Coefficients,
+    first_row: usize,
+    acc: &mut Vec<i32>,
+    out: &mut [u8],
+) {
     let stride = width * 3;
     acc.resize(stride, 0);
     for ((&(ymin, n), k), out_row) in
@@ -295,40 +346,103 @@ mod tests {
         out
     }
 
-    #[test]
-    fn padded_taps_give_pillows_sums() {
-        let mut state = 0x2545_f491_u32;
-        let mut pixels = vec![0u8; 4100 * 2 * 3];
-        for p in &mut pixels {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            *p = (state >> 24) as u8;
+    /// Pillow's vertical loop as written in `Resample.c`, one sample at a time.
+    fn vertical_as_pillow(rows: &[u8], width: usize, c: &Coefficients) -> Vec<u8> {
+        let stride = width * 3;
+        let mut out = vec![0u8; c.bounds.len() * stride];
+        for ((&(ymin, n), k), out_row) in
+            c.bounds.iter().zip(c.weights.chunks_exact(c.ksize)).zip(out.chunks_exact_mut(stride))
+        {
+            for (x, v) in out_row.iter_mut().enumerate() {
+                let mut ss = 1i32 << (PRECISION_BITS - 1);
+                for (y, &w) in k[..n].iter().enumerate() {
+                    ss += rows[(ymin + y) * stride + x] as i32 * w;
+                }
+                *v = clip8(ss);
+            }
         }
-        // Shrinking by 1x to 40x (unrolled and not), enlarging, and one-pixel images.
-        let sizes = [
-            (500, 224),
-            (375, 224),
-            (224, 224),
-            (640, 224),
-            (4100, 224),
-            (3000, 100),
-            (7, 224),
-            (1, 224),
-            (224, 1),
-            (2, 3),
-        ];
+        out
+    }
+
+    /// Random bytes (xorshift), so every sample value and sharp edges that clip occur.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut state = 0x2545_f491_u32;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Shrinking by 1x to 40x (tap counts unrolled and not), enlarging, and one-pixel images.
+    const SIZES: [(usize, usize); 11] = [
+        (500, 224),
+        (375, 224),
+        (224, 224),
+        (640, 224),
+        (4100, 224),
+        (3000, 100),
+        (7, 224),
+        (1, 224),
+        (224, 1),
+        (2, 3),
+        (19, 5),
+    ];
+
+    type HorizontalPass = fn(&[u8], usize, &Coefficients, &mut [u8]);
+
+    /// The horizontal passes this build has: the scalar one, and AVX2 where the CPU has it.
+    fn horizontal_passes() -> Vec<(&'static str, HorizontalPass)> {
+        let mut passes: Vec<(&'static str, HorizontalPass)> = vec![("scalar", horizontal_pass_scalar)];
+        #[cfg(target_arch = "x86_64")]
+        if avx2::detect().is_some() {
+            passes.push(("avx2", |input, in_w, c, out| {
+                avx2::horizontal_pass(avx2::detect().unwrap(), input, in_w, &c.padded, out)
+            }));
+        }
+        passes
+    }
+
+    #[test]
+    fn horizontal_passes_give_pillows_sums() {
+        let pixels = noise(4100 * 3 * 3);
         for filter in [Filter::Bilinear, Filter::Bicubic] {
-            for &(in_w, out_w) in &sizes {
-                let input = &pixels[..in_w * 2 * 3];
+            for &(in_w, out_w) in &SIZES {
+                // Three rows, so loads run from one row into the next and the last row's end is met.
+                let input = &pixels[..in_w * 3 * 3];
                 let c = coefficients(filter, in_w, out_w);
-                let mut ours = vec![0u8; out_w * 2 * 3];
-                horizontal_pass(input, in_w, &c, &mut ours);
-                assert!(
-                    ours == horizontal_as_pillow(input, in_w, &c),
-                    "{filter:?} {in_w} -> {out_w} (taps {})",
-                    c.padded.taps
-                );
+                let expected = horizontal_as_pillow(input, in_w, &c);
+                for (name, pass) in horizontal_passes() {
+                    let mut ours = vec![0u8; out_w * 3 * 3];
+                    pass(input, in_w, &c, &mut ours);
+                    assert!(ours == expected, "{name}: {filter:?} {in_w} -> {out_w} (taps {})", c.padded.taps);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn vertical_passes_give_pillows_sums() {
+        let pixels = noise(4100 * 7 * 3);
+        for filter in [Filter::Bilinear, Filter::Bicubic] {
+            for &(in_h, out_h) in &SIZES {
+                // 7 pixels wide: one 16-sample block and a remainder of 5 per row.
+                let width = 7;
+                let rows = &pixels[..in_h * width * 3];
+                let c = coefficients(filter, in_h, out_h);
+                let expected = vertical_as_pillow(rows, width, &c);
+                let mut scalar = vec![0u8; out_h * width * 3];
+                vertical_pass_scalar(rows, width, &c, 0, &mut Vec::new(), &mut scalar);
+                assert!(scalar == expected, "scalar: {filter:?} {in_h} -> {out_h}");
+                #[cfg(target_arch = "x86_64")]
+                if let Some(simd) = avx2::detect() {
+                    let mut ours = vec![0u8; out_h * width * 3];
+                    avx2::vertical_pass(simd, rows, width, &c, 0, &mut ours);
+                    assert!(ours == expected, "avx2: {filter:?} {in_h} -> {out_h}");
+                }
             }
         }
     }
