@@ -4,9 +4,10 @@
 //!
 //! - **free**: every image decoded and resized by a rayon pool of that size, each thread into its
 //!   own buffer, no other work: the machine's ceiling;
-//! - **windowed**: as a run prepares them: windows of `--window` images, each into a freshly
-//!   allocated buffer for the window, one window after the other (the next starts when the
-//!   slowest image of this one is done);
+//! - **windowed**: as a run prepares them: windows of `--window` images into a window buffer
+//!   used again from window to window (as `window_buffers.rs` does), one window after the other
+//!   (the next starts when the slowest image of this one is done), so windowed / free is what
+//!   that barrier costs;
 //!
 //! and once, on one thread, the Parquet read of the image column in batches of `--window` rows
 //! (the preparing thread reads the input between windows).
@@ -129,13 +130,14 @@ fn free_pass(images: &[Vec<u8>]) -> Result<usize> {
 /// What the vision plugin's preparation does per window (plugins/vision/src/pipeline.rs).
 fn windowed_pass(images: &[Vec<u8>], window: usize) -> Result<usize> {
     let transform = Transform::IMAGENET;
+    let mut buffer = vec![0u8; window * transform.pixels()];
     for chunk in images.chunks(window) {
-        let mut pixels = vec![0u8; chunk.len() * transform.pixels()];
+        let pixels = &mut buffer[..chunk.len() * transform.pixels()];
         pixels
             .par_chunks_mut(transform.pixels())
             .zip(chunk.par_iter())
             .try_for_each(|(out, bytes)| resize_into(bytes, out, &Limits::default(), &transform))?;
-        std::hint::black_box(&pixels);
+        std::hint::black_box(&*pixels);
     }
     Ok(images.len())
 }
