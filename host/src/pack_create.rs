@@ -8,7 +8,8 @@
 //! - multilingual BERT: `bert_model/`, `tokenizer/`, `model_weights.pth` and `model_config.json`
 //!   (`num_classes`, `added_layers`, `embedding_layer`, `use_peft`);
 //! - GPT-2: `gpt2_model/`, `tokenizer/`, `model_weights.pth`, `model_config.json` (`output_dim`);
-//! - GANDALF: `GANDALF_model/`, pytorch-tabular's saved model.
+//! - GANDALF: `GANDALF_model/`, pytorch-tabular's saved model (its embedding width is read from
+//!   the shapes in `model.ckpt`).
 //!
 //! The flags that decide the embeddings become the pack's fixed flags, the weights its files
 //! (copied, with their SHA-256), and the training arguments go into the model card.
@@ -98,6 +99,7 @@ fn model_from_run(out: &Path, source: &Source, discovery: &Discovery) -> Result<
             "model_weights".into(),
             copy_tree(&run.join("GANDALF_model"), out, &dest.join("GANDALF_model"), &mut model.files)?,
         );
+        model.embedding_width = gandalf_width(&run.join("GANDALF_model").join("model.ckpt"));
         model.user_flags = strings(&["batch_size", "device", "tabular_target_column", "grouper"]);
     } else if run.join("bert_model").is_dir() {
         let config = json("model_config.json")?;
@@ -162,6 +164,28 @@ fn backbone_width(discovery: &Discovery, version: &str) -> Option<u64> {
     let described = vision.manifest.models.iter().find(|m| m.split_whitespace().next() == Some(version))?;
     let after = described.split("finetuned/peft: ").nth(1)?;
     after.split_whitespace().next()?.parse().ok()
+}
+
+/// A GANDALF model's embedding width: its backbone's feature count (continuous columns plus the
+/// categorical embeddings' widths), which is the row count of the first GFLU stage's output layer
+/// (`W_out.0`, features x 2 features). Read from the checkpoint's pickled header; no tensor is
+/// loaded and nothing in it runs. `None`, with a warning, if the checkpoint does not say.
+fn gandalf_width(checkpoint: &Path) -> Option<u64> {
+    const LAYER: &str = "_backbone.gflus.W_out.0.weight";
+    let width = deepembed_checkpoint::Checkpoint::open(checkpoint).and_then(|c| {
+        Ok(c.state_dict_refs()?.into_iter().find(|(name, _)| name == LAYER).map(|(_, t)| t.size.clone()))
+    });
+    match width {
+        Ok(Some(size)) if size.len() == 2 => Some(size[0] as u64),
+        Ok(_) => {
+            log::warn!("{} has no 2-D {LAYER}: the pack states no embedding width", checkpoint.display());
+            None
+        }
+        Err(e) => {
+            log::warn!("cannot read {} ({e}): the pack states no embedding width", checkpoint.display());
+            None
+        }
+    }
 }
 
 fn strings(items: &[&str]) -> Vec<String> {

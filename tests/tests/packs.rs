@@ -425,6 +425,10 @@ fn a_pack_made_from_deeptune_runs_embeds_as_the_runs_models() {
     assert!(created.status.success(), "{}", stderr(&created));
     let text = std::fs::read_to_string(pack.join("pack.toml")).unwrap();
     assert!(text.contains("embedding_width = 64") && text.contains("embedding_width = 24"), "{text}");
+    // GANDALF's width comes from its checkpoint's shapes; the reference's embeddings have it.
+    let gandalf_dims = json(&fixtures().join("tabular").join("cases.json"))["cls_mixed"]["dims"].as_u64().unwrap();
+    let vitals = text.split("[[model]]").find(|m| m.contains("name = \"vitals\"")).expect("the GANDALF model");
+    assert!(vitals.contains(&format!("embedding_width = {gandalf_dims}")), "{vitals}");
     let installed_ok = run(&["packs", "install", pack.to_str().unwrap()], &work);
     assert!(installed_ok.status.success(), "{}", stderr(&installed_ok));
 
