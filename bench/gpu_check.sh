@@ -17,8 +17,10 @@
 #    thread. It tells a machine that does not scale (shared cores, hyperthreads) from a pipeline
 #    that does not.
 # 3. The table (bench/model_only.py): per model and precision, the model alone on random tensors
-#    against the whole command on `images` JPEGs (default 20480, about 500x375), with cores, peak
-#    RSS and peak GPU memory. MODELS, PRECISIONS and BATCH override the defaults.
+#    against the whole command on `images` JPEGs (default 20480, about 500x375), and against the
+#    pipeline's own span (first window to last emit: the feeding, without start-up), with the
+#    seconds outside it, cores, peak RSS and peak GPU memory. MODELS, PRECISIONS and BATCH
+#    override the defaults.
 # 4. Text (bench/text_gpu.py): deepembed's whole command against transformers loops (padding to
 #    256; sorted, padding to the longest; the model alone), MiniLM- and BERT-base-sized models,
 #    TEXTS (default 20000) notes of median ~31 tokens, batch 64, fp32 and fp16.

@@ -7,7 +7,11 @@ Each pair is measured `--rounds` times, alternating, and the medians are reporte
 machines drift by 10% between minutes, and alternating puts both sides under the same drift.
 
 Prints one Markdown table: model, precision, batch, model-only rows/s, end-to-end rows/s, their
-ratio, cores, peak RSS of the end-to-end command, and (on CUDA) the peak GPU memory in use.
+ratio, the pipeline's own rows/s and ratio (the model's thread from its first window to its last
+emit, from the pipeline's closing log line: what feeding the model achieves, without start-up),
+the seconds outside the pipeline (process start, plugin and libtorch loading, device and model
+set-up, closing the output), cores, peak RSS of the end-to-end command, and (on CUDA) the peak GPU
+memory in use.
 """
 
 import argparse
@@ -19,6 +23,8 @@ import shutil
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
+from typing import Optional
 from pathlib import Path
 
 from runner import run_measured
@@ -61,11 +67,27 @@ def end_to_end(deepembed, data, model, weights, batch, device, precision, out, e
     cmd = [deepembed, "embed", "vision", "--df", data, "--model_version", model, "--model_weights", weights,
            "--batch_size", str(batch), "--device", device, "--precision", precision, "--out", str(out)]
     run = run_measured(cmd, env, gpu=device.startswith("cuda"))
-    waited = re.search(r"waited [0-9.]+ s for prepared rows \(([0-9]+)%\)", run.stderr)
+    stages = re.search(r"waited ([0-9.]+) s for prepared rows \(([0-9]+)%\), embedded ([0-9.]+) s, emitted ([0-9.]+) s",
+                       run.stderr)
     rows = int(subprocess.run([sys.executable, "-c", "import pyarrow.parquet as pq, sys; print(pq.ParquetFile(sys.argv[1]).metadata.num_rows)", data],
                               check=True, capture_output=True, text=True).stdout)
-    return (rows / run.seconds, run.rss_mib, run.peak_gpu_mib, waited.group(1) if waited else "?",
-            run.cpu_seconds / run.seconds)
+    # The model's thread is busy from the first window to the last emit: waiting, embedding or
+    # emitting. Its sum is the pipeline's span.
+    pipeline = sum(float(stages.group(i)) for i in (1, 3, 4)) if stages else None
+    return Run(rows / run.seconds, rows / pipeline if pipeline else None,
+               run.seconds - pipeline if pipeline else None, run.rss_mib, run.peak_gpu_mib,
+               stages.group(2) if stages else "?", run.cpu_seconds / run.seconds)
+
+
+@dataclass
+class Run:
+    rate: float
+    pipeline_rate: Optional[float]
+    outside_s: Optional[float]
+    rss_mib: float
+    peak_gpu_mib: Optional[float]
+    waited: str
+    cores_busy: float
 
 
 def main():
@@ -88,30 +110,30 @@ def main():
 
     print(f"machine: {platform.machine()}, {cores} cores, {platform.platform()}; device {args.device}; "
           f"{args.images} JPEGs of 400x300 to 640x480; medians of {args.rounds} alternating rounds\n")
-    print("| model | precision | batch | model-only rows/s | end-to-end rows/s | ratio | model waited | cores | cores busy | peak RSS (MiB) | peak GPU memory (MiB) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | precision | batch | model-only rows/s | end-to-end rows/s | ratio | pipeline rows/s | pipeline ratio | outside the pipeline (s) | model waited | cores | cores busy | peak RSS (MiB) | peak GPU memory (MiB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model in args.models.split(","):
         made = subprocess.run([sys.executable, HERE / "make_dataset.py", work, str(args.images), model],
                               check=True, capture_output=True, text=True)
         data, weights = made.stdout.split()
         for precision in args.precisions.split(","):
-            alone, whole, rss, gpu, waits, busy = [], [], [], [], [], []
+            alone, runs = [], []
             for _ in range(args.rounds):
                 alone.append(model_only(args.example, model, weights, args.batch_size, args.device, precision, args.seconds, env))
-                rate, peak, peak_gpu, waited, cores_busy = end_to_end(args.deepembed, data, model, weights, args.batch_size, args.device,
-                                                  precision, work / "out", env)
-                whole.append(rate)
-                waits.append(waited)
-                busy.append(cores_busy)
-                rss.append(peak)
-                if peak_gpu is not None:
-                    gpu.append(peak_gpu)
-            a, w = statistics.median(alone), statistics.median(whole)
+                runs.append(end_to_end(args.deepembed, data, model, weights, args.batch_size, args.device, precision,
+                                       work / "out", env))
+            a, w = statistics.median(alone), statistics.median(r.rate for r in runs)
+            piped = [r.pipeline_rate for r in runs if r.pipeline_rate]
+            outside = [r.outside_s for r in runs if r.outside_s is not None]
+            p_text = f"{statistics.median(piped):.1f} | {statistics.median(piped) / a:.2f}" if piped else "? | ?"
+            o_text = f"{statistics.median(outside):.1f}" if outside else "?"
+            gpu = [r.peak_gpu_mib for r in runs if r.peak_gpu_mib is not None]
             gpu_text = f"{max(gpu)}" if gpu else "-"
-            waited = "/".join(share + "%" for share in waits)
-            print(f"| {model} | {precision} | {args.batch_size} | {a:.1f} | {w:.1f} | {w / a:.2f} | {waited} | {cores} | {statistics.median(busy):.1f} | {max(rss):.0f} | {gpu_text} |",
+            waited = "/".join(r.waited + "%" for r in runs)
+            busy = statistics.median(r.cores_busy for r in runs)
+            rss = max(r.rss_mib for r in runs)
+            print(f"| {model} | {precision} | {args.batch_size} | {a:.1f} | {w:.1f} | {w / a:.2f} | {p_text} | {o_text} | {waited} | {cores} | {busy:.1f} | {rss:.0f} | {gpu_text} |",
                   flush=True)
-
 
 if __name__ == "__main__":
     main()

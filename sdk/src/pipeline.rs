@@ -134,8 +134,8 @@ impl StageTimes {
     fn log(&self, preparing: Duration) {
         let total = (self.waiting + self.embedding + self.emitting).as_secs_f64().max(1e-9);
         log::info!(
-            "pipeline: preparing {:.1} s (its own thread); the model's thread waited {:.1} s for prepared rows ({:.0}%), \
-             embedded {:.1} s, emitted {:.1} s",
+            "pipeline: preparing {:.2} s (its own thread); the model's thread waited {:.2} s for prepared rows ({:.0}%), \
+             embedded {:.2} s, emitted {:.2} s",
             preparing.as_secs_f64(),
             self.waiting.as_secs_f64(),
             100.0 * self.waiting.as_secs_f64() / total,
