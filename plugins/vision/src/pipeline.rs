@@ -40,6 +40,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
         Carry::AllExcept(vec![opts.image_column.clone()]),
     )?;
     ctx.begin(&plan)?;
+    log::debug!("resizing {} (the same bytes either way)", image::resize::instruction_set());
     let decoding = Decoding {
         column: opts.image_column.clone(),
         limits: opts.image_limits(),
