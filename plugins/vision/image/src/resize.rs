@@ -424,6 +424,39 @@ mod tests {
         }
     }
 
+    /// 300 size pairs drawn at random (1 to 1200 pixels in, 1 to 400 out, so shrinking up to
+    /// 1200x and enlarging up to 400x), both filters, both passes, every pass this build has.
+    #[test]
+    fn passes_give_pillows_sums_at_random_sizes() {
+        let pixels = noise(1200 * 7 * 3);
+        let mut state = 0x9e37_79b9_u32;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            1 + state as usize % bound
+        };
+        for _ in 0..300 {
+            let (in_size, out_size) = (next(1200), next(400));
+            for filter in [Filter::Bilinear, Filter::Bicubic] {
+                let c = coefficients(filter, in_size, out_size);
+                let rows = &pixels[..in_size * 3 * 3];
+                let expected = horizontal_as_pillow(rows, in_size, &c);
+                for (name, pass) in horizontal_passes() {
+                    let mut ours = vec![0u8; out_size * 3 * 3];
+                    pass(rows, in_size, &c, &mut ours);
+                    assert!(ours == expected, "horizontal {name}: {filter:?} {in_size} -> {out_size}");
+                }
+                // The same coefficients down 7 columns: a 16-sample block and a remainder per row.
+                let columns = &pixels[..in_size * 7 * 3];
+                let expected = vertical_as_pillow(columns, 7, &c);
+                let mut ours = vec![0u8; out_size * 7 * 3];
+                vertical_pass(columns, 7, &c, 0, &mut Vec::new(), &mut ours);
+                assert!(ours == expected, "vertical: {filter:?} {in_size} -> {out_size}");
+            }
+        }
+    }
+
     #[test]
     fn vertical_passes_give_pillows_sums() {
         let pixels = noise(4100 * 7 * 3);
