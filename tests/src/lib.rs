@@ -143,6 +143,14 @@ pub fn output_parquet(dir: &Path) -> PathBuf {
     files[0].clone()
 }
 
+/// The generator's `cases.json` of one modality's fixtures (`vision`, `text`, `tabular`, ...):
+/// what each case is, with its flags and shapes.
+pub fn fixture_cases(modality: &str) -> serde_json::Value {
+    let path = fixtures().join(modality).join("cases.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 pub fn read_f32(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()

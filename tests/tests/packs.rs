@@ -364,7 +364,7 @@ fn assert_same_output(ours: &arrow::array::RecordBatch, theirs: &arrow::array::R
 
 /// The flags of the parity case `name` in `cases.json` of the `modality` fixtures.
 fn case_args(modality: &str, name: &str) -> Vec<String> {
-    let cases = json(&fixtures().join(modality).join("cases.json"));
+    let cases = fixture_cases(modality);
     let case = cases["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
     case["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
 }
@@ -426,7 +426,7 @@ fn a_pack_made_from_deeptune_runs_embeds_as_the_runs_models() {
     let text = std::fs::read_to_string(pack.join("pack.toml")).unwrap();
     assert!(text.contains("embedding_width = 64") && text.contains("embedding_width = 24"), "{text}");
     // GANDALF's width comes from its checkpoint's shapes; the reference's embeddings have it.
-    let gandalf_dims = json(&fixtures().join("tabular").join("cases.json"))["cls_mixed"]["dims"].as_u64().unwrap();
+    let gandalf_dims = fixture_cases("tabular")["cls_mixed"]["dims"].as_u64().unwrap();
     let vitals = text.split("[[model]]").find(|m| m.contains("name = \"vitals\"")).expect("the GANDALF model");
     assert!(vitals.contains(&format!("embedding_width = {gandalf_dims}")), "{vitals}");
     let installed_ok = run(&["packs", "install", pack.to_str().unwrap()], &work);

@@ -46,7 +46,7 @@ fn bf16_on_the_cpu_autocasts_a_vision_model() {
 #[test]
 fn bf16_on_the_cpu_autocasts_a_text_model() {
     let dir = fixtures().join("text");
-    let cases: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
+    let cases = fixture_cases("text");
     let out = scratch("precision-text");
     for name in ["minilm-real", "gpt2-pretrained-tokenizer-json"] {
         let case = cases["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();

@@ -24,8 +24,7 @@ fn case_dir(name: &str) -> PathBuf {
 }
 
 fn cases() -> Vec<String> {
-    let cases: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("tabpfn").join("cases.json")).unwrap()).unwrap();
+    let cases = fixture_cases("tabpfn");
     cases.as_object().unwrap().keys().cloned().collect()
 }
 

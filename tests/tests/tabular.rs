@@ -20,8 +20,7 @@ fn tabular_dir() -> PathBuf {
 }
 
 fn cases() -> serde_json::Map<String, serde_json::Value> {
-    let cases: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tabular_dir().join("cases.json")).unwrap()).unwrap();
+    let cases = fixture_cases("tabular");
     cases.as_object().unwrap().clone()
 }
 

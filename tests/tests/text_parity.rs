@@ -19,8 +19,7 @@ fn text_dir() -> PathBuf {
 }
 
 fn cases() -> Vec<serde_json::Value> {
-    let cases: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(text_dir().join("cases.json")).unwrap()).unwrap();
+    let cases = fixture_cases("text");
     cases["cases"].as_array().unwrap().clone()
 }
 

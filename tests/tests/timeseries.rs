@@ -22,8 +22,7 @@ fn timeseries_dir() -> PathBuf {
 }
 
 fn cases() -> serde_json::Map<String, serde_json::Value> {
-    let cases: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(timeseries_dir().join("cases.json")).unwrap()).unwrap();
+    let cases = fixture_cases("timeseries");
     cases.as_object().unwrap().clone()
 }
 

@@ -15,7 +15,7 @@ const TOLERANCE: f32 = 1e-4;
 #[test]
 fn every_generated_case_matches_pytorch() {
     let dir = fixtures().join("vision");
-    let cases: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
+    let cases = fixture_cases("vision");
     let input = dir.join("images.parquet");
     let torch_home = dir.join("torch_home");
     let out = scratch("vision-parity");
