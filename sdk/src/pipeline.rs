@@ -17,8 +17,11 @@
 //! emitting): when the model waits, the run is bound by the CPU-side preparation.
 //!
 //! Preparing the next windows overlaps embedding this one; memory is bounded by the windows in
-//! flight (see [`windows_ahead`]).
+//! flight (see [`windows_ahead`]). Each chunk is read back only after the next one has been sent
+//! to the model, so a GPU has the next chunk queued while this thread waits for, reads back and
+//! emits the last one (and stages the next input), instead of idling in between.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::sync_channel;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -46,7 +49,10 @@ pub trait Prepare: Send + 'static {
 
 /// The model: rows to embeddings, on the run's device.
 pub trait Embed<Row> {
-    /// `rows` (at most `batch_size`) to a `(rows.len(), dims)` float tensor, on any device.
+    /// `rows` (at most `batch_size`) to a `(rows.len(), dims)` float tensor, on any device. The
+    /// work may still be queued on the device when this returns: the pipeline reads a chunk's
+    /// result back after it has sent the next chunk, so host memory that a call copies from
+    /// asynchronously must stay untouched until the call after next.
     fn embed(&mut self, rows: &[&Row]) -> Result<Tensor>;
 }
 
@@ -174,6 +180,37 @@ fn read_window(
     }
 }
 
+/// A window whose embeddings are not all read back yet.
+struct Pending<Row> {
+    /// Counts windows, so a chunk in flight finds its own.
+    seq: u64,
+    window: Window<Row>,
+    /// The positions in `window.rows` of the usable rows, in input order.
+    kept: Vec<u32>,
+    /// Row-major, one row per entry of `kept`.
+    embeddings: Vec<f32>,
+    /// Chunks sent to the model and not yet read back, or not yet sent.
+    chunks_left: usize,
+}
+
+impl<Row> Pending<Row> {
+    /// The `k`-th usable row.
+    fn row(&self, k: usize) -> &Row {
+        self.window.rows[self.kept[k] as usize].as_ref().expect("kept rows are usable")
+    }
+}
+
+/// The chunk last sent to the model. It is read back after the next chunk has been sent, so on
+/// a GPU the device goes from one chunk to the next without waiting for this thread to read
+/// back, emit and stage the next input in between.
+struct InFlight {
+    out: Tensor,
+    /// Its window's `seq`.
+    window: u64,
+    /// Where its rows go among the window's kept rows.
+    positions: Vec<usize>,
+}
+
 fn consume<Row>(
     ctx: &mut RunContext<'_>,
     columns: &OutputColumns,
@@ -184,7 +221,10 @@ fn consume<Row>(
 ) -> Result<()> {
     let dims = columns.dims();
     let batch_size = ctx.batch_size();
-    loop {
+    // Oldest first; at most the window being sent and the one whose last chunk is in flight.
+    let mut pending: VecDeque<Pending<Row>> = VecDeque::new();
+    let mut in_flight: Option<InFlight> = None;
+    for seq in 0.. {
         let started = Instant::now();
         let Ok(window) = windows.recv() else { break };
         times.waiting += started.elapsed();
@@ -193,48 +233,85 @@ fn consume<Row>(
         }
         let window = window?;
         let mut kept: Vec<u32> = Vec::with_capacity(window.rows.len());
-        let mut rows: Vec<&Row> = Vec::with_capacity(window.rows.len());
         for (i, row) in window.rows.iter().enumerate() {
             match row {
-                Ok(row) => {
-                    kept.push(i as u32);
-                    rows.push(row);
-                }
+                Ok(_) => kept.push(i as u32),
                 Err(reason) => ctx.skip_row(window.first_row + i as u64, reason)?,
             }
         }
-        let mut order: Vec<usize> = (0..rows.len()).collect();
+        let embeddings = vec![0f32; kept.len() * dims];
+        pending.push_back(Pending { seq, window, kept, embeddings, chunks_left: 0 });
+        let current = pending.back_mut().expect("just pushed");
+        let mut order: Vec<usize> = (0..current.kept.len()).collect();
         if let Batching::LongestFirst { length, .. } = batching {
-            order.sort_by_key(|&k| std::cmp::Reverse(length(rows[k])));
+            order.sort_by_key(|&k| std::cmp::Reverse(length(current.row(k))));
         }
+        let chunks: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
+        current.chunks_left = chunks.len();
         let started = Instant::now();
-        let mut embeddings = vec![0f32; rows.len() * dims];
-        for chunk in order.chunks(batch_size) {
-            let chunk_rows: Vec<&Row> = chunk.iter().map(|&k| rows[k]).collect();
-            let values =
-                embed_chunk(model, &chunk_rows, dims).with_context(|| rows_context(window.first_row, &window.batch))?;
-            for (j, &k) in chunk.iter().enumerate() {
-                embeddings[k * dims..(k + 1) * dims].copy_from_slice(&values[j * dims..(j + 1) * dims]);
+        for positions in chunks {
+            let current = pending.back().expect("pushed above");
+            let rows: Vec<&Row> = positions.iter().map(|&k| current.row(k)).collect();
+            let out = send_chunk(model, &rows, dims)
+                .with_context(|| rows_context(current.window.first_row, &current.window.batch))?;
+            // At most two chunks in flight: this one, and the one before it, read back now.
+            if let Some(previous) = in_flight.replace(InFlight { out, window: seq, positions }) {
+                read_back(previous, &mut pending, dims)?;
             }
         }
-        let embedded = Instant::now();
-        times.embedding += embedded - started;
-        let kept = (kept.len() != window.batch.num_rows()).then_some(kept.as_slice());
-        ctx.emit(&columns.batch(&window.batch, kept, &embeddings)?)?;
-        ctx.progress(window.batch.num_rows() as u64);
-        times.emitting += embedded.elapsed();
+        times.embedding += started.elapsed();
+        let started = Instant::now();
+        emit_finished(ctx, columns, &mut pending)?;
+        times.emitting += started.elapsed();
     }
+    let started = Instant::now();
+    if let Some(last) = in_flight.take() {
+        read_back(last, &mut pending, dims)?;
+    }
+    times.embedding += started.elapsed();
+    let started = Instant::now();
+    emit_finished(ctx, columns, &mut pending)?;
+    times.emitting += started.elapsed();
+    debug_assert!(pending.is_empty(), "every window is emitted");
     Ok(())
 }
 
-/// Runs the model on one chunk (under the run's autocast region, if any) and reads the
-/// embeddings back as f32, checking their shape. Reading back waits for the device, so nothing
-/// the chunk's inputs were copied from is still in use when this returns.
-fn embed_chunk<Row>(model: &mut dyn Embed<Row>, rows: &[&Row], dims: usize) -> Result<Vec<f32>> {
+/// Sends one chunk to the model (under the run's autocast region, if any) and checks the shape
+/// of what comes back. On a GPU the work is only queued: [`read_back`] waits for it.
+fn send_chunk<Row>(model: &mut dyn Embed<Row>, rows: &[&Row], dims: usize) -> Result<Tensor> {
     let out = tch::no_grad(|| model.embed(rows))?;
     if out.size() != [rows.len() as i64, dims as i64] {
         bail!("the model returned embeddings of shape {:?}, expected [{}, {dims}]", out.size(), rows.len());
     }
-    let out = out.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
-    Vec::<f32>::try_from(out.view([-1])).context("reading embeddings back")
+    Ok(out)
+}
+
+/// Reads a chunk's embeddings back as f32 into its window. Reading back waits for the device,
+/// so this chunk's inputs, and those of every chunk before it, are no longer in use afterwards.
+fn read_back<Row>(chunk: InFlight, pending: &mut VecDeque<Pending<Row>>, dims: usize) -> Result<()> {
+    let window = pending.iter_mut().find(|w| w.seq == chunk.window).expect("a chunk's window is pending");
+    let out = chunk.out.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
+    let values = Vec::<f32>::try_from(out.view([-1]))
+        .context("reading embeddings back")
+        .with_context(|| rows_context(window.window.first_row, &window.window.batch))?;
+    for (j, &k) in chunk.positions.iter().enumerate() {
+        window.embeddings[k * dims..(k + 1) * dims].copy_from_slice(&values[j * dims..(j + 1) * dims]);
+    }
+    window.chunks_left -= 1;
+    Ok(())
+}
+
+/// Emits, in input order, the windows at the front whose embeddings are all read back.
+fn emit_finished<Row>(
+    ctx: &mut RunContext<'_>,
+    columns: &OutputColumns,
+    pending: &mut VecDeque<Pending<Row>>,
+) -> Result<()> {
+    while pending.front().is_some_and(|w| w.chunks_left == 0) {
+        let Pending { window, kept, embeddings, .. } = pending.pop_front().expect("checked above");
+        let kept = (kept.len() != window.batch.num_rows()).then_some(kept.as_slice());
+        ctx.emit(&columns.batch(&window.batch, kept, &embeddings)?)?;
+        ctx.progress(window.batch.num_rows() as u64);
+    }
+    Ok(())
 }

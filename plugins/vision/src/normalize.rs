@@ -22,8 +22,11 @@ pub struct Normalizer {
     precision: Precision,
     /// On CUDA: pinned host memory the bytes are staged in, grown to the largest chunk and
     /// reused. Allocating (pinning) once also keeps libtorch from warning, as it does on every
-    /// `pin_memory` call.
-    staging: Option<Tensor>,
+    /// `pin_memory` call. Two, used in turn: the pipeline sends a chunk before it reads back the
+    /// one before, so that one's copy may still be reading its buffer.
+    staging: [Option<Tensor>; 2],
+    /// The staging buffer the next call uses.
+    next: usize,
 }
 
 impl Normalizer {
@@ -35,25 +38,27 @@ impl Normalizer {
             std: channels(transform.std),
             device,
             precision,
-            staging: None,
+            staging: [None, None],
+            next: 0,
         }
     }
 
     /// `resized`: (B, H, W, 3) bytes on the CPU. Returns (B, 3, H, W) floats on the device.
     ///
-    /// On CUDA the copy to the device is asynchronous, from the staging buffer. The next call
-    /// overwrites that buffer, so the caller must have waited for the device in between: the
-    /// pipeline does, reading each chunk's embeddings back before it embeds the next.
+    /// On CUDA the copy to the device is asynchronous, from one of two staging buffers, used in
+    /// turn. The call after next overwrites this call's buffer, so the caller must have waited
+    /// for the device on this call's work by then: the pipeline does, reading each chunk's
+    /// embeddings back right after it sends the next chunk.
     pub fn apply(&mut self, resized: &Tensor) -> Tensor {
         let bytes = match self.device {
             Device::Cuda(_) => {
                 let rows = resized.size()[0];
-                let big_enough = self.staging.as_ref().is_some_and(|s| s.size()[0] >= rows);
-                if !big_enough {
-                    self.staging =
-                        Some(Tensor::empty(resized.size(), (Kind::Uint8, Device::Cpu)).pin_memory(self.device));
+                let staging = &mut self.staging[self.next];
+                self.next = 1 - self.next;
+                if staging.as_ref().is_none_or(|s| s.size()[0] < rows) {
+                    *staging = Some(Tensor::empty(resized.size(), (Kind::Uint8, Device::Cpu)).pin_memory(self.device));
                 }
-                let mut staged = self.staging.as_ref().expect("staging allocated above").narrow(0, 0, rows);
+                let mut staged = staging.as_ref().expect("staging allocated above").narrow(0, 0, rows);
                 staged.copy_(resized);
                 staged.to_device_(self.device, Kind::Uint8, true, false)
             }
