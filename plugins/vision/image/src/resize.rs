@@ -406,6 +406,22 @@ mod tests {
         passes
     }
 
+    /// A vertical pass over all of `rows` (`width` pixels wide).
+    type VerticalPass = fn(&[u8], usize, &Coefficients, &mut [u8]);
+
+    /// The vertical passes this build has: the scalar one, and AVX2 where the CPU has it.
+    fn vertical_passes() -> Vec<(&'static str, VerticalPass)> {
+        let mut passes: Vec<(&'static str, VerticalPass)> =
+            vec![("scalar", |rows, width, c, out| vertical_pass_scalar(rows, width, c, 0, &mut Vec::new(), out))];
+        #[cfg(target_arch = "x86_64")]
+        if avx2::detect().is_some() {
+            passes.push(("avx2", |rows, width, c, out| {
+                avx2::vertical_pass(avx2::detect().unwrap(), rows, width, c, 0, out)
+            }));
+        }
+        passes
+    }
+
     #[test]
     fn horizontal_passes_give_pillows_sums() {
         let pixels = noise(4100 * 3 * 3);
@@ -450,9 +466,11 @@ mod tests {
                 // The same coefficients down 7 columns: a 16-sample block and a remainder per row.
                 let columns = &pixels[..in_size * 7 * 3];
                 let expected = vertical_as_pillow(columns, 7, &c);
-                let mut ours = vec![0u8; out_size * 7 * 3];
-                vertical_pass(columns, 7, &c, 0, &mut Vec::new(), &mut ours);
-                assert!(ours == expected, "vertical: {filter:?} {in_size} -> {out_size}");
+                for (name, pass) in vertical_passes() {
+                    let mut ours = vec![0u8; out_size * 7 * 3];
+                    pass(columns, 7, &c, &mut ours);
+                    assert!(ours == expected, "vertical {name}: {filter:?} {in_size} -> {out_size}");
+                }
             }
         }
     }
@@ -467,14 +485,10 @@ mod tests {
                 let rows = &pixels[..in_h * width * 3];
                 let c = coefficients(filter, in_h, out_h);
                 let expected = vertical_as_pillow(rows, width, &c);
-                let mut scalar = vec![0u8; out_h * width * 3];
-                vertical_pass_scalar(rows, width, &c, 0, &mut Vec::new(), &mut scalar);
-                assert!(scalar == expected, "scalar: {filter:?} {in_h} -> {out_h}");
-                #[cfg(target_arch = "x86_64")]
-                if let Some(simd) = avx2::detect() {
+                for (name, pass) in vertical_passes() {
                     let mut ours = vec![0u8; out_h * width * 3];
-                    avx2::vertical_pass(simd, rows, width, &c, 0, &mut ours);
-                    assert!(ours == expected, "avx2: {filter:?} {in_h} -> {out_h}");
+                    pass(rows, width, &c, &mut ours);
+                    assert!(ours == expected, "{name}: {filter:?} {in_h} -> {out_h}");
                 }
             }
         }
