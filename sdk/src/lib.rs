@@ -33,6 +33,7 @@ pub mod weights;
 pub use anyhow;
 pub use arrow;
 pub use deepembed_abi as abi;
+pub use deepembed_abi::staging::StagingBytes;
 pub use deepembed_abi::{
     ArgKind, ArgSpec, Device, DeviceKind, InputSpec, Manifest, OnError, OutputPlan, Precision, RunSettings,
     SDK_ABI_VERSION,

@@ -13,13 +13,18 @@
 //! The model runs under `--precision`: with fp16 or bf16, inside libtorch's autocast to that
 //! type on the run's device ([`autocast`]); the embeddings are read back as float32 either way.
 //!
-//! At the end it logs where the time went (preparing, the model waiting for windows, embedding,
-//! emitting): when the model waits, the run is bound by the CPU-side preparation.
+//! At the end it logs where the time went (preparing; on the model's thread: waiting for
+//! windows, sending chunks, reading back, emitting): when the model's thread waits for windows,
+//! the run is bound by the CPU-side preparation; on a GPU, reading back is where it waits for
+//! the device.
 //!
 //! Preparing the next windows overlaps embedding this one; memory is bounded by the windows in
-//! flight (see [`windows_ahead`]). Each chunk is read back only after the next one has been sent
-//! to the model, so a GPU has the next chunk queued while this thread waits for, reads back and
-//! emits the last one (and stages the next input), instead of idling in between.
+//! flight (see [`windows_ahead`]). On a GPU the model's thread keeps the device busy: it reads a
+//! chunk back (waiting for the device) right before it sends the next one, and emits finished
+//! windows only after that send, while the device works. So the device idles only for the
+//! read-back copy, whatever emitting costs, as long as emitting a window takes less time than
+//! the device spends on a chunk. Inputs reach the device without a copy on this thread where the
+//! plugin can arrange it (vision decodes straight into pinned memory: `StagingBytes`).
 
 use std::collections::VecDeque;
 use std::sync::mpsc::sync_channel;
@@ -50,9 +55,11 @@ pub trait Prepare: Send + 'static {
 /// The model: rows to embeddings, on the run's device.
 pub trait Embed<Row> {
     /// `rows` (at most `batch_size`) to a `(rows.len(), dims)` float tensor, on any device. The
-    /// work may still be queued on the device when this returns: the pipeline reads a chunk's
-    /// result back after it has sent the next chunk, so host memory that a call copies from
-    /// asynchronously must stay untouched until the call after next.
+    /// work may still be queued on the device when this returns. The pipeline reads the result
+    /// back (which waits for the device) before the next call, and drops a window's rows only
+    /// after all its chunks are read back: host memory that a call copies from asynchronously
+    /// may be reused from the next call on, and a row's own memory for as long as the row lives.
+    /// Keep host work here small: the device waits for it (see the module's comment).
     fn embed(&mut self, rows: &[&Row]) -> Result<Tensor>;
 }
 
@@ -131,21 +138,26 @@ pub fn run<P: Prepare>(
 /// Where the model's thread spent the run.
 #[derive(Default)]
 struct StageTimes {
+    /// Waiting for prepared windows: the run is bound by preparation.
     waiting: Duration,
-    embedding: Duration,
+    /// Sending chunks: the plugin's `embed` (host work, and queueing the device's work).
+    sending: Duration,
+    /// Reading embeddings back, which waits for the device: on a GPU, the device's own time.
+    reading_back: Duration,
     emitting: Duration,
 }
 
 impl StageTimes {
     fn log(&self, preparing: Duration) {
-        let total = (self.waiting + self.embedding + self.emitting).as_secs_f64().max(1e-9);
+        let total = (self.waiting + self.sending + self.reading_back + self.emitting).as_secs_f64().max(1e-9);
         log::info!(
             "pipeline: preparing {:.2} s (its own thread); the model's thread waited {:.2} s for prepared rows ({:.0}%), \
-             embedded {:.2} s, emitted {:.2} s",
+             sent chunks {:.2} s, read back {:.2} s (waiting for the device), emitted {:.2} s",
             preparing.as_secs_f64(),
             self.waiting.as_secs_f64(),
             100.0 * self.waiting.as_secs_f64() / total,
-            self.embedding.as_secs_f64(),
+            self.sending.as_secs_f64(),
+            self.reading_back.as_secs_f64(),
             self.emitting.as_secs_f64()
         );
     }
@@ -200,9 +212,8 @@ impl<Row> Pending<Row> {
     }
 }
 
-/// The chunk last sent to the model. It is read back after the next chunk has been sent, so on
-/// a GPU the device goes from one chunk to the next without waiting for this thread to read
-/// back, emit and stage the next input in between.
+/// The chunk last sent to the model, read back right before the next one is sent; the windows
+/// it finishes are emitted after that send, while the device works on the next chunk.
 struct InFlight {
     out: Tensor,
     /// Its window's `seq`.
@@ -248,27 +259,35 @@ fn consume<Row>(
         }
         let chunks: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
         current.chunks_left = chunks.len();
-        let started = Instant::now();
         for positions in chunks {
+            // The chunk before comes back first: on a GPU, a read-back queued after this chunk
+            // would wait for this chunk's work too, and the device would then idle while this
+            // thread emits. Read back first, the device idles only for that copy.
+            let started = Instant::now();
+            let previous = in_flight.take().map(|chunk| read_back(chunk, &pending)).transpose()?;
+            times.reading_back += started.elapsed();
+            let started = Instant::now();
             let current = pending.back().expect("pushed above");
             let rows: Vec<&Row> = positions.iter().map(|&k| current.row(k)).collect();
             let out = send_chunk(model, &rows, dims)
                 .with_context(|| rows_context(current.window.first_row, &current.window.batch))?;
-            // At most two chunks in flight: this one, and the one before it, read back now.
-            if let Some(previous) = in_flight.replace(InFlight { out, window: seq, positions }) {
-                read_back(previous, &mut pending, dims)?;
+            in_flight = Some(InFlight { out, window: seq, positions });
+            times.sending += started.elapsed();
+            let started = Instant::now();
+            if let Some(previous) = previous {
+                previous.store(&mut pending, dims);
             }
+            times.reading_back += started.elapsed();
         }
-        times.embedding += started.elapsed();
         let started = Instant::now();
         emit_finished(ctx, columns, &mut pending)?;
         times.emitting += started.elapsed();
     }
     let started = Instant::now();
     if let Some(last) = in_flight.take() {
-        read_back(last, &mut pending, dims)?;
+        read_back(last, &pending)?.store(&mut pending, dims);
     }
-    times.embedding += started.elapsed();
+    times.reading_back += started.elapsed();
     let started = Instant::now();
     emit_finished(ctx, columns, &mut pending)?;
     times.emitting += started.elapsed();
@@ -286,19 +305,33 @@ fn send_chunk<Row>(model: &mut dyn Embed<Row>, rows: &[&Row], dims: usize) -> Re
     Ok(out)
 }
 
-/// Reads a chunk's embeddings back as f32 into its window. Reading back waits for the device,
-/// so this chunk's inputs, and those of every chunk before it, are no longer in use afterwards.
-fn read_back<Row>(chunk: InFlight, pending: &mut VecDeque<Pending<Row>>, dims: usize) -> Result<()> {
-    let window = pending.iter_mut().find(|w| w.seq == chunk.window).expect("a chunk's window is pending");
-    let out = chunk.out.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
+/// Reads a chunk's embeddings back as f32. This waits for the device, so this chunk's inputs,
+/// and those of every chunk sent before it, are no longer in use afterwards.
+fn read_back<Row>(chunk: InFlight, pending: &VecDeque<Pending<Row>>) -> Result<ReadBack> {
+    let window = pending.iter().find(|w| w.seq == chunk.window).expect("a chunk's window is pending");
+    // To float32 where the embeddings are (under autocast they may be half), then across.
+    let out = chunk.out.to_kind(tch::Kind::Float).to_device(tch::Device::Cpu).contiguous();
     let values = Vec::<f32>::try_from(out.view([-1]))
         .context("reading embeddings back")
         .with_context(|| rows_context(window.window.first_row, &window.window.batch))?;
-    for (j, &k) in chunk.positions.iter().enumerate() {
-        window.embeddings[k * dims..(k + 1) * dims].copy_from_slice(&values[j * dims..(j + 1) * dims]);
+    Ok(ReadBack { values, window: chunk.window, positions: chunk.positions })
+}
+
+/// A chunk's embeddings, read back, not yet in their window.
+struct ReadBack {
+    values: Vec<f32>,
+    window: u64,
+    positions: Vec<usize>,
+}
+
+impl ReadBack {
+    fn store<Row>(self, pending: &mut VecDeque<Pending<Row>>, dims: usize) {
+        let window = pending.iter_mut().find(|w| w.seq == self.window).expect("a chunk's window is pending");
+        for (j, &k) in self.positions.iter().enumerate() {
+            window.embeddings[k * dims..(k + 1) * dims].copy_from_slice(&self.values[j * dims..(j + 1) * dims]);
+        }
+        window.chunks_left -= 1;
     }
-    window.chunks_left -= 1;
-    Ok(())
 }
 
 /// Emits, in input order, the windows at the front whose embeddings are all read back.

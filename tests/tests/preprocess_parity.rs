@@ -1,12 +1,13 @@
 //! Our preprocessing against torchvision + Pillow on the generated images: identical floats,
 //! both from the CPU path (`preprocess`) and from the plugin's path (bytes resized on the CPU,
-//! then normalised by libtorch as on the model's device).
+//! into a window buffer, then normalised by libtorch as on the model's device).
 
 use arrow::array::{Array, AsArray};
 use deepembed_sdk::Precision;
 use deepembed_tests::*;
 use deepembed_vision::image::{preprocess, resize_into, Limits, Transform, PIXELS, SIZE};
 use deepembed_vision::normalize::Normalizer;
+use deepembed_vision::window_buffers::WindowBuffers;
 
 /// Values of `ours` whose bits differ from the reference image `i`'s, as a failure line.
 fn compare(i: usize, path: &str, ours: &[f32], reference: &[f32], failures: &mut Vec<String>) {
@@ -25,16 +26,18 @@ fn preprocessed_tensors_are_identical_to_pillow_and_torchvision() {
     let reference = read_f32(&dir.join("preprocessed.f32"));
     let images = batch.column_by_name("images").unwrap().as_binary::<i32>();
     assert_eq!(reference.len(), images.len() * PIXELS);
-    let mut normalizer = Normalizer::new(&Transform::IMAGENET, tch::Device::Cpu, Precision::Fp32);
+    let normalizer = Normalizer::new(&Transform::IMAGENET, tch::Device::Cpu, Precision::Fp32);
     // Half precision hands the model channels-last floats: another layout, the same values.
-    let mut channels_last = Normalizer::new(&Transform::IMAGENET, tch::Device::Cpu, Precision::Bf16);
+    let channels_last = Normalizer::new(&Transform::IMAGENET, tch::Device::Cpu, Precision::Bf16);
+    let buffers = WindowBuffers::new(tch::Device::Cpu);
     let mut failures = Vec::new();
     for (i, bytes) in images.iter().enumerate() {
         let bytes = bytes.unwrap();
         compare(i, "cpu", &preprocess(bytes).unwrap(), &reference, &mut failures);
-        let mut resized = vec![0u8; PIXELS];
-        resize_into(bytes, &mut resized, &Limits::default(), &Transform::IMAGENET).unwrap();
-        let resized = tch::Tensor::from_slice(&resized).view([1, SIZE as i64, SIZE as i64, 3]);
+        // As a run does it: resized into a window's buffer, which hands the model a view.
+        let mut window = buffers.take(PIXELS);
+        resize_into(bytes, window.bytes_mut(), &Limits::default(), &Transform::IMAGENET).unwrap();
+        let resized = window.to_device(0..PIXELS).view([1, SIZE as i64, SIZE as i64, 3]);
         let device = Vec::<f32>::try_from(normalizer.apply(&resized).view([-1])).unwrap();
         compare(i, "device", &device, &reference, &mut failures);
         let nhwc = channels_last.apply(&resized);

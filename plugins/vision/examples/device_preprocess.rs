@@ -1,5 +1,5 @@
 //! The plugin's preprocessing on a device against the reference: each JPEG resized on the CPU,
-//! normalised on `--device` exactly as a run does (`Normalizer`), read back and compared bit for
+//! normalised on `--device` exactly as a run does (`WindowBuffers`, `Normalizer`), read back and compared bit for
 //! bit with torchvision + Pillow's floats. The parity test does this on the CPU; this is the same
 //! check for a GPU (the GPU check runs it), where libtorch's kernels are different code.
 //!
@@ -18,7 +18,8 @@ use common::parse_device;
 use deepembed_sdk::Precision;
 use deepembed_vision::image::{resize_into, Limits, Transform, PIXELS, SIZE};
 use deepembed_vision::normalize::Normalizer;
-use tch::{Device, Tensor};
+use deepembed_vision::window_buffers::WindowBuffers;
+use tch::Device;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -48,14 +49,15 @@ fn main() -> Result<()> {
         bail!("the reference holds {} values; {} images need {}", reference.len(), files.len(), files.len() * PIXELS);
     }
 
-    // One batch of every image, as a window reaches the device.
-    let mut resized = vec![0u8; files.len() * PIXELS];
-    for (file, out) in files.iter().zip(resized.chunks_exact_mut(PIXELS)) {
+    // One batch of every image, as a window reaches the device: resized into a window buffer
+    // (pinned memory on CUDA) and copied from it.
+    let mut resized = WindowBuffers::new(device).take(files.len() * PIXELS);
+    for (file, out) in files.iter().zip(resized.bytes_mut().chunks_exact_mut(PIXELS)) {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         resize_into(&bytes, out, &Limits::default(), &Transform::IMAGENET)
             .with_context(|| format!("preprocessing {}", file.display()))?;
     }
-    let batch = Tensor::from_slice(&resized).view([files.len() as i64, SIZE as i64, SIZE as i64, 3]);
+    let batch = resized.to_device(0..files.len() * PIXELS).view([files.len() as i64, SIZE as i64, SIZE as i64, 3]);
     let normalized = Normalizer::new(&Transform::IMAGENET, device, Precision::Fp32).apply(&batch);
     let ours = Vec::<f32>::try_from(normalized.to_device(Device::Cpu).view([-1]))?;
 

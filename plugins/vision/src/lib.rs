@@ -12,7 +12,7 @@ pub mod normalize;
 pub mod options;
 mod pipeline;
 pub mod weights;
-mod window_buffers;
+pub mod window_buffers;
 
 use anyhow::Result;
 use deepembed_sdk::{Manifest, Options, Plugin, RunContext};

@@ -18,15 +18,7 @@ pub struct Normalizer {
     max: Tensor,
     mean: Tensor,
     std: Tensor,
-    device: Device,
     precision: Precision,
-    /// On CUDA: pinned host memory the bytes are staged in, grown to the largest chunk and
-    /// reused. Allocating (pinning) once also keeps libtorch from warning, as it does on every
-    /// `pin_memory` call. Two, used in turn: the pipeline sends a chunk before it reads back the
-    /// one before, so that one's copy may still be reading its buffer.
-    staging: [Option<Tensor>; 2],
-    /// The staging buffer the next call uses.
-    next: usize,
 }
 
 impl Normalizer {
@@ -36,35 +28,14 @@ impl Normalizer {
             max: Tensor::from_slice(&[255f32]).to_device(device),
             mean: channels(transform.mean),
             std: channels(transform.std),
-            device,
             precision,
-            staging: [None, None],
-            next: 0,
         }
     }
 
-    /// `resized`: (B, H, W, 3) bytes on the CPU. Returns (B, 3, H, W) floats on the device.
-    ///
-    /// On CUDA the copy to the device is asynchronous, from one of two staging buffers, used in
-    /// turn. The call after next overwrites this call's buffer, so the caller must have waited
-    /// for the device on this call's work by then: the pipeline does, reading each chunk's
-    /// embeddings back right after it sends the next chunk.
-    pub fn apply(&mut self, resized: &Tensor) -> Tensor {
-        let bytes = match self.device {
-            Device::Cuda(_) => {
-                let rows = resized.size()[0];
-                let staging = &mut self.staging[self.next];
-                self.next = 1 - self.next;
-                if staging.as_ref().is_none_or(|s| s.size()[0] < rows) {
-                    *staging = Some(Tensor::empty(resized.size(), (Kind::Uint8, Device::Cpu)).pin_memory(self.device));
-                }
-                let mut staged = staging.as_ref().expect("staging allocated above").narrow(0, 0, rows);
-                staged.copy_(resized);
-                staged.to_device_(self.device, Kind::Uint8, true, false)
-            }
-            _ => resized.shallow_clone(),
-        };
-        let x = bytes.permute([0, 3, 1, 2]).to_kind(Kind::Float) / &self.max;
+    /// `resized`: (B, H, W, 3) bytes, already on the model's device (the window's buffer sends
+    /// them: `WindowPixels::to_device`). Returns (B, 3, H, W) floats there.
+    pub fn apply(&self, resized: &Tensor) -> Tensor {
+        let x = resized.permute([0, 3, 1, 2]).to_kind(Kind::Float) / &self.max;
         input_layout((x - &self.mean) / &self.std, self.precision)
     }
 }

@@ -11,7 +11,7 @@ use deepembed_sdk::output::{require_column, Carry, EmbeddingNames, OutputColumns
 use deepembed_sdk::pipeline::{self, Batching, Embed, Prepare};
 use deepembed_sdk::{OutputPlan, RunContext};
 use rayon::prelude::*;
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use crate::image::{self, Transform};
 use crate::model::EmbeddingModel;
@@ -45,7 +45,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
         column: opts.image_column.clone(),
         limits: opts.image_limits(),
         transform: model.transform,
-        buffers: WindowBuffers::default(),
+        buffers: WindowBuffers::new(device),
     };
     let input = ctx.take_input("df")?;
     pipeline::run(
@@ -53,7 +53,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
         input,
         &columns,
         decoding,
-        &mut Images { model: &model, normalizer: Normalizer::new(&model.transform, device, ctx.precision()) },
+        &mut Images { model: &model, normalizer: Normalizer::new(&model.transform, device, ctx.precision()), device },
         Batching::InputOrder,
     )?;
     Ok(())
@@ -113,7 +113,7 @@ struct Image {
 
 impl Image {
     fn pixels(&self, per_image: usize) -> &[u8] {
-        &self.pixels.bytes[self.slot * per_image..(self.slot + 1) * per_image]
+        &self.pixels.bytes()[self.slot * per_image..(self.slot + 1) * per_image]
     }
 }
 
@@ -135,7 +135,7 @@ impl Prepare for Decoding {
         let (limits, transform) = (self.limits, self.transform);
         let mut pixels = self.buffers.take(images.len() * transform.pixels());
         let outcomes: Vec<Result<()>> = pixels
-            .bytes
+            .bytes_mut()
             .par_chunks_mut(transform.pixels())
             .zip(images.par_iter())
             .map(|(out, bytes)| match bytes {
@@ -155,11 +155,12 @@ impl Prepare for Decoding {
     }
 }
 
-/// The model side: a chunk of resized images as one (B, size, size, 3) tensor, normalised on the
-/// device.
+/// The model side: a chunk of resized images as one (B, size, size, 3) byte tensor on the
+/// device, normalised there.
 struct Images<'m> {
     model: &'m EmbeddingModel,
     normalizer: Normalizer,
+    device: Device,
 }
 
 impl Embed<Image> for Images<'_> {
@@ -167,15 +168,18 @@ impl Embed<Image> for Images<'_> {
         let size = self.model.transform.size;
         let per_image = self.model.transform.pixels();
         let shape = [rows.len() as i64, size as i64, size as i64, 3];
-        // Usually a chunk is a run of consecutive slots of one buffer, read without gathering.
+        // Usually a chunk is a run of consecutive slots of one buffer, which goes to the device
+        // as it is (on CUDA, an asynchronous copy from pinned memory; on the CPU, a view). Rows
+        // left out of a window (bad images) make a gap: those chunks are gathered first.
         let first = rows[0];
         let consecutive =
             rows.iter().enumerate().all(|(k, r)| Arc::ptr_eq(&r.pixels, &first.pixels) && r.slot == first.slot + k);
-        let images = if consecutive {
-            Tensor::from_slice(&first.pixels.bytes[first.slot * per_image..(first.slot + rows.len()) * per_image])
+        let bytes = if consecutive {
+            first.pixels.to_device(first.slot * per_image..(first.slot + rows.len()) * per_image)
         } else {
-            Tensor::from_slice(&rows.iter().flat_map(|r| r.pixels(per_image)).copied().collect::<Vec<u8>>())
+            let gathered: Vec<u8> = rows.iter().flat_map(|r| r.pixels(per_image)).copied().collect();
+            Tensor::from_slice(&gathered).to_device(self.device)
         };
-        Ok(self.model.forward(&self.normalizer.apply(&images.view(shape))))
+        Ok(self.model.forward(&self.normalizer.apply(&bytes.view(shape))))
     }
 }

@@ -1,41 +1,82 @@
 //! The pixel buffers of prepared windows, used again once the model is done with them.
 //!
-//! A window's resized images share one buffer (at batch 256, 38 MB). Allocated per window, each
-//! buffer was a fresh mapping from the system: its pages faulted in by the decoding threads and
-//! unmapped again after the model's turn, window after window. Here a buffer goes back to a
-//! small pool when the window's last image is dropped, and the next window takes it.
+//! A window's resized images share one buffer (at batch 256, 38 MB), which the decoding threads
+//! fill in parallel and the model reads from: on CUDA it is pinned memory the device copies from
+//! asynchronously, on the CPU the model gets a view of it ([`StagingBytes`]). Allocated per
+//! window, each buffer was a fresh mapping from the system (and, on CUDA, a fresh pinning):
+//! its pages faulted in by the decoding threads and unmapped again after the model's turn,
+//! window after window. Here a buffer goes back to a small pool when the window's last image is
+//! dropped, which the pipeline does only after the device is done with it, and the next window
+//! takes it.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
+
+use deepembed_sdk::StagingBytes;
+use tch::{Device, Tensor};
 
 /// Windows in flight at once: prepared and waiting (three on a GPU), one in the model's hands,
 /// one being prepared. Buffers beyond that are freed.
 const KEPT: usize = 5;
 
-#[derive(Clone, Default)]
-pub struct WindowBuffers(Arc<Mutex<Vec<Vec<u8>>>>);
+#[derive(Clone)]
+pub struct WindowBuffers {
+    /// Where the bytes go: pinned buffers for CUDA.
+    device: Device,
+    kept: Arc<Mutex<Vec<StagingBytes>>>,
+}
 
 impl WindowBuffers {
-    /// A buffer of `len` bytes: a returned one if any, else a new one. A returned buffer's bytes
-    /// are left as they were (every image slot is written before it is read; a failed image's
-    /// slot is never read), so taking one costs no pass over its bytes.
+    pub fn new(device: Device) -> WindowBuffers {
+        WindowBuffers { device, kept: Arc::default() }
+    }
+
+    /// A buffer of at least `len` bytes, of which the window uses the first `len`: a returned
+    /// one if large enough, else a new one. A returned buffer's bytes are left as they were
+    /// (every image slot is written before it is read; a failed image's slot is never read), so
+    /// taking one costs no pass over its bytes.
     pub fn take(&self, len: usize) -> WindowPixels {
-        let mut bytes = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
-        bytes.resize(len, 0);
-        WindowPixels { bytes, home: self.clone() }
+        let returned = self.kept.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let bytes = returned.filter(|b| b.len() >= len).unwrap_or_else(|| StagingBytes::new(len, self.device));
+        WindowPixels { bytes: Some(bytes), len, home: self.clone() }
     }
 }
 
 /// One window's pixel buffer; it returns to its [`WindowBuffers`] when dropped.
 pub struct WindowPixels {
-    pub bytes: Vec<u8>,
+    /// Always `Some` until dropped.
+    bytes: Option<StagingBytes>,
+    len: usize,
     home: WindowBuffers,
+}
+
+impl WindowPixels {
+    pub fn bytes(&self) -> &[u8] {
+        &self.staging().as_slice()[..self.len]
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes.as_mut().expect("present until dropped").as_mut_slice()[..self.len]
+    }
+
+    /// The bytes in `range` as a `Uint8` tensor on the run's device: on CUDA an asynchronous
+    /// copy (this buffer goes back to the pool only once the window is emitted, after the
+    /// device is done with it), on the CPU a view.
+    pub fn to_device(&self, range: Range<usize>) -> Tensor {
+        assert!(range.end <= self.len, "range {range:?} outside the window's {} bytes", self.len);
+        self.staging().to_device(range, self.home.device)
+    }
+
+    fn staging(&self) -> &StagingBytes {
+        self.bytes.as_ref().expect("present until dropped")
+    }
 }
 
 impl Drop for WindowPixels {
     fn drop(&mut self) {
-        let mut kept = self.home.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = self.home.kept.lock().unwrap_or_else(|e| e.into_inner());
         if kept.len() < KEPT {
-            kept.push(std::mem::take(&mut self.bytes));
+            kept.extend(self.bytes.take());
         }
     }
 }
@@ -46,21 +87,38 @@ mod tests {
 
     #[test]
     fn a_dropped_buffer_is_taken_again_without_a_new_allocation() {
-        let buffers = WindowBuffers::default();
-        let first = buffers.take(1000);
-        let address = first.bytes.as_ptr();
+        let buffers = WindowBuffers::new(Device::Cpu);
+        let mut first = buffers.take(1000);
+        first.bytes_mut()[999] = 7;
+        let address = first.bytes().as_ptr();
         drop(first);
         let again = buffers.take(600);
-        assert_eq!((again.bytes.as_ptr(), again.bytes.len()), (address, 600));
+        assert_eq!((again.bytes().as_ptr(), again.bytes().len()), (address, 600));
         drop(again);
-        assert_eq!(buffers.take(1000).bytes.len(), 1000);
+        let larger = buffers.take(1000);
+        assert_eq!((larger.bytes().as_ptr(), larger.bytes()[999]), (address, 7));
+    }
+
+    #[test]
+    fn a_buffer_too_small_is_replaced() {
+        let buffers = WindowBuffers::new(Device::Cpu);
+        drop(buffers.take(10));
+        assert_eq!(buffers.take(20).bytes().len(), 20);
     }
 
     #[test]
     fn at_most_kept_buffers_stay() {
-        let buffers = WindowBuffers::default();
+        let buffers = WindowBuffers::new(Device::Cpu);
         let many: Vec<WindowPixels> = (0..KEPT + 3).map(|_| buffers.take(10)).collect();
         drop(many);
-        assert_eq!(buffers.0.lock().unwrap().len(), KEPT);
+        assert_eq!(buffers.kept.lock().unwrap().len(), KEPT);
+    }
+
+    #[test]
+    fn a_range_is_read_on_the_device() {
+        let buffers = WindowBuffers::new(Device::Cpu);
+        let mut pixels = buffers.take(8);
+        pixels.bytes_mut().copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(Vec::<u8>::try_from(&pixels.to_device(3..6)).unwrap(), vec![4, 5, 6]);
     }
 }

@@ -1,8 +1,9 @@
 //! The stable boundary between the deepembed host and its plugins.
 //!
 //! This is the one deepembed crate that holds `unsafe` code, each block with the invariant that
-//! makes it sound: the host-plugin boundary in [`boundary`], and in [`autocast`] the libtorch
-//! autocast switches tch does not bind. Everything else here is plain data that crosses the
+//! makes it sound: the host-plugin boundary in [`boundary`], in [`autocast`] the libtorch
+//! autocast switches tch does not bind, and in [`staging`] byte buffers that Rust code fills and
+//! a device copies from. Everything else here is plain data that crosses the
 //! boundary:
 //!
 //! - [`PluginMod`], the root module a plugin library exports: an abi_stable prefix type whose
@@ -20,6 +21,7 @@ pub mod autocast;
 mod boundary;
 pub mod manifest;
 mod settings;
+pub mod staging;
 
 pub use abi_stable;
 pub use boundary::{
