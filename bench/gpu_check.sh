@@ -21,9 +21,10 @@
 #    pipeline's own span (first window to last emit: the feeding, without start-up), with the
 #    seconds outside it, cores, peak RSS and peak GPU memory. MODELS, PRECISIONS and BATCH
 #    override the defaults.
-# 4. Text (bench/text_gpu.py): deepembed's whole command against transformers loops (padding to
-#    256; sorted, padding to the longest; the model alone), MiniLM- and BERT-base-sized models,
-#    TEXTS (default 20000) notes of median ~31 tokens, batch 64, fp32 and fp16.
+# 4. Text (bench/text_gpu.py): deepembed's whole command and its pipeline against transformers
+#    loops at the same precision (padding to 256; sorted, padding to the longest, also with
+#    cuDNN's attention off; the model alone), MiniLM- and BERT-base-sized models, TEXTS (default
+#    20000) notes of median ~31 tokens, batch 64, fp32 and fp16.
 # 5. Tabular (bench/gandalf_gpu.py), when GANDALF_MODEL names a trained benchmark GANDALF
 #    directory: GANDALF_ROWS (default 1M) rows on the GPU and on the CPU.
 # 6. Drift against fp32 (bench/precision_drift.py) of each of DRIFT_PRECISIONS (default fp16 and
@@ -81,7 +82,9 @@ for i, b in enumerate(pq.read_table(sys.argv[1], columns=["images"]).column(0).t
 decoding() {
     local made
     mapfile -t made < <("$py" "$here/make_dataset.py" "$work" "$images" resnet18)
-    "$(dirname "$bin")/examples/decode_scaling" --parquet "${made[0]}" --window "$batch" --seconds 4
+    # 2048 of the images: each measurement is a warm-up pass and then 4 s of passes, and one
+    # pass over all 20,480 takes 40 s on one thread (the first H200 check spent 7 minutes here).
+    "$(dirname "$bin")/examples/decode_scaling" --parquet "${made[0]}" --window "$batch" --seconds 4 --images 2048
 }
 
 vision_table() {

@@ -67,16 +67,18 @@ def end_to_end(deepembed, data, model, weights, batch, device, precision, out, e
     cmd = [deepembed, "embed", "vision", "--df", data, "--model_version", model, "--model_weights", weights,
            "--batch_size", str(batch), "--device", device, "--precision", precision, "--out", str(out)]
     run = run_measured(cmd, env, gpu=device.startswith("cuda"))
-    stages = re.search(r"waited ([0-9.]+) s for prepared rows \(([0-9]+)%\), embedded ([0-9.]+) s, emitted ([0-9.]+) s",
-                       run.stderr)
+    stages = re.search(r"waited ([0-9.]+) s for prepared rows \(([0-9]+)%\), sent chunks ([0-9.]+) s, "
+                       r"read back ([0-9.]+) s \(waiting for the device\), emitted ([0-9.]+) s", run.stderr)
     rows = int(subprocess.run([sys.executable, "-c", "import pyarrow.parquet as pq, sys; print(pq.ParquetFile(sys.argv[1]).metadata.num_rows)", data],
                               check=True, capture_output=True, text=True).stdout)
-    # The model's thread is busy from the first window to the last emit: waiting, embedding or
-    # emitting. Its sum is the pipeline's span.
-    pipeline = sum(float(stages.group(i)) for i in (1, 3, 4)) if stages else None
+    # The model's thread is busy from the first window to the last emit: waiting for rows,
+    # sending chunks, reading back (waiting for the device) or emitting. Its sum is the
+    # pipeline's span.
+    pipeline = sum(float(stages.group(i)) for i in (1, 3, 4, 5)) if stages else None
+    split = "/".join(stages.group(i) for i in (1, 3, 4, 5)) if stages else "?"
     return Run(rows / run.seconds, rows / pipeline if pipeline else None,
                run.seconds - pipeline if pipeline else None, run.rss_mib, run.peak_gpu_mib,
-               stages.group(2) if stages else "?", run.cpu_seconds / run.seconds)
+               stages.group(2) if stages else "?", split, run.cpu_seconds / run.seconds)
 
 
 @dataclass
@@ -87,6 +89,8 @@ class Run:
     rss_mib: float
     peak_gpu_mib: Optional[float]
     waited: str
+    # Seconds of the model's thread: waiting for rows / sending / reading back / emitting.
+    split: str
     cores_busy: float
 
 
@@ -110,8 +114,8 @@ def main():
 
     print(f"machine: {platform.machine()}, {cores} cores, {platform.platform()}; device {args.device}; "
           f"{args.images} JPEGs of 400x300 to 640x480; medians of {args.rounds} alternating rounds\n")
-    print("| model | precision | batch | model-only rows/s | end-to-end rows/s | ratio | pipeline rows/s | pipeline ratio | outside the pipeline (s) | model waited | cores | cores busy | peak RSS (MiB) | peak GPU memory (MiB) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | precision | batch | model-only rows/s | end-to-end rows/s | ratio | pipeline rows/s | pipeline ratio | outside the pipeline (s) | model waited | model's thread: rows/send/device/emit (s) | cores | cores busy | peak RSS (MiB) | peak GPU memory (MiB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model in args.models.split(","):
         made = subprocess.run([sys.executable, HERE / "make_dataset.py", work, str(args.images), model],
                               check=True, capture_output=True, text=True)
@@ -130,9 +134,10 @@ def main():
             gpu = [r.peak_gpu_mib for r in runs if r.peak_gpu_mib is not None]
             gpu_text = f"{max(gpu)}" if gpu else "-"
             waited = "/".join(r.waited + "%" for r in runs)
+            split = ", ".join(r.split for r in runs)
             busy = statistics.median(r.cores_busy for r in runs)
             rss = max(r.rss_mib for r in runs)
-            print(f"| {model} | {precision} | {args.batch_size} | {a:.1f} | {w:.1f} | {w / a:.2f} | {p_text} | {o_text} | {waited} | {cores} | {busy:.1f} | {rss:.0f} | {gpu_text} |",
+            print(f"| {model} | {precision} | {args.batch_size} | {a:.1f} | {w:.1f} | {w / a:.2f} | {p_text} | {o_text} | {waited} | {split} | {cores} | {busy:.1f} | {rss:.0f} | {gpu_text} |",
                   flush=True)
 
 if __name__ == "__main__":

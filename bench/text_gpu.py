@@ -3,16 +3,22 @@ any device: an all-MiniLM-L6-v2-shaped and a BERT-base-shaped model (random weig
 vocabulary trained on the corpus: the machine may have no network), N generated notes of median
 about 31 tokens, batch 64.
 
-Per model it prints deepembed's whole command (start-up and model loading included) beside three
-transformers loops over the same texts, each timed over the loop alone (model loaded, warmed up):
-DeepTune's (padding every batch to 256), one that sorts the texts by length and pads each batch
-to its longest, and the model alone (that sorted loop's batches tokenized and on the device
-before the clock starts).
+Per model and precision it prints deepembed's whole command (start-up and model loading
+included) and its pipeline alone (first window to last emit, from its closing log line, with
+where the model's thread spent that time) beside transformers loops over the same texts, each
+timed over the loop alone (model loaded, warmed up): DeepTune's (padding every batch to 256,
+fp32), one that sorts the texts by length and pads each batch to its longest, and the model alone
+(that sorted loop's batches tokenized and on the device before the clock starts). fp16 and bf16
+loops run under torch.autocast, as deepembed does; for them the sorted loop runs a second time
+with cuDNN's attention backend off.
 
 Usage: text_gpu.py --deepembed BIN --work DIR [--texts 20000] [--batch_size 64] [--device cuda:0]
+                   [--precisions fp32,fp16]
 """
 
 import argparse
+import contextlib
+import re
 import shutil
 import subprocess
 import sys
@@ -53,49 +59,69 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def python_loops(model_dir: Path, texts: list, batch: int, device: str):
-    """texts/s of the pad-to-256 loop, the sorted loop, and the model alone."""
+HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def python_loops(model_dir: Path, texts: list, batch: int, device: str, precision: str):
+    """texts/s of the pad-to-256 loop (fp32 only: DeepTune's), the sorted loop, and the model
+    alone, at `precision` (fp16 and bf16 under torch.autocast, as deepembed runs them); for a
+    half precision also the sorted loop with cuDNN's attention switched off, which tells whether
+    that backend (picked per shape) is what a half-precision run waits on."""
     from transformers import AutoTokenizer, BertModel
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = BertModel.from_pretrained(model_dir).eval().to(device)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    autocast = torch.autocast(kind, dtype=HALF[precision]) if precision in HALF else contextlib.nullcontext()
     rates = {}
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         def padded(chunk, **kw):
             return {k: v.to(device) for k, v in tokenizer(chunk, truncation=True, max_length=256, return_tensors="pt", **kw).items()}
 
-        model(**padded(texts[:batch], padding="longest"))  # warm-up
-        sync(device)
-        start = time.perf_counter()
-        for i in range(0, len(texts), batch):
-            model(**padded(texts[i:i + batch], padding="max_length")).last_hidden_state[:, 0].cpu()
-        sync(device)
-        rates["pad256"] = len(texts) / (time.perf_counter() - start)
+        def timed(loop):
+            sync(device)
+            start = time.perf_counter()
+            loop()
+            sync(device)
+            return len(texts) / (time.perf_counter() - start)
 
+        model(**padded(texts[:batch], padding="longest"))  # warm-up
+        if precision == "fp32":
+            rates["pad256"] = timed(lambda: [model(**padded(texts[i:i + batch], padding="max_length")).last_hidden_state[:, 0].cpu()
+                                             for i in range(0, len(texts), batch)])
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         ordered = [texts[i] for i in order]
-        start = time.perf_counter()
-        for i in range(0, len(ordered), batch):
-            model(**padded(ordered[i:i + batch], padding="longest")).last_hidden_state[:, 0].cpu()
-        sync(device)
-        rates["sorted"] = len(texts) / (time.perf_counter() - start)
 
+        def sorted_loop():
+            for i in range(0, len(ordered), batch):
+                model(**padded(ordered[i:i + batch], padding="longest")).last_hidden_state[:, 0].float().cpu()
+
+        rates["sorted"] = timed(sorted_loop)
+        if precision in HALF and kind == "cuda":
+            torch.backends.cuda.enable_cudnn_sdp(False)
+            rates["sorted_no_cudnn"] = timed(sorted_loop)
+            torch.backends.cuda.enable_cudnn_sdp(True)
         batches = [padded(ordered[i:i + batch], padding="longest") for i in range(0, len(ordered), batch)]
-        sync(device)
-        start = time.perf_counter()
-        for inputs in batches:
-            model(**inputs).last_hidden_state[:, 0]
-        sync(device)
-        rates["model"] = len(texts) / (time.perf_counter() - start)
+        rates["model"] = timed(lambda: [model(**inputs).last_hidden_state[:, 0] for inputs in batches])
     return rates
 
 
 def deepembed_rate(deepembed: str, data: Path, model_dir: Path, batch: int, device: str, precision: str, out: Path, n: int):
+    """texts/s of the whole command, and of its pipeline (first window to last emit, from the
+    closing log line) with that line's split of the model's thread."""
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    subprocess.run([deepembed, "embed", "mbert", "--df", str(data), "--model_weights", str(model_dir), "--batch_size", str(batch),
-                    "--device", device, "--precision", precision, "--out", str(out), "--quiet"], check=True)
-    return n / (time.perf_counter() - start)
+    run = subprocess.run([deepembed, "embed", "mbert", "--df", str(data), "--model_weights", str(model_dir), "--batch_size", str(batch),
+                          "--device", device, "--precision", precision, "--out", str(out)], capture_output=True, text=True)
+    whole = n / (time.perf_counter() - start)
+    if run.returncode != 0:
+        sys.exit(f"deepembed failed:\n{run.stderr[-3000:]}")
+    stages = re.search(r"waited ([0-9.]+) s for prepared rows \(([0-9]+)%\), sent chunks ([0-9.]+) s, "
+                       r"read back ([0-9.]+) s \(waiting for the device\), emitted ([0-9.]+) s", run.stderr)
+    if not stages:
+        return whole, None, "?"
+    span = sum(float(stages.group(i)) for i in (1, 3, 4, 5))
+    return whole, n / span, "/".join(stages.group(i) for i in (1, 3, 4, 5))
 
 
 def main():
@@ -111,15 +137,20 @@ def main():
     data = write_corpus(work, args.texts)
     texts = pd.read_parquet(data)["text"].tolist()
     print(f"{args.texts} texts, batch {args.batch_size}, device {args.device}; Python loops timed without start-up or model load\n")
-    print("| model | precision | deepembed (whole command) | Python, pad to 256 | Python, sorted, pad to longest | model alone (fp32) |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| model | precision | deepembed (whole command) | deepembed pipeline | model's thread: rows/send/device/emit (s) "
+          "| Python, pad to 256 (fp32) | Python, sorted, pad to longest | the same, cuDNN attention off | model alone |")
+    print("|---|---|---:|---:|---|---:|---:|---:|---:|")
     for name in SHAPES:
         model_dir = make_model(work, name, texts)
-        loops = python_loops(model_dir, texts, args.batch_size, args.device)
+        pad256 = None
         for precision in args.precisions.split(","):
-            ours = deepembed_rate(args.deepembed, data, model_dir, args.batch_size, args.device, precision, work / "out", args.texts)
-            print(f"| {name} | {precision} | {ours:.0f} | {loops['pad256']:.0f} | {loops['sorted']:.0f} | {loops['model']:.0f} |", flush=True)
-
+            loops = python_loops(model_dir, texts, args.batch_size, args.device, precision)
+            pad256 = loops.get("pad256", pad256)
+            whole, piped, split = deepembed_rate(args.deepembed, data, model_dir, args.batch_size, args.device, precision,
+                                                 work / "out", args.texts)
+            fmt = lambda v: f"{v:.0f}" if v else "-"  # noqa: E731
+            print(f"| {name} | {precision} | {whole:.0f} | {fmt(piped)} | {split} | {fmt(pad256)} | {fmt(loops['sorted'])} "
+                  f"| {fmt(loops.get('sorted_no_cudnn'))} | {fmt(loops['model'])} |", flush=True)
 
 if __name__ == "__main__":
     main()

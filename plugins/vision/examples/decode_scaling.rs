@@ -13,7 +13,11 @@
 //! (the preparing thread reads the input between windows).
 //!
 //!   decode_scaling --parquet images.parquet [--column images] [--threads 1,2,4,8,16]
-//!                  [--window 256] [--seconds 5]
+//!                  [--window 256] [--seconds 5] [--images N]
+//!
+//! Each measurement is a warm-up pass over the images, then passes for `--seconds`: `--images`
+//! (the first N) keeps one pass short on a large file (a pass over 20,480 images takes 40 s on
+//! one thread).
 //!
 //! Prints a Markdown table on stdout. free/threads falling with the thread count means the
 //! machine (shared cores, hyperthreads, memory bandwidth); windowed far below free means the
@@ -32,8 +36,8 @@ use rayon::prelude::*;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut parquet, mut column, mut threads, mut window, mut seconds) =
-        (None, "images".to_string(), None, 256usize, 5.0f64);
+    let (mut parquet, mut column, mut threads, mut window, mut seconds, mut limit) =
+        (None, "images".to_string(), None, 256usize, 5.0f64, usize::MAX);
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -42,6 +46,7 @@ fn main() -> Result<()> {
             "--threads" => threads = Some(value.split(',').map(str::parse).collect::<Result<Vec<usize>, _>>()?),
             "--window" => window = value.parse()?,
             "--seconds" => seconds = value.parse()?,
+            "--images" => limit = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -54,15 +59,17 @@ fn main() -> Result<()> {
         counts
     });
 
-    let (images, read) = read_images(&parquet, &column, window)?;
+    let (mut images, read) = read_images(&parquet, &column, window)?;
+    let (rows, bytes) = (images.len(), images.iter().map(Vec::len).sum::<usize>());
+    images.truncate(limit);
     if images.is_empty() {
         bail!("{parquet} has no images in column '{column}'");
     }
     println!(
-        "{} images; the Parquet read on one thread: {:.0} images/s ({:.0} MB/s); {cores} cores available",
+        "{} images (of {rows}); the Parquet read on one thread: {:.0} images/s ({:.0} MB/s); {cores} cores available",
         images.len(),
-        images.len() as f64 / read.as_secs_f64(),
-        images.iter().map(Vec::len).sum::<usize>() as f64 / 1e6 / read.as_secs_f64()
+        rows as f64 / read.as_secs_f64(),
+        bytes as f64 / 1e6 / read.as_secs_f64()
     );
     // What decoding alone costs, so the table's rates split into decoding and resizing.
     let decoding = rate(seconds, || {
