@@ -13,9 +13,9 @@
 #    test generator's vision directory (images.parquet, preprocessed.f32): bytes resized on the
 #    CPU and normalised on the GPU must equal torchvision + Pillow's floats bit for bit.
 # 2. Decoding without a model (examples/decode_scaling): images/s of decoding and resizing at 1,
-#    2, 4, ... threads up to the cores, free and in the run's windows, and the Parquet read on one
-#    thread. It tells a machine that does not scale (shared cores, hyperthreads) from a pipeline
-#    that does not.
+#    2, 4, ... threads up to the cores, free, in windows one at a time, and in windows with the
+#    next started ahead (as a run decodes), and the Parquet read on one thread. It tells a
+#    machine that does not scale (shared cores, hyperthreads) from a pipeline that does not.
 # 3. The table (bench/model_only.py): per model and precision, the model alone on random tensors
 #    against the whole command on `images` JPEGs (default 20480, about 500x375), and against the
 #    pipeline's own span (first window to last emit: the feeding, without start-up), with the

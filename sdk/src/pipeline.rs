@@ -50,6 +50,13 @@ pub trait Prepare: Send + 'static {
     /// that cannot be used. `first_row` is the batch's first row number in the input file. An
     /// `Err` of the whole call stops the run.
     fn prepare(&mut self, batch: &RecordBatch, first_row: u64) -> Result<Vec<Result<Self::Row, String>>>;
+
+    /// Called before each `prepare` but the last, with the window that comes after it: the
+    /// next `prepare` call gets this same batch and `first_row`. A plugin that prepares on a
+    /// thread pool can start on it here, so threads that finish their share of this window
+    /// go on with the next instead of waiting for the slowest row (vision does). Nothing by
+    /// default.
+    fn look_ahead(&mut self, _next: &RecordBatch, _first_row: u64) {}
 }
 
 /// The model: rows to embeddings, on the run's device.
@@ -100,12 +107,16 @@ pub fn run<P: Prepare>(
         let mut input = input.peekable();
         let mut first_row = 0u64;
         let mut preparing = Duration::ZERO;
-        loop {
+        // The window after the one being prepared is read first, so that the plugin can start
+        // on it (`Prepare::look_ahead`) while it finishes this one.
+        let mut next = read_next_window(&mut input, window_batches);
+        while let Some(current) = next.take() {
             let started = Instant::now();
-            if input.peek().is_none() {
-                break;
-            }
-            let window = read_window(&mut input, window_batches).and_then(|batch| {
+            next = read_next_window(&mut input, window_batches);
+            let window = current.and_then(|batch| {
+                if let Some(Ok(following)) = &next {
+                    preparer.look_ahead(following, first_row + batch.num_rows() as u64);
+                }
                 let rows = preparer.prepare(&batch, first_row).with_context(|| rows_context(first_row, &batch))?;
                 if rows.len() != batch.num_rows() {
                     bail!("the plugin prepared {} rows for {} input rows", rows.len(), batch.num_rows());
@@ -175,6 +186,14 @@ fn windows_ahead(device: Device) -> usize {
 
 fn rows_context(first_row: u64, batch: &RecordBatch) -> String {
     format!("input rows {first_row} to {}", first_row + batch.num_rows().max(1) as u64 - 1)
+}
+
+/// The next window of `batches` input batches, or `None` at the end of the input.
+fn read_next_window(
+    input: &mut std::iter::Peekable<impl Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>>>,
+    batches: usize,
+) -> Option<Result<RecordBatch>> {
+    input.peek().is_some().then(|| read_window(input, batches))
 }
 
 fn read_window(

@@ -4,10 +4,12 @@
 //!
 //! - **free**: every image decoded and resized by a rayon pool of that size, each thread into its
 //!   own buffer, no other work: the machine's ceiling;
-//! - **windowed**: as a run prepares them: windows of `--window` images into a window buffer
-//!   used again from window to window (as `window_buffers.rs` does), one window after the other
-//!   (the next starts when the slowest image of this one is done), so windowed / free is what
-//!   that barrier costs;
+//! - **windows one at a time**: windows of `--window` images into a window buffer used again
+//!   from window to window (as `window_buffers.rs` does), one window after the other (the next
+//!   starts when the slowest image of this one is done), so its ratio to free is what that
+//!   barrier costs;
+//! - **next window started ahead**: as a run prepares them (`window_decode.rs`): the next
+//!   window handed to the pool before this one is waited for, from a thread outside the pool.
 //!
 //! and once, on one thread, the Parquet read of the image column in batches of `--window` rows
 //! (the preparing thread reads the input between windows).
@@ -20,19 +22,23 @@
 //! one thread).
 //!
 //! Prints a Markdown table on stdout. free/threads falling with the thread count means the
-//! machine (shared cores, hyperthreads, memory bandwidth); windowed far below free means the
+//! machine (shared cores, hyperthreads, memory bandwidth); windows far below free means the
 //! pipeline's shape.
 
 use std::fs::File;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
 use arrow::datatypes::DataType;
 use deepembed_vision::image::{decode::decode, resize, resize_into, Limits, Transform};
+use deepembed_vision::window_buffers::WindowBuffers;
+use deepembed_vision::window_decode::WindowDecoder;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
+use tch::Device;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -84,13 +90,26 @@ fn main() -> Result<()> {
         resize::instruction_set()
     );
     println!();
-    println!("| threads | free images/s | per thread | windowed images/s | windowed / free |");
-    println!("|---:|---:|---:|---:|---:|");
+    let windows: Vec<ArrayRef> =
+        images.chunks(window).map(|chunk| Arc::new(BinaryArray::from_iter_values(chunk.iter())) as ArrayRef).collect();
+    println!(
+        "| threads | free images/s | per thread | windows one at a time | one at a time / free | next window started ahead | ahead / free |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &threads {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build()?;
+        let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(n).build()?);
         let free = pool.install(|| rate(seconds, || free_pass(&images)))?;
         let windowed = pool.install(|| rate(seconds, || windowed_pass(&images, window)))?;
-        println!("| {n} | {free:.0} | {:.0} | {windowed:.0} | {:.2} |", free / n as f64, windowed / free);
+        // From this thread, outside the pool, as the run's preparing thread calls it.
+        let mut decoder = WindowDecoder::new(Limits::default(), Transform::IMAGENET, WindowBuffers::new(Device::Cpu))
+            .in_pool(pool.clone());
+        let ahead = rate(seconds, || ahead_pass(&windows, &mut decoder))?;
+        println!(
+            "| {n} | {free:.0} | {:.0} | {windowed:.0} | {:.2} | {ahead:.0} | {:.2} |",
+            free / n as f64,
+            windowed / free,
+            ahead / free
+        );
     }
     Ok(())
 }
@@ -115,7 +134,7 @@ fn read_images(path: &str, column: &str, batch: usize) -> Result<(Vec<Vec<u8>>, 
 }
 
 /// Images per second of `pass` (which returns how many images it did), repeated for `seconds`.
-fn rate(seconds: f64, pass: impl Fn() -> Result<usize>) -> Result<f64> {
+fn rate(seconds: f64, mut pass: impl FnMut() -> Result<usize>) -> Result<f64> {
     pass()?; // warm-up: threads started, allocator arenas made
     let start = Instant::now();
     let mut done = 0;
@@ -134,7 +153,8 @@ fn free_pass(images: &[Vec<u8>]) -> Result<usize> {
     Ok(images.len())
 }
 
-/// What the vision plugin's preparation does per window (plugins/vision/src/pipeline.rs).
+/// Windows decoded one at a time: each window's images into a window buffer, the next window
+/// only once the slowest image of this one is done (the vision plugin before window_decode.rs).
 fn windowed_pass(images: &[Vec<u8>], window: usize) -> Result<usize> {
     let transform = Transform::IMAGENET;
     let mut buffer = vec![0u8; window * transform.pixels()];
@@ -147,4 +167,22 @@ fn windowed_pass(images: &[Vec<u8>], window: usize) -> Result<usize> {
         std::hint::black_box(&*pixels);
     }
     Ok(images.len())
+}
+
+/// What the vision plugin's preparation does (plugins/vision/src/window_decode.rs): each window
+/// decoded into a window buffer, the next one started on the pool before this one is waited for.
+fn ahead_pass(windows: &[ArrayRef], decoder: &mut WindowDecoder) -> Result<usize> {
+    let mut done = 0;
+    for (k, images) in windows.iter().enumerate() {
+        if let Some(next) = windows.get(k + 1) {
+            decoder.start(k as u64 + 1, next.clone());
+        }
+        let decoded = decoder.finish(k as u64, images)?;
+        if let Some(Err(e)) = decoded.outcomes.iter().find(|o| o.is_err()) {
+            bail!("an image failed: {e:#}");
+        }
+        std::hint::black_box(decoded.pixels.bytes());
+        done += images.len();
+    }
+    Ok(done)
 }

@@ -13,6 +13,7 @@ pub mod options;
 mod pipeline;
 pub mod weights;
 pub mod window_buffers;
+pub mod window_decode;
 
 use anyhow::Result;
 use deepembed_sdk::{Manifest, Options, Plugin, RunContext};

@@ -1,23 +1,23 @@
 //! A vision run: images are decoded and resized in parallel on CPU threads (the pipeline's
-//! preparation) while the model embeds the previous batch on the device.
+//! preparation, the next window started before this one is waited for: `window_decode.rs`)
+//! while the model embeds the previous batch on the device.
 
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Schema};
-use deepembed_image::decode::Limits;
 use deepembed_sdk::output::{require_column, Carry, EmbeddingNames, OutputColumns};
 use deepembed_sdk::pipeline::{self, Batching, Embed, Prepare};
 use deepembed_sdk::{OutputPlan, RunContext};
-use rayon::prelude::*;
 use tch::{Device, Tensor};
 
-use crate::image::{self, Transform};
+use crate::image;
 use crate::model::EmbeddingModel;
 use crate::normalize::Normalizer;
 use crate::options::VisionOptions;
 use crate::window_buffers::{WindowBuffers, WindowPixels};
+use crate::window_decode::{Decoded, WindowDecoder};
 
 pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
     let schema = ctx.input_schema("df")?.clone();
@@ -43,9 +43,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
     log::debug!("resizing {} (the same bytes either way)", image::resize::instruction_set());
     let decoding = Decoding {
         column: opts.image_column.clone(),
-        limits: opts.image_limits(),
-        transform: model.transform,
-        buffers: WindowBuffers::new(device),
+        decoder: WindowDecoder::new(opts.image_limits(), model.transform, WindowBuffers::new(device)),
     };
     let input = ctx.take_input("df")?;
     pipeline::run(
@@ -80,27 +78,6 @@ fn image_type_supported(t: &DataType) -> bool {
     }
 }
 
-/// The encoded bytes of each row (None for a null).
-fn image_bytes(column: &ArrayRef) -> Result<Vec<Option<&[u8]>>> {
-    Ok(match column.data_type() {
-        DataType::Binary => column.as_binary::<i32>().iter().collect(),
-        DataType::LargeBinary => column.as_binary::<i64>().iter().collect(),
-        DataType::BinaryView => column.as_binary_view().iter().collect(),
-        DataType::Struct(_) => {
-            let s = column.as_struct();
-            let bytes = s.column_by_name("bytes").ok_or_else(|| anyhow!("image struct has no 'bytes' field"))?;
-            let mut out = image_bytes(bytes)?;
-            for (i, slot) in out.iter_mut().enumerate() {
-                if s.is_null(i) {
-                    *slot = None;
-                }
-            }
-            out
-        }
-        other => bail!("image column has type {other}, expected binary"),
-    })
-}
-
 /// One decoded and resized image (`transform.pixels()` bytes, HWC): its slot in its window's
 /// pixel buffer. A window's images share one buffer, filled in parallel, so decoding threads
 /// allocate nothing per image (per-image buffers, freed on another thread, grew the allocator's
@@ -117,32 +94,32 @@ impl Image {
     }
 }
 
-/// The preparation: each row's image decoded and resized.
+/// The preparation: each row's image decoded and resized, the next window started on the pool
+/// before this one is waited for ([`WindowDecoder`]).
 struct Decoding {
     column: String,
-    limits: Limits,
-    transform: Transform,
-    buffers: WindowBuffers,
+    decoder: WindowDecoder,
+}
+
+impl Decoding {
+    fn column<'b>(&self, batch: &'b RecordBatch) -> Result<&'b ArrayRef> {
+        batch.column_by_name(&self.column).ok_or_else(|| anyhow!("input lacks column '{}'", self.column))
+    }
 }
 
 impl Prepare for Decoding {
     type Row = Image;
 
-    fn prepare(&mut self, batch: &RecordBatch, _first_row: u64) -> Result<Vec<Result<Image, String>>> {
-        let column =
-            batch.column_by_name(&self.column).ok_or_else(|| anyhow!("input lacks column '{}'", self.column))?;
-        let images = image_bytes(column)?;
-        let (limits, transform) = (self.limits, self.transform);
-        let mut pixels = self.buffers.take(images.len() * transform.pixels());
-        let outcomes: Vec<Result<()>> = pixels
-            .bytes_mut()
-            .par_chunks_mut(transform.pixels())
-            .zip(images.par_iter())
-            .map(|(out, bytes)| match bytes {
-                Some(bytes) => image::resize_into(bytes, out, &limits, &transform),
-                None => Err(anyhow!("the image is null")),
-            })
-            .collect();
+    fn look_ahead(&mut self, next: &RecordBatch, first_row: u64) {
+        // A missing column fails in `prepare`, with its message.
+        if let Ok(images) = self.column(next) {
+            self.decoder.start(first_row, images.clone());
+        }
+    }
+
+    fn prepare(&mut self, batch: &RecordBatch, first_row: u64) -> Result<Vec<Result<Image, String>>> {
+        let images = self.column(batch)?;
+        let Decoded { pixels, outcomes } = self.decoder.finish(first_row, images)?;
         let pixels = Arc::new(pixels);
         Ok(outcomes
             .into_iter()

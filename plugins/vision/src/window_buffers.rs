@@ -15,9 +15,11 @@ use std::sync::{Arc, Mutex};
 use deepembed_sdk::StagingBytes;
 use tch::{Device, Tensor};
 
-/// Windows in flight at once: prepared and waiting (three on a GPU), one in the model's hands,
-/// one being prepared. Buffers beyond that are freed.
-const KEPT: usize = 5;
+/// Windows in flight at once on a GPU: two waiting for the model, two on the preparing thread
+/// (one being finished or handed over, the next started ahead: `window_decode.rs`) and two in
+/// the model's hands (one being sent, one whose last chunk is still on the device). Buffers
+/// beyond that are freed; fewer would mean a fresh (on CUDA, pinned) buffer every window.
+const KEPT: usize = 6;
 
 #[derive(Clone)]
 pub struct WindowBuffers {
