@@ -14,8 +14,12 @@ use crate::output::{require_column, Carry, EmbeddingNames, OutputColumns};
 use crate::pipeline::{self, Batching, Embed, Prepare};
 use crate::{OutputPlan, RunContext};
 
-/// Input batches gathered into one window, the span over which rows are sorted by length.
-const WINDOW_BATCHES: usize = 8;
+/// Texts gathered into one window, the span over which they are sorted by length (in whole
+/// input batches, which hold `--batch_size` rows). Chunks cut from a wider window pad less: on
+/// 20,000 generated notes of median 30 tokens, batch 64, the padded batches held 1.59 times the
+/// real tokens with windows of 512 texts, 1.06 with 4096, and 1.01 sorting all of them (as the
+/// fastest Python loop does). A window holds its texts and at most 4096 x `--max_length` ids.
+const WINDOW_ROWS: usize = 4096;
 
 /// Text to token ids (special tokens included, truncated). Runs on the preparing thread.
 pub trait Tokenize: Send + 'static {
@@ -146,7 +150,8 @@ pub fn run(
     let mut batches = TokenBatches { model, pad_id: tokenizer.pad_id(), width, device: ctx.tch_device() };
     let tokenizing = Tokenizing { tokenizer, column: input.text_column.clone() };
     let reader = ctx.take_input("df")?;
-    let batching = Batching::LongestFirst { window_batches: WINDOW_BATCHES, length: Vec::len };
+    let window_batches = WINDOW_ROWS.div_ceil(ctx.batch_size().max(1));
+    let batching = Batching::LongestFirst { window_batches, length: Vec::len };
     pipeline::run(ctx, reader, &columns, tokenizing, &mut batches, batching)?;
     Ok(())
 }
