@@ -1,6 +1,6 @@
 //! A vision run: images are decoded and resized in parallel on CPU threads (the pipeline's
-//! preparation, the next window started before this one is waited for: `window_decode.rs`)
-//! while the model embeds the previous batch on the device.
+//! preparation; on a GPU the next window is started before this one is waited for:
+//! `window_decode.rs`) while the model embeds the previous batch on the device.
 
 use std::sync::Arc;
 
@@ -44,6 +44,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
     let decoding = Decoding {
         column: opts.image_column.clone(),
         decoder: WindowDecoder::new(opts.image_limits(), model.transform, WindowBuffers::new(device)),
+        start_ahead: device.is_cuda(),
     };
     let input = ctx.take_input("df")?;
     pipeline::run(
@@ -94,11 +95,15 @@ impl Image {
     }
 }
 
-/// The preparation: each row's image decoded and resized, the next window started on the pool
-/// before this one is waited for ([`WindowDecoder`]).
+/// The preparation: each row's image decoded and resized; on a GPU, the next window started on
+/// the pool before this one is waited for ([`WindowDecoder`]).
 struct Decoding {
     column: String,
     decoder: WindowDecoder,
+    /// Whether to start windows ahead: on a GPU only. On the CPU decoding shares the cores with
+    /// the model, so starting early only competes with it: ResNet-18 bf16 on 2 cores, six
+    /// alternating runs of 1024 images, took a median 14.5 s with it against 14.1 s without.
+    start_ahead: bool,
 }
 
 impl Decoding {
@@ -112,7 +117,7 @@ impl Prepare for Decoding {
 
     fn look_ahead(&mut self, next: &RecordBatch, first_row: u64) {
         // A missing column fails in `prepare`, with its message.
-        if let Ok(images) = self.column(next) {
+        if let (true, Ok(images)) = (self.start_ahead, self.column(next)) {
             self.decoder.start(first_row, images.clone());
         }
     }
