@@ -4,12 +4,14 @@
 //!
 //! - **free**: every image decoded and resized by a rayon pool of that size, each thread into its
 //!   own buffer, no other work: the machine's ceiling;
-//! - **windows one at a time**: windows of `--window` images into a window buffer used again
-//!   from window to window (as `window_buffers.rs` does), one window after the other (the next
-//!   starts when the slowest image of this one is done), so its ratio to free is what that
-//!   barrier costs;
-//! - **next window started ahead**: as a run prepares them (`window_decode.rs`): the next
-//!   window handed to the pool before this one is waited for, from a thread outside the pool.
+//! - **windows one at a time**: windows of `--window` images decoded by the plugin's
+//!   `WindowDecoder` into window buffers used again from window to window, one window after
+//!   the other (the next starts when the slowest image of this one is done), as a CPU run
+//!   decodes, so its ratio to free is what that barrier costs;
+//! - **next window started ahead**: the same, with the next window handed to the pool before
+//!   this one is waited for, as a GPU run decodes.
+//!
+//! Both are called from this thread, outside the pool, as a run's preparing thread calls them.
 //!
 //! and once, on one thread, the Parquet read of the image column in batches of `--window` rows
 //! (the preparing thread reads the input between windows).
@@ -99,11 +101,10 @@ fn main() -> Result<()> {
     for &n in &threads {
         let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(n).build()?);
         let free = pool.install(|| rate(seconds, || free_pass(&images)))?;
-        let windowed = pool.install(|| rate(seconds, || windowed_pass(&images, window)))?;
-        // From this thread, outside the pool, as the run's preparing thread calls it.
         let mut decoder = WindowDecoder::new(Limits::default(), Transform::IMAGENET, WindowBuffers::new(Device::Cpu))
             .in_pool(pool.clone());
-        let ahead = rate(seconds, || ahead_pass(&windows, &mut decoder))?;
+        let windowed = rate(seconds, || windows_pass(&windows, &mut decoder, false))?;
+        let ahead = rate(seconds, || windows_pass(&windows, &mut decoder, true))?;
         println!(
             "| {n} | {free:.0} | {:.0} | {windowed:.0} | {:.2} | {ahead:.0} | {:.2} |",
             free / n as f64,
@@ -153,28 +154,12 @@ fn free_pass(images: &[Vec<u8>]) -> Result<usize> {
     Ok(images.len())
 }
 
-/// Windows decoded one at a time: each window's images into a window buffer, the next window
-/// only once the slowest image of this one is done (the vision plugin before window_decode.rs).
-fn windowed_pass(images: &[Vec<u8>], window: usize) -> Result<usize> {
-    let transform = Transform::IMAGENET;
-    let mut buffer = vec![0u8; window * transform.pixels()];
-    for chunk in images.chunks(window) {
-        let pixels = &mut buffer[..chunk.len() * transform.pixels()];
-        pixels
-            .par_chunks_mut(transform.pixels())
-            .zip(chunk.par_iter())
-            .try_for_each(|(out, bytes)| resize_into(bytes, out, &Limits::default(), &transform))?;
-        std::hint::black_box(&*pixels);
-    }
-    Ok(images.len())
-}
-
-/// What the vision plugin's preparation does (plugins/vision/src/window_decode.rs): each window
-/// decoded into a window buffer, the next one started on the pool before this one is waited for.
-fn ahead_pass(windows: &[ArrayRef], decoder: &mut WindowDecoder) -> Result<usize> {
+/// Every window decoded as the vision plugin does (plugins/vision/src/window_decode.rs), with
+/// the next one started on the pool before this one is waited for when `ahead`.
+fn windows_pass(windows: &[ArrayRef], decoder: &mut WindowDecoder, ahead: bool) -> Result<usize> {
     let mut done = 0;
     for (k, images) in windows.iter().enumerate() {
-        if let Some(next) = windows.get(k + 1) {
+        if let (true, Some(next)) = (ahead, windows.get(k + 1)) {
             decoder.start(k as u64 + 1, next.clone());
         }
         let decoded = decoder.finish(k as u64, images)?;

@@ -1,6 +1,6 @@
 //! The plugin's preprocessing on a device against the reference: each JPEG resized on the CPU,
-//! normalised on `--device` exactly as a run does (`WindowBuffers`, `Normalizer`), read back and compared bit for
-//! bit with torchvision + Pillow's floats. The parity test does this on the CPU; this is the same
+//! normalised on `--device` exactly as a run does (`WindowBuffers`, `Normalizer`), read back and
+//! compared bit for bit with torchvision + Pillow's floats. The parity test does this on the CPU; this is the same
 //! check for a GPU (the GPU check runs it), where libtorch's kernels are different code.
 //!
 //!   device_preprocess --images DIR --reference preprocessed.f32 [--device cuda:0]

@@ -8,7 +8,7 @@
 //! waited for ([`WindowDecoder::finish`]), so a thread with nothing left of this window takes
 //! images of the next. The pool still does the current window first: a rayon thread looks for
 //! work in the current window's split tasks before it takes the started job from the pool's
-//! queue. A run starts windows ahead on a GPU only (see `pipeline.rs`).
+//! queue. A run starts windows ahead on a GPU only (the SDK's pipeline shows the next window there).
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
