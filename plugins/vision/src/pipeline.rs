@@ -88,12 +88,6 @@ struct Image {
     slot: usize,
 }
 
-impl Image {
-    fn pixels(&self, per_image: usize) -> &[u8] {
-        &self.pixels.bytes()[self.slot * per_image..(self.slot + 1) * per_image]
-    }
-}
-
 /// The preparation: each row's image decoded and resized; on a GPU, the next window started on
 /// the pool before this one is waited for ([`WindowDecoder`]).
 struct Decoding {
@@ -142,21 +136,25 @@ struct Images<'m> {
 
 impl Embed<Image> for Images<'_> {
     fn embed(&mut self, rows: &[&Image]) -> Result<Tensor> {
-        let size = self.model.transform.size;
+        let size = self.model.transform.size as i64;
         let per_image = self.model.transform.pixels();
-        let shape = [rows.len() as i64, size as i64, size as i64, 3];
-        // Usually a chunk is a run of consecutive slots of one buffer, which goes to the device
-        // as it is (on CUDA, an asynchronous copy from pinned memory; on the CPU, a view). Rows
-        // left out of a window (bad images) make a gap: those chunks are gathered first.
+        // A chunk's rows are slots of one window's buffer. The slots from its lowest to its
+        // highest go to the device as they are (on CUDA, an asynchronous copy from pinned
+        // memory; on the CPU, a view), and usually that is the chunk. Rows left out of the
+        // window (bad images) leave gaps, whose bytes travel too and are dropped there: a gather
+        // on the host would be a synchronous copy on this thread, with the device waiting.
         let first = rows[0];
-        let consecutive =
-            rows.iter().enumerate().all(|(k, r)| Arc::ptr_eq(&r.pixels, &first.pixels) && r.slot == first.slot + k);
-        let bytes = if consecutive {
-            first.pixels.to_device(first.slot * per_image..(first.slot + rows.len()) * per_image)
-        } else {
-            let gathered: Vec<u8> = rows.iter().flat_map(|r| r.pixels(per_image)).copied().collect();
-            Tensor::from_slice(&gathered).to_device(self.device)
-        };
-        Ok(self.model.forward(&self.normalizer.apply(&bytes.view(shape))))
+        if !rows.iter().all(|r| Arc::ptr_eq(&r.pixels, &first.pixels)) {
+            bail!("a chunk's images come from more than one window");
+        }
+        let low = rows.iter().map(|r| r.slot).min().expect("a chunk has rows");
+        let high = rows.iter().map(|r| r.slot).max().expect("a chunk has rows") + 1;
+        let bytes = first.pixels.to_device(low * per_image..high * per_image);
+        let mut images = bytes.view([(high - low) as i64, size, size, 3]);
+        if rows.iter().enumerate().any(|(k, r)| r.slot != low + k) {
+            let offsets: Vec<i64> = rows.iter().map(|r| (r.slot - low) as i64).collect();
+            images = images.index_select(0, &Tensor::from_slice(&offsets).to_device(self.device));
+        }
+        Ok(self.model.forward(&self.normalizer.apply(&images)))
     }
 }

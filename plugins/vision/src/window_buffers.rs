@@ -35,8 +35,8 @@ impl WindowBuffers {
 
     /// A buffer of at least `len` bytes, of which the window uses the first `len`: a returned
     /// one if large enough, else a new one. A returned buffer's bytes are left as they were
-    /// (every image slot is written before it is read; a failed image's slot is never read), so
-    /// taking one costs no pass over its bytes.
+    /// (every image slot is written before it is used; a failed image's slot is at most copied
+    /// along with its neighbours, and dropped unused), so taking one costs no pass over its bytes.
     pub fn take(&self, len: usize) -> WindowPixels {
         let returned = self.kept.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let bytes = returned.filter(|b| b.len() >= len).unwrap_or_else(|| StagingBytes::new(len, self.device));
