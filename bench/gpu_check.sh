@@ -21,10 +21,11 @@
 #    pipeline's own span (first window to last emit: the feeding, without start-up), with the
 #    seconds outside it, cores, peak RSS and peak GPU memory. MODELS, PRECISIONS and BATCH
 #    override the defaults.
-# 4. Text (bench/text_gpu.py): deepembed's whole command and its pipeline against transformers
-#    loops at the same precision (padding to 256; sorted, padding to the longest, also with
-#    cuDNN's attention off; the model alone), MiniLM- and BERT-base-sized models, TEXTS (default
-#    20000) notes of median ~31 tokens, batch 64, fp32 and fp16.
+# 4. Text (bench/text_gpu.py): deepembed's whole command and its pipeline (in half precision also
+#    with cuDNN's attention first, libtorch's own order) against transformers loops at the same
+#    precision (padding to 256; sorted, padding to the longest, also with cuDNN's attention off;
+#    the model alone), MiniLM- and BERT-base-sized models, TEXTS (default 20000) notes of median
+#    ~31 tokens, batch 64, fp32 and fp16.
 # 5. Tabular (bench/gandalf_gpu.py), when GANDALF_MODEL names a trained benchmark GANDALF
 #    directory: GANDALF_ROWS (default 1M) rows on the GPU and on the CPU.
 # 6. Drift against fp32 (bench/precision_drift.py) of each of DRIFT_PRECISIONS (default fp16 and

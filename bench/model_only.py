@@ -47,6 +47,9 @@ def library_env(python, device):
     env["LD_LIBRARY_PATH"] = lib + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
     if device.startswith("cuda"):
         env["LD_PRELOAD"] = os.path.join(lib, "libtorch_cuda.so")
+    # The attention kernels' order the host sets for itself (host/src/device.rs), so that the
+    # example runs ViT's attention on the same kernel as the whole command.
+    env.setdefault("TORCH_CUDNN_SDPA_DEPRIORITIZED", "1")
     return env
 
 

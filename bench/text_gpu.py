@@ -9,8 +9,10 @@ where the model's thread spent that time) beside transformers loops over the sam
 timed over the loop alone (model loaded, warmed up): DeepTune's (padding every batch to 256,
 fp32), one that sorts the texts by length and pads each batch to its longest, and the model alone
 (that sorted loop's batches tokenized and on the device before the clock starts). fp16 and bf16
-loops run under torch.autocast, as deepembed does; for them the sorted loop runs a second time
-with cuDNN's attention backend off.
+loops run under torch.autocast, as deepembed does; for them, on CUDA, the sorted loop runs a
+second time with cuDNN's attention backend off, and deepembed a second time with cuDNN's attention
+first (TORCH_CUDNN_SDPA_DEPRIORITIZED=0: libtorch 2.11's own order on Hopper; deepembed puts it
+last by default, host/src/device.rs).
 
 Usage: text_gpu.py --deepembed BIN --work DIR [--texts 20000] [--batch_size 64] [--device cuda:0]
                    [--precisions fp32,fp16]
@@ -18,6 +20,7 @@ Usage: text_gpu.py --deepembed BIN --work DIR [--texts 20000] [--batch_size 64] 
 
 import argparse
 import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -106,13 +109,15 @@ def python_loops(model_dir: Path, texts: list, batch: int, device: str, precisio
     return rates
 
 
-def deepembed_rate(deepembed: str, data: Path, model_dir: Path, batch: int, device: str, precision: str, out: Path, n: int):
+def deepembed_rate(deepembed: str, data: Path, model_dir: Path, batch: int, device: str, precision: str, out: Path, n: int,
+                   env=None):
     """texts/s of the whole command, and of its pipeline (first window to last emit, from the
     closing log line) with that line's split of the model's thread."""
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     run = subprocess.run([deepembed, "embed", "mbert", "--df", str(data), "--model_weights", str(model_dir), "--batch_size", str(batch),
-                          "--device", device, "--precision", precision, "--out", str(out)], capture_output=True, text=True)
+                          "--device", device, "--precision", precision, "--out", str(out)], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
     whole = n / (time.perf_counter() - start)
     if run.returncode != 0:
         sys.exit(f"deepembed failed:\n{run.stderr[-3000:]}")
@@ -138,8 +143,9 @@ def main():
     texts = pd.read_parquet(data)["text"].tolist()
     print(f"{args.texts} texts, batch {args.batch_size}, device {args.device}; Python loops timed without start-up or model load\n")
     print("| model | precision | deepembed (whole command) | deepembed pipeline | model's thread: rows/send/device/emit (s) "
-          "| Python, pad to 256 (fp32) | Python, sorted, pad to longest | the same, cuDNN attention off | model alone |")
-    print("|---|---|---:|---:|---|---:|---:|---:|---:|")
+          "| deepembed, cuDNN attention first | Python, pad to 256 (fp32) | Python, sorted, pad to longest "
+          "| the same, cuDNN attention off | model alone |")
+    print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|")
     for name in SHAPES:
         model_dir = make_model(work, name, texts)
         pad256 = None
@@ -148,8 +154,12 @@ def main():
             pad256 = loops.get("pad256", pad256)
             whole, piped, split = deepembed_rate(args.deepembed, data, model_dir, args.batch_size, args.device, precision,
                                                  work / "out", args.texts)
+            cudnn_first = None
+            if precision in HALF and args.device.startswith("cuda"):
+                cudnn_first, _, _ = deepembed_rate(args.deepembed, data, model_dir, args.batch_size, args.device, precision,
+                                                   work / "out", args.texts, env={"TORCH_CUDNN_SDPA_DEPRIORITIZED": "0"})
             fmt = lambda v: f"{v:.0f}" if v else "-"  # noqa: E731
-            print(f"| {name} | {precision} | {whole:.0f} | {fmt(piped)} | {split} | {fmt(pad256)} | {fmt(loops['sorted'])} "
+            print(f"| {name} | {precision} | {whole:.0f} | {fmt(piped)} | {split} | {fmt(cudnn_first)} | {fmt(pad256)} | {fmt(loops['sorted'])} "
                   f"| {fmt(loops.get('sorted_no_cudnn'))} | {fmt(loops['model'])} |", flush=True)
 
 if __name__ == "__main__":

@@ -49,6 +49,28 @@ pub fn resolve(spec: &str) -> Result<Device> {
     }
 }
 
+/// libtorch's switch that puts cuDNN's fused attention last among its attention kernels.
+const CUDNN_ATTENTION_LAST: &str = "TORCH_CUDNN_SDPA_DEPRIORITIZED";
+
+/// Asks libtorch to try its flash and memory-efficient attention kernels before cuDNN's, unless
+/// the user set the switch. Call it first thing in `main`, while the process has one thread:
+/// changing the environment races with any other thread reading it.
+///
+/// Since 2.11, libtorch tries cuDNN's kernel first for fp16 and bf16 on Hopper and Blackwell
+/// GPUs (`check_prefer_cudnn_attention` in its `sdp_utils.cpp`), and cuDNN builds an execution
+/// plan for every new shape of the inputs, reported to take up to hundreds of milliseconds.
+/// Texts sorted by length give almost every batch a new sequence length: on an H200, an
+/// all-MiniLM-L6-v2-sized model ran at 2,577 texts/s in fp16 against 8,312 in fp32
+/// (docs/BENCHMARKS.md; the GPU check's text table runs deepembed both ways). Models whose shapes
+/// never change (ViT) get flash attention instead, the default of earlier releases. libtorch
+/// reads the switch once, at the first attention on a GPU; `TORCH_CUDNN_SDPA_DEPRIORITIZED=0`
+/// keeps cuDNN first.
+pub fn put_cudnn_attention_last() {
+    if std::env::var_os(CUDNN_ATTENTION_LAST).is_none() {
+        std::env::set_var(CUDNN_ATTENTION_LAST, "1");
+    }
+}
+
 /// Loads libtorch's CUDA library, then counts the devices libtorch can use.
 fn cuda_devices() -> Result<usize, String> {
     load_cuda_library()?;

@@ -33,6 +33,7 @@ use serde_json::{json, Value};
 use loader::Discovery;
 
 fn main() -> ExitCode {
+    device::put_cudnn_attention_last();
     let argv: Vec<_> = std::env::args_os().collect();
     let quiet = argv.iter().any(|a| a == "--quiet" || a == "-q");
     logger::init(quiet);
