@@ -24,7 +24,6 @@ mod writer;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use deepembed_sdk::{Device, DeviceKind, InputSpec, OnError, Precision, RunSettings};
@@ -32,23 +31,27 @@ use serde_json::{json, Value};
 
 use loader::Discovery;
 
-fn main() -> ExitCode {
+fn main() {
     device::put_cudnn_attention_last();
     let argv: Vec<_> = std::env::args_os().collect();
     let quiet = argv.iter().any(|a| a == "--quiet" || a == "-q");
     logger::init(quiet);
     signals::install();
-    match run_cli(argv) {
-        Ok(()) => ExitCode::SUCCESS,
+    let status = match run_cli(argv) {
+        Ok(()) => 0,
         Err(_) if signals::interrupted() => {
             log::error!("interrupted");
-            ExitCode::from(signals::EXIT_STATUS)
+            signals::EXIT_STATUS
         }
         Err(e) => {
             log::error!("{e:#}");
-            ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Everything is written, closed and reported by now (the writer thread is joined within
+    // the run), so the C++ libraries' teardown can be skipped: libtorch's alone takes about
+    // 0.1 s, deregistering its operators.
+    deepembed_sdk::abi::exit::exit_without_teardown(status)
 }
 
 fn run_cli(argv: Vec<std::ffi::OsString>) -> Result<()> {

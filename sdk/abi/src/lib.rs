@@ -2,9 +2,9 @@
 //!
 //! This is the one deepembed crate that holds `unsafe` code, each block with the invariant that
 //! makes it sound: the host-plugin boundary in [`boundary`], in [`autocast`] the libtorch
-//! autocast switches tch does not bind, and in [`staging`] byte buffers that Rust code fills and
-//! a device copies from. Everything else here is plain data that crosses the
-//! boundary:
+//! autocast switches tch does not bind, in [`staging`] byte buffers that Rust code fills and a
+//! device copies from, and in [`exit`] ending the process without libtorch's teardown.
+//! Everything else here is plain data that crosses the boundary:
 //!
 //! - [`PluginMod`], the root module a plugin library exports: an abi_stable prefix type whose
 //!   layout abi_stable checks at load time. [`SDK_ABI_VERSION`] covers changes of meaning that
@@ -19,6 +19,7 @@
 
 pub mod autocast;
 mod boundary;
+pub mod exit;
 pub mod manifest;
 mod settings;
 pub mod staging;
