@@ -10,7 +10,8 @@ Prints one Markdown table: model, precision, batch, model-only rows/s, end-to-en
 ratio, the pipeline's own rows/s and ratio (the model's thread from its first window to its last
 emit, from the pipeline's closing log line: what feeding the model achieves, without start-up),
 the seconds outside the pipeline (process start, plugin and libtorch loading, device and model
-set-up, closing the output), cores, peak RSS of the end-to-end command, and (on CUDA) the peak GPU
+set-up, closing the output) and where they went (the host's timeline at DEEPEMBED_LOG=debug),
+cores, peak RSS of the end-to-end command, and (on CUDA) the peak GPU
 memory in use.
 """
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Optional
 from pathlib import Path
 
-from runner import run_measured
+from runner import run_measured, start_up
 
 HERE = Path(__file__).resolve().parent
 
@@ -67,6 +68,10 @@ def end_to_end(deepembed, data, model, weights, batch, device, precision, out, e
     cores it kept busy on average (CPU time over wall time: far below the cores it has, while
     the model waits, means decoding does not scale)."""
     shutil.rmtree(out, ignore_errors=True)
+    # As a user runs it: the host loads libtorch's CUDA library itself (no LD_PRELOAD, which the
+    # example needs), and logs its timeline.
+    env = {k: v for k, v in env.items() if k != "LD_PRELOAD"}
+    env["DEEPEMBED_LOG"] = "debug"
     cmd = [deepembed, "embed", "vision", "--df", data, "--model_version", model, "--model_weights", weights,
            "--batch_size", str(batch), "--device", device, "--precision", precision, "--out", str(out)]
     run = run_measured(cmd, env, gpu=device.startswith("cuda"))
@@ -81,7 +86,7 @@ def end_to_end(deepembed, data, model, weights, batch, device, precision, out, e
     split = "/".join(stages.group(i) for i in (1, 3, 4, 5)) if stages else "?"
     return Run(rows / run.seconds, rows / pipeline if pipeline else None,
                run.seconds - pipeline if pipeline else None, run.rss_mib, run.peak_gpu_mib,
-               stages.group(2) if stages else "?", split, run.cpu_seconds / run.seconds)
+               stages.group(2) if stages else "?", split, run.cpu_seconds / run.seconds, start_up(run.seconds, run.stderr))
 
 
 @dataclass
@@ -95,6 +100,8 @@ class Run:
     # Seconds of the model's thread: waiting for rows / sending / reading back / emitting.
     split: str
     cores_busy: float
+    # Seconds before main/to inputs/model/first window/end (runner.start_up).
+    start_up: str
 
 
 def main():
@@ -117,8 +124,8 @@ def main():
 
     print(f"machine: {platform.machine()}, {cores} cores, {platform.platform()}; device {args.device}; "
           f"{args.images} JPEGs of 400x300 to 640x480; medians of {args.rounds} alternating rounds\n")
-    print("| model | precision | batch | model-only rows/s | end-to-end rows/s | ratio | pipeline rows/s | pipeline ratio | outside the pipeline (s) | model waited | model's thread: rows/send/device/emit (s) | cores | cores busy | peak RSS (MiB) | peak GPU memory (MiB) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | precision | batch | model-only rows/s | end-to-end rows/s | ratio | pipeline rows/s | pipeline ratio | outside the pipeline (s) | start-up: before main/to inputs/model/first window/end (s) | model waited | model's thread: rows/send/device/emit (s) | cores | cores busy | peak RSS (MiB) | peak GPU memory (MiB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model in args.models.split(","):
         made = subprocess.run([sys.executable, HERE / "make_dataset.py", work, str(args.images), model],
                               check=True, capture_output=True, text=True)
@@ -138,9 +145,10 @@ def main():
             gpu_text = f"{max(gpu)}" if gpu else "-"
             waited = "/".join(r.waited + "%" for r in runs)
             split = ", ".join(r.split for r in runs)
+            start = ", ".join(r.start_up for r in runs)
             busy = statistics.median(r.cores_busy for r in runs)
             rss = max(r.rss_mib for r in runs)
-            print(f"| {model} | {precision} | {args.batch_size} | {a:.1f} | {w:.1f} | {w / a:.2f} | {p_text} | {o_text} | {waited} | {split} | {cores} | {busy:.1f} | {rss:.0f} | {gpu_text} |",
+            print(f"| {model} | {precision} | {args.batch_size} | {a:.1f} | {w:.1f} | {w / a:.2f} | {p_text} | {o_text} | {start} | {waited} | {split} | {cores} | {busy:.1f} | {rss:.0f} | {gpu_text} |",
                   flush=True)
 
 if __name__ == "__main__":

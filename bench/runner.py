@@ -6,6 +6,7 @@ it (libtorch's CUDA warnings did exactly that once).
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,3 +67,41 @@ def run_measured(cmd, env=None, gpu=False) -> Measured:
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"command failed: {' '.join(map(str, cmd))}\n{err}")
     return Measured(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, peak_gpu, err)
+
+
+# The host's log lines that mark where start-up goes, at DEEPEMBED_LOG=debug (each line then
+# starts with the seconds since main began).
+MILESTONES = {
+    "inputs open": r"\] \S+: \d+ rows from ",
+    "pipeline starts": r"pipeline: starting",
+    "first window": r"pipeline: first window prepared",
+    "pipeline ends": r"pipeline: preparing ",
+    "exit": r"exiting with status",
+}
+
+
+def start_up(seconds: float, stderr: str) -> str:
+    """Where a run's time outside its pipeline went, from its wall `seconds` and its
+    DEEPEMBED_LOG=debug log, as seconds
+    "before main/to inputs/model/first window/end": before main (process start and loading
+    libtorch, from the wall time), to the inputs opened (plugins, the device: loading CUDA), the
+    model loaded, the first window prepared, and from the pipeline's end to exit (closing the
+    output). "?" where a line is missing."""
+    at = {}
+    for line in stderr.splitlines():
+        m = re.match(r"\s*([0-9.]+) s ", line)
+        if not m:
+            continue
+        for name, pattern in MILESTONES.items():
+            if name not in at and re.search(pattern, line):
+                at[name] = float(m.group(1))
+    if "exit" not in at:
+        return "?"
+
+    def span(a, b):
+        return f"{at[b] - at[a]:.2f}" if a in at and b in at else "?"
+
+    at["main"] = 0.0
+    before_main = f"{seconds - at['exit']:.2f}"
+    return "/".join([before_main, span("main", "inputs open"), span("inputs open", "pipeline starts"),
+                     span("pipeline starts", "first window"), span("pipeline ends", "exit")])

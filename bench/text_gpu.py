@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_text_dataset import write_corpus  # noqa: E402
+from runner import start_up  # noqa: E402
 
 SHAPES = {
     "all-MiniLM-L6-v2-sized": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
@@ -112,21 +113,22 @@ def python_loops(model_dir: Path, texts: list, batch: int, device: str, precisio
 def deepembed_rate(deepembed: str, data: Path, model_dir: Path, batch: int, device: str, precision: str, out: Path, n: int,
                    env=None):
     """texts/s of the whole command, and of its pipeline (first window to last emit, from the
-    closing log line) with that line's split of the model's thread."""
+    closing log line) with that line's split of the model's thread, and where start-up went
+    (runner.start_up)."""
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     run = subprocess.run([deepembed, "embed", "mbert", "--df", str(data), "--model_weights", str(model_dir), "--batch_size", str(batch),
                           "--device", device, "--precision", precision, "--out", str(out)], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})})
-    whole = n / (time.perf_counter() - start)
+                         env={**os.environ, "DEEPEMBED_LOG": "debug", **(env or {})})
+    seconds = time.perf_counter() - start
+    whole = n / seconds
     if run.returncode != 0:
         sys.exit(f"deepembed failed:\n{run.stderr[-3000:]}")
     stages = re.search(r"waited ([0-9.]+) s for prepared rows \(([0-9]+)%\), sent chunks ([0-9.]+) s, "
                        r"read back ([0-9.]+) s \(waiting for the device\), emitted ([0-9.]+) s", run.stderr)
-    if not stages:
-        return whole, None, "?"
-    span = sum(float(stages.group(i)) for i in (1, 3, 4, 5))
-    return whole, n / span, "/".join(stages.group(i) for i in (1, 3, 4, 5))
+    split = "/".join(stages.group(i) for i in (1, 3, 4, 5)) if stages else "?"
+    piped = n / sum(float(stages.group(i)) for i in (1, 3, 4, 5)) if stages else None
+    return whole, piped, f"{split}; start-up {start_up(seconds, run.stderr)}"
 
 
 def main():
@@ -142,7 +144,7 @@ def main():
     data = write_corpus(work, args.texts)
     texts = pd.read_parquet(data)["text"].tolist()
     print(f"{args.texts} texts, batch {args.batch_size}, device {args.device}; Python loops timed without start-up or model load\n")
-    print("| model | precision | deepembed (whole command) | deepembed pipeline | model's thread: rows/send/device/emit (s) "
+    print("| model | precision | deepembed (whole command) | deepembed pipeline | model's thread: rows/send/device/emit (s); start-up: before main/to inputs/model/first window/end (s) "
           "| deepembed, cuDNN attention first | Python, pad to 256 (fp32) | Python, sorted, pad to longest "
           "| the same, cuDNN attention off | model alone |")
     print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|")

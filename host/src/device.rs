@@ -82,7 +82,9 @@ fn cuda_devices() -> Result<usize, String> {
             .unwrap_or_else(|| "no driver, or CUDA_VISIBLE_DEVICES hides them".into());
         return Err(format!("libtorch sees no usable CUDA device: {why}"));
     }
-    Ok(tch::Cuda::device_count().max(0) as usize)
+    let count = tch::Cuda::device_count().max(0) as usize;
+    log::debug!("libtorch's CUDA library loaded; {count} CUDA device(s)");
+    Ok(count)
 }
 
 /// The linker's `--as-needed` drops `libtorch_cuda.so` from the binary and every plugin, since

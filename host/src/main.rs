@@ -51,11 +51,13 @@ fn main() {
     // Everything is written, closed and reported by now (the writer thread is joined within
     // the run), so the C++ libraries' teardown can be skipped: libtorch's alone takes about
     // 0.1 s, deregistering its operators.
+    log::debug!("exiting with status {status}");
     deepembed_sdk::abi::exit::exit_without_teardown(status)
 }
 
 fn run_cli(argv: Vec<std::ffi::OsString>) -> Result<()> {
     let discovery = loader::discover(&cli::prescan_plugin_paths(&argv));
+    log::debug!("{} plugin(s) loaded", discovery.plugins.len());
     // `embed --model PACK/MODEL` becomes the pack's plugin command before clap reads it.
     let (argv, pack) = packs::resolve_model(argv, &discovery)?;
     let matches = cli::build(&discovery).get_matches_from(argv);

@@ -103,6 +103,7 @@ pub fn run<P: Prepare>(
     };
     // `ahead - 1` windows wait in the channel and one more in the preparer's blocked send: at most
     // `ahead` windows prepared and not yet taken by the model.
+    log::debug!("pipeline: starting (the model is loaded)");
     let (tx, rx) = sync_channel::<Result<Window<P::Row>>>(windows_ahead(ctx.device()) - 1);
     let ahead = looks_ahead(ctx.device());
     let reader = thread::Builder::new().name("prepare".into()).spawn(move || {
@@ -281,6 +282,9 @@ fn consume<Row>(
             bail!("interrupted");
         }
         let window = window?;
+        if seq == 0 {
+            log::debug!("pipeline: first window prepared ({} rows)", window.rows.len());
+        }
         let mut kept: Vec<u32> = Vec::with_capacity(window.rows.len());
         for (i, row) in window.rows.iter().enumerate() {
             match row {

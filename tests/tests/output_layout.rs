@@ -257,3 +257,67 @@ fn an_interrupted_run_leaves_nothing_behind() {
         assert!(left.is_empty(), "SIG{signal} left {left:?} behind");
     }
 }
+
+/// At DEEPEMBED_LOG=debug the log is the run's timeline: every line starts with the seconds since
+/// the command started, never going back, through the milestones the benchmarks read.
+#[test]
+fn a_debug_log_is_a_timeline_of_the_run() {
+    let out = scratch("timeline");
+    let dir = fixtures().join("vision");
+    let df = dir.join("images.parquet");
+    let home = dir.join("torch_home");
+    let run = deepembed_env(
+        &[
+            "embed",
+            "vision",
+            "--df",
+            df.to_str().unwrap(),
+            "--model_version",
+            "resnet18",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("TORCH_HOME", home.to_str().unwrap()), ("DEEPEMBED_LOG", "debug")],
+    );
+    let log = stderr(&run);
+    assert!(run.status.success(), "{log}");
+    let mut last = 0.0f64;
+    let mut seen = Vec::new();
+    for line in log.lines() {
+        let (seconds, rest) = line.trim_start().split_once(" s [").unwrap_or_else(|| panic!("no time on: {line}"));
+        let seconds: f64 = seconds.parse().unwrap_or_else(|_| panic!("not seconds: {line}"));
+        assert!(seconds >= last, "time goes back at: {line}");
+        last = seconds;
+        for milestone in ["plugin(s) loaded", "rows from", "pipeline: starting", "first window prepared", "exiting"] {
+            if rest.contains(milestone) {
+                seen.push(milestone);
+            }
+        }
+    }
+    assert_eq!(
+        seen,
+        ["plugin(s) loaded", "rows from", "pipeline: starting", "first window prepared", "exiting"],
+        "{log}"
+    );
+
+    // At the default level, no times.
+    let plain = deepembed_env(
+        &[
+            "embed",
+            "vision",
+            "--df",
+            df.to_str().unwrap(),
+            "--model_version",
+            "resnet18",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("TORCH_HOME", home.to_str().unwrap())],
+    );
+    assert!(plain.status.success());
+    assert!(stderr(&plain).lines().all(|l| l.starts_with('[') || l.starts_with("warning")), "{}", stderr(&plain));
+}
