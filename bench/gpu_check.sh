@@ -17,12 +17,13 @@
 #    next started ahead (as a run decodes), and the Parquet read on one thread. It tells a
 #    machine that does not scale (shared cores, hyperthreads) from a pipeline that does not.
 # 3. The table (bench/model_only.py): per model and precision, the model alone on random tensors
-#    against the whole command on `images` JPEGs (default 20480, about 500x375), and against the
-#    pipeline's own span (first window to last emit: the feeding, without start-up), with the
-#    seconds outside it and where they went (the host's DEEPEMBED_LOG=debug timeline: before
-#    main, to the inputs opened with CUDA loaded, the model, the first window, the end), cores,
-#    peak RSS and peak GPU memory. MODELS, PRECISIONS and BATCH
-#    override the defaults.
+#    against the whole command on `images` JPEGs (default 20480, about 500x375; read up to 4 times
+#    over, so that the model alone would take MODEL_SECONDS, default 8, and start-up, about a
+#    second, is a small part of the run), and against the pipeline's own span (first window to
+#    last emit: the feeding, without start-up), with the seconds outside it and where they went
+#    (the host's DEEPEMBED_LOG=debug timeline: before main, to the inputs opened with CUDA
+#    loaded, the model, the first window, the end), cores, peak RSS and peak GPU memory. MODELS,
+#    PRECISIONS and BATCH override the defaults.
 # 4. Text (bench/text_gpu.py): deepembed's whole command and its pipeline (in half precision also
 #    with cuDNN's attention first, libtorch's own order) against transformers loops at the same
 #    precision (padding to 256; sorted, padding to the longest, also with cuDNN's attention off;
@@ -92,7 +93,8 @@ decoding() {
 
 vision_table() {
     "$py" "$here/model_only.py" --deepembed "$bin" --example "$example" --work "$work" --images "$images" \
-        --models "$models" --precisions "$precisions" --batch_size "$batch" --device "$device" --rounds 1 --seconds 8
+        --models "$models" --precisions "$precisions" --batch_size "$batch" --device "$device" --rounds 1 --seconds 8 \
+        --model_seconds "${MODEL_SECONDS:-8}" --max_copies 4
 }
 
 text() {
