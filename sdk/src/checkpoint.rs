@@ -172,7 +172,8 @@ impl StateDict {
                         mismatched.push(format!("{name}: file has {:?}, model needs {:?}", t.size(), var.size()))
                     }
                     Some(t) => {
-                        var.f_copy_(&t.to_kind(var.kind()).to_device(var.device()))?;
+                        // `copy_` crosses devices itself: no temporary copy on the device.
+                        var.f_copy_(&t.to_kind(var.kind()))?;
                     }
                 }
             }

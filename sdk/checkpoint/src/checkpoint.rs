@@ -38,8 +38,9 @@ enum Source {
         /// Storages that several tensors share, once read.
         cache: RefCell<HashMap<String, Vec<u8>>>,
     },
-    /// A safetensors file, in memory; per tensor name, the byte range of its data.
-    SafeTensors { bytes: Vec<u8>, ranges: HashMap<String, (usize, usize)> },
+    /// A safetensors file; per tensor name, the byte range of its data in the file, read as the
+    /// tensor is asked for (one copy, and never the whole file in memory at once).
+    SafeTensors { file: RefCell<Box<dyn ReadSeek>>, ranges: HashMap<String, (u64, u64)> },
 }
 
 impl Checkpoint {
@@ -57,8 +58,8 @@ impl Checkpoint {
         Self::open_reader(name, Cursor::new(bytes))
     }
 
-    /// [`Checkpoint::open`] for any seekable reader (from its start). A safetensors file is read
-    /// into memory whole; a torch archive is read by entry, as tensors are asked for.
+    /// [`Checkpoint::open`] for any seekable reader (from its start). A torch archive is read by
+    /// entry and a safetensors file by tensor, as tensors are asked for.
     pub fn open_reader<R: Read + Seek + Send + 'static>(name: &str, reader: R) -> Result<Checkpoint> {
         Self::open_boxed(Box::new(reader)).map_err(|e| e.in_file(name)).map(|(root, source)| Checkpoint {
             name: name.to_string(),
@@ -79,9 +80,7 @@ impl Checkpoint {
                 "this is a legacy (before PyTorch 1.6) torch.save file, which is not supported; re-save it with a current torch.save".into(),
             ))
         } else if magic.len() == 8 {
-            let mut bytes = Vec::new();
-            reader.read_to_end(&mut bytes).map_err(io)?;
-            open_safetensors(bytes)
+            open_safetensors(reader)
         } else {
             Err(Error::Format("not a PyTorch zip checkpoint nor a safetensors file".into()))
         }
@@ -146,23 +145,26 @@ impl Checkpoint {
                 let needed = needed.max(view.needed_bytes);
                 let entry = format!("{prefix}data/{key}");
                 let bytes = read_storage(&mut archive.borrow_mut(), &entry, &t.storage, dtype, needed)?;
-                let data = view.gather(&bytes);
                 if refs > 1 {
+                    let data = view.gather(&bytes);
                     cache.borrow_mut().insert(key.clone(), bytes);
+                    return Ok(RawTensor { dtype, shape, data });
                 }
-                Ok(RawTensor { dtype, shape, data })
+                Ok(RawTensor { dtype, shape, data: view.take(bytes) })
             }
-            Source::SafeTensors { bytes, ranges } => {
+            Source::SafeTensors { file, ranges } => {
                 let &(start, end) = ranges
                     .get(key)
                     .ok_or_else(|| Error::Storage { key: key.clone(), msg: "is not in the file".into() })?;
-                if (end - start) as u64 != t.storage.numel.saturating_mul(dtype.size() as u64) {
+                if end - start != t.storage.numel.saturating_mul(dtype.size() as u64) {
                     return Err(Error::Storage {
                         key: key.clone(),
                         msg: format!("holds {} bytes, not {} {dtype:?} elements", end - start, t.storage.numel),
                     });
                 }
-                Ok(RawTensor { dtype, shape, data: view.gather(&bytes[start..end]) })
+                let bytes = read_range(&mut **file.borrow_mut(), start, end)
+                    .map_err(|err| Error::Io { what: format!("the data of tensor '{key}'"), err })?;
+                Ok(RawTensor { dtype, shape, data: view.take(bytes) })
             }
         }
     }
@@ -263,11 +265,41 @@ fn open_torch_zip(reader: Box<dyn ReadSeek>) -> Result<(Value, Source)> {
     Ok((root, source))
 }
 
-fn open_safetensors(bytes: Vec<u8>) -> Result<(Value, Source)> {
-    // The header is parsed once, here; tensors are then slices of `bytes`.
-    let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::Format(format!("not a safetensors file: {e}")))?;
+/// The largest safetensors header read: the safetensors crate's own limit (100 MB).
+pub const MAX_SAFETENSORS_HEADER_BYTES: u64 = 100_000_000;
+
+/// Reads a safetensors file's header (its length, then its JSON), which must describe exactly
+/// the data the file holds after it; the tensors' data are read later, each when asked for.
+fn open_safetensors(mut file: Box<dyn ReadSeek>) -> Result<(Value, Source)> {
+    let io = |err| Error::Io { what: "the file".into(), err };
+    let not_safetensors = |msg: String| Error::Format(format!("not a safetensors file: {msg}"));
+    let file_len = file.seek(SeekFrom::End(0)).map_err(io)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length).map_err(io)?;
+    let header_len = u64::from_le_bytes(length);
+    if header_len > MAX_SAFETENSORS_HEADER_BYTES {
+        return Err(not_safetensors(format!(
+            "its header claims {header_len} bytes, over the limit of {MAX_SAFETENSORS_HEADER_BYTES}"
+        )));
+    }
+    if 8 + header_len > file_len {
+        return Err(not_safetensors(format!("its header claims {header_len} bytes; the file holds {file_len}")));
+    }
+    let mut header = Vec::with_capacity(header_len as usize);
+    (&mut file).take(header_len).read_to_end(&mut header).map_err(io)?;
+    // Deserialising checks the tensors: offsets in order, without gaps, each the size its
+    // dtype and shape make.
+    let metadata: safetensors::tensor::Metadata =
+        serde_json::from_slice(&header).map_err(|e| not_safetensors(e.to_string()))?;
     let data_start = 8 + header_len;
+    if data_start + metadata.data_len() as u64 != file_len {
+        return Err(not_safetensors(format!(
+            "its header describes {} bytes of data, but {} follow it",
+            metadata.data_len(),
+            file_len - data_start
+        )));
+    }
     let mut tensors: Vec<_> = metadata.tensors().into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut entries = Vec::with_capacity(tensors.len());
@@ -282,7 +314,7 @@ fn open_safetensors(bytes: Vec<u8>) -> Result<(Value, Source)> {
             .map(|&d| i64::try_from(d))
             .collect::<Result<Vec<i64>, _>>()
             .map_err(|_| fail(format!("shape {:?} is too large", info.shape)))?;
-        // safetensors validated the element count against the data; C-contiguous strides fit.
+        // The header's check above matched the element count to the data; C-contiguous strides fit.
         let mut stride = vec![1i64; size.len()];
         for i in (0..size.len().saturating_sub(1)).rev() {
             stride[i] = stride[i + 1]
@@ -290,14 +322,22 @@ fn open_safetensors(bytes: Vec<u8>) -> Result<(Value, Source)> {
                 .ok_or_else(|| fail(format!("shape {:?} is too large", info.shape)))?;
         }
         let (start, end) = info.data_offsets;
-        let range = (data_start + start, data_start + end);
+        let range = (data_start + start as u64, data_start + end as u64);
         let numel = ((end - start) / dtype.size()) as u64;
         let storage =
             StorageRef { key: name.clone(), dtype: dtype.storage_class().into(), location: "cpu".into(), numel };
         ranges.insert(name.clone(), range);
         entries.push((Value::Str(name), Value::Tensor(Box::new(TensorRef { storage, offset: 0, size, stride }))));
     }
-    Ok((Value::Dict(entries), Source::SafeTensors { bytes, ranges }))
+    Ok((Value::Dict(entries), Source::SafeTensors { file: RefCell::new(file), ranges }))
+}
+
+/// Bytes `start..end` of `file`, which the header check placed inside it.
+fn read_range(file: &mut dyn ReadSeek, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = vec![0u8; (end - start) as usize];
+    file.read_exact(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The tensors of a state dict, by their flattened names.

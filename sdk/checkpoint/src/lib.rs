@@ -52,8 +52,9 @@
 //!   far as the tensors that use it need; a tensor view must lie inside its storage, with every
 //!   size, stride and offset checked, and may exceed its storage (stride 0) by at most
 //!   [`tensor::MAX_EXPANDED_VIEW_BYTES`] (256 MiB).
-//! - safetensors: the header is parsed once per file (the safetensors crate caps it at
-//!   100 MB); tensor data are slices of the file.
+//! - safetensors: the header is at most [`MAX_SAFETENSORS_HEADER_BYTES`] (100 MB,
+//!   the safetensors crate's limit) and must describe exactly the data after it; each tensor's
+//!   data are read from the file when it is asked for.
 //! - pandas: a `RangeIndex` or slice placement expands to at most
 //!   [`pandas::MAX_MATERIALISED_LABELS`] (2^24) labels.
 
@@ -70,7 +71,7 @@ pub mod tensor;
 
 use std::path::Path;
 
-pub use checkpoint::{Checkpoint, MAX_PICKLE_BYTES};
+pub use checkpoint::{Checkpoint, MAX_PICKLE_BYTES, MAX_SAFETENSORS_HEADER_BYTES};
 pub use error::{Error, Result};
 pub use joblib::JoblibReducers;
 pub use numpy::{ArrayData, NdArray, NumpyReducers};

@@ -245,6 +245,16 @@ impl CheckedView {
         Ok(CheckedView { dtype, offset, size, stride, numel, needed_bytes })
     }
 
+    /// The view's elements from `storage`, which it owns: `storage` itself when the view is all
+    /// of it in C order (most state dicts' tensors), else [`CheckedView::gather`]'s copy.
+    pub fn take(&self, storage: Vec<u8>) -> Vec<u8> {
+        if self.offset == 0 && self.is_contiguous() && storage.len() == self.numel * self.dtype.size() {
+            storage
+        } else {
+            self.gather(&storage)
+        }
+    }
+
     /// Copies the view's elements out of `storage` (which holds at least `needed_bytes`), in C
     /// order.
     pub fn gather(&self, storage: &[u8]) -> Vec<u8> {

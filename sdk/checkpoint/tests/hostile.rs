@@ -317,3 +317,44 @@ fn ten_thousand_safetensors_tensors_load_quickly() {
     let elapsed = start.elapsed();
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
 }
+
+/// A safetensors file: the header's length, the header, the data.
+fn safetensors_file(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    bytes
+}
+
+/// Tensors are read from the file when asked for, so a header that does not fit the file is
+/// refused at opening, before anything the size of the data is allocated.
+#[test]
+fn safetensors_headers_that_do_not_fit_the_file_are_refused_at_opening() {
+    let header = r#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
+    let data = floats([1.0, 2.0, 3.0, 4.0]);
+    let whole = Checkpoint::from_bytes("ok.safetensors", safetensors_file(header, &data)).unwrap();
+    let sd = whole.raw_state_dict().unwrap();
+    assert_eq!((sd["w"].shape.clone(), sd["w"].data.clone()), (vec![2, 2], data.clone()));
+
+    let error = |name: &str, bytes: Vec<u8>| Checkpoint::from_bytes(name, bytes).err().expect(name).to_string();
+    let short = error("short.safetensors", safetensors_file(header, &data[..12]));
+    assert!(
+        short.contains("short.safetensors") && short.contains("describes 16 bytes of data, but 12 follow"),
+        "{short}"
+    );
+    let long = error("long.safetensors", safetensors_file(header, &[&data[..], &[0; 4]].concat()));
+    assert!(long.contains("describes 16 bytes of data, but 20 follow"), "{long}");
+    // A length beyond the file, and one beyond any header: neither is allocated.
+    let mut beyond = safetensors_file(header, &data);
+    beyond[..8].copy_from_slice(&1_000_000u64.to_le_bytes());
+    let beyond = error("beyond.safetensors", beyond);
+    assert!(beyond.contains("header claims 1000000 bytes; the file holds"), "{beyond}");
+    let mut huge = safetensors_file(header, &data);
+    huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    let huge = error("huge.safetensors", huge);
+    assert!(huge.contains("over the limit"), "{huge}");
+    // Offsets with a gap between tensors.
+    let gap = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#;
+    let gap = error("gap.safetensors", safetensors_file(gap, &[0; 12]));
+    assert!(gap.contains("not a safetensors file"), "{gap}");
+}
