@@ -296,7 +296,7 @@ fn open_safetensors(mut file: Box<dyn ReadSeek>) -> Result<(Value, Source)> {
     let metadata: safetensors::tensor::Metadata =
         serde_json::from_slice(&header).map_err(|e| not_safetensors(e.to_string()))?;
     let data_start = 8 + header_len;
-    if data_start + metadata.data_len() as u64 != file_len {
+    if data_start.checked_add(metadata.data_len() as u64) != Some(file_len) {
         return Err(not_safetensors(format!(
             "its header describes {} bytes of data, but {} follow it",
             metadata.data_len(),
