@@ -117,6 +117,15 @@ pub fn vision_torch_home() -> PathBuf {
     fixtures().join("vision").join("torch_home")
 }
 
+/// A pretrained ResNet-18 vision run on the CPU over `df` into `out`, with the fixtures'
+/// TORCH_HOME and `env`, as the command ends (success or not).
+pub fn run_resnet18(df: &Path, out: &Path, env: &[(&str, &str)]) -> Output {
+    let home = vision_torch_home();
+    let args = ["embed", "vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--device", "cpu"];
+    let env = [&[("TORCH_HOME", home.to_str().unwrap())], env].concat();
+    deepembed_env(&[&args[..], &["--out", out.to_str().unwrap()]].concat(), &env)
+}
+
 /// A pretrained ResNet-18 vision run over `df` into `out`, with `extra` flags (the batch size,
 /// say); returns its run directory.
 pub fn embed_resnet18(df: &Path, out: &Path, extra: &[&str]) -> PathBuf {

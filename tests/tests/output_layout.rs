@@ -263,61 +263,29 @@ fn an_interrupted_run_leaves_nothing_behind() {
 #[test]
 fn a_debug_log_is_a_timeline_of_the_run() {
     let out = scratch("timeline");
-    let dir = fixtures().join("vision");
-    let df = dir.join("images.parquet");
-    let home = dir.join("torch_home");
-    let run = deepembed_env(
-        &[
-            "embed",
-            "vision",
-            "--df",
-            df.to_str().unwrap(),
-            "--model_version",
-            "resnet18",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[("TORCH_HOME", home.to_str().unwrap()), ("DEEPEMBED_LOG", "debug")],
-    );
+    let df = fixtures().join("vision").join("images.parquet");
+    let run = run_resnet18(&df, &out, &[("DEEPEMBED_LOG", "debug")]);
     let log = stderr(&run);
     assert!(run.status.success(), "{log}");
     let mut last = 0.0f64;
+    const MILESTONES: [&str; 5] =
+        ["plugin(s) loaded", "rows from", "pipeline: starting", "first window prepared", "exiting"];
     let mut seen = Vec::new();
     for line in log.lines() {
         let (seconds, rest) = line.trim_start().split_once(" s [").unwrap_or_else(|| panic!("no time on: {line}"));
         let seconds: f64 = seconds.parse().unwrap_or_else(|_| panic!("not seconds: {line}"));
         assert!(seconds >= last, "time goes back at: {line}");
         last = seconds;
-        for milestone in ["plugin(s) loaded", "rows from", "pipeline: starting", "first window prepared", "exiting"] {
+        for milestone in MILESTONES {
             if rest.contains(milestone) {
                 seen.push(milestone);
             }
         }
     }
-    assert_eq!(
-        seen,
-        ["plugin(s) loaded", "rows from", "pipeline: starting", "first window prepared", "exiting"],
-        "{log}"
-    );
+    assert_eq!(seen, MILESTONES, "{log}");
 
     // At the default level, no times.
-    let plain = deepembed_env(
-        &[
-            "embed",
-            "vision",
-            "--df",
-            df.to_str().unwrap(),
-            "--model_version",
-            "resnet18",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[("TORCH_HOME", home.to_str().unwrap())],
-    );
+    let plain = run_resnet18(&df, &out, &[]);
     assert!(plain.status.success());
     assert!(stderr(&plain).lines().all(|l| l.starts_with('[') || l.starts_with("warning")), "{}", stderr(&plain));
 }

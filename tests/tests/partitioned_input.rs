@@ -60,22 +60,7 @@ fn parts_with_other_columns_are_refused_naming_both_files() {
     let odd = dataset.join("part=1").join("chunk-001.parquet");
     write_parquet(&odd, &renamed.slice(0, 2));
     let out = work.join("out");
-    let home = vision_torch_home();
-    let output = deepembed_env(
-        &[
-            "embed",
-            "vision",
-            "--df",
-            dataset.to_str().unwrap(),
-            "--model_version",
-            "resnet18",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[("TORCH_HOME", home.to_str().unwrap())],
-    );
+    let output = run_resnet18(&dataset, &out, &[]);
     let err = stderr(&output);
     assert!(!output.status.success(), "mismatched parts were accepted:\n{err}");
     assert!(err.contains("--df") && err.contains("chunk-000.parquet") && err.contains("chunk-001.parquet"), "{err}");
