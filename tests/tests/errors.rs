@@ -22,22 +22,27 @@ fn fails(args: &[&str], out: &Path) -> String {
     err
 }
 
+/// `embed vision --df DF --model_version resnet18 ARGS... --out OUT`, where ARGS may name
+/// another --model_version.
+fn vision_args<'a>(df: &'a Path, args: &[&'a str], out: &'a Path) -> Vec<&'a str> {
+    let mut all = vec!["embed", "vision", "--df", df.to_str().unwrap()];
+    if !args.contains(&"--model_version") {
+        all.extend_from_slice(&["--model_version", "resnet18"]);
+    }
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    all
+}
+
+/// [`fails`] for [`vision_args`].
+fn vision_fails(df: &Path, args: &[&str], out: &Path) -> String {
+    fails(&vision_args(df, args, out), out)
+}
+
 #[test]
 fn missing_input_file_is_named() {
     let out = scratch("err-missing-input");
-    let err = fails(
-        &[
-            "embed",
-            "vision",
-            "--df",
-            "/nonexistent/data.parquet",
-            "--model_version",
-            "resnet18",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &out,
-    );
+    let err = vision_fails(Path::new("/nonexistent/data.parquet"), &[], &out);
     assert!(err.contains("/nonexistent/data.parquet") && err.contains("does not exist"), "{err}");
 }
 
@@ -45,21 +50,7 @@ fn missing_input_file_is_named() {
 fn missing_image_column_lists_the_columns_found() {
     let out = scratch("err-missing-column");
     let df = vision_dir().join("images.parquet");
-    let err = fails(
-        &[
-            "embed",
-            "vision",
-            "--df",
-            df.to_str().unwrap(),
-            "--model_version",
-            "resnet18",
-            "--image_column",
-            "pictures",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &out,
-    );
+    let err = vision_fails(&df, &["--image_column", "pictures"], &out);
     assert!(err.contains("'pictures'") && err.contains("patient_id, images, labels, site, age"), "{err}");
 }
 
@@ -67,19 +58,7 @@ fn missing_image_column_lists_the_columns_found() {
 fn undecodable_image_names_the_row() {
     let out = scratch("err-decode");
     let df = vision_dir().join("bad_images.parquet");
-    let err = fails(
-        &[
-            "embed",
-            "vision",
-            "--df",
-            df.to_str().unwrap(),
-            "--model_version",
-            "resnet18",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &out,
-    );
+    let err = vision_fails(&df, &[], &out);
     assert!(err.contains("row 3") && err.contains("--on_error skip"), "{err}");
 }
 
@@ -88,22 +67,9 @@ fn on_error_skip_records_skipped_rows() {
     let out = scratch("skip");
     let df = vision_dir().join("bad_images.parquet");
     let torch_home = vision_dir().join("torch_home");
-    let dir = embed_ok(
-        &[
-            "vision",
-            "--df",
-            df.to_str().unwrap(),
-            "--model_version",
-            "resnet18",
-            "--on_error",
-            "skip",
-            "--out",
-            out.to_str().unwrap(),
-            "--batch_size",
-            "3",
-        ],
-        &[("TORCH_HOME", torch_home.to_str().unwrap())],
-    );
+    let args = vision_args(&df, &["--on_error", "skip", "--batch_size", "3"], &out);
+    // `embed_ok` adds the `embed`.
+    let dir = embed_ok(&args[1..], &[("TORCH_HOME", torch_home.to_str().unwrap())]);
     let batch = read_parquet(&output_parquet(&dir));
     assert_eq!(batch.num_rows(), 6, "8 rows minus the 2 bad ones");
     let skipped: serde_json::Value =
@@ -168,19 +134,8 @@ fn missing_pretrained_weights_say_which_file_to_put_where() {
     let out = scratch("err-no-weights");
     let df = vision_dir().join("images.parquet");
     let empty_home = scratch("empty-torch-home");
-    let output = deepembed_env(
-        &[
-            "embed",
-            "vision",
-            "--df",
-            df.to_str().unwrap(),
-            "--model_version",
-            "resnet50",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[("TORCH_HOME", empty_home.to_str().unwrap())],
-    );
+    let args = vision_args(&df, &["--model_version", "resnet50"], &out);
+    let output = deepembed_env(&args, &[("TORCH_HOME", empty_home.to_str().unwrap())]);
     let err = stderr(&output);
     assert!(!output.status.success());
     assert!(
@@ -195,21 +150,7 @@ fn weights_of_another_model_version_are_refused() {
     let out = scratch("err-wrong-version");
     let df = vision_dir().join("images.parquet");
     let r18 = vision_dir().join("torch_home/hub/checkpoints/resnet18-f37072fd.pth");
-    let err = fails(
-        &[
-            "embed",
-            "vision",
-            "--df",
-            df.to_str().unwrap(),
-            "--model_version",
-            "resnet34",
-            "--model_weights",
-            r18.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &out,
-    );
+    let err = vision_fails(&df, &["--model_version", "resnet34", "--model_weights", r18.to_str().unwrap()], &out);
     assert!(err.contains("not a torchvision resnet34 weights file") && err.contains("missing weights"), "{err}");
     // The message names both versions: the one asked for and the one the file holds.
     assert!(err.contains("--model_version is resnet34 but the weights are a resnet18"), "{err}");
@@ -220,25 +161,9 @@ fn head_flags_that_contradict_the_checkpoint_name_flag_value_and_shape() {
     let out = scratch("err-head");
     let df = vision_dir().join("images.parquet");
     let ckpt = vision_dir().join("finetuned/finetuned-resnet18-a2-cls/model_weights.pth");
-    let base = [
-        "embed",
-        "vision",
-        "--df",
-        df.to_str().unwrap(),
-        "--use_case",
-        "finetuned",
-        "--model_weights",
-        ckpt.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
     let with = |extra: &[&str]| -> String {
-        let mut args = base.to_vec();
-        if !extra.contains(&"--model_version") {
-            args.extend_from_slice(&["--model_version", "resnet18"]);
-        }
-        args.extend_from_slice(extra);
-        fails(&args, &out)
+        let args = [&["--use_case", "finetuned", "--model_weights", ckpt.to_str().unwrap()], extra].concat();
+        vision_fails(&df, &args, &out)
     };
     let err = with(&["--embed_size", "100"]);
     assert!(err.contains("--embed_size 100") && err.contains("[64, 512]"), "{err}");
@@ -267,18 +192,7 @@ fn unknown_plugin_lists_the_known_ones() {
 fn an_impossible_cuda_request_says_why() {
     let out = scratch("err-cuda");
     let df = vision_dir().join("images.parquet");
-    let output = deepembed(&[
-        "embed",
-        "vision",
-        "--df",
-        df.to_str().unwrap(),
-        "--model_version",
-        "resnet18",
-        "--device",
-        "cuda:7",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = deepembed(&vision_args(&df, &["--device", "cuda:7"], &out));
     let err = stderr(&output);
     if output.status.success() {
         panic!("a machine with 8 CUDA devices? {err}");
@@ -291,9 +205,8 @@ fn a_bad_batch_size_is_an_error_naming_the_flag() {
     let out = scratch("err-batch-size");
     let df = vision_dir().join("images.parquet");
     for bad in ["0", "x", "-1"] {
-        let args =
-            ["embed", "vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--batch_size", bad];
-        let output = deepembed_env(&[&args[..], &["--out", out.to_str().unwrap()]].concat(), &[]);
+        // Not `fails`: a value clap refuses exits with clap's status, 2.
+        let output = deepembed(&vision_args(&df, &["--batch_size", bad], &out));
         let err = stderr(&output);
         assert!(!output.status.success(), "--batch_size {bad} was accepted");
         assert!(err.contains("--batch_size") && err.contains(bad), "--batch_size {bad}: {err}");
@@ -325,10 +238,7 @@ torch.save(sd, sys.argv[4])
             .output()
             .unwrap();
         assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-        let args = ["embed", "vision", "--df", df.to_str().unwrap(), "--use_case", "finetuned", "--model_version"];
-        let mut args = args.to_vec();
-        args.extend_from_slice(&["resnet18", "--model_weights", bad.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-        let err = fails(&args, &out);
+        let err = vision_fails(&df, &["--use_case", "finetuned", "--model_weights", bad.to_str().unwrap()], &out);
         let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
         assert_eq!(errors.len(), 1, "{key}: one error line:\n{err}");
         assert!(errors[0].contains(expected) && errors[0].contains(bad.to_str().unwrap()), "{key}: {err}");
@@ -360,14 +270,11 @@ images.to_parquet(sys.argv[2])
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let args = ["vision", "--df", df.to_str().unwrap(), "--model_version", "resnet18", "--out", out.to_str().unwrap()];
-    let mut failing = vec!["embed"];
-    failing.extend_from_slice(&args);
-    let err = fails(&failing, &out);
+    let err = vision_fails(&df, &[], &out);
     assert!(err.contains("row 2") && err.contains("30000x30000") && err.contains("--max_image_pixels"), "{err}");
-    let mut skipping = args.to_vec();
-    skipping.extend_from_slice(&["--on_error", "skip"]);
-    let dir = embed_ok(&skipping, &[("TORCH_HOME", vision_dir().join("torch_home").to_str().unwrap())]);
+    let skipping = vision_args(&df, &["--on_error", "skip"], &out);
+    // `embed_ok` adds the `embed`.
+    let dir = embed_ok(&skipping[1..], &[("TORCH_HOME", vision_dir().join("torch_home").to_str().unwrap())]);
     assert_eq!(read_parquet(&output_parquet(&dir)).num_rows(), 3);
     let skipped = std::fs::read_to_string(dir.join("skipped_rows.json")).unwrap();
     assert!(skipped.contains("\"row\": 2") && skipped.contains("decompression-bomb"), "{skipped}");
@@ -384,16 +291,8 @@ fn weights_of_another_family_name_both_models() {
     for (use_case, version, weights, found) in
         [("finetuned", "densenet121", &resnet, "resnet18"), ("pretrained", "efficientnet_b0", &vgg, "vgg11")]
     {
-        let args = ["embed", "vision", "--df", df.to_str().unwrap(), "--use_case", use_case, "--model_version"];
-        let mut args = args.to_vec();
-        args.extend_from_slice(&[
-            version,
-            "--model_weights",
-            weights.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        let err = fails(&args, &out);
+        let args = ["--use_case", use_case, "--model_version", version, "--model_weights", weights.to_str().unwrap()];
+        let err = vision_fails(&df, &args, &out);
         let expected = format!("--model_version is {version} but the weights are a {found}");
         assert!(err.contains(&expected), "{version}: {err}");
     }
@@ -405,10 +304,8 @@ fn siglip_with_one_added_layer_is_refused_as_class_logits() {
     let out = scratch("err-siglip-a1");
     let df = vision_dir().join("images.parquet");
     let ckpt = vision_dir().join("siglip/finetuned-a1");
-    let args = ["embed", "vision", "--df", df.to_str().unwrap(), "--use_case", "finetuned", "--model_version"];
-    let mut args = args.to_vec();
-    args.extend_from_slice(&["siglip", "--model_weights", ckpt.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    let err = fails(&args, &out);
+    let args = ["--use_case", "finetuned", "--model_version", "siglip", "--model_weights", ckpt.to_str().unwrap()];
+    let err = vision_fails(&df, &args, &out);
     assert!(err.contains("class logits"), "{err}");
 }
 
@@ -418,9 +315,7 @@ fn siglip_with_one_added_layer_is_refused_as_class_logits() {
 fn fp16_on_the_cpu_is_refused_naming_the_flag() {
     let out = scratch("err-precision");
     let df = vision_dir().join("images.parquet");
-    let df = df.to_str().unwrap();
-    let args = ["embed", "vision", "--df", df, "--model_version", "resnet18", "--device", "cpu", "--precision", "fp16"];
-    let err = fails(&[&args[..], &["--out", out.to_str().unwrap()]].concat(), &out);
+    let err = vision_fails(&df, &["--device", "cpu", "--precision", "fp16"], &out);
     assert!(err.contains("--precision fp16") && err.contains("needs a CUDA device"), "{err}");
     assert!(err.contains("--precision bf16") && err.contains("--precision fp32"), "{err}");
 }
