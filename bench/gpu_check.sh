@@ -22,7 +22,8 @@
 #    second, is a small part of the run), and against the pipeline's own span (first window to
 #    last emit: the feeding, without start-up), with the seconds outside it and where they went
 #    (the host's DEEPEMBED_LOG=debug timeline: before main, to the inputs opened with CUDA
-#    loaded, the model, the first window, the end), cores, peak RSS and peak GPU memory. MODELS,
+#    loaded, the model, the first window, the end; and the first chunk's model run, with what the
+#    device does once), cores, peak RSS and peak GPU memory. MODELS,
 #    PRECISIONS and BATCH override the defaults.
 # 4. Text (bench/text_gpu.py): deepembed's whole command and its pipeline (in half precision also
 #    with cuDNN's attention first, libtorch's own order) against transformers loops at the same

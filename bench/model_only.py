@@ -127,7 +127,7 @@ class Run:
     # Seconds of the model's thread: waiting for rows / sending / reading back / emitting.
     split: str
     cores_busy: float
-    # Seconds before main/to inputs/model/first window/end (runner.start_up).
+    # Seconds before main/to inputs/model/first window/end (first chunk) (runner.start_up).
     start_up: str
 
 
@@ -155,7 +155,7 @@ def main():
 
     print(f"machine: {platform.machine()}, {cores} cores, {platform.platform()}; device {args.device}; "
           f"{args.images} JPEGs of 400x300 to 640x480; medians of {args.rounds} alternating rounds\n")
-    print("| model | precision | batch | rows | model-only rows/s | end-to-end rows/s | ratio | pipeline rows/s | pipeline ratio | outside the pipeline (s) | start-up: before main/to inputs/model/first window/end (s) | model waited | model's thread: rows/send/device/emit (s) | cores | cores busy | peak RSS (MiB) | peak GPU memory (MiB) |")
+    print("| model | precision | batch | rows | model-only rows/s | end-to-end rows/s | ratio | pipeline rows/s | pipeline ratio | outside the pipeline (s) | start-up: before main/to inputs/model/first window/end (first chunk) (s) | model waited | model's thread: rows/send/device/emit (s) | cores | cores busy | peak RSS (MiB) | peak GPU memory (MiB) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model in args.models.split(","):
         made = subprocess.run([sys.executable, HERE / "make_dataset.py", work, str(args.images), model],

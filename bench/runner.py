@@ -75,6 +75,7 @@ MILESTONES = {
     "inputs open": r"\] \S+: \d+ rows from ",
     "pipeline starts": r"pipeline: starting",
     "first window": r"pipeline: first window prepared",
+    "first chunk": r"pipeline: first chunk read back",
     "pipeline ends": r"pipeline: preparing ",
     "exit": r"exiting with status",
 }
@@ -83,10 +84,12 @@ MILESTONES = {
 def start_up(seconds: float, stderr: str) -> str:
     """Where a run's time outside its pipeline went, from its wall `seconds` and its
     DEEPEMBED_LOG=debug log, as seconds
-    "before main/to inputs/model/first window/end": before main (process start and loading
-    libtorch, from the wall time), to the inputs opened (plugins, the device: loading CUDA), the
-    model loaded, the first window prepared, and from the pipeline's end to exit (closing the
-    output). "?" where a line is missing."""
+    "before main/to inputs/model/first window/end (first chunk)": before main (process start and
+    loading libtorch, from the wall time), to the inputs opened (plugins, the device: loading
+    CUDA), the model loaded, the first window prepared, and from the pipeline's end to exit
+    (closing the output); then, inside the pipeline, the first chunk's model run (from the first
+    window to its embeddings read back: one batch's work plus what the device does once). "?"
+    where a line is missing."""
     at = {}
     for line in stderr.splitlines():
         m = re.match(r"\s*([0-9.]+) s ", line)
@@ -103,5 +106,6 @@ def start_up(seconds: float, stderr: str) -> str:
 
     at["main"] = 0.0
     before_main = f"{seconds - at['exit']:.2f}"
-    return "/".join([before_main, span("main", "inputs open"), span("inputs open", "pipeline starts"),
-                     span("pipeline starts", "first window"), span("pipeline ends", "exit")])
+    outside = "/".join([before_main, span("main", "inputs open"), span("inputs open", "pipeline starts"),
+                        span("pipeline starts", "first window"), span("pipeline ends", "exit")])
+    return f"{outside} ({span('first window', 'first chunk')})"

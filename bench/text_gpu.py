@@ -144,7 +144,7 @@ def main():
     data = write_corpus(work, args.texts)
     texts = pd.read_parquet(data)["text"].tolist()
     print(f"{args.texts} texts, batch {args.batch_size}, device {args.device}; Python loops timed without start-up or model load\n")
-    print("| model | precision | deepembed (whole command) | deepembed pipeline | model's thread: rows/send/device/emit (s); start-up: before main/to inputs/model/first window/end (s) "
+    print("| model | precision | deepembed (whole command) | deepembed pipeline | model's thread: rows/send/device/emit (s); start-up: before main/to inputs/model/first window/end (first chunk) (s) "
           "| deepembed, cuDNN attention first | Python, pad to 256 (fp32) | Python, sorted, pad to longest "
           "| the same, cuDNN attention off | model alone |")
     print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|")

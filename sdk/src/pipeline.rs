@@ -274,6 +274,7 @@ fn consume<Row>(
     // Oldest first; at most the window being sent and the one before it, until it is emitted.
     let mut pending: VecDeque<Pending<Row>> = VecDeque::new();
     let mut in_flight: Option<InFlight> = None;
+    let mut first_read_back = FirstReadBack::default();
     for seq in 0.. {
         let started = Instant::now();
         let Ok(window) = windows.recv() else { break };
@@ -307,6 +308,7 @@ fn consume<Row>(
             // thread emits. Read back first, the device idles only for that copy.
             let started = Instant::now();
             let previous = in_flight.take().map(|chunk| read_back(chunk, &pending)).transpose()?;
+            first_read_back.note(previous.is_some());
             times.reading_back += started.elapsed();
             let started = Instant::now();
             let current = pending.back().expect("pushed above");
@@ -328,6 +330,7 @@ fn consume<Row>(
     let started = Instant::now();
     if let Some(last) = in_flight.take() {
         read_back(last, &pending)?.store(&mut pending, dims);
+        first_read_back.note(true);
     }
     times.reading_back += started.elapsed();
     let started = Instant::now();
@@ -357,6 +360,22 @@ fn read_back<Row>(chunk: InFlight, pending: &VecDeque<Pending<Row>>) -> Result<R
         .context("reading embeddings back")
         .with_context(|| rows_context(window.window.first_row, &window.window.batch))?;
     Ok(ReadBack { values, window: chunk.window, positions: chunk.positions })
+}
+
+/// Logs (at debug) when the first chunk's embeddings are back. In the start-up timeline, the span
+/// from the first window prepared to here holds the first chunk's model run with whatever the
+/// device does once (on a GPU: its libraries' handles, loading kernels), and, since a chunk is
+/// read back when the next one is sent, any wait for the second window.
+#[derive(Default)]
+struct FirstReadBack(bool);
+
+impl FirstReadBack {
+    fn note(&mut self, read_back: bool) {
+        if read_back && !self.0 {
+            self.0 = true;
+            log::debug!("pipeline: first chunk read back");
+        }
+    }
 }
 
 /// A chunk's embeddings, read back, not yet in their window.

@@ -268,8 +268,14 @@ fn a_debug_log_is_a_timeline_of_the_run() {
     let log = stderr(&run);
     assert!(run.status.success(), "{log}");
     let mut last = 0.0f64;
-    const MILESTONES: [&str; 5] =
-        ["plugin(s) loaded", "rows from", "pipeline: starting", "first window prepared", "exiting"];
+    const MILESTONES: [&str; 6] = [
+        "plugin(s) loaded",
+        "rows from",
+        "pipeline: starting",
+        "first window prepared",
+        "first chunk read back",
+        "exiting",
+    ];
     let mut seen = Vec::new();
     for line in log.lines() {
         let (seconds, rest) = line.trim_start().split_once(" s [").unwrap_or_else(|| panic!("no time on: {line}"));
