@@ -1,7 +1,5 @@
 //! `--device auto|cpu|cuda|cuda:N`, resolved to a device handle for the plugin.
 
-use std::path::{Path, PathBuf};
-
 use anyhow::{anyhow, bail, Result};
 use deepembed_sdk::abi::abi_stable::library::RawLibrary;
 use deepembed_sdk::Device;
@@ -98,7 +96,8 @@ fn load_cuda_library() -> Result<(), String> {
     static LOADED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let dir = loaded_libtorch_dir().ok_or("libtorch_cpu.so is not among this process's libraries")?;
+            let dir = deepembed_sdk::abi::loaded_libtorch_dir()
+                .ok_or("libtorch_cpu.so is not among this process's libraries")?;
             let path = dir.join("libtorch_cuda.so");
             if !path.is_file() {
                 return Err(format!("{} has no libtorch_cuda.so: this libtorch is a CPU-only build", dir.display()));
@@ -110,16 +109,6 @@ fn load_cuda_library() -> Result<(), String> {
             Ok(())
         })
         .clone()
-}
-
-/// The directory of the libtorch_cpu.so mapped into this process, from /proc/self/maps.
-fn loaded_libtorch_dir() -> Option<PathBuf> {
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    maps.lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .map(Path::new)
-        .find(|path| path.file_name().is_some_and(|name| name == "libtorch_cpu.so"))
-        .and_then(|path| path.parent().map(Path::to_path_buf))
 }
 
 #[cfg(test)]

@@ -319,3 +319,13 @@ fn fp16_on_the_cpu_is_refused_naming_the_flag() {
     assert!(err.contains("--precision fp16") && err.contains("needs a CUDA device"), "{err}");
     assert!(err.contains("--precision bf16") && err.contains("--precision fp32"), "{err}");
 }
+
+/// GPU decoding is a CUDA feature too: on the CPU it is refused before anything runs, naming the
+/// flag and what to do instead.
+#[test]
+fn decode_gpu_on_the_cpu_is_refused_naming_the_flag() {
+    let out = scratch("err-decode-gpu");
+    let df = vision_dir().join("images.parquet");
+    let err = vision_fails(&df, &["--device", "cpu", "--decode", "gpu"], &out);
+    assert!(err.contains("--decode gpu needs a CUDA device") && err.contains("leave --decode at cpu"), "{err}");
+}

@@ -16,6 +16,14 @@ choice! {
     }
 }
 
+choice! {
+    /// Where images are decoded and resized.
+    pub enum Decode {
+        Cpu = "cpu",
+        Gpu = "gpu",
+    }
+}
+
 options! {
     pub struct VisionOptions {
         /// pretrained: torchvision ImageNet weights; finetuned: a DeepTune checkpoint; peft: a
@@ -50,6 +58,12 @@ options! {
         /// the run going); the default is Pillow's decompression-bomb limit. 0: no limit.
         #[arg(default = "178956970", min = 0)]
         pub max_image_pixels: u64,
+        /// cpu: libjpeg-turbo and Pillow's resize on CPU threads, the reference's pixels to the
+        /// bit. gpu (CUDA, opt-in): baseline JPEGs decoded by nvJPEG and resized on the device,
+        /// other images on the CPU; nvJPEG's pixels differ slightly from libjpeg's (drift:
+        /// docs/BENCHMARKS.md).
+        #[arg(default = "cpu")]
+        pub decode: Decode,
     }
 }
 

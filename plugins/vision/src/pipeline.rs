@@ -12,10 +12,11 @@ use deepembed_sdk::pipeline::{self, Batching, Embed, Prepare};
 use deepembed_sdk::{OutputPlan, RunContext};
 use tch::{Device, Tensor};
 
+use crate::gpu_decode::{self, DeviceImages, DevicePreprocess, JpegRows};
 use crate::image;
 use crate::model::EmbeddingModel;
 use crate::normalize::Normalizer;
-use crate::options::VisionOptions;
+use crate::options::{Decode, VisionOptions};
 use crate::window_buffers::{WindowBuffers, WindowPixels};
 use crate::window_decode::{Decoded, WindowDecoder};
 
@@ -23,13 +24,22 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
     let schema = ctx.input_schema("df")?.clone();
     check_columns(&schema, opts)?;
     let device = ctx.tch_device();
+    // Before the model is loaded or anything is written: --decode gpu needs CUDA and nvJPEG.
+    let nvjpeg = match opts.decode {
+        Decode::Gpu => Some(gpu_decode::load_decoder(device)?),
+        Decode::Cpu => None,
+    };
     let model = EmbeddingModel::load(opts, device)?;
     let model_str = opts.model_str();
+    let mut details = model.details.clone();
+    if nvjpeg.is_some() {
+        details.insert("decode".into(), "gpu".into());
+    }
     let plan = OutputPlan {
         file_name: format!("{model_str}_{}_embeddings.parquet", opts.mode),
         model_str,
         dims: model.dims as usize,
-        details: model.details.clone(),
+        details,
     };
     // DeepTune's columns: "0".."N-1", then `label`, then every other input column.
     let columns = OutputColumns::new(
@@ -41,19 +51,34 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
     )?;
     ctx.begin(&plan)?;
     log::debug!("resizing {} (the same bytes either way)", image::resize::instruction_set());
-    let decoding = Decoding {
-        column: opts.image_column.clone(),
-        decoder: WindowDecoder::new(opts.image_limits(), model.transform, WindowBuffers::new(device)),
-    };
     let input = ctx.take_input("df")?;
-    pipeline::run(
-        ctx,
-        input,
-        &columns,
-        decoding,
-        &mut Images { model: &model, normalizer: Normalizer::new(&model.transform, device, ctx.precision()), device },
-        Batching::InputOrder,
-    )?;
+    let normalizer = Normalizer::new(&model.transform, device, ctx.precision());
+    let Some(nvjpeg) = nvjpeg else {
+        let decoding = Decoding {
+            column: opts.image_column.clone(),
+            decoder: WindowDecoder::new(opts.image_limits(), model.transform, WindowBuffers::new(device)),
+        };
+        pipeline::run(
+            ctx,
+            input,
+            &columns,
+            decoding,
+            &mut Images { model: &model, normalizer, device },
+            Batching::InputOrder,
+        )?;
+        return Ok(());
+    };
+    let limits = opts.image_limits();
+    let rows =
+        JpegRows { column: opts.image_column.clone(), limits, transform: model.transform, on_device: 0, on_cpu: 0 };
+    let preprocess = DevicePreprocess::new(&model.transform, Box::new(nvjpeg), limits, device);
+    let mut images = DeviceImages { model: &model, normalizer, preprocess };
+    let rows = pipeline::run(ctx, input, &columns, rows, &mut images, Batching::InputOrder)?;
+    log::info!(
+        "--decode gpu: {} images decoded on the device, {} on the CPU (those not baseline YCbCr JPEGs)",
+        rows.on_device,
+        rows.on_cpu
+    );
     Ok(())
 }
 

@@ -117,7 +117,7 @@ fn decode(images: &ArrayRef, limits: &Limits, transform: &Transform, buffers: &W
 }
 
 /// The encoded bytes of each row (None for a null).
-fn image_bytes(column: &ArrayRef) -> Result<Vec<Option<&[u8]>>> {
+pub(crate) fn image_bytes(column: &ArrayRef) -> Result<Vec<Option<&[u8]>>> {
     Ok(match column.data_type() {
         DataType::Binary => column.as_binary::<i32>().iter().collect(),
         DataType::LargeBinary => column.as_binary::<i64>().iter().collect(),

@@ -3,7 +3,8 @@
 //! This is the one deepembed crate that holds `unsafe` code, each block with the invariant that
 //! makes it sound: the host-plugin boundary in [`boundary`], in [`autocast`] the libtorch
 //! autocast switches tch does not bind, in [`staging`] byte buffers that Rust code fills and a
-//! device copies from, and in [`exit`] ending the process without libtorch's teardown.
+//! device copies from, in [`exit`] ending the process without libtorch's teardown, and in
+//! [`nvjpeg`] NVIDIA's GPU JPEG decoder, loaded at run time.
 //! Everything else here is plain data that crosses the boundary:
 //!
 //! - [`PluginMod`], the root module a plugin library exports: an abi_stable prefix type whose
@@ -20,7 +21,9 @@
 pub mod autocast;
 mod boundary;
 pub mod exit;
+mod libtorch_dir;
 pub mod manifest;
+pub mod nvjpeg;
 mod settings;
 pub mod staging;
 
@@ -29,6 +32,7 @@ pub use boundary::{
     contain_panic, leak_root, lib_header, run_plugin, serve, HostCallbacks, HostHandle, HostInput, HostSink, LogFn,
     PluginInput, PluginMod, PluginModRef, PluginRun, RootFn, RunRequest,
 };
+pub use libtorch_dir::loaded_libtorch_dir;
 pub use manifest::{ArgKind, ArgSpec, InputSpec, Manifest, OutputPlan};
 pub use settings::{Device, DeviceKind, OnError, Precision, RunSettings};
 

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod decode;
+pub mod jpeg_frame;
 pub mod resize;
 
 use anyhow::Result;

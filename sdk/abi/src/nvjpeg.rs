@@ -1,0 +1,313 @@
+//! NVIDIA's nvJPEG, loaded when a run asks for it (the vision plugin's `--decode gpu`): baseline
+//! JPEGs decoded on the GPU, straight into a libtorch CUDA tensor.
+//!
+//! The library is found at run time, never linked, so CPU builds and machines without CUDA never
+//! need it. Looked for, in order: the path in `DEEPEMBED_NVJPEG`; the dynamic linker's search
+//! (`libnvjpeg.so.13`, then `.so.12`: LD_LIBRARY_PATH, the system's CUDA); then beside the
+//! libtorch this process runs, where pip puts NVIDIA's libraries (`nvidia/cu13/lib`,
+//! `nvidia/nvjpeg/lib`, `torchvision.libs`).
+//!
+//! The handle uses the first backend nvJPEG accepts of: the hardware decoder (A100, H100 and
+//! later), GPU-assisted Huffman decoding, the default.
+//!
+//! Safety contract of this module:
+//!
+//! - Each function pointer is looked up by name in the loaded library and called with the
+//!   signature nvjpeg.h gives it (unchanged from CUDA 11 to 13). The library stays loaded for as
+//!   long as the [`NvJpeg`] that owns it.
+//! - The handle and the decoding state are created here, used only through `&mut self` (one
+//!   thread at a time; `NvJpeg` is neither `Send` nor `Sync`), and destroyed once, in `Drop`.
+//! - [`NvJpeg::decode_into`] gives nvJPEG device pointers only into `out`, which it checks is a
+//!   contiguous CUDA `Uint8` tensor of shape (n, height, width, 3): image `i` at slot `i`, with
+//!   the slot's row pitch, after nvJPEG's own header reading says that the image fits the slot.
+//!   The work is queued on the legacy default stream (null), the stream libtorch runs its work on
+//!   unless told otherwise, so libtorch's later work on `out` comes after it, and libtorch's
+//!   caching allocator does not give `out`'s memory to other work before that work is queued.
+//! - The JPEG bytes are host memory nvJPEG reads during the call; the caller keeps them, and
+//!   `out`, alive until the device is done (the pipeline reads each chunk's results back before
+//!   it drops the chunk's rows).
+
+use std::ffi::{c_int, c_uint, c_void, OsString};
+use std::path::PathBuf;
+
+use libloading::Library;
+use tch::{Device, Kind, Tensor};
+
+type Handle = *mut c_void;
+type State = *mut c_void;
+type Stream = *mut c_void;
+
+/// nvjpeg.h's `nvjpegImage_t`: up to four planes; interleaved RGB uses the first.
+#[repr(C)]
+struct Image {
+    channel: [*mut u8; 4],
+    pitch: [usize; 4],
+}
+
+/// nvjpeg.h's `NVJPEG_OUTPUT_RGBI`: interleaved RGB, in the first plane.
+const OUTPUT_RGBI: c_int = 5;
+/// nvjpeg.h's backends, in the order tried: `HARDWARE`, `GPU_HYBRID`, `DEFAULT`.
+const BACKENDS: [(c_int, &str); 3] = [(3, "hardware"), (2, "GPU-assisted Huffman"), (0, "default")];
+
+struct Functions {
+    create_ex: unsafe extern "C" fn(c_int, *mut c_void, *mut c_void, c_uint, *mut Handle) -> c_int,
+    destroy: unsafe extern "C" fn(Handle) -> c_int,
+    state_create: unsafe extern "C" fn(Handle, *mut State) -> c_int,
+    state_destroy: unsafe extern "C" fn(State) -> c_int,
+    image_info: unsafe extern "C" fn(Handle, *const u8, usize, *mut c_int, *mut c_int, *mut c_int, *mut c_int) -> c_int,
+    batched_initialize: unsafe extern "C" fn(Handle, State, c_int, c_int, c_int) -> c_int,
+    batched: unsafe extern "C" fn(Handle, State, *const *const u8, *const usize, *mut Image, Stream) -> c_int,
+}
+
+/// A loaded nvJPEG with a handle and one decoding state; see the module's contract.
+pub struct NvJpeg {
+    functions: Functions,
+    handle: Handle,
+    state: State,
+    /// The batch size the state was last initialised for.
+    batch: Option<usize>,
+    backend: &'static str,
+    path: String,
+    // Last: dropped after the handle and state are destroyed with its functions.
+    _library: Library,
+}
+
+impl NvJpeg {
+    /// Loads nvJPEG and creates a handle and a decoding state; the error says where it looked.
+    pub fn load() -> Result<NvJpeg, String> {
+        let mut tried = Vec::new();
+        for candidate in candidates() {
+            // SAFETY: loading a library runs its initialisers; nvJPEG's only set up its own
+            // state (and load the CUDA runtime, already in the process through libtorch).
+            match unsafe { Library::new(&candidate) } {
+                Ok(library) => return NvJpeg::open(library, candidate.to_string_lossy().into_owned()),
+                Err(e) => tried.push(format!("{} ({e})", candidate.to_string_lossy())),
+            }
+        }
+        Err(format!(
+            "nvJPEG was not found; tried {}. Install NVIDIA's nvJPEG (pip install nvidia-nvjpeg-cu13, or the CUDA \
+             toolkit), or set DEEPEMBED_NVJPEG to its libnvjpeg.so",
+            tried.join(", ")
+        ))
+    }
+
+    fn open(library: Library, path: String) -> Result<NvJpeg, String> {
+        // SAFETY: each symbol is nvjpeg.h's function of that name, with the signature declared
+        // in `Functions` (the module's contract); the pointers are used only while `library`,
+        // kept in the same struct, is loaded.
+        let functions = Functions {
+            create_ex: symbol(&library, &path, "nvjpegCreateEx")?,
+            destroy: symbol(&library, &path, "nvjpegDestroy")?,
+            state_create: symbol(&library, &path, "nvjpegJpegStateCreate")?,
+            state_destroy: symbol(&library, &path, "nvjpegJpegStateDestroy")?,
+            image_info: symbol(&library, &path, "nvjpegGetImageInfo")?,
+            batched_initialize: symbol(&library, &path, "nvjpegDecodeBatchedInitialize")?,
+            batched: symbol(&library, &path, "nvjpegDecodeBatched")?,
+        };
+        let mut refusals = Vec::new();
+        for (backend, name) in BACKENDS {
+            let mut handle: Handle = std::ptr::null_mut();
+            // SAFETY: null allocators select cudaMalloc and cudaHostAlloc; flags 0 is the
+            // default; `handle` is written on success only.
+            let status =
+                unsafe { (functions.create_ex)(backend, std::ptr::null_mut(), std::ptr::null_mut(), 0, &mut handle) };
+            if status != 0 {
+                refusals.push(format!("{name}: {}", status_name(status)));
+                continue;
+            }
+            let mut state: State = std::ptr::null_mut();
+            // SAFETY: `handle` was just created; `state` is written on success only.
+            let status = unsafe { (functions.state_create)(handle, &mut state) };
+            if status != 0 {
+                // SAFETY: destroyed once, and not used again.
+                unsafe { (functions.destroy)(handle) };
+                return Err(format!("{path}: creating a decoding state failed: {}", status_name(status)));
+            }
+            return Ok(NvJpeg { functions, handle, state, batch: None, backend: name, path, _library: library });
+        }
+        Err(format!("{path}: no nvJPEG backend could be created ({})", refusals.join("; ")))
+    }
+
+    /// Which backend the handle uses, and the library's path, for the log.
+    pub fn describe(&self) -> String {
+        format!("nvJPEG ({} backend) from {}", self.backend, self.path)
+    }
+
+    /// Width and height of a JPEG as nvJPEG reads its header.
+    pub fn size(&self, jpeg: &[u8]) -> Result<(usize, usize), String> {
+        let (mut components, mut subsampling) = (0 as c_int, 0 as c_int);
+        let (mut widths, mut heights) = ([0 as c_int; 4], [0 as c_int; 4]);
+        // SAFETY: `jpeg` is valid for its length; the four output arrays have the
+        // NVJPEG_MAX_COMPONENT (4) entries nvjpeg.h asks for; the call only reads the header.
+        let status = unsafe {
+            (self.functions.image_info)(
+                self.handle,
+                jpeg.as_ptr(),
+                jpeg.len(),
+                &mut components,
+                &mut subsampling,
+                widths.as_mut_ptr(),
+                heights.as_mut_ptr(),
+            )
+        };
+        if status != 0 {
+            return Err(format!("nvJPEG cannot read the JPEG's header: {}", status_name(status)));
+        }
+        Ok((widths[0].max(0) as usize, heights[0].max(0) as usize))
+    }
+
+    /// Decodes `jpegs` into `out`, a contiguous CUDA `Uint8` tensor (n, height, width, 3): JPEG
+    /// `i` as interleaved RGB at the top left of slot `i` (the rest of the slot is left as it
+    /// is). The work is queued, not waited for; see the module's contract.
+    pub fn decode_into(&mut self, jpegs: &[&[u8]], out: &Tensor) -> Result<(), String> {
+        let size = out.size();
+        let cuda = matches!(out.device(), Device::Cuda(_));
+        if !cuda || out.kind() != Kind::Uint8 || !out.is_contiguous() || size.len() != 4 || size[3] != 3 {
+            return Err(format!(
+                "nvJPEG decodes into a contiguous CUDA uint8 (n, height, width, 3) tensor, not {:?} {:?} {size:?}",
+                out.device(),
+                out.kind()
+            ));
+        }
+        let (slot_height, slot_width) = (size[1].max(0) as usize, size[2].max(0) as usize);
+        if size[0] as usize != jpegs.len() {
+            return Err(format!("{} JPEGs for {} slots", jpegs.len(), size[0]));
+        }
+        if jpegs.is_empty() {
+            return Ok(());
+        }
+        let pitch = slot_width * 3;
+        let base = out.data_ptr() as *mut u8;
+        let mut images = Vec::with_capacity(jpegs.len());
+        for (i, jpeg) in jpegs.iter().enumerate() {
+            let (width, height) = self.size(jpeg)?;
+            if width > slot_width || height > slot_height {
+                return Err(format!("a {width}x{height} JPEG does not fit a {slot_width}x{slot_height} slot"));
+            }
+            // In bounds: slot `i` of `out`, which has `jpegs.len()` slots of height x pitch bytes.
+            let channel = base.wrapping_add(i * slot_height * pitch);
+            images.push(Image {
+                channel: [channel, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()],
+                pitch: [pitch, 0, 0, 0],
+            });
+        }
+        if self.batch != Some(jpegs.len()) {
+            // SAFETY: the handle and state are this struct's own; one CPU thread.
+            let status = unsafe {
+                (self.functions.batched_initialize)(self.handle, self.state, jpegs.len() as c_int, 1, OUTPUT_RGBI)
+            };
+            if status != 0 {
+                self.batch = None;
+                return Err(format!("nvJPEG could not prepare a batch of {}: {}", jpegs.len(), status_name(status)));
+            }
+            self.batch = Some(jpegs.len());
+        }
+        let data: Vec<*const u8> = jpegs.iter().map(|j| j.as_ptr()).collect();
+        let lengths: Vec<usize> = jpegs.iter().map(|j| j.len()).collect();
+        // SAFETY: `data` and `lengths` describe `jpegs`, alive for the call (and after, as the
+        // contract asks of the caller); each image's plane lies inside `out`, checked above to be
+        // a CUDA tensor of these slots; the null stream is libtorch's (the contract).
+        let status = unsafe {
+            (self.functions.batched)(
+                self.handle,
+                self.state,
+                data.as_ptr(),
+                lengths.as_ptr(),
+                images.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        if status != 0 {
+            // A failed batch leaves the state to be initialised again.
+            self.batch = None;
+            return Err(format!("nvJPEG failed to decode a batch of {}: {}", jpegs.len(), status_name(status)));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NvJpeg {
+    fn drop(&mut self) {
+        // SAFETY: created in `open`, destroyed here once; the library is still loaded.
+        unsafe {
+            (self.functions.state_destroy)(self.state);
+            (self.functions.destroy)(self.handle);
+        }
+    }
+}
+
+/// The function `name` of `library`, as the type `F` of the field it fills in [`Functions`].
+fn symbol<F: Copy>(library: &Library, path: &str, name: &str) -> Result<F, String> {
+    let mut c_name = name.as_bytes().to_vec();
+    c_name.push(0);
+    // SAFETY: `F` is the signature nvjpeg.h gives `name` (the module's contract); the pointer is
+    // used only while `library`, kept beside it in `NvJpeg`, stays loaded.
+    unsafe { library.get::<F>(c_name.as_slice()) }.map(|f| *f).map_err(|e| format!("{path} has no {name} ({e})"))
+}
+
+/// Where to look for the library, in order (see the module's comment).
+fn candidates() -> Vec<OsString> {
+    if let Some(path) = std::env::var_os("DEEPEMBED_NVJPEG") {
+        return vec![path];
+    }
+    let mut found: Vec<OsString> = vec!["libnvjpeg.so.13".into(), "libnvjpeg.so.12".into()];
+    // <site-packages>/torch/lib -> <site-packages>
+    if let Some(site) = crate::loaded_libtorch_dir().and_then(|lib| lib.parent()?.parent().map(PathBuf::from)) {
+        for dir in ["nvidia/cu13/lib", "nvidia/nvjpeg/lib"] {
+            for name in ["libnvjpeg.so.13", "libnvjpeg.so.12"] {
+                let path = site.join(dir).join(name);
+                if path.is_file() {
+                    found.push(path.into());
+                }
+            }
+        }
+        // torchvision bundles its own copy under a hashed name.
+        if let Ok(entries) = std::fs::read_dir(site.join("torchvision.libs")) {
+            let mut bundled: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libnvjpeg")))
+                .collect();
+            bundled.sort();
+            found.extend(bundled.into_iter().map(PathBuf::into_os_string));
+        }
+    }
+    found
+}
+
+/// nvjpeg.h's `nvjpegStatus_t` names.
+fn status_name(status: c_int) -> String {
+    let name = match status {
+        1 => "NOT_INITIALIZED",
+        2 => "INVALID_PARAMETER",
+        3 => "BAD_JPEG",
+        4 => "JPEG_NOT_SUPPORTED",
+        5 => "ALLOCATOR_FAILURE",
+        6 => "EXECUTION_FAILED",
+        7 => "ARCH_MISMATCH",
+        8 => "INTERNAL_ERROR",
+        9 => "IMPLEMENTATION_NOT_SUPPORTED",
+        10 => "INCOMPLETE_BITSTREAM",
+        _ => return format!("status {status}"),
+    };
+    format!("NVJPEG_STATUS_{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_library_is_an_error_saying_where_it_looked_and_what_to_do() {
+        // This variable is read by `candidates` only; no other test sets it.
+        std::env::set_var("DEEPEMBED_NVJPEG", "/nonexistent/libnvjpeg.so.13");
+        let err = NvJpeg::load().err().expect("no nvJPEG at that path");
+        std::env::remove_var("DEEPEMBED_NVJPEG");
+        assert!(err.contains("/nonexistent/libnvjpeg.so.13") && err.contains("DEEPEMBED_NVJPEG"), "{err}");
+    }
+
+    #[test]
+    fn statuses_have_nvjpegs_names() {
+        assert_eq!(status_name(4), "NVJPEG_STATUS_JPEG_NOT_SUPPORTED");
+        assert_eq!(status_name(42), "status 42");
+    }
+}
