@@ -28,9 +28,12 @@ use crate::model::EmbeddingModel;
 use crate::normalize::Normalizer;
 use crate::window_decode::image_bytes;
 
-/// Float64 samples of one group decoded and resized together (its images padded to the
-/// group's largest height and width): bounds the device memory a batch's resize takes.
-const GROUP_BYTES: i64 = 1 << 30;
+/// Device memory for one nvJPEG call's output: a chunk's images, each padded to the largest
+/// height and width among them, as bytes. One call per chunk where it fits (nvJPEG prepares for
+/// a batch size, so calls of one size are cheapest).
+const DECODE_BYTES: i64 = 4 << 30;
+/// Device memory for one resize's float64 samples (8 bytes a sample, padded likewise).
+const RESIZE_BYTES: i64 = 1 << 30;
 
 /// One image of a window.
 pub enum GpuRow {
@@ -147,6 +150,8 @@ pub struct DevicePreprocess {
     pub device: Device,
     /// Whether a failed batch was already reported.
     pub warned: bool,
+    /// [`DECODE_BYTES`] and [`RESIZE_BYTES`] (smaller in the tests, to make several groups).
+    pub budgets: (i64, i64),
 }
 
 impl DevicePreprocess {
@@ -163,6 +168,7 @@ impl DevicePreprocess {
             fallback: CpuJpegDecoder { limits },
             device,
             warned: false,
+            budgets: (DECODE_BYTES, RESIZE_BYTES),
         }
     }
 
@@ -195,20 +201,26 @@ impl DevicePreprocess {
         let encoded = image_bytes(&column)?;
         // Similar sizes together, so that padding wastes little.
         jpegs.sort_by_key(|j| (j.size.1, j.size.0));
-        for group in groups(&jpegs.iter().map(|j| j.size).collect::<Vec<_>>()) {
-            let members = &jpegs[group];
-            let resized = self.decode_and_resize(members, &encoded)?;
-            let positions: Vec<i64> = members.iter().map(|j| j.position as i64).collect();
-            let _ = images.index_copy_(0, &Tensor::from_slice(&positions).to_device(self.device), &resized);
+        let sizes: Vec<(usize, usize)> = jpegs.iter().map(|j| j.size).collect();
+        for decoding in groups(&sizes, 1, self.budgets.0) {
+            let (members, member_sizes) = (&jpegs[decoding.clone()], &sizes[decoding]);
+            let decoded = self.decode(members, &encoded)?;
+            for resizing in groups(member_sizes, 8, self.budgets.1) {
+                let group_sizes = &member_sizes[resizing.clone()];
+                let (width, height) = padded(group_sizes);
+                let group = decoded.narrow(0, resizing.start as i64, resizing.len() as i64);
+                let resized = self.resize.resize(&group.narrow(1, 0, height).narrow(2, 0, width), group_sizes);
+                let positions: Vec<i64> = members[resizing].iter().map(|j| j.position as i64).collect();
+                let _ = images.index_copy_(0, &Tensor::from_slice(&positions).to_device(self.device), &resized);
+            }
         }
         Ok(images)
     }
 
-    /// One group's JPEGs decoded (by nvJPEG, or on the CPU if it fails) and resized, in order.
-    fn decode_and_resize(&mut self, members: &[ChunkJpeg], encoded: &[Option<&[u8]>]) -> Result<Tensor> {
-        let sizes: Vec<(usize, usize)> = members.iter().map(|j| j.size).collect();
-        let height = sizes.iter().map(|s| s.1).max().unwrap_or(1) as i64;
-        let width = sizes.iter().map(|s| s.0).max().unwrap_or(1) as i64;
+    /// A group's JPEGs decoded (by nvJPEG, or on the CPU if it fails) into one padded
+    /// (n, height, width, 3) byte tensor on the device.
+    fn decode(&mut self, members: &[ChunkJpeg], encoded: &[Option<&[u8]>]) -> Result<Tensor> {
+        let (width, height) = padded(&members.iter().map(|j| j.size).collect::<Vec<_>>());
         let decoded = Tensor::zeros([members.len() as i64, height, width, 3], (Kind::Uint8, self.device));
         let bytes = members
             .iter()
@@ -225,8 +237,15 @@ impl DevicePreprocess {
                     .map_err(|e| anyhow!("row {}: {e:#}", j.row))?;
             }
         }
-        Ok(self.resize.resize(&decoded, &sizes))
+        Ok(decoded)
     }
+}
+
+/// The largest width and height among `sizes` (width, height).
+fn padded(sizes: &[(usize, usize)]) -> (i64, i64) {
+    let width = sizes.iter().map(|s| s.0).max().unwrap_or(1);
+    let height = sizes.iter().map(|s| s.1).max().unwrap_or(1);
+    (width as i64, height as i64)
 }
 
 /// A JPEG of a chunk: where it goes in the chunk, its row in the window's image column, its size
@@ -239,15 +258,15 @@ struct ChunkJpeg {
 }
 
 /// Splits images of `sizes` (width, height), sorted by size, into consecutive groups whose
-/// float64 samples, padded to the group's largest height and width, stay within [`GROUP_BYTES`]
-/// (a single image over it is a group of its own).
-fn groups(sizes: &[(usize, usize)]) -> Vec<std::ops::Range<usize>> {
+/// samples (`sample_bytes` each, 3 a pixel), padded to the group's largest height and width,
+/// stay within `budget` bytes (a single image over it is a group of its own).
+fn groups(sizes: &[(usize, usize)], sample_bytes: i64, budget: i64) -> Vec<std::ops::Range<usize>> {
     let mut groups = Vec::new();
     let (mut start, mut height, mut width) = (0, 0i64, 0i64);
     for (i, &(w, h)) in sizes.iter().enumerate() {
         let (h2, w2) = (height.max(h as i64), width.max(w as i64));
-        let bytes = (i - start + 1) as i64 * h2 * w2 * 3 * 8;
-        if i > start && bytes > GROUP_BYTES {
+        let bytes = (i - start + 1) as i64 * h2 * w2 * 3 * sample_bytes;
+        if i > start && bytes > budget {
             groups.push(start..i);
             (start, height, width) = (i, h as i64, w as i64);
         } else {
@@ -355,6 +374,9 @@ mod tests {
         let cpu_decoder = Box::new(CpuJpegDecoder { limits });
         let mut preprocess = DevicePreprocess::new(&transform, cpu_decoder, limits, Device::Cpu);
         let ours = preprocess.resized(&good).unwrap();
+        // Budgets that split the chunk into several decoding and resizing groups: the same bytes.
+        preprocess.budgets = (600 * 400 * 3 * 2, 300 * 300 * 3 * 8 * 2);
+        assert!(ours.equal(&preprocess.resized(&good).unwrap()));
         let ours = Vec::<u8>::try_from(ours.contiguous().view([-1])).unwrap();
         let expected: Vec<u8> = bytes
             .iter()
@@ -400,9 +422,10 @@ mod tests {
     fn groups_stay_within_their_bytes_and_keep_order() {
         // 4 images of 8192 x 8192 (1.5 GiB of float64 each) are one group each; small ones share.
         let sizes = [(10, 10), (20, 10), (8192, 8192), (8192, 8192), (30, 30)];
-        assert_eq!(groups(&sizes), [0..2, 2..3, 3..4, 4..5]);
-        assert_eq!(groups(&[(500, 375); 300]).len(), 300 * 500 * 375 * 24 / (1 << 30) + 1);
-        assert!(groups(&[]).is_empty());
+        assert_eq!(groups(&sizes, 8, RESIZE_BYTES), [0..2, 2..3, 3..4, 4..5]);
+        assert_eq!(groups(&[(500, 375); 300], 8, RESIZE_BYTES).len(), 300 * 500 * 375 * 24 / (1 << 30) + 1);
+        assert_eq!(groups(&[(500, 375); 300], 1, DECODE_BYTES), [0..300]);
+        assert!(groups(&[], 8, RESIZE_BYTES).is_empty());
     }
 
     #[test]
