@@ -424,7 +424,7 @@ mod tests {
         let sizes = [(10, 10), (20, 10), (8192, 8192), (8192, 8192), (30, 30)];
         assert_eq!(groups(&sizes, 8, RESIZE_BYTES), [0..2, 2..3, 3..4, 4..5]);
         assert_eq!(groups(&[(500, 375); 300], 8, RESIZE_BYTES).len(), 300 * 500 * 375 * 24 / (1 << 30) + 1);
-        assert_eq!(groups(&[(500, 375); 300], 1, DECODE_BYTES), [0..300]);
+        assert_eq!(groups(&[(500, 375); 300], 1, DECODE_BYTES), vec![std::ops::Range { start: 0, end: 300 }]);
         assert!(groups(&[], 8, RESIZE_BYTES).is_empty());
     }
 
