@@ -25,6 +25,10 @@
 #    loaded, the model, the first window, the end; and the first chunk's model run, with what the
 #    device does once), cores, peak RSS and peak GPU memory. MODELS,
 #    PRECISIONS and BATCH override the defaults.
+# 3b. GPU decoding (`--decode gpu`: nvJPEG, and the resize on the device): its drift against the
+#    bit-identical default (cosine similarity per row, ResNet-50, 1024 images), then the table of
+#    section 3 for ResNet-50 with `--decode gpu`. The drift runs first: it shows at once whether
+#    nvJPEG loads and decodes there.
 # 4. Text (bench/text_gpu.py): deepembed's whole command and its pipeline (in half precision also
 #    with cuDNN's attention first, libtorch's own order) against transformers loops at the same
 #    precision (padding to 256; sorted, padding to the longest, also with cuDNN's attention off;
@@ -36,7 +40,8 @@
 #    bf16): the minimum cosine similarity over a real run, for each vision family (DRIFT_MODELS)
 #    and both text models.
 #
-# ONLY (comma-separated: preprocessing,decoding,vision,text,tabular,drift) runs just those sections.
+# ONLY (comma-separated: preprocessing,decoding,vision,gpudecode,text,tabular,drift) runs just
+# those sections.
 # DEVICE (default cuda:0) lets the script be tried on the CPU (with PRECISIONS=fp32; the drift
 # section is skipped there).
 set -euo pipefail
@@ -98,6 +103,20 @@ vision_table() {
         --model_seconds "${MODEL_SECONDS:-8}" --max_copies 4
 }
 
+gpu_decode() {
+    local made
+    mapfile -t made < <("$py" "$here/make_dataset.py" "$work" 1024 resnet50)
+    echo "| model | decode | rows | cpu seconds | seconds | min | median | mean |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    "$py" "$here/precision_drift.py" "$bin" resnet50 "$work/decode-drift" --flag decode --baseline cpu --values gpu \
+        -- embed vision --df "${made[0]}" --model_version resnet50 --model_weights "${made[1]}" --device "$device" \
+        --batch_size 128 || return 1
+    echo
+    "$py" "$here/model_only.py" --deepembed "$bin" --example "$example" --work "$work" --images "$images" \
+        --models "${DECODE_MODELS:-resnet50}" --precisions "$precisions" --batch_size "$batch" --device "$device" --rounds 1 \
+        --seconds 8 --model_seconds "${MODEL_SECONDS:-8}" --max_copies 4 --decode gpu
+}
+
 text() {
     "$py" "$here/text_gpu.py" --deepembed "$bin" --work "$work" --texts "$texts" --batch_size 64 \
         --device "$device" --precisions "$precisions" 2>"$work/text.log" || { tail -20 "$work/text.log"; return 1; }
@@ -135,6 +154,7 @@ echo "nproc $(nproc); cgroup cpu.max: $(cat /sys/fs/cgroup/cpu.max 2>/dev/null |
 [[ -z "${PREPROCESS_FIXTURES:-}" ]] || section preprocessing "preprocessing on the device against torchvision + Pillow" preprocessing
 section decoding "decoding and resizing without a model, by threads" decoding
 section vision "model alone against the whole command" vision_table
+[[ "$device" == cpu ]] || section gpudecode "--decode gpu: drift against the default, and the whole command" gpu_decode
 section text "text" text
 [[ -z "${GANDALF_MODEL:-}" ]] || section tabular "GANDALF" tabular
 [[ "$device" == cpu ]] || section drift "$drift_precisions against fp32: cosine similarity per row (1024 images; the text corpus)" drift

@@ -88,7 +88,7 @@ def copies_of(data: Path, copies: int) -> Path:
     return folder
 
 
-def end_to_end(deepembed, data, model, weights, batch, device, precision, out, env):
+def end_to_end(deepembed, data, model, weights, batch, device, precision, decode, out, env):
     """rows/s of the whole command (start-up, loading, decoding, writing), its peak RSS (MiB),
     the peak GPU memory (MiB) while it ran, the share of the run the model's thread waited for
     prepared images (from the pipeline's closing log line; high means bound by decoding) and the
@@ -100,7 +100,7 @@ def end_to_end(deepembed, data, model, weights, batch, device, precision, out, e
     env = {k: v for k, v in env.items() if k != "LD_PRELOAD"}
     env["DEEPEMBED_LOG"] = "debug"
     cmd = [deepembed, "embed", "vision", "--df", str(data), "--model_version", model, "--model_weights", weights,
-           "--batch_size", str(batch), "--device", device, "--precision", precision, "--out", str(out)]
+           "--batch_size", str(batch), "--device", device, "--precision", precision, "--decode", decode, "--out", str(out)]
     run = run_measured(cmd, env, gpu=device.startswith("cuda"))
     stages = re.search(r"waited ([0-9.]+) s for prepared rows \(([0-9]+)%\), sent chunks ([0-9.]+) s, "
                        r"read back ([0-9.]+) s \(waiting for the device\), emitted ([0-9.]+) s", run.stderr)
@@ -147,6 +147,7 @@ def main():
                    help="read the JPEGs again (up to --max_copies times) until the model alone would take this long, "
                         "so start-up (about a second on a GPU) is a small part of the whole command")
     p.add_argument("--max_copies", type=int, default=4)
+    p.add_argument("--decode", default="cpu", help="the whole command's --decode (cpu: the bit-identical default)")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -154,7 +155,7 @@ def main():
     cores = len(os.sched_getaffinity(0))
 
     print(f"machine: {platform.machine()}, {cores} cores, {platform.platform()}; device {args.device}; "
-          f"{args.images} JPEGs of 400x300 to 640x480; medians of {args.rounds} alternating rounds\n")
+          f"{args.images} JPEGs of 400x300 to 640x480; medians of {args.rounds} alternating rounds; --decode {args.decode}\n")
     print("| model | precision | batch | rows | model-only rows/s | end-to-end rows/s | ratio | pipeline rows/s | pipeline ratio | outside the pipeline (s) | start-up: before main/to inputs/model/first window/end (first chunk) (s) | model waited | model's thread: rows/send/device/emit (s) | cores | cores busy | peak RSS (MiB) | peak GPU memory (MiB) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model in args.models.split(","):
@@ -170,7 +171,7 @@ def main():
                     copies = math.ceil(alone[0] * args.model_seconds / args.images)
                     source = copies_of(Path(data), min(max(copies, 1), args.max_copies))
                 runs.append(end_to_end(args.deepembed, source, model, weights, args.batch_size, args.device, precision,
-                                       work / "out", env))
+                                       args.decode, work / "out", env))
             a, w = statistics.median(alone), statistics.median(r.rate for r in runs)
             piped = [r.pipeline_rate for r in runs if r.pipeline_rate]
             outside = [r.outside_s for r in runs if r.outside_s is not None]

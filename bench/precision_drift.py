@@ -1,14 +1,17 @@
-"""The drift of reduced precision (`--precision fp16`, `bf16`) against fp32: runs deepembed on the
-same data, same model and device, once in fp32 and once per precision asked for, and prints the
+"""The drift of reduced precision (`--precision fp16`, `bf16`) against fp32, or of any other flag's
+values against a baseline value (`--decode gpu` against `cpu`): runs deepembed on the same data,
+same model and device, once with the baseline and once per value asked for, and prints the
 minimum, median and mean cosine similarity between each row's embeddings in the two runs (the
 issue's measure: the minimum over a real run).
 
-Usage: precision_drift.py DEEPEMBED LABEL WORK_DIR [--precisions fp16,bf16] -- embed <plugin> <flags...>
-(the flags without --precision and --out). Prints one table row per precision, with each
+Usage: precision_drift.py DEEPEMBED LABEL WORK_DIR [--precisions fp16,bf16]
+                          [--flag decode --baseline cpu --values gpu] -- embed <plugin> <flags...>
+(the flags without the compared one and --out). Prints one table row per value, with each
 whole command's seconds:
-| label | precision | rows | fp32 seconds | seconds | min | median | mean |
+| label | value | rows | baseline seconds | seconds | min | median | mean |
 """
 
+import argparse
 import shutil
 import subprocess
 import sys
@@ -19,11 +22,11 @@ import numpy as np
 import pyarrow.parquet as pq
 
 
-def embeddings(deepembed, args, precision, out):
+def embeddings(deepembed, args, flag, value, out):
     """The run's embeddings as float64 rows, and the whole command's seconds."""
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    subprocess.run([deepembed, *args, "--precision", precision, "--out", str(out), "--quiet"], check=True)
+    subprocess.run([deepembed, *args, f"--{flag}", value, "--out", str(out), "--quiet"], check=True)
     seconds = time.perf_counter() - started
     (file,) = [f for f in Path(out).rglob("*.parquet")]
     table = pq.read_table(file)
@@ -36,17 +39,19 @@ def main():
     split = sys.argv.index("--")
     deepembed, label, work, *options = sys.argv[1:split]
     args = sys.argv[split + 1:]
-    precisions = ["fp16"]
-    if options:
-        if len(options) != 2 or options[0] != "--precisions":
-            sys.exit(__doc__)
-        precisions = options[1].split(",")
+    p = argparse.ArgumentParser(usage=__doc__)
+    p.add_argument("--precisions", help="the same as --flag precision --baseline fp32 --values ...")
+    p.add_argument("--flag", default="precision")
+    p.add_argument("--baseline", default="fp32")
+    p.add_argument("--values", default="fp16")
+    o = p.parse_args(options)
+    values = (o.precisions or o.values).split(",")
     work = Path(work)
-    a, a_seconds = embeddings(deepembed, args, "fp32", work / "fp32")
-    for precision in precisions:
-        b, b_seconds = embeddings(deepembed, args, precision, work / precision)
+    a, a_seconds = embeddings(deepembed, args, o.flag, o.baseline, work / o.baseline)
+    for value in values:
+        b, b_seconds = embeddings(deepembed, args, o.flag, value, work / value)
         cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        print(f"| {label} | {precision} | {len(cos)} | {a_seconds:.1f} | {b_seconds:.1f} | {cos.min():.6f} | "
+        print(f"| {label} | {value} | {len(cos)} | {a_seconds:.1f} | {b_seconds:.1f} | {cos.min():.6f} | "
               f"{np.median(cos):.6f} | {cos.mean():.6f} |", flush=True)
 
 
