@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
 use arrow::datatypes::DataType;
+use deepembed_vision::image::jpeg_frame::read_frame;
 use deepembed_vision::image::{decode::decode, resize, resize_into, Limits, Transform};
 use deepembed_vision::window_buffers::WindowBuffers;
 use deepembed_vision::window_decode::WindowDecoder;
@@ -90,6 +91,17 @@ fn main() -> Result<()> {
         "Decoding alone on one thread: {decoding:.0} images/s ({:.2} ms an image); the resize runs {}",
         1e3 / decoding,
         resize::instruction_set()
+    );
+    // What the preparing side does per image with --decode gpu: read the JPEG's header.
+    let mut on_device = 0;
+    let headers = rate(seconds.min(1.0), || {
+        on_device = images.iter().filter(|b| read_frame(b).is_some_and(|f| f.is_baseline_ycbcr())).count();
+        Ok(images.len())
+    })?;
+    println!(
+        "JPEG headers alone on one thread (what --decode gpu's preparation does): {headers:.0} images/s; \
+         {on_device} of {} images would go to nvJPEG",
+        images.len()
     );
     println!();
     let windows: Vec<ArrayRef> =

@@ -148,8 +148,8 @@ pub struct DevicePreprocess {
     pub decoder: Box<dyn JpegDecoder>,
     pub fallback: CpuJpegDecoder,
     pub device: Device,
-    /// Whether a failed batch was already reported.
-    pub warned: bool,
+    /// Batches nvJPEG failed on (decoded on the CPU instead); the first one is reported at once.
+    pub failed_batches: u64,
     /// [`DECODE_BYTES`] and [`RESIZE_BYTES`] (smaller in the tests, to make several groups).
     pub budgets: (i64, i64),
 }
@@ -167,7 +167,7 @@ impl DevicePreprocess {
             decoder,
             fallback: CpuJpegDecoder { limits },
             device,
-            warned: false,
+            failed_batches: 0,
             budgets: (DECODE_BYTES, RESIZE_BYTES),
         }
     }
@@ -227,10 +227,10 @@ impl DevicePreprocess {
             .map(|j| encoded.get(j.index).copied().flatten().ok_or_else(|| anyhow!("row {}: the image is gone", j.row)))
             .collect::<Result<Vec<&[u8]>>>()?;
         if let Err(e) = self.decoder.decode_into(&bytes, &decoded) {
-            if !self.warned {
-                log::warn!("--decode gpu: {e:#}; decoding that batch on the CPU (later failures are not reported)");
-                self.warned = true;
+            if self.failed_batches == 0 {
+                log::warn!("--decode gpu: {e:#}; decoding that batch on the CPU (the run's end counts any others)");
             }
+            self.failed_batches += 1;
             for (slot, (j, jpeg)) in members.iter().zip(&bytes).enumerate() {
                 self.fallback
                     .decode_into(&[jpeg], &decoded.narrow(0, slot as i64, 1))

@@ -1,6 +1,8 @@
 //! A vision run: images are decoded and resized in parallel on CPU threads (the pipeline's
 //! preparation; on a GPU the next window is started before this one is waited for:
-//! `window_decode.rs`) while the model embeds the previous batch on the device.
+//! `window_decode.rs`) while the model embeds the previous batch on the device. With
+//! `--decode gpu`, baseline JPEGs are decoded and resized on the device instead
+//! (`gpu_decode.rs`).
 
 use std::sync::Arc;
 
@@ -75,10 +77,16 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
     let mut images = DeviceImages { model: &model, normalizer, preprocess };
     let rows = pipeline::run(ctx, input, &columns, rows, &mut images, Batching::InputOrder)?;
     log::info!(
-        "--decode gpu: {} images decoded on the device, {} on the CPU (those not baseline YCbCr JPEGs)",
+        "--decode gpu: {} images sent to the device, {} decoded on the CPU (those not baseline YCbCr JPEGs)",
         rows.on_device,
         rows.on_cpu
     );
+    if images.preprocess.failed_batches > 0 {
+        log::warn!(
+            "--decode gpu: nvJPEG failed on {} batches, decoded on the CPU instead",
+            images.preprocess.failed_batches
+        );
+    }
     Ok(())
 }
 
