@@ -6,20 +6,27 @@
 //! image (progressive or greyscale JPEG, PNG, CMYK...) is decoded and resized on the CPU threads
 //! as in the default path, and bad images are bad rows there, as always.
 //!
+//! The preparing thread decodes a window's JPEGs with nvJPEG, on nvJPEG's own stream, into a
+//! pooled device buffer (`device_buffers.rs`), while the model's thread runs the windows before
+//! it: the GPU's JPEG decoder (or its cores, for nvJPEG's other backends) works beside the
+//! model instead of between its batches. The model's thread resizes a chunk's decoded images
+//! and embeds them. If nvJPEG fails on a batch, those images are decoded on the CPU instead,
+//! with a warning, and a bad one is a bad row.
+//!
 //! Not bit-identical: nvJPEG's inverse DCT and chroma upsampling are not libjpeg's, so a decoded
 //! sample may differ by a level or so (the resize after it is exact). The drift against the
-//! default path is measured by `cargo xtask gpu-check` (docs/BENCHMARKS.md). If nvJPEG fails on
-//! a batch, that batch is decoded on the CPU instead, with a warning.
+//! default path is measured by `cargo xtask gpu-check` (docs/BENCHMARKS.md).
 
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::RecordBatch;
 use deepembed_sdk::abi::nvjpeg::NvJpeg;
 use deepembed_sdk::pipeline::{Embed, Prepare};
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
+use crate::device_buffers::{DecodedBatch, DeviceBuffers};
 use crate::device_resize::DeviceResize;
 use crate::image::decode::{decode, Limits};
 use crate::image::jpeg_frame::read_frame;
@@ -28,78 +35,24 @@ use crate::model::EmbeddingModel;
 use crate::normalize::Normalizer;
 use crate::window_decode::image_bytes;
 
-/// Device memory for one nvJPEG call's output: a chunk's images, each padded to the largest
-/// height and width among them, as bytes. One call per chunk where it fits (nvJPEG prepares for
-/// a batch size, so calls of one size are cheapest).
+/// Device memory for one nvJPEG call's output: a window's JPEGs, each padded to the largest
+/// height and width among them, as bytes. One call per window where it fits (nvJPEG prepares
+/// for a batch size, so calls of one size are cheapest).
 const DECODE_BYTES: i64 = 4 << 30;
 /// Device memory for one resize's float64 samples (8 bytes a sample, padded likewise).
 const RESIZE_BYTES: i64 = 1 << 30;
 
-/// One image of a window.
+/// One image of a window, ready for the model's thread.
 pub enum GpuRow {
-    /// A baseline JPEG, decoded on the device: row `index` of its window's image column.
-    Jpeg { column: Arc<ArrayRef>, index: usize, width: usize, height: usize, row: u64 },
+    /// Decoded on the device: slot `slot` of `batch`, `size` (width, height) at its top left.
+    Decoded { batch: Arc<DecodedBatch>, slot: usize, size: (usize, usize) },
     /// Decoded and resized on the CPU: `transform.pixels()` bytes, HWC.
     Resized(Vec<u8>),
 }
 
-/// The preparation: each row's JPEG header read, or the image decoded and resized on the CPU.
-pub struct JpegRows {
-    pub column: String,
-    pub limits: Limits,
-    pub transform: Transform,
-    /// Rows sent to the device and rows decoded on the CPU, for the closing log line.
-    pub on_device: u64,
-    pub on_cpu: u64,
-}
-
-impl Prepare for JpegRows {
-    type Row = GpuRow;
-
-    fn prepare(&mut self, batch: &RecordBatch, first_row: u64) -> Result<Vec<Result<GpuRow, String>>> {
-        let images =
-            batch.column_by_name(&self.column).ok_or_else(|| anyhow!("input lacks column '{}'", self.column))?;
-        let shared = Arc::new(images.clone());
-        let rows: Vec<Result<GpuRow, String>> = image_bytes(images)?
-            .par_iter()
-            .enumerate()
-            .map(|(i, bytes)| {
-                self.row(*bytes, &shared, i, first_row + i as u64)
-                    .map_err(|e| format!("column '{}': {e:#}", self.column))
-            })
-            .collect();
-        for row in rows.iter().flatten() {
-            match row {
-                GpuRow::Jpeg { .. } => self.on_device += 1,
-                GpuRow::Resized(_) => self.on_cpu += 1,
-            }
-        }
-        Ok(rows)
-    }
-}
-
-impl JpegRows {
-    fn row(&self, bytes: Option<&[u8]>, column: &Arc<ArrayRef>, index: usize, row: u64) -> Result<GpuRow> {
-        let bytes = bytes.ok_or_else(|| anyhow!("the image is null"))?;
-        match read_frame(bytes) {
-            Some(frame) if frame.is_baseline_ycbcr() => {
-                if self.limits.check(frame.width as u64, frame.height as u64)? {
-                    log::warn!("row {row}: a {}x{} image, over Pillow's warning threshold", frame.width, frame.height);
-                }
-                Ok(GpuRow::Jpeg { column: column.clone(), index, width: frame.width, height: frame.height, row })
-            }
-            _ => {
-                let mut pixels = vec![0u8; self.transform.pixels()];
-                image::resize_into(bytes, &mut pixels, &self.limits, &self.transform)?;
-                Ok(GpuRow::Resized(pixels))
-            }
-        }
-    }
-}
-
-/// Decodes a group of JPEGs into a (n, height, width, 3) byte tensor, image `i` at the top left
-/// of slot `i`.
-pub trait JpegDecoder {
+/// Decodes a batch of JPEGs into a (n, height, width, 3) byte tensor, image `i` at the top left
+/// of slot `i`, and returns once they are decoded.
+pub trait JpegDecoder: Send {
     fn decode_into(&mut self, jpegs: &[&[u8]], out: &Tensor) -> Result<()>;
 }
 
@@ -109,8 +62,8 @@ impl JpegDecoder for NvJpeg {
     }
 }
 
-/// libjpeg-turbo on this thread: the fallback when nvJPEG fails on a batch, and, in the tests,
-/// the decoder that must make this path give the default path's bytes.
+/// libjpeg-turbo: in the tests, the decoder that must make this path give the default path's
+/// bytes.
 pub struct CpuJpegDecoder {
     pub limits: Limits,
 }
@@ -123,6 +76,158 @@ impl JpegDecoder for CpuJpegDecoder {
             out.get(i as i64).narrow(0, 0, image.height as i64).narrow(1, 0, image.width as i64).copy_(&pixels);
         }
         Ok(())
+    }
+}
+
+/// The preparation: each row's JPEG header read; baseline JPEGs decoded on the device, in
+/// groups; the other images decoded and resized on the CPU.
+pub struct JpegRows {
+    pub column: String,
+    pub cpu: CpuSide,
+    pub decoder: Box<dyn JpegDecoder>,
+    pub buffers: DeviceBuffers,
+    /// Device memory per nvJPEG call ([`DECODE_BYTES`]; smaller in the tests).
+    pub decode_bytes: i64,
+    /// Rows decoded on the device and on the CPU, and batches nvJPEG failed on, for the log.
+    pub on_device: u64,
+    pub on_cpu: u64,
+    pub failed_batches: u64,
+}
+
+/// What a row becomes before the device decodes it.
+enum Planned<'a> {
+    /// A baseline JPEG for the device: its bytes and size (width, height).
+    Jpeg(&'a [u8], (usize, usize)),
+    Ready(GpuRow),
+}
+
+impl JpegRows {
+    pub fn new(
+        column: String,
+        limits: Limits,
+        transform: Transform,
+        decoder: Box<dyn JpegDecoder>,
+        device: Device,
+    ) -> JpegRows {
+        JpegRows {
+            column,
+            cpu: CpuSide { limits, transform },
+            decoder,
+            buffers: DeviceBuffers::new(device),
+            decode_bytes: DECODE_BYTES,
+            on_device: 0,
+            on_cpu: 0,
+            failed_batches: 0,
+        }
+    }
+
+    /// Decodes `jpegs` (bytes and size) in one batch on the device, or, if the decoder fails,
+    /// decodes and resizes them on the CPU.
+    fn decode_group(&mut self, jpegs: &[(&[u8], (usize, usize))]) -> Vec<Result<GpuRow>> {
+        let (width, height) = padded(&jpegs.iter().map(|j| j.1).collect::<Vec<_>>());
+        let batch = self.buffers.take(jpegs.len(), height as usize, width as usize);
+        let bytes: Vec<&[u8]> = jpegs.iter().map(|j| j.0).collect();
+        match self.decoder.decode_into(&bytes, &batch.tensor()) {
+            Ok(()) => {
+                let batch = Arc::new(batch);
+                jpegs
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, j)| Ok(GpuRow::Decoded { batch: batch.clone(), slot, size: j.1 }))
+                    .collect()
+            }
+            Err(e) => {
+                if self.failed_batches == 0 {
+                    log::warn!("--decode gpu: {e:#}; decoding that batch on the CPU (the run's end counts any others)");
+                }
+                self.failed_batches += 1;
+                let cpu = &self.cpu;
+                bytes.par_iter().map(|b| Ok(GpuRow::Resized(cpu.resized(b)?))).collect()
+            }
+        }
+    }
+}
+
+/// What the CPU does with `--decode gpu`: read headers, and decode and resize what the device
+/// does not take.
+#[derive(Clone, Copy)]
+pub struct CpuSide {
+    pub limits: Limits,
+    pub transform: Transform,
+}
+
+impl CpuSide {
+    /// A row's plan: a baseline JPEG within the limits goes to the device; any other image is
+    /// decoded and resized on the CPU now.
+    fn plan<'a>(&self, bytes: Option<&'a [u8]>, row: u64) -> Result<Planned<'a>> {
+        let bytes = bytes.ok_or_else(|| anyhow!("the image is null"))?;
+        match read_frame(bytes) {
+            Some(frame) if frame.is_baseline_ycbcr() => {
+                if self.limits.check(frame.width as u64, frame.height as u64)? {
+                    log::warn!("row {row}: a {}x{} image, over Pillow's warning threshold", frame.width, frame.height);
+                }
+                Ok(Planned::Jpeg(bytes, (frame.width, frame.height)))
+            }
+            _ => Ok(Planned::Ready(GpuRow::Resized(self.resized(bytes)?))),
+        }
+    }
+
+    fn resized(&self, bytes: &[u8]) -> Result<Vec<u8>> {
+        let mut pixels = vec![0u8; self.transform.pixels()];
+        image::resize_into(bytes, &mut pixels, &self.limits, &self.transform)?;
+        Ok(pixels)
+    }
+}
+
+impl Prepare for JpegRows {
+    type Row = GpuRow;
+
+    fn prepare(&mut self, batch: &RecordBatch, first_row: u64) -> Result<Vec<Result<GpuRow, String>>> {
+        let images =
+            batch.column_by_name(&self.column).ok_or_else(|| anyhow!("input lacks column '{}'", self.column))?;
+        let encoded = image_bytes(images)?;
+        let cpu = &self.cpu;
+        let planned: Vec<Result<Planned>> =
+            encoded.par_iter().enumerate().map(|(i, bytes)| cpu.plan(*bytes, first_row + i as u64)).collect();
+        // The device's rows, by size (similar sizes together pad little), in groups that fit.
+        let mut jpegs: Vec<(usize, &[u8], (usize, usize))> = planned
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Ok(Planned::Jpeg(bytes, size)) => Some((i, *bytes, *size)),
+                _ => None,
+            })
+            .collect();
+        jpegs.sort_by_key(|j| (j.2 .1, j.2 .0));
+        let sizes: Vec<(usize, usize)> = jpegs.iter().map(|j| j.2).collect();
+        let mut decoded: Vec<Option<Result<GpuRow>>> = (0..planned.len()).map(|_| None).collect();
+        for group in groups(&sizes, 1, self.decode_bytes) {
+            let members = &jpegs[group];
+            let rows = self.decode_group(&members.iter().map(|j| (j.1, j.2)).collect::<Vec<_>>());
+            for (j, row) in members.iter().zip(rows) {
+                decoded[j.0] = Some(row);
+            }
+        }
+        let column = &self.column;
+        let rows: Vec<Result<GpuRow, String>> = planned
+            .into_iter()
+            .zip(decoded)
+            .map(|(plan, decoded)| {
+                let row = match plan {
+                    Ok(Planned::Jpeg(..)) => decoded.expect("every JPEG planned for the device is decoded"),
+                    Ok(Planned::Ready(row)) => Ok(row),
+                    Err(e) => Err(e),
+                };
+                row.map_err(|e| format!("column '{column}': {e:#}"))
+            })
+            .collect();
+        for row in rows.iter().flatten() {
+            match row {
+                GpuRow::Decoded { .. } => self.on_device += 1,
+                GpuRow::Resized(_) => self.on_cpu += 1,
+            }
+        }
+        Ok(rows)
     }
 }
 
@@ -141,34 +246,22 @@ impl Embed<GpuRow> for DeviceImages<'_> {
     }
 }
 
-/// A chunk's JPEGs decoded and resized on the device, its CPU-resized images sent there.
+/// A chunk's decoded images resized on the device, its CPU-resized images sent there.
 pub struct DevicePreprocess {
     pub size: usize,
     pub resize: DeviceResize,
-    pub decoder: Box<dyn JpegDecoder>,
-    pub fallback: CpuJpegDecoder,
     pub device: Device,
-    /// Batches nvJPEG failed on (decoded on the CPU instead); the first one is reported at once.
-    pub failed_batches: u64,
-    /// [`DECODE_BYTES`] and [`RESIZE_BYTES`] (smaller in the tests, to make several groups).
-    pub budgets: (i64, i64),
+    /// Device memory per resize ([`RESIZE_BYTES`]; smaller in the tests).
+    pub resize_bytes: i64,
 }
 
 impl DevicePreprocess {
-    pub fn new(
-        transform: &Transform,
-        decoder: Box<dyn JpegDecoder>,
-        limits: Limits,
-        device: Device,
-    ) -> DevicePreprocess {
+    pub fn new(transform: &Transform, device: Device) -> DevicePreprocess {
         DevicePreprocess {
             size: transform.size,
             resize: DeviceResize::new(transform.filter, transform.size, device),
-            decoder,
-            fallback: CpuJpegDecoder { limits },
             device,
-            failed_batches: 0,
-            budgets: (DECODE_BYTES, RESIZE_BYTES),
+            resize_bytes: RESIZE_BYTES,
         }
     }
 
@@ -177,18 +270,23 @@ impl DevicePreprocess {
         let size = self.size as i64;
         let mut images = Tensor::zeros([rows.len() as i64, size, size, 3], (Kind::Uint8, self.device));
         let (mut cpu, mut cpu_positions) = (Vec::new(), Vec::new());
-        let mut jpegs = Vec::new();
-        let mut column = None;
+        // Decoded rows by their batch: (batch, [(position in the chunk, slot, size)]).
+        let mut batches: Vec<(&Arc<DecodedBatch>, Vec<(usize, usize, (usize, usize))>)> = Vec::new();
         for (position, row) in rows.iter().enumerate() {
             match row {
                 GpuRow::Resized(pixels) => {
                     cpu.extend_from_slice(pixels);
                     cpu_positions.push(position as i64);
                 }
-                GpuRow::Jpeg { column: c, index, width, height, row } => {
-                    // A chunk's rows come from one window: one image column.
-                    column.get_or_insert_with(|| c.clone());
-                    jpegs.push(ChunkJpeg { position, index: *index, size: (*width, *height), row: *row });
+                GpuRow::Decoded { batch, slot, size } => {
+                    let entry = match batches.iter().position(|(b, _)| Arc::ptr_eq(b, batch)) {
+                        Some(i) => &mut batches[i].1,
+                        None => {
+                            batches.push((batch, Vec::new()));
+                            &mut batches.last_mut().expect("just pushed").1
+                        }
+                    };
+                    entry.push((position, *slot, *size));
                 }
             }
         }
@@ -197,47 +295,22 @@ impl DevicePreprocess {
                 Tensor::from_slice(&cpu).view([cpu_positions.len() as i64, size, size, 3]).to_device(self.device);
             let _ = images.index_copy_(0, &Tensor::from_slice(&cpu_positions).to_device(self.device), &resized);
         }
-        let Some(column) = column else { return Ok(images) };
-        let encoded = image_bytes(&column)?;
-        // Similar sizes together, so that padding wastes little.
-        jpegs.sort_by_key(|j| (j.size.1, j.size.0));
-        let sizes: Vec<(usize, usize)> = jpegs.iter().map(|j| j.size).collect();
-        for decoding in groups(&sizes, 1, self.budgets.0) {
-            let (members, member_sizes) = (&jpegs[decoding.clone()], &sizes[decoding]);
-            let decoded = self.decode(members, &encoded)?;
-            for resizing in groups(member_sizes, 8, self.budgets.1) {
-                let group_sizes = &member_sizes[resizing.clone()];
-                let (width, height) = padded(group_sizes);
-                let group = decoded.narrow(0, resizing.start as i64, resizing.len() as i64);
-                let resized = self.resize.resize(&group.narrow(1, 0, height).narrow(2, 0, width), group_sizes);
-                let positions: Vec<i64> = members[resizing].iter().map(|j| j.position as i64).collect();
+        for (batch, mut members) in batches {
+            // Similar sizes together, so that padding wastes little.
+            members.sort_by_key(|m| (m.2 .1, m.2 .0));
+            let sizes: Vec<(usize, usize)> = members.iter().map(|m| m.2).collect();
+            let decoded = batch.tensor();
+            for group in groups(&sizes, 8, self.resize_bytes) {
+                let (width, height) = padded(&sizes[group.clone()]);
+                let slots: Vec<i64> = members[group.clone()].iter().map(|m| m.1 as i64).collect();
+                let picked = decoded.index_select(0, &Tensor::from_slice(&slots).to_device(self.device));
+                let resized =
+                    self.resize.resize(&picked.narrow(1, 0, height).narrow(2, 0, width), &sizes[group.clone()]);
+                let positions: Vec<i64> = members[group].iter().map(|m| m.0 as i64).collect();
                 let _ = images.index_copy_(0, &Tensor::from_slice(&positions).to_device(self.device), &resized);
             }
         }
         Ok(images)
-    }
-
-    /// A group's JPEGs decoded (by nvJPEG, or on the CPU if it fails) into one padded
-    /// (n, height, width, 3) byte tensor on the device.
-    fn decode(&mut self, members: &[ChunkJpeg], encoded: &[Option<&[u8]>]) -> Result<Tensor> {
-        let (width, height) = padded(&members.iter().map(|j| j.size).collect::<Vec<_>>());
-        let decoded = Tensor::zeros([members.len() as i64, height, width, 3], (Kind::Uint8, self.device));
-        let bytes = members
-            .iter()
-            .map(|j| encoded.get(j.index).copied().flatten().ok_or_else(|| anyhow!("row {}: the image is gone", j.row)))
-            .collect::<Result<Vec<&[u8]>>>()?;
-        if let Err(e) = self.decoder.decode_into(&bytes, &decoded) {
-            if self.failed_batches == 0 {
-                log::warn!("--decode gpu: {e:#}; decoding that batch on the CPU (the run's end counts any others)");
-            }
-            self.failed_batches += 1;
-            for (slot, (j, jpeg)) in members.iter().zip(&bytes).enumerate() {
-                self.fallback
-                    .decode_into(&[jpeg], &decoded.narrow(0, slot as i64, 1))
-                    .map_err(|e| anyhow!("row {}: {e:#}", j.row))?;
-            }
-        }
-        Ok(decoded)
     }
 }
 
@@ -246,15 +319,6 @@ fn padded(sizes: &[(usize, usize)]) -> (i64, i64) {
     let width = sizes.iter().map(|s| s.0).max().unwrap_or(1);
     let height = sizes.iter().map(|s| s.1).max().unwrap_or(1);
     (width as i64, height as i64)
-}
-
-/// A JPEG of a chunk: where it goes in the chunk, its row in the window's image column, its size
-/// (width, height) and its input row.
-struct ChunkJpeg {
-    position: usize,
-    index: usize,
-    size: (usize, usize),
-    row: u64,
 }
 
 /// Splits images of `sizes` (width, height), sorted by size, into consecutive groups whose
@@ -341,25 +405,47 @@ mod tests {
         RecordBatch::try_new(Arc::new(schema), vec![Arc::new(column)]).unwrap()
     }
 
-    /// With libjpeg-turbo standing in for nvJPEG, this path (rows sorted by size into padded
-    /// groups, resized by matrix products, put back in chunk order, CPU-decoded rows beside them)
-    /// gives every row the default path's bytes, and the same reasons for bad rows.
+    fn kinds(rows: &[Result<GpuRow, String>]) -> Vec<&'static str> {
+        rows.iter()
+            .map(|r| match r {
+                Ok(GpuRow::Decoded { .. }) => "device",
+                Ok(GpuRow::Resized(_)) => "cpu",
+                Err(_) => "bad",
+            })
+            .collect()
+    }
+
+    fn bytes_of(images: Tensor) -> Vec<u8> {
+        Vec::<u8>::try_from(images.contiguous().view([-1])).unwrap()
+    }
+
+    /// The default path's resized bytes of every good row, in order.
+    fn default_path(batch: &RecordBatch) -> Vec<u8> {
+        let (limits, transform) = (Limits::default(), Transform::IMAGENET);
+        image_bytes(batch.column(0))
+            .unwrap()
+            .iter()
+            .filter_map(|b| {
+                let mut out = vec![0u8; transform.pixels()];
+                image::resize_into((*b)?, &mut out, &limits, &transform).ok().map(|()| out)
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// With libjpeg-turbo standing in for nvJPEG, this path (JPEGs decoded in padded groups on
+    /// the preparing side, resized by matrix products in groups on the model's side and put
+    /// back in chunk order, CPU-decoded rows beside them) gives every row the default path's
+    /// bytes, and the same reasons for bad rows.
     #[test]
     fn with_the_cpus_decoder_this_path_gives_the_default_paths_bytes() {
         let batch = batch();
         let (limits, transform) = (Limits::default(), Transform::IMAGENET);
-        let mut prepare = JpegRows { column: "images".into(), limits, transform, on_device: 0, on_cpu: 0 };
+        let decoder = Box::new(CpuJpegDecoder { limits });
+        let mut prepare = JpegRows::new("images".into(), limits, transform, decoder, Device::Cpu);
         let rows = prepare.prepare(&batch, 10).unwrap();
         assert_eq!((prepare.on_device, prepare.on_cpu), (4, 1));
-        let kinds: Vec<&str> = rows
-            .iter()
-            .map(|r| match r {
-                Ok(GpuRow::Jpeg { .. }) => "device",
-                Ok(GpuRow::Resized(_)) => "cpu",
-                Err(_) => "bad",
-            })
-            .collect();
-        assert_eq!(kinds, ["device", "bad", "device", "device", "cpu", "bad", "device"]);
+        assert_eq!(kinds(&rows), ["device", "bad", "device", "device", "cpu", "bad", "device"]);
         let bytes = image_bytes(batch.column(0)).unwrap();
         for (i, row) in rows.iter().enumerate() {
             let default =
@@ -371,21 +457,9 @@ mod tests {
             }
         }
         let good: Vec<&GpuRow> = rows.iter().flatten().collect();
-        let cpu_decoder = Box::new(CpuJpegDecoder { limits });
-        let mut preprocess = DevicePreprocess::new(&transform, cpu_decoder, limits, Device::Cpu);
-        let ours = preprocess.resized(&good).unwrap();
-        // Budgets that split the chunk into several decoding and resizing groups: the same bytes.
-        preprocess.budgets = (600 * 400 * 3 * 2, 300 * 300 * 3 * 8 * 2);
-        assert!(ours.equal(&preprocess.resized(&good).unwrap()));
-        let ours = Vec::<u8>::try_from(ours.contiguous().view([-1])).unwrap();
-        let expected: Vec<u8> = bytes
-            .iter()
-            .filter_map(|b| {
-                let mut out = vec![0u8; transform.pixels()];
-                image::resize_into((*b)?, &mut out, &limits, &transform).ok().map(|()| out)
-            })
-            .flatten()
-            .collect();
+        let mut preprocess = DevicePreprocess::new(&transform, Device::Cpu);
+        let ours = bytes_of(preprocess.resized(&good).unwrap());
+        let expected = default_path(&batch);
         assert_eq!(ours.len(), expected.len());
         assert!(
             ours == expected,
@@ -393,10 +467,28 @@ mod tests {
             ours.iter().zip(&expected).filter(|(a, b)| a != b).count(),
             expected.len()
         );
+
+        // Budgets that split the window into several decoding groups, and the chunk into several
+        // resizing groups: the same bytes.
+        prepare.decode_bytes = 600 * 400 * 3 * 2;
+        preprocess.resize_bytes = 300 * 300 * 3 * 8 * 2;
+        let rows = prepare.prepare(&batch, 10).unwrap();
+        let mut batches: Vec<*const DecodedBatch> = rows
+            .iter()
+            .flatten()
+            .filter_map(|r| match r {
+                GpuRow::Decoded { batch, .. } => Some(Arc::as_ptr(batch)),
+                GpuRow::Resized(_) => None,
+            })
+            .collect();
+        batches.dedup();
+        assert!(batches.len() > 1, "one decoding group");
+        let good: Vec<&GpuRow> = rows.iter().flatten().collect();
+        assert!(bytes_of(preprocess.resized(&good).unwrap()) == expected);
     }
 
     /// A decoder that fails (as nvJPEG on a batch it cannot take) leaves the batch to the CPU:
-    /// the same bytes.
+    /// the same bytes, and the failure counted.
     #[test]
     fn a_failing_decoder_falls_back_to_the_cpu() {
         struct Failing;
@@ -407,15 +499,14 @@ mod tests {
         }
         let batch = batch();
         let (limits, transform) = (Limits::default(), Transform::IMAGENET);
-        let rows = JpegRows { column: "images".into(), limits, transform, on_device: 0, on_cpu: 0 }
-            .prepare(&batch, 0)
-            .unwrap();
+        let mut prepare = JpegRows::new("images".into(), limits, transform, Box::new(Failing), Device::Cpu);
+        let rows = prepare.prepare(&batch, 0).unwrap();
+        assert_eq!(kinds(&rows), ["cpu", "bad", "cpu", "cpu", "cpu", "bad", "cpu"]);
+        assert_eq!(prepare.failed_batches, 1);
         let good: Vec<&GpuRow> = rows.iter().flatten().collect();
-        let failing = DevicePreprocess::new(&transform, Box::new(Failing), limits, Device::Cpu).resized(&good).unwrap();
-        let cpu = DevicePreprocess::new(&transform, Box::new(CpuJpegDecoder { limits }), limits, Device::Cpu)
-            .resized(&good)
-            .unwrap();
-        assert!(failing.equal(&cpu));
+        assert!(
+            bytes_of(DevicePreprocess::new(&transform, Device::Cpu).resized(&good).unwrap()) == default_path(&batch)
+        );
     }
 
     #[test]

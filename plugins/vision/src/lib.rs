@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub use deepembed_image as image;
+pub mod device_buffers;
 pub mod device_resize;
 pub mod gpu_decode;
 pub mod model;

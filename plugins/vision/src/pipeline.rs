@@ -70,22 +70,17 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
         )?;
         return Ok(());
     };
-    let limits = opts.image_limits();
-    let rows =
-        JpegRows { column: opts.image_column.clone(), limits, transform: model.transform, on_device: 0, on_cpu: 0 };
-    let preprocess = DevicePreprocess::new(&model.transform, Box::new(nvjpeg), limits, device);
-    let mut images = DeviceImages { model: &model, normalizer, preprocess };
+    let rows = JpegRows::new(opts.image_column.clone(), opts.image_limits(), model.transform, Box::new(nvjpeg), device);
+    let mut images =
+        DeviceImages { model: &model, normalizer, preprocess: DevicePreprocess::new(&model.transform, device) };
     let rows = pipeline::run(ctx, input, &columns, rows, &mut images, Batching::InputOrder)?;
     log::info!(
-        "--decode gpu: {} images sent to the device, {} decoded on the CPU (those not baseline YCbCr JPEGs)",
+        "--decode gpu: {} images decoded on the device, {} on the CPU (those not baseline YCbCr JPEGs)",
         rows.on_device,
         rows.on_cpu
     );
-    if images.preprocess.failed_batches > 0 {
-        log::warn!(
-            "--decode gpu: nvJPEG failed on {} batches, decoded on the CPU instead",
-            images.preprocess.failed_batches
-        );
+    if rows.failed_batches > 0 {
+        log::warn!("--decode gpu: nvJPEG failed on {} batches, decoded on the CPU instead", rows.failed_batches);
     }
     Ok(())
 }

@@ -8,7 +8,10 @@
 //! `nvidia/nvjpeg/lib`, `torchvision.libs`).
 //!
 //! The handle uses the first backend nvJPEG accepts of: the hardware decoder (A100, H100 and
-//! later), GPU-assisted Huffman decoding, the default.
+//! later), GPU-assisted Huffman decoding, the default. It decodes on a CUDA stream of its own
+//! (non-blocking, from the CUDA runtime libtorch loaded), so that a thread preparing the next
+//! images decodes while the model's work runs on libtorch's stream, and waits for its stream
+//! before it returns: the images are decoded when [`NvJpeg::decode_into`] returns.
 //!
 //! Safety contract of this module:
 //!
@@ -20,12 +23,13 @@
 //! - [`NvJpeg::decode_into`] gives nvJPEG device pointers only into `out`, which it checks is a
 //!   contiguous CUDA `Uint8` tensor of shape (n, height, width, 3): image `i` at slot `i`, with
 //!   the slot's row pitch, after nvJPEG's own header reading says that the image fits the slot.
-//!   The work is queued on the legacy default stream (null), the stream libtorch runs its work on
-//!   unless told otherwise, so libtorch's later work on `out` comes after it, and libtorch's
-//!   caching allocator does not give `out`'s memory to other work before that work is queued.
-//! - The JPEG bytes are host memory nvJPEG reads during the call; the caller keeps them, and
-//!   `out`, alive until the device is done (the pipeline reads each chunk's results back before
-//!   it drops the chunk's rows).
+//!   It waits for its stream before returning, so no work of it is pending afterwards, and the
+//!   JPEG bytes (host memory) are no longer read.
+//! - Its stream is not ordered with libtorch's. The caller guarantees that no device work is
+//!   pending on `out`'s memory when it calls (the vision plugin decodes into buffers of its own
+//!   pool: fresh ones after a device-wide synchronisation, returned ones only after the model's
+//!   work on them was read back), and libtorch's later work on `out` is queued after the call
+//!   returns, so after the decoding.
 
 use std::ffi::{c_int, c_uint, c_void, OsString};
 use std::path::PathBuf;
@@ -49,6 +53,9 @@ const OUTPUT_RGBI: c_int = 5;
 /// nvjpeg.h's backends, in the order tried: `HARDWARE`, `GPU_HYBRID`, `DEFAULT`.
 const BACKENDS: [(c_int, &str); 3] = [(3, "hardware"), (2, "GPU-assisted Huffman"), (0, "default")];
 
+/// The CUDA runtime's `cudaStreamNonBlocking`: no implicit ordering with the legacy stream.
+const STREAM_NON_BLOCKING: c_uint = 1;
+
 struct Functions {
     create_ex: unsafe extern "C" fn(c_int, *mut c_void, *mut c_void, c_uint, *mut Handle) -> c_int,
     destroy: unsafe extern "C" fn(Handle) -> c_int,
@@ -57,6 +64,10 @@ struct Functions {
     image_info: unsafe extern "C" fn(Handle, *const u8, usize, *mut c_int, *mut c_int, *mut c_int, *mut c_int) -> c_int,
     batched_initialize: unsafe extern "C" fn(Handle, State, c_int, c_int, c_int) -> c_int,
     batched: unsafe extern "C" fn(Handle, State, *const *const u8, *const usize, *mut Image, Stream) -> c_int,
+    // The CUDA runtime's.
+    stream_create: unsafe extern "C" fn(*mut Stream, c_uint) -> c_int,
+    stream_synchronize: unsafe extern "C" fn(Stream) -> c_int,
+    stream_destroy: unsafe extern "C" fn(Stream) -> c_int,
 }
 
 /// A loaded nvJPEG with a handle and one decoding state; see the module's contract.
@@ -64,13 +75,20 @@ pub struct NvJpeg {
     functions: Functions,
     handle: Handle,
     state: State,
+    stream: Stream,
     /// The batch size the state was last initialised for.
     batch: Option<usize>,
     backend: &'static str,
     path: String,
-    // Last: dropped after the handle and state are destroyed with its functions.
+    // Last: dropped after the handle, state and stream are destroyed with their functions.
     _library: Library,
+    _cuda_runtime: Library,
 }
+
+// SAFETY: nvJPEG's handle and state, and a CUDA stream, may be used from any thread as long as
+// calls do not overlap, which `&mut self` ensures; `NvJpeg` moves to the thread that prepares
+// images and stays there.
+unsafe impl Send for NvJpeg {}
 
 impl NvJpeg {
     /// Loads nvJPEG and creates a handle and a decoding state; the error says where it looked.
@@ -92,9 +110,7 @@ impl NvJpeg {
     }
 
     fn open(library: Library, path: String) -> Result<NvJpeg, String> {
-        // SAFETY: each symbol is nvjpeg.h's function of that name, with the signature declared
-        // in `Functions` (the module's contract); the pointers are used only while `library`,
-        // kept in the same struct, is loaded.
+        let cuda_runtime = cuda_runtime(&path)?;
         let functions = Functions {
             create_ex: symbol(&library, &path, "nvjpegCreateEx")?,
             destroy: symbol(&library, &path, "nvjpegDestroy")?,
@@ -103,7 +119,16 @@ impl NvJpeg {
             image_info: symbol(&library, &path, "nvjpegGetImageInfo")?,
             batched_initialize: symbol(&library, &path, "nvjpegDecodeBatchedInitialize")?,
             batched: symbol(&library, &path, "nvjpegDecodeBatched")?,
+            stream_create: symbol(&cuda_runtime, "the CUDA runtime", "cudaStreamCreateWithFlags")?,
+            stream_synchronize: symbol(&cuda_runtime, "the CUDA runtime", "cudaStreamSynchronize")?,
+            stream_destroy: symbol(&cuda_runtime, "the CUDA runtime", "cudaStreamDestroy")?,
         };
+        let mut stream: Stream = std::ptr::null_mut();
+        // SAFETY: `stream` is written on success only.
+        let status = unsafe { (functions.stream_create)(&mut stream, STREAM_NON_BLOCKING) };
+        if status != 0 {
+            return Err(format!("the CUDA runtime could not create a stream for nvJPEG (error {status})"));
+        }
         let mut refusals = Vec::new();
         for (backend, name) in BACKENDS {
             let mut handle: Handle = std::ptr::null_mut();
@@ -120,11 +145,26 @@ impl NvJpeg {
             let status = unsafe { (functions.state_create)(handle, &mut state) };
             if status != 0 {
                 // SAFETY: destroyed once, and not used again.
-                unsafe { (functions.destroy)(handle) };
+                unsafe {
+                    (functions.destroy)(handle);
+                    (functions.stream_destroy)(stream);
+                }
                 return Err(format!("{path}: creating a decoding state failed: {}", status_name(status)));
             }
-            return Ok(NvJpeg { functions, handle, state, batch: None, backend: name, path, _library: library });
+            return Ok(NvJpeg {
+                functions,
+                handle,
+                state,
+                stream,
+                batch: None,
+                backend: name,
+                path,
+                _library: library,
+                _cuda_runtime: cuda_runtime,
+            });
         }
+        // SAFETY: destroyed once, and not used again.
+        unsafe { (functions.stream_destroy)(stream) };
         Err(format!("{path}: no nvJPEG backend could be created ({})", refusals.join("; ")))
     }
 
@@ -158,7 +198,8 @@ impl NvJpeg {
 
     /// Decodes `jpegs` into `out`, a contiguous CUDA `Uint8` tensor (n, height, width, 3): JPEG
     /// `i` as interleaved RGB at the top left of slot `i` (the rest of the slot is left as it
-    /// is). The work is queued, not waited for; see the module's contract.
+    /// is), on nvJPEG's own stream, and waits for it. No device work may be pending on `out`'s
+    /// memory (the module's contract).
     pub fn decode_into(&mut self, jpegs: &[&[u8]], out: &Tensor) -> Result<(), String> {
         let size = out.size();
         let cuda = matches!(out.device(), Device::Cuda(_));
@@ -204,9 +245,9 @@ impl NvJpeg {
         }
         let data: Vec<*const u8> = jpegs.iter().map(|j| j.as_ptr()).collect();
         let lengths: Vec<usize> = jpegs.iter().map(|j| j.len()).collect();
-        // SAFETY: `data` and `lengths` describe `jpegs`, alive for the call (and after, as the
-        // contract asks of the caller); each image's plane lies inside `out`, checked above to be
-        // a CUDA tensor of these slots; the null stream is libtorch's (the contract).
+        // SAFETY: `data` and `lengths` describe `jpegs`, alive for the call, which waits for the
+        // decoding below; each image's plane lies inside `out`, checked above to be a CUDA tensor
+        // of these slots, with no device work pending on it (the contract).
         let status = unsafe {
             (self.functions.batched)(
                 self.handle,
@@ -214,13 +255,17 @@ impl NvJpeg {
                 data.as_ptr(),
                 lengths.as_ptr(),
                 images.as_mut_ptr(),
-                std::ptr::null_mut(),
+                self.stream,
             )
         };
-        if status != 0 {
+        // SAFETY: the stream is this struct's own. Waited for even after a failure, so that
+        // nothing of this call is left running on `out` or the JPEG bytes.
+        let synchronized = unsafe { (self.functions.stream_synchronize)(self.stream) };
+        if status != 0 || synchronized != 0 {
             // A failed batch leaves the state to be initialised again.
             self.batch = None;
-            return Err(format!("nvJPEG failed to decode a batch of {}: {}", jpegs.len(), status_name(status)));
+            let why = if status != 0 { status_name(status) } else { format!("CUDA error {synchronized}") };
+            return Err(format!("nvJPEG failed to decode a batch of {}: {why}", jpegs.len()));
         }
         Ok(())
     }
@@ -228,10 +273,12 @@ impl NvJpeg {
 
 impl Drop for NvJpeg {
     fn drop(&mut self) {
-        // SAFETY: created in `open`, destroyed here once; the library is still loaded.
+        // SAFETY: created in `open`, destroyed here once, after the last decoding was waited
+        // for; the libraries are still loaded.
         unsafe {
             (self.functions.state_destroy)(self.state);
             (self.functions.destroy)(self.handle);
+            (self.functions.stream_destroy)(self.stream);
         }
     }
 }
@@ -243,6 +290,23 @@ fn symbol<F: Copy>(library: &Library, path: &str, name: &str) -> Result<F, Strin
     // SAFETY: `F` is the signature nvjpeg.h gives `name` (the module's contract); the pointer is
     // used only while `library`, kept beside it in `NvJpeg`, stays loaded.
     unsafe { library.get::<F>(c_name.as_slice()) }.map(|f| *f).map_err(|e| format!("{path} has no {name} ({e})"))
+}
+
+/// The CUDA runtime libtorch loaded (the same soname finds the loaded copy), else the one
+/// beside nvJPEG at `nvjpeg`, for a stream.
+fn cuda_runtime(nvjpeg: &str) -> Result<Library, String> {
+    let mut tried = Vec::new();
+    let beside = std::path::Path::new(nvjpeg).parent().map(|dir| dir.join("libcudart.so.13").into_os_string());
+    for name in [OsString::from("libcudart.so.13"), OsString::from("libcudart.so.12")].into_iter().chain(beside) {
+        // SAFETY: the CUDA runtime is already in the process through libtorch's CUDA library;
+        // loading it again by soname only takes a reference to it (and nvJPEG, loaded just
+        // before, loaded the one beside it).
+        match unsafe { Library::new(&name) } {
+            Ok(library) => return Ok(library),
+            Err(e) => tried.push(format!("{} ({e})", name.to_string_lossy())),
+        }
+    }
+    Err(format!("the CUDA runtime was not found; tried {}", tried.join(", ")))
 }
 
 /// Where to look for the library, in order (see the module's comment).
