@@ -270,8 +270,8 @@ impl DevicePreprocess {
         let size = self.size as i64;
         let mut images = Tensor::zeros([rows.len() as i64, size, size, 3], (Kind::Uint8, self.device));
         let (mut cpu, mut cpu_positions) = (Vec::new(), Vec::new());
-        // Decoded rows by their batch: (batch, [(position in the chunk, slot, size)]).
-        let mut batches: Vec<(&Arc<DecodedBatch>, Vec<(usize, usize, (usize, usize))>)> = Vec::new();
+        // Decoded rows by the batch they were decoded in.
+        let mut batches: Vec<(&Arc<DecodedBatch>, Vec<ChunkImage>)> = Vec::new();
         for (position, row) in rows.iter().enumerate() {
             match row {
                 GpuRow::Resized(pixels) => {
@@ -286,7 +286,7 @@ impl DevicePreprocess {
                             &mut batches.last_mut().expect("just pushed").1
                         }
                     };
-                    entry.push((position, *slot, *size));
+                    entry.push(ChunkImage { position, slot: *slot, size: *size });
                 }
             }
         }
@@ -297,21 +297,29 @@ impl DevicePreprocess {
         }
         for (batch, mut members) in batches {
             // Similar sizes together, so that padding wastes little.
-            members.sort_by_key(|m| (m.2 .1, m.2 .0));
-            let sizes: Vec<(usize, usize)> = members.iter().map(|m| m.2).collect();
+            members.sort_by_key(|m| (m.size.1, m.size.0));
+            let sizes: Vec<(usize, usize)> = members.iter().map(|m| m.size).collect();
             let decoded = batch.tensor();
             for group in groups(&sizes, 8, self.resize_bytes) {
                 let (width, height) = padded(&sizes[group.clone()]);
-                let slots: Vec<i64> = members[group.clone()].iter().map(|m| m.1 as i64).collect();
+                let slots: Vec<i64> = members[group.clone()].iter().map(|m| m.slot as i64).collect();
                 let picked = decoded.index_select(0, &Tensor::from_slice(&slots).to_device(self.device));
                 let resized =
                     self.resize.resize(&picked.narrow(1, 0, height).narrow(2, 0, width), &sizes[group.clone()]);
-                let positions: Vec<i64> = members[group].iter().map(|m| m.0 as i64).collect();
+                let positions: Vec<i64> = members[group].iter().map(|m| m.position as i64).collect();
                 let _ = images.index_copy_(0, &Tensor::from_slice(&positions).to_device(self.device), &resized);
             }
         }
         Ok(images)
     }
+}
+
+/// A decoded image of a chunk: its position in the chunk, its slot in its decoded batch, its
+/// size (width, height).
+struct ChunkImage {
+    position: usize,
+    slot: usize,
+    size: (usize, usize),
 }
 
 /// The largest width and height among `sizes` (width, height).
