@@ -125,7 +125,11 @@ impl JpegRows {
     /// decodes and resizes them on the CPU.
     fn decode_group(&mut self, jpegs: &[(&[u8], (usize, usize))]) -> Vec<Result<GpuRow>> {
         let (width, height) = padded(&jpegs.iter().map(|j| j.1).collect::<Vec<_>>());
-        let batch = self.buffers.take(jpegs.len(), height as usize, width as usize);
+        // Rows (and so slots) start at multiples of 256 bytes, the alignment of CUDA's own
+        // allocations, in case a decoder backend relies on it; the resize reads only each
+        // image's own pixels.
+        let width = (width as usize).div_ceil(256) * 256;
+        let batch = self.buffers.take(jpegs.len(), height as usize, width);
         let bytes: Vec<&[u8]> = jpegs.iter().map(|j| j.0).collect();
         match self.decoder.decode_into(&bytes, &batch.tensor()) {
             Ok(()) => {
