@@ -40,7 +40,7 @@ fn main() -> Result<()> {
     let version = version.context("--model_version is required")?;
     let options: VisionOptions = serde_json::from_value(serde_json::json!({
         "use_case": "pretrained", "model_version": version, "model_weights": weights, "mode": "cls",
-        "image_column": "images", "label_column": "labels", "max_image_pixels": 0,
+        "image_column": "images", "label_column": "labels", "max_image_pixels": 0, "decode": "cpu",
     }))?;
     let model = EmbeddingModel::load(&options, device)?;
     let size = model.transform.size as i64;
