@@ -89,18 +89,6 @@ mod tests {
     use crate::image::decode::RgbImage;
     use crate::image::resize::resize_into;
 
-    fn noise(len: usize, seed: u32) -> Vec<u8> {
-        let mut state = seed | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state >> 24) as u8
-            })
-            .collect()
-    }
-
     /// Images of mixed sizes (shrunk, enlarged, one side already at the target, both), padded
     /// into one group, give the CPU path's bytes, for both filters.
     #[test]
@@ -111,8 +99,9 @@ mod tests {
             let mut expected = Vec::new();
             let decoded = Tensor::zeros([sizes.len() as i64, height, width, 3], (Kind::Uint8, Device::Cpu));
             for (i, &(w, h)) in sizes.iter().enumerate() {
-                let pixels = noise(w * h * 3, i as u32 + 7);
-                let image = Tensor::from_slice(&pixels).view([h as i64, w as i64, 3]);
+                tch::manual_seed(i as i64);
+                let image = Tensor::randint(256, [h as i64, w as i64, 3], (Kind::Uint8, Device::Cpu));
+                let pixels = Vec::<u8>::try_from(image.view([-1])).unwrap();
                 decoded.get(i as i64).narrow(0, 0, h as i64).narrow(1, 0, w as i64).copy_(&image);
                 let mut out = vec![0u8; 224 * 224 * 3];
                 resize_into(&RgbImage { width: w, height: h, pixels }, 224, 224, filter, &mut out);

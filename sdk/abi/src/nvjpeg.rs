@@ -103,8 +103,8 @@ impl NvJpeg {
             }
         }
         Err(format!(
-            "nvJPEG was not found; tried {}. Install NVIDIA's nvJPEG (pip install nvidia-nvjpeg-cu13, or the CUDA \
-             toolkit), or set DEEPEMBED_NVJPEG to its libnvjpeg.so",
+            "nvJPEG was not found; tried {}. Install NVIDIA's nvJPEG (pip install nvidia-nvjpeg-cu13 or torchvision \
+             beside torch, or the CUDA toolkit), or set DEEPEMBED_NVJPEG to its libnvjpeg.so",
             tried.join(", ")
         ))
     }
