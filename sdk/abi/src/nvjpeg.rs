@@ -93,8 +93,13 @@ unsafe impl Send for NvJpeg {}
 impl NvJpeg {
     /// Loads nvJPEG and creates a handle and a decoding state; the error says where it looked.
     pub fn load() -> Result<NvJpeg, String> {
+        NvJpeg::load_first(candidates(std::env::var_os("DEEPEMBED_NVJPEG")))
+    }
+
+    /// The first of `candidates` that loads.
+    fn load_first(candidates: Vec<OsString>) -> Result<NvJpeg, String> {
         let mut tried = Vec::new();
-        for candidate in candidates() {
+        for candidate in candidates {
             // SAFETY: loading a library runs its initialisers; nvJPEG's only set up its own
             // state (and load the CUDA runtime, already in the process through libtorch).
             match unsafe { Library::new(&candidate) } {
@@ -309,9 +314,10 @@ fn cuda_runtime(nvjpeg: &str) -> Result<Library, String> {
     Err(format!("the CUDA runtime was not found; tried {}", tried.join(", ")))
 }
 
-/// Where to look for the library, in order (see the module's comment).
-fn candidates() -> Vec<OsString> {
-    if let Some(path) = std::env::var_os("DEEPEMBED_NVJPEG") {
+/// Where to look for the library, in order (see the module's comment): only `chosen` (the
+/// value of `DEEPEMBED_NVJPEG`) when there is one.
+fn candidates(chosen: Option<OsString>) -> Vec<OsString> {
+    if let Some(path) = chosen {
         return vec![path];
     }
     let mut found: Vec<OsString> = vec!["libnvjpeg.so.13".into(), "libnvjpeg.so.12".into()];
@@ -362,10 +368,9 @@ mod tests {
 
     #[test]
     fn a_missing_library_is_an_error_saying_where_it_looked_and_what_to_do() {
-        // This variable is read by `candidates` only; no other test sets it.
-        std::env::set_var("DEEPEMBED_NVJPEG", "/nonexistent/libnvjpeg.so.13");
-        let err = NvJpeg::load().err().expect("no nvJPEG at that path");
-        std::env::remove_var("DEEPEMBED_NVJPEG");
+        let chosen = candidates(Some("/nonexistent/libnvjpeg.so.13".into()));
+        assert_eq!(chosen, ["/nonexistent/libnvjpeg.so.13"]);
+        let err = NvJpeg::load_first(chosen).err().expect("no nvJPEG at that path");
         assert!(err.contains("/nonexistent/libnvjpeg.so.13") && err.contains("DEEPEMBED_NVJPEG"), "{err}");
     }
 
