@@ -14,8 +14,10 @@ use tch::{Device, Kind, Tensor};
 
 use crate::image::resize::{weight_matrix, Filter, FIXED_POINT_ROUNDING, FIXED_POINT_SCALE};
 
-/// Weight matrices kept on the device: a dataset has few distinct image sizes.
-const CACHED_MATRICES: usize = 64;
+/// Device memory for weight matrices kept between chunks (a matrix for a 640-pixel side is
+/// 1.1 MiB): a dataset's distinct image sides, a few hundred even for photographs of mixed
+/// sizes, are each made and sent to the device once.
+const CACHED_BYTES: usize = 512 << 20;
 
 pub struct DeviceResize {
     filter: Filter,
@@ -67,8 +69,10 @@ impl DeviceResize {
             self.matrices.push(entry);
             return matrix;
         }
-        if self.matrices.len() == CACHED_MATRICES {
-            drop(self.matrices.remove(0));
+        let bytes = |in_size: usize| in_size * self.size * 8;
+        let mut cached: usize = self.matrices.iter().map(|(s, _)| bytes(*s)).sum();
+        while cached + bytes(in_size) > CACHED_BYTES && !self.matrices.is_empty() {
+            cached -= bytes(self.matrices.remove(0).0);
         }
         let weights: Vec<f64> = weight_matrix(self.filter, in_size, self.size).into_iter().map(f64::from).collect();
         let matrix = Tensor::from_slice(&weights).view([self.size as i64, in_size as i64]).to_device(self.device);

@@ -26,6 +26,8 @@ use deepembed_sdk::pipeline::{Embed, Prepare};
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
+use deepembed_sdk::StagingBytes;
+
 use crate::device_buffers::{DecodedBatch, DeviceBuffers};
 use crate::device_resize::DeviceResize;
 use crate::image::decode::{decode, Limits};
@@ -257,6 +259,11 @@ pub struct DevicePreprocess {
     pub device: Device,
     /// Device memory per resize ([`RESIZE_BYTES`]; smaller in the tests).
     pub resize_bytes: i64,
+    /// What a chunk sends to the device (its CPU-resized images, the positions and slots that
+    /// place its decoded ones), in one asynchronous copy from pinned memory: a copy from
+    /// ordinary memory would wait for the device's queued work first. Reused from chunk to
+    /// chunk, as `Embed` allows.
+    staging: Option<StagingBytes>,
 }
 
 impl DevicePreprocess {
@@ -266,6 +273,7 @@ impl DevicePreprocess {
             resize: DeviceResize::new(transform.filter, transform.size, device),
             device,
             resize_bytes: RESIZE_BYTES,
+            staging: None,
         }
     }
 
@@ -294,27 +302,55 @@ impl DevicePreprocess {
                 }
             }
         }
-        if !cpu_positions.is_empty() {
-            let resized =
-                Tensor::from_slice(&cpu).view([cpu_positions.len() as i64, size, size, 3]).to_device(self.device);
-            let _ = images.index_copy_(0, &Tensor::from_slice(&cpu_positions).to_device(self.device), &resized);
-        }
-        for (batch, mut members) in batches {
+        // The host's side of the chunk: the CPU-resized pixels, then, 8-byte aligned, the
+        // indices: the CPU rows' positions, and per resize group its slots and positions.
+        let cpu_rows = cpu_positions.len();
+        let mut indices: Vec<i64> = cpu_positions;
+        let mut resizes = Vec::new();
+        for (batch, members) in &mut batches {
             // Similar sizes together, so that padding wastes little.
             members.sort_by_key(|m| (m.size.1, m.size.0));
             let sizes: Vec<(usize, usize)> = members.iter().map(|m| m.size).collect();
-            let decoded = batch.tensor();
             for group in groups(&sizes, 8, self.resize_bytes) {
-                let (width, height) = padded(&sizes[group.clone()]);
-                let slots: Vec<i64> = members[group.clone()].iter().map(|m| m.slot as i64).collect();
-                let picked = decoded.index_select(0, &Tensor::from_slice(&slots).to_device(self.device));
-                let resized =
-                    self.resize.resize(&picked.narrow(1, 0, height).narrow(2, 0, width), &sizes[group.clone()]);
-                let positions: Vec<i64> = members[group].iter().map(|m| m.position as i64).collect();
-                let _ = images.index_copy_(0, &Tensor::from_slice(&positions).to_device(self.device), &resized);
+                let start = indices.len();
+                indices.extend(members[group.clone()].iter().map(|m| m.slot as i64));
+                indices.extend(members[group.clone()].iter().map(|m| m.position as i64));
+                resizes.push((Arc::clone(*batch), sizes[group].to_vec(), start));
             }
         }
+        let pixels_len = cpu.len().div_ceil(8) * 8;
+        let sent = self.send(&cpu, &indices, pixels_len);
+        let indices = sent.narrow(0, pixels_len as i64, (8 * indices.len()) as i64).view_dtype(Kind::Int64);
+        if cpu_rows > 0 {
+            let resized = sent.narrow(0, 0, cpu.len() as i64).view([cpu_rows as i64, size, size, 3]);
+            let _ = images.index_copy_(0, &indices.narrow(0, 0, cpu_rows as i64), &resized);
+        }
+        for (batch, sizes, start) in resizes {
+            let n = sizes.len() as i64;
+            let (width, height) = padded(&sizes);
+            let picked = batch.tensor().index_select(0, &indices.narrow(0, start as i64, n));
+            let resized = self.resize.resize(&picked.narrow(1, 0, height).narrow(2, 0, width), &sizes);
+            let _ = images.index_copy_(0, &indices.narrow(0, start as i64 + n, n), &resized);
+        }
         Ok(images)
+    }
+
+    /// `pixels`, zero-padded to `pixels_len` bytes, then `indices`, copied to the device in one
+    /// asynchronous copy through the pinned staging buffer (its previous copy is done: the
+    /// pipeline read the previous chunk back before this call).
+    fn send(&mut self, pixels: &[u8], indices: &[i64], pixels_len: usize) -> Tensor {
+        let len = pixels_len + 8 * indices.len();
+        if self.staging.as_ref().is_none_or(|s| s.len() < len) {
+            self.staging = Some(StagingBytes::new(len.next_power_of_two(), self.device));
+        }
+        let staging = self.staging.as_mut().expect("made above");
+        let bytes = staging.as_mut_slice();
+        bytes[..pixels.len()].copy_from_slice(pixels);
+        bytes[pixels.len()..pixels_len].fill(0);
+        for (chunk, index) in bytes[pixels_len..len].chunks_exact_mut(8).zip(indices) {
+            chunk.copy_from_slice(&index.to_ne_bytes());
+        }
+        staging.to_device(0..len, self.device)
     }
 }
 
