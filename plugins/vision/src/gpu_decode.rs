@@ -395,15 +395,17 @@ fn groups(sizes: &[(usize, usize)], sample_bytes: i64, budget: i64) -> Vec<std::
 pub fn load_decoder(device: Device) -> Result<NvJpeg> {
     match device {
         Device::Cuda(0) => {}
+        // nvJPEG may come with a CUDA runtime of its own (torchvision's copy does), whose current
+        // device the preparing thread cannot be sure to have set: not risked until measured.
         Device::Cuda(n) => bail!(
-            "--decode gpu runs on cuda:0 only (nvJPEG decodes on the thread's current device); to use GPU {n}, \
-             run with CUDA_VISIBLE_DEVICES={n} and --device cuda:0"
+            "--decode gpu runs on cuda:0 only for now; to use GPU {n}, run with CUDA_VISIBLE_DEVICES={n} and \
+             --device cuda:0"
         ),
         _ => bail!(
             "--decode gpu needs a CUDA device, and this run is on the CPU; leave --decode at cpu, or use --device cuda"
         ),
     }
-    let nvjpeg = NvJpeg::load().map_err(|e| anyhow!("--decode gpu: {e}"))?;
+    let nvjpeg = NvJpeg::load(0).map_err(|e| anyhow!("--decode gpu: {e}"))?;
     log::info!("decoding baseline JPEGs with {}", nvjpeg.describe());
     Ok(nvjpeg)
 }
@@ -570,7 +572,7 @@ mod tests {
     #[test]
     fn decode_gpu_on_the_cpu_or_another_gpu_is_refused_saying_what_to_do() {
         let err = load_decoder(Device::Cpu).err().unwrap().to_string();
-        assert!(err.contains("--decode gpu needs a CUDA device") && err.contains("--decode"), "{err}");
+        assert!(err.contains("--decode gpu needs a CUDA device") && err.contains("leave --decode at cpu"), "{err}");
         let err = load_decoder(Device::Cuda(2)).err().unwrap().to_string();
         assert!(err.contains("CUDA_VISIBLE_DEVICES=2"), "{err}");
     }

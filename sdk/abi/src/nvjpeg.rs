@@ -65,6 +65,7 @@ struct Functions {
     batched_initialize: unsafe extern "C" fn(Handle, State, c_int, c_int, c_int) -> c_int,
     batched: unsafe extern "C" fn(Handle, State, *const *const u8, *const usize, *mut Image, Stream) -> c_int,
     // The CUDA runtime's.
+    set_device: unsafe extern "C" fn(c_int) -> c_int,
     stream_create: unsafe extern "C" fn(*mut Stream, c_uint) -> c_int,
     stream_synchronize: unsafe extern "C" fn(Stream) -> c_int,
     stream_destroy: unsafe extern "C" fn(Stream) -> c_int,
@@ -76,6 +77,9 @@ pub struct NvJpeg {
     handle: Handle,
     state: State,
     stream: Stream,
+    /// The CUDA device it decodes on: made the calling thread's current device before each call
+    /// (the handle, state and stream belong to it).
+    device: c_int,
     /// The batch size the state was last initialised for.
     batch: Option<usize>,
     backend: &'static str,
@@ -92,18 +96,19 @@ unsafe impl Send for NvJpeg {}
 
 impl NvJpeg {
     /// Loads nvJPEG and creates a handle and a decoding state; the error says where it looked.
-    pub fn load() -> Result<NvJpeg, String> {
-        NvJpeg::load_first(candidates(std::env::var_os("DEEPEMBED_NVJPEG")))
+    /// Loads nvJPEG for CUDA device `device`.
+    pub fn load(device: usize) -> Result<NvJpeg, String> {
+        NvJpeg::load_first(candidates(std::env::var_os("DEEPEMBED_NVJPEG")), device as c_int)
     }
 
     /// The first of `candidates` that loads.
-    fn load_first(candidates: Vec<OsString>) -> Result<NvJpeg, String> {
+    fn load_first(candidates: Vec<OsString>, device: c_int) -> Result<NvJpeg, String> {
         let mut tried = Vec::new();
         for candidate in candidates {
             // SAFETY: loading a library runs its initialisers; nvJPEG's only set up its own
             // state (and load the CUDA runtime, already in the process through libtorch).
             match unsafe { Library::new(&candidate) } {
-                Ok(library) => return NvJpeg::open(library, candidate.to_string_lossy().into_owned()),
+                Ok(library) => return NvJpeg::open(library, candidate.to_string_lossy().into_owned(), device),
                 Err(e) => tried.push(format!("{} ({e})", candidate.to_string_lossy())),
             }
         }
@@ -114,7 +119,7 @@ impl NvJpeg {
         ))
     }
 
-    fn open(library: Library, path: String) -> Result<NvJpeg, String> {
+    fn open(library: Library, path: String, device: c_int) -> Result<NvJpeg, String> {
         let cuda_runtime = cuda_runtime(&path)?;
         let functions = Functions {
             create_ex: symbol(&library, &path, "nvjpegCreateEx")?,
@@ -124,10 +129,16 @@ impl NvJpeg {
             image_info: symbol(&library, &path, "nvjpegGetImageInfo")?,
             batched_initialize: symbol(&library, &path, "nvjpegDecodeBatchedInitialize")?,
             batched: symbol(&library, &path, "nvjpegDecodeBatched")?,
+            set_device: symbol(&cuda_runtime, "the CUDA runtime", "cudaSetDevice")?,
             stream_create: symbol(&cuda_runtime, "the CUDA runtime", "cudaStreamCreateWithFlags")?,
             stream_synchronize: symbol(&cuda_runtime, "the CUDA runtime", "cudaStreamSynchronize")?,
             stream_destroy: symbol(&cuda_runtime, "the CUDA runtime", "cudaStreamDestroy")?,
         };
+        // SAFETY: a device index; an invalid one is an error status.
+        let status = unsafe { (functions.set_device)(device) };
+        if status != 0 {
+            return Err(format!("the CUDA runtime could not select device {device} (error {status})"));
+        }
         let mut stream: Stream = std::ptr::null_mut();
         // SAFETY: `stream` is written on success only.
         let status = unsafe { (functions.stream_create)(&mut stream, STREAM_NON_BLOCKING) };
@@ -161,6 +172,7 @@ impl NvJpeg {
                 handle,
                 state,
                 stream,
+                device,
                 batch: None,
                 backend: name,
                 path,
@@ -221,6 +233,14 @@ impl NvJpeg {
         }
         if jpegs.is_empty() {
             return Ok(());
+        }
+        if out.device() != Device::Cuda(self.device as usize) {
+            return Err(format!("nvJPEG decodes on cuda:{}, and the output is on {:?}", self.device, out.device()));
+        }
+        // SAFETY: a device index that worked when the handle was made.
+        let status = unsafe { (self.functions.set_device)(self.device) };
+        if status != 0 {
+            return Err(format!("the CUDA runtime could not select device {} (error {status})", self.device));
         }
         let pitch = slot_width * 3;
         let base = out.data_ptr() as *mut u8;
@@ -370,7 +390,7 @@ mod tests {
     fn a_missing_library_is_an_error_saying_where_it_looked_and_what_to_do() {
         let chosen = candidates(Some("/nonexistent/libnvjpeg.so.13".into()));
         assert_eq!(chosen, ["/nonexistent/libnvjpeg.so.13"]);
-        let err = NvJpeg::load_first(chosen).err().expect("no nvJPEG at that path");
+        let err = NvJpeg::load_first(chosen, 0).err().expect("no nvJPEG at that path");
         assert!(err.contains("/nonexistent/libnvjpeg.so.13") && err.contains("DEEPEMBED_NVJPEG"), "{err}");
     }
 
