@@ -15,11 +15,12 @@
 //!
 //! Safety contract of this module:
 //!
-//! - Each function pointer is looked up by name in the loaded library and called with the
-//!   signature nvjpeg.h gives it (unchanged from CUDA 11 to 13). The library stays loaded for as
-//!   long as the [`NvJpeg`] that owns it.
-//! - The handle and the decoding state are created here, used only through `&mut self` (one
-//!   thread at a time; `NvJpeg` is neither `Send` nor `Sync`), and destroyed once, in `Drop`.
+//! - Each function pointer is looked up by name in the loaded library (nvJPEG's, or the CUDA
+//!   runtime's) and called with the signature nvjpeg.h or cuda_runtime_api.h gives it (unchanged
+//!   from CUDA 11 to 13). The libraries stay loaded for as long as the [`NvJpeg`] that owns them.
+//! - The handle, the decoding state and the stream are created here, used only through
+//!   `&mut self` (one thread at a time: `NvJpeg` moves to the preparing thread, `Send` but not
+//!   `Sync`), on the device they were made for, and destroyed once, in `Drop`.
 //! - [`NvJpeg::decode_into`] gives nvJPEG device pointers only into `out`, which it checks is a
 //!   contiguous CUDA `Uint8` tensor of shape (n, height, width, 3): image `i` at slot `i`, with
 //!   the slot's row pitch, after nvJPEG's own header reading says that the image fits the slot.
