@@ -9,9 +9,11 @@
 //! are dropped, which the pipeline does after the model's work on them was read back. After the
 //! first windows, every window takes a returned buffer: no synchronisation, no allocation.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
+
+use crate::buffer_pool::{Pool, Pooled};
 
 /// Buffers kept for reuse: windows in flight on a GPU (as in `window_buffers.rs`), and a few
 /// more for windows decoded in more than one group.
@@ -21,63 +23,45 @@ const KEPT: usize = 8;
 pub struct DeviceBuffers {
     device: Device,
     /// Flat `Uint8` tensors on `device`.
-    kept: Arc<Mutex<Vec<Tensor>>>,
+    pool: Pool<Tensor>,
 }
 
 impl DeviceBuffers {
     pub fn new(device: Device) -> DeviceBuffers {
-        DeviceBuffers { device, kept: Arc::default() }
+        DeviceBuffers { device, pool: Pool::new(KEPT) }
     }
 
     /// A buffer for a (n, height, width, 3) byte image batch: a returned one if large enough,
     /// else a new one, with no device work pending on it either way.
     pub fn take(&self, n: usize, height: usize, width: usize) -> DecodedBatch {
         let len = (n * height * width * 3) as i64;
-        let returned = {
-            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            kept.iter().position(|b| b.numel() as i64 >= len).map(|i| kept.swap_remove(i))
-        };
-        let flat = returned.unwrap_or_else(|| {
-            let flat = Tensor::empty([len], (Kind::Uint8, self.device));
-            if let Device::Cuda(index) = self.device {
-                tch::Cuda::synchronize(index as i64);
-            }
-            flat
-        });
-        DecodedBatch {
-            flat: Mutex::new(Some(flat)),
-            shape: [n as i64, height as i64, width as i64, 3],
-            home: self.clone(),
-        }
+        let flat = self.pool.take(
+            |b| b.numel() as i64 >= len,
+            || {
+                let flat = Tensor::empty([len], (Kind::Uint8, self.device));
+                if let Device::Cuda(index) = self.device {
+                    tch::Cuda::synchronize(index as i64);
+                }
+                flat
+            },
+        );
+        DecodedBatch { flat: Mutex::new(flat), shape: [n as i64, height as i64, width as i64, 3] }
     }
 }
 
 /// A batch of decoded images in a pooled buffer; the buffer returns to its [`DeviceBuffers`] when
 /// this is dropped.
 pub struct DecodedBatch {
-    /// In a mutex only so that rows on the model's thread can share it (`Tensor` is not
-    /// `Sync`); `Some` until dropped.
-    flat: Mutex<Option<Tensor>>,
+    /// In a mutex only so that rows on the model's thread can share it (`Tensor` is not `Sync`).
+    flat: Mutex<Pooled<Tensor>>,
     shape: [i64; 4],
-    home: DeviceBuffers,
 }
 
 impl DecodedBatch {
     /// The (n, height, width, 3) bytes: a view of the buffer's start.
     pub fn tensor(&self) -> Tensor {
         let flat = self.flat.lock().unwrap_or_else(|e| e.into_inner());
-        let flat = flat.as_ref().expect("present until dropped");
         flat.narrow(0, 0, self.shape.iter().product()).view(self.shape)
-    }
-}
-
-impl Drop for DecodedBatch {
-    fn drop(&mut self) {
-        let flat = self.flat.get_mut().unwrap_or_else(|e| e.into_inner()).take();
-        let mut kept = self.home.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() < KEPT {
-            kept.extend(flat);
-        }
     }
 }
 
@@ -103,6 +87,6 @@ mod tests {
         let buffers = DeviceBuffers::new(Device::Cpu);
         let many: Vec<DecodedBatch> = (0..KEPT + 3).map(|_| buffers.take(1, 1, 1)).collect();
         drop(many);
-        assert_eq!(buffers.kept.lock().unwrap().len(), KEPT);
+        assert_eq!(buffers.pool.kept(), KEPT);
     }
 }

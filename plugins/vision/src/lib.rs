@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub use deepembed_image as image;
+mod buffer_pool;
 pub mod device_buffers;
 pub mod device_resize;
 pub mod gpu_decode;

@@ -10,10 +10,11 @@
 //! takes it.
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
 
 use deepembed_sdk::StagingBytes;
 use tch::{Device, Tensor};
+
+use crate::buffer_pool::{Pool, Pooled};
 
 /// Windows in flight at once on a GPU: two waiting for the model, two on the preparing thread
 /// (one being finished or handed over, the next started ahead: `window_decode.rs`) and two in
@@ -25,12 +26,12 @@ const KEPT: usize = 6;
 pub struct WindowBuffers {
     /// Where the bytes go: pinned buffers for CUDA.
     device: Device,
-    kept: Arc<Mutex<Vec<StagingBytes>>>,
+    pool: Pool<StagingBytes>,
 }
 
 impl WindowBuffers {
     pub fn new(device: Device) -> WindowBuffers {
-        WindowBuffers { device, kept: Arc::default() }
+        WindowBuffers { device, pool: Pool::new(KEPT) }
     }
 
     /// A buffer of at least `len` bytes, of which the window uses the first `len`: a returned
@@ -38,27 +39,25 @@ impl WindowBuffers {
     /// (every image slot is written before it is used; a failed image's slot is at most copied
     /// along with its neighbours, and dropped unused), so taking one costs no pass over its bytes.
     pub fn take(&self, len: usize) -> WindowPixels {
-        let returned = self.kept.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let bytes = returned.filter(|b| b.len() >= len).unwrap_or_else(|| StagingBytes::new(len, self.device));
-        WindowPixels { bytes: Some(bytes), len, home: self.clone() }
+        let bytes = self.pool.take(|b| b.len() >= len, || StagingBytes::new(len, self.device));
+        WindowPixels { bytes, len, device: self.device }
     }
 }
 
 /// One window's pixel buffer; it returns to its [`WindowBuffers`] when dropped.
 pub struct WindowPixels {
-    /// Always `Some` until dropped.
-    bytes: Option<StagingBytes>,
+    bytes: Pooled<StagingBytes>,
     len: usize,
-    home: WindowBuffers,
+    device: Device,
 }
 
 impl WindowPixels {
     pub fn bytes(&self) -> &[u8] {
-        &self.staging().as_slice()[..self.len]
+        &self.bytes.as_slice()[..self.len]
     }
 
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes.as_mut().expect("present until dropped").as_mut_slice()[..self.len]
+        &mut self.bytes.as_mut_slice()[..self.len]
     }
 
     /// The bytes in `range` as a `Uint8` tensor on the run's device: on CUDA an asynchronous
@@ -66,20 +65,7 @@ impl WindowPixels {
     /// device is done with it), on the CPU a view.
     pub fn to_device(&self, range: Range<usize>) -> Tensor {
         assert!(range.end <= self.len, "range {range:?} outside the window's {} bytes", self.len);
-        self.staging().to_device(range, self.home.device)
-    }
-
-    fn staging(&self) -> &StagingBytes {
-        self.bytes.as_ref().expect("present until dropped")
-    }
-}
-
-impl Drop for WindowPixels {
-    fn drop(&mut self) {
-        let mut kept = self.home.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() < KEPT {
-            kept.extend(self.bytes.take());
-        }
+        self.bytes.to_device(range, self.device)
     }
 }
 
@@ -113,7 +99,7 @@ mod tests {
         let buffers = WindowBuffers::new(Device::Cpu);
         let many: Vec<WindowPixels> = (0..KEPT + 3).map(|_| buffers.take(10)).collect();
         drop(many);
-        assert_eq!(buffers.kept.lock().unwrap().len(), KEPT);
+        assert_eq!(buffers.pool.kept(), KEPT);
     }
 
     #[test]
