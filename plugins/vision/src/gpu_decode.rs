@@ -23,14 +23,13 @@ use anyhow::{anyhow, bail, Result};
 use arrow::array::RecordBatch;
 use deepembed_sdk::abi::nvjpeg::NvJpeg;
 use deepembed_sdk::pipeline::{Embed, Prepare};
+use deepembed_sdk::StagingBytes;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
-use deepembed_sdk::StagingBytes;
-
 use crate::device_buffers::{DecodedBatch, DeviceBuffers};
 use crate::device_resize::DeviceResize;
-use crate::image::decode::{decode, Limits};
+use crate::image::decode::{check_size, Limits};
 use crate::image::jpeg_frame::read_frame;
 use crate::image::{self, Transform};
 use crate::model::EmbeddingModel;
@@ -61,23 +60,6 @@ pub trait JpegDecoder: Send {
 impl JpegDecoder for NvJpeg {
     fn decode_into(&mut self, jpegs: &[&[u8]], out: &Tensor) -> Result<()> {
         NvJpeg::decode_into(self, jpegs, out).map_err(|e| anyhow!(e))
-    }
-}
-
-/// libjpeg-turbo: in the tests, the decoder that must make this path give the default path's
-/// bytes.
-pub struct CpuJpegDecoder {
-    pub limits: Limits,
-}
-
-impl JpegDecoder for CpuJpegDecoder {
-    fn decode_into(&mut self, jpegs: &[&[u8]], out: &Tensor) -> Result<()> {
-        for (i, jpeg) in jpegs.iter().enumerate() {
-            let image = decode(jpeg, &self.limits)?;
-            let pixels = Tensor::from_slice(&image.pixels).view([image.height as i64, image.width as i64, 3]);
-            out.get(i as i64).narrow(0, 0, image.height as i64).narrow(1, 0, image.width as i64).copy_(&pixels);
-        }
-        Ok(())
     }
 }
 
@@ -165,13 +147,12 @@ pub struct CpuSide {
 impl CpuSide {
     /// A row's plan: a baseline JPEG within the limits goes to the device; any other image is
     /// decoded and resized on the CPU now.
-    fn plan<'a>(&self, bytes: Option<&'a [u8]>, row: u64) -> Result<Planned<'a>> {
+    fn plan<'a>(&self, bytes: Option<&'a [u8]>) -> Result<Planned<'a>> {
         let bytes = bytes.ok_or_else(|| anyhow!("the image is null"))?;
         match read_frame(bytes) {
             Some(frame) if frame.is_baseline_ycbcr() => {
-                if self.limits.check(frame.width as u64, frame.height as u64)? {
-                    log::warn!("row {row}: a {}x{} image, over Pillow's warning threshold", frame.width, frame.height);
-                }
+                // As the CPU's decoder checks it, before anything the image's size is allocated.
+                check_size(frame.width, frame.height, &self.limits)?;
                 Ok(Planned::Jpeg(bytes, (frame.width, frame.height)))
             }
             _ => Ok(Planned::Ready(GpuRow::Resized(self.resized(bytes)?))),
@@ -188,13 +169,12 @@ impl CpuSide {
 impl Prepare for JpegRows {
     type Row = GpuRow;
 
-    fn prepare(&mut self, batch: &RecordBatch, first_row: u64) -> Result<Vec<Result<GpuRow, String>>> {
+    fn prepare(&mut self, batch: &RecordBatch, _first_row: u64) -> Result<Vec<Result<GpuRow, String>>> {
         let images =
             batch.column_by_name(&self.column).ok_or_else(|| anyhow!("input lacks column '{}'", self.column))?;
         let encoded = image_bytes(images)?;
         let cpu = &self.cpu;
-        let planned: Vec<Result<Planned>> =
-            encoded.par_iter().enumerate().map(|(i, bytes)| cpu.plan(*bytes, first_row + i as u64)).collect();
+        let planned: Vec<Result<Planned>> = encoded.par_iter().map(|bytes| cpu.plan(*bytes)).collect();
         // The device's rows, by size (similar sizes together pad little), in groups that fit.
         let mut jpegs: Vec<(usize, &[u8], (usize, usize))> = planned
             .iter()
@@ -416,6 +396,24 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
+    use crate::image::decode::decode;
+
+    /// libjpeg-turbo standing in for nvJPEG: the decoder with which this path must give the
+    /// default path's bytes.
+    struct CpuJpegDecoder {
+        limits: Limits,
+    }
+
+    impl JpegDecoder for CpuJpegDecoder {
+        fn decode_into(&mut self, jpegs: &[&[u8]], out: &Tensor) -> Result<()> {
+            for (i, jpeg) in jpegs.iter().enumerate() {
+                let image = decode(jpeg, &self.limits)?;
+                let pixels = Tensor::from_slice(&image.pixels).view([image.height as i64, image.width as i64, 3]);
+                out.get(i as i64).narrow(0, 0, image.height as i64).narrow(1, 0, image.width as i64).copy_(&pixels);
+            }
+            Ok(())
+        }
+    }
 
     fn jpeg(width: usize, height: usize, subsamp: turbojpeg::Subsamp, seed: u32) -> Vec<u8> {
         let mut state = seed | 1;

@@ -192,7 +192,7 @@ impl NvJpeg {
     }
 
     /// Width and height of a JPEG as nvJPEG reads its header.
-    pub fn size(&self, jpeg: &[u8]) -> Result<(usize, usize), String> {
+    fn size(&self, jpeg: &[u8]) -> Result<(usize, usize), String> {
         let (mut components, mut subsampling) = (0 as c_int, 0 as c_int);
         let (mut widths, mut heights) = ([0 as c_int; 4], [0 as c_int; 4]);
         // SAFETY: `jpeg` is valid for its length; the four output arrays have the

@@ -72,7 +72,9 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
     }
 }
 
-fn check_size(width: usize, height: usize, limits: &Limits) -> Result<()> {
+/// Refuses a `width` x `height` image over `limits`, and warns above half of them, as Pillow
+/// does; from the header, before anything the image's size is allocated.
+pub fn check_size(width: usize, height: usize, limits: &Limits) -> Result<()> {
     if limits.check(width as u64, height as u64)? {
         log::warn!(
             "decoding a {width}x{height} image, over Pillow's {PILLOW_MAX_IMAGE_PIXELS}-pixel warning threshold; \
