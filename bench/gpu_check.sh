@@ -29,6 +29,8 @@
 #    bit-identical default (cosine similarity per row, ResNet-50, 1024 images), then the table of
 #    section 3 for ResNet-50 with `--decode gpu`. The drift runs first: it shows at once whether
 #    nvJPEG loads and decodes there.
+# 3c. Starting the device early (bench/warm_up.py): a 1024-image ResNet-50 run with the CUDA
+#    warm-up thread on and off, 3 alternating rounds, each run's start-up split as in section 3.
 # 4. Text (bench/text_gpu.py): deepembed's whole command and its pipeline (in half precision also
 #    with cuDNN's attention first, libtorch's own order) against transformers loops at the same
 #    precision (padding to 256; sorted, padding to the longest, also with cuDNN's attention off;
@@ -40,7 +42,7 @@
 #    bf16): the minimum cosine similarity over a real run, for each vision family (DRIFT_MODELS)
 #    and both text models.
 #
-# ONLY (comma-separated: preprocessing,decoding,vision,gpudecode,text,tabular,drift) runs just
+# ONLY (comma-separated: preprocessing,decoding,vision,gpudecode,warmup,text,tabular,drift) runs just
 # those sections.
 # DEVICE (default cuda:0) lets the script be tried on the CPU (with PRECISIONS=fp32; the drift
 # section is skipped there).
@@ -117,6 +119,13 @@ gpu_decode() {
         --seconds 8 --model_seconds "${MODEL_SECONDS:-8}" --max_copies 4 --decode gpu
 }
 
+warm_up() {
+    local made
+    mapfile -t made < <("$py" "$here/make_dataset.py" "$work" 1024 resnet50)
+    "$py" "$here/warm_up.py" "$bin" 3 -- embed vision --df "${made[0]}" --model_version resnet50 \
+        --model_weights "${made[1]}" --device "$device" --batch_size 128
+}
+
 text() {
     "$py" "$here/text_gpu.py" --deepembed "$bin" --work "$work" --texts "$texts" --batch_size 64 \
         --device "$device" --precisions "$precisions" 2>"$work/text.log" || { tail -20 "$work/text.log"; return 1; }
@@ -155,6 +164,7 @@ echo "nproc $(nproc); cgroup cpu.max: $(cat /sys/fs/cgroup/cpu.max 2>/dev/null |
 section decoding "decoding and resizing without a model, by threads" decoding
 section vision "model alone against the whole command" vision_table
 [[ "$device" == cpu ]] || section gpudecode "--decode gpu: drift against the default, and the whole command" gpu_decode
+[[ "$device" == cpu ]] || section warmup "starting the device early: the CUDA warm-up on and off" warm_up
 section text "text" text
 [[ -z "${GANDALF_MODEL:-}" ]] || section tabular "GANDALF" tabular
 [[ "$device" == cpu ]] || section drift "$drift_precisions against fp32: cosine similarity per row (1024 images; the text corpus)" drift

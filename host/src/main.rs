@@ -20,6 +20,7 @@ mod run;
 mod shard;
 mod signals;
 mod slurm;
+mod warm_up;
 mod writer;
 
 use std::fmt::Write as _;
@@ -96,6 +97,7 @@ fn embed(
     let text = |key: &str| host.get(key).and_then(Value::as_str).ok_or_else(|| anyhow!("--{key} is missing"));
     let batch_size = host.get("batch_size").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
     let device = device::resolve(text("device")?)?;
+    warm_up::start(device);
     let settings = RunSettings {
         batch_size: batch_size.filter(|&n| n > 0).ok_or_else(|| anyhow!("--batch_size must be a positive integer"))?,
         device,

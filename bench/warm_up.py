@@ -1,0 +1,40 @@
+"""What starting the CUDA device early saves (host/src/warm_up.rs): runs the same short vision
+command with the warm-up on and off (DEEPEMBED_CUDA_WARM_UP=0), alternating, and prints each
+run's wall seconds and where its start-up went (runner.start_up's split: before main/to
+inputs/model/first window/end, and the first chunk's model run).
+
+Usage: warm_up.py DEEPEMBED ROUNDS -- embed vision <flags...> (without --out)
+Prints a table: | warm-up | round | seconds | before main/to inputs/model/first window/end (first chunk) |
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from runner import run_measured, start_up
+
+
+def main():
+    split = sys.argv.index("--")
+    deepembed, rounds = sys.argv[1], int(sys.argv[2])
+    args = sys.argv[split + 1:]
+    work = Path(tempfile.mkdtemp())
+    print("| warm-up | round | seconds | before main/to inputs/model/first window/end (first chunk) |")
+    print("|---|---:|---:|---|")
+    try:
+        for round in range(1, rounds + 1):
+            for switch in ("1", "0"):
+                out = work / "out"
+                shutil.rmtree(out, ignore_errors=True)
+                env = dict(os.environ, DEEPEMBED_LOG="debug", DEEPEMBED_CUDA_WARM_UP=switch)
+                run = run_measured([deepembed, *args, "--out", str(out)], env=env, gpu=False)
+                label = "on" if switch == "1" else "off"
+                print(f"| {label} | {round} | {run.seconds:.2f} | {start_up(run.seconds, run.stderr)} |", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
