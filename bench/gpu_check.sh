@@ -26,7 +26,8 @@
 #    device does once), cores, peak RSS and peak GPU memory. MODELS,
 #    PRECISIONS and BATCH override the defaults.
 # 3b. GPU decoding (`--decode gpu`: nvJPEG, and the resize on the device): its drift against the
-#    bit-identical default (cosine similarity per row, ResNet-50, 1024 images), then the table of
+#    bit-identical default (cosine similarity per row, ResNet-50, 1024 images, then 1024 of which
+#    a quarter are greyscale, with the run's own count of images decoded on the device), then the table of
 #    section 3 for ResNet-50 with `--decode gpu`. The drift runs first: it shows at once whether
 #    nvJPEG loads and decodes there.
 # 3c. Starting the device early (bench/warm_up.py): a 1024-image ResNet-50 run with the CUDA
@@ -111,8 +112,14 @@ gpu_decode() {
     echo "| model | decode | rows | cpu seconds | seconds | min | median | mean |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|"
     "$py" "$here/precision_drift.py" "$bin" resnet50 "$work/decode-drift" --flag decode --baseline cpu --values gpu \
-        -- embed vision --df "${made[0]}" --model_version resnet50 --model_weights "${made[1]}" --device "$device" \
-        --batch_size 128 || return 1
+        --show "decode gpu" -- embed vision --df "${made[0]}" --model_version resnet50 --model_weights "${made[1]}" \
+        --device "$device" --batch_size 128 || return 1
+    # A quarter of them greyscale JPEGs (as X-rays often are), which nvJPEG decodes in batches of
+    # their own: the log lines say how many went to the device.
+    mapfile -t made < <("$py" "$here/make_dataset.py" "$work" 1024 resnet50 0.25)
+    "$py" "$here/precision_drift.py" "$bin" "resnet50, 1/4 grey" "$work/decode-drift" --flag decode --baseline cpu \
+        --values gpu --show "decode gpu" -- embed vision --df "${made[0]}" --model_version resnet50 \
+        --model_weights "${made[1]}" --device "$device" --batch_size 128 || return 1
     echo
     "$py" "$here/model_only.py" --deepembed "$bin" --example "$example" --work "$work" --images "$images" \
         --models "${DECODE_MODELS:-resnet50}" --precisions "$precisions" --batch_size "$batch" --device "$device" --rounds 1 \

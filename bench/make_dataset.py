@@ -1,7 +1,8 @@
 """A benchmark dataset: N JPEGs of mixed sizes around 500x375 (photo-like content), with labels
-and an id column, plus a random-weight torchvision weights file for the model.
+and an id column, plus a random-weight torchvision weights file for the model. With GREY (a
+fraction, 0 to 1), that share of the images are greyscale JPEGs (as X-rays often are).
 
-Usage: make_dataset.py OUT_DIR N [MODEL]
+Usage: make_dataset.py OUT_DIR N [MODEL] [GREY]
 """
 
 import io
@@ -22,22 +23,26 @@ from PIL import Image
 ROWS_PER_GROUP = 256
 
 
-def jpeg(rng, w, h):
+def jpeg(rng, w, h, grey=False):
     y, x = np.mgrid[0:h, 0:w]
     img = np.stack([x * 255.0 / w, y * 255.0 / h, (x + y) * 127.0 / (w + h)], axis=-1)
     img += rng.normal(0, 20, size=(h, w, 3))
+    image = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     buf = io.BytesIO()
-    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    (image.convert("L") if grey else image).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
 
-def main(out: Path, n: int, model: str):
+def main(out: Path, n: int, model: str, grey: float = 0.0):
     out.mkdir(parents=True, exist_ok=True)
-    data = out / f"images_{n}.parquet"
+    data = out / (f"images_{n}.parquet" if grey == 0 else f"images_{n}_grey{round(grey * 100)}.parquet")
     if not data.exists() or pq.ParquetFile(data).metadata.row_group(0).num_rows != min(n, ROWS_PER_GROUP):
         rng = np.random.default_rng(n)
         # A pool of distinct images, repeated: encoding thousands of JPEGs would dominate set-up.
-        pool = [jpeg(rng, int(rng.integers(400, 640)), int(rng.integers(300, 480))) for _ in range(min(n, 256))]
+        pool = [jpeg(rng, int(rng.integers(400, 640)), int(rng.integers(300, 480)),
+                     # Drawn only when asked for, so that the colour datasets stay as they were.
+                     grey > 0 and rng.random() < grey)
+                for _ in range(min(n, 256))]
         images = [pool[i % len(pool)] for i in range(n)]
         df = pd.DataFrame({"images": images, "labels": rng.integers(0, 5, size=n), "id": np.arange(n)})
         df.to_parquet(data, index=False, row_group_size=ROWS_PER_GROUP)
@@ -50,4 +55,5 @@ def main(out: Path, n: int, model: str):
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "resnet18")
+    main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "resnet18",
+         float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)

@@ -2,9 +2,11 @@
 //! Pillow's arithmetic (`device_resize.rs`), so the CPU threads only read JPEG headers.
 //!
 //! Which images go to the device is decided per row from its header (`jpeg_frame.rs`): baseline
-//! YCbCr JPEGs with standard chroma sampling, what nvJPEG's batched decoder takes. Every other
-//! image (progressive or greyscale JPEG, PNG, CMYK...) is decoded and resized on the CPU threads
-//! as in the default path, and bad images are bad rows there, as always.
+//! YCbCr JPEGs with standard chroma sampling and baseline greyscale JPEGs, what nvJPEG's batched
+//! decoder takes. Greyscale ones are decoded in batches of their own, so that a backend refusing
+//! them costs only their batches. Every other image (progressive JPEG, PNG, CMYK...) is decoded
+//! and resized on the CPU threads as in the default path, and bad images are bad rows there, as
+//! always.
 //!
 //! The preparing thread decodes a window's JPEGs with nvJPEG, on nvJPEG's own stream, into a
 //! pooled device buffer (`device_buffers.rs`), while the model's thread runs the windows before
@@ -80,9 +82,23 @@ pub struct JpegRows {
 
 /// What a row becomes before the device decodes it.
 enum Planned<'a> {
-    /// A baseline JPEG for the device: its bytes and size (width, height).
-    Jpeg(&'a [u8], (usize, usize)),
+    Jpeg(DeviceJpeg<'a>),
     Ready(GpuRow),
+}
+
+/// A baseline JPEG for the device.
+struct DeviceJpeg<'a> {
+    bytes: &'a [u8],
+    /// Width, height.
+    size: (usize, usize),
+    colours: Colours,
+}
+
+/// The colours of a JPEG for the device; each kind is decoded in batches of its own.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Colours {
+    YCbCr,
+    Grey,
 }
 
 impl JpegRows {
@@ -149,14 +165,16 @@ impl CpuSide {
     /// decoded and resized on the CPU now.
     fn plan<'a>(&self, bytes: Option<&'a [u8]>) -> Result<Planned<'a>> {
         let bytes = bytes.ok_or_else(|| anyhow!("the image is null"))?;
-        match read_frame(bytes) {
-            Some(frame) if frame.is_baseline_ycbcr() => {
-                // As the CPU's decoder checks it, before anything the image's size is allocated.
-                check_size(frame.width, frame.height, &self.limits)?;
-                Ok(Planned::Jpeg(bytes, (frame.width, frame.height)))
-            }
-            _ => Ok(Planned::Ready(GpuRow::Resized(self.resized(bytes)?))),
-        }
+        let frame = read_frame(bytes);
+        let colours = match &frame {
+            Some(f) if f.is_baseline_ycbcr() => Colours::YCbCr,
+            Some(f) if f.is_baseline_grey() => Colours::Grey,
+            _ => return Ok(Planned::Ready(GpuRow::Resized(self.resized(bytes)?))),
+        };
+        let frame = frame.expect("matched above");
+        // As the CPU's decoder checks it, before anything the image's size is allocated.
+        check_size(frame.width, frame.height, &self.limits)?;
+        Ok(Planned::Jpeg(DeviceJpeg { bytes, size: (frame.width, frame.height), colours }))
     }
 
     fn resized(&self, bytes: &[u8]) -> Result<Vec<u8>> {
@@ -175,23 +193,26 @@ impl Prepare for JpegRows {
         let encoded = image_bytes(images)?;
         let cpu = &self.cpu;
         let planned: Vec<Result<Planned>> = encoded.par_iter().map(|bytes| cpu.plan(*bytes)).collect();
-        // The device's rows, by size (similar sizes together pad little), in groups that fit.
-        let mut jpegs: Vec<(usize, &[u8], (usize, usize))> = planned
+        // The device's rows, by colours and then size (similar sizes together pad little), in
+        // groups of one kind that fit.
+        let mut jpegs: Vec<(usize, &DeviceJpeg)> = planned
             .iter()
             .enumerate()
             .filter_map(|(i, p)| match p {
-                Ok(Planned::Jpeg(bytes, size)) => Some((i, *bytes, *size)),
+                Ok(Planned::Jpeg(jpeg)) => Some((i, jpeg)),
                 _ => None,
             })
             .collect();
-        jpegs.sort_by_key(|j| (j.2 .1, j.2 .0));
-        let sizes: Vec<(usize, usize)> = jpegs.iter().map(|j| j.2).collect();
+        jpegs.sort_by_key(|(_, j)| (j.colours, j.size.1, j.size.0));
         let mut decoded: Vec<Option<Result<GpuRow>>> = (0..planned.len()).map(|_| None).collect();
-        for group in groups(&sizes, 1, self.decode_bytes) {
-            let members = &jpegs[group];
-            let rows = self.decode_group(&members.iter().map(|j| (j.1, j.2)).collect::<Vec<_>>());
-            for (j, row) in members.iter().zip(rows) {
-                decoded[j.0] = Some(row);
+        for kind in jpegs.chunk_by(|a, b| a.1.colours == b.1.colours) {
+            let sizes: Vec<(usize, usize)> = kind.iter().map(|(_, j)| j.size).collect();
+            for group in groups(&sizes, 1, self.decode_bytes) {
+                let members = &kind[group];
+                let rows = self.decode_group(&members.iter().map(|(_, j)| (j.bytes, j.size)).collect::<Vec<_>>());
+                for ((row, _), decoded_row) in members.iter().zip(rows) {
+                    decoded[*row] = Some(decoded_row);
+                }
             }
         }
         let column = &self.column;
@@ -436,8 +457,24 @@ mod tests {
         turbojpeg::compress(image, 90, subsamp).unwrap().to_vec()
     }
 
-    /// Baseline JPEGs of mixed sizes and samplings (to the device), a greyscale JPEG (on the
-    /// CPU), a null and bytes that are no image (bad rows, as on the default path).
+    /// A progressive JPEG, which nvJPEG's batched decoding does not take.
+    fn progressive_jpeg(width: usize, height: usize) -> Vec<u8> {
+        let pixels: Vec<u8> = (0..width * height * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let image = turbojpeg::Image {
+            pixels: &pixels[..],
+            width,
+            pitch: width * 3,
+            height,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        let mut compressor = turbojpeg::Compressor::new().unwrap();
+        compressor.set_progressive(true).unwrap();
+        compressor.compress_to_vec(image).unwrap()
+    }
+
+    /// Baseline JPEGs of mixed sizes and samplings, colour and greyscale (to the device), a
+    /// progressive JPEG (on the CPU), a null and bytes that are no image (bad rows, as on the
+    /// default path).
     fn batch() -> RecordBatch {
         let images = [
             Some(jpeg(500, 375, turbojpeg::Subsamp::Sub2x2, 1)),
@@ -447,6 +484,8 @@ mod tests {
             Some(jpeg(120, 90, turbojpeg::Subsamp::Gray, 4)),
             Some(b"not an image".to_vec()),
             Some(jpeg(500, 375, turbojpeg::Subsamp::Sub1x2, 5)),
+            Some(progressive_jpeg(130, 70)),
+            Some(jpeg(333, 250, turbojpeg::Subsamp::Gray, 6)),
         ];
         let column = BinaryArray::from(images.iter().map(|i| i.as_deref()).collect::<Vec<_>>());
         let schema = Schema::new(vec![Field::new("images", DataType::Binary, true)]);
@@ -492,8 +531,8 @@ mod tests {
         let decoder = Box::new(CpuJpegDecoder { limits });
         let mut prepare = JpegRows::new("images".into(), limits, transform, decoder, Device::Cpu);
         let rows = prepare.prepare(&batch, 10).unwrap();
-        assert_eq!((prepare.on_device, prepare.on_cpu), (4, 1));
-        assert_eq!(kinds(&rows), ["device", "bad", "device", "device", "cpu", "bad", "device"]);
+        assert_eq!((prepare.on_device, prepare.on_cpu), (6, 1));
+        assert_eq!(kinds(&rows), ["device", "bad", "device", "device", "device", "bad", "device", "cpu", "device"]);
         let bytes = image_bytes(batch.column(0)).unwrap();
         for (i, row) in rows.iter().enumerate() {
             let default =
@@ -549,8 +588,9 @@ mod tests {
         let (limits, transform) = (Limits::default(), Transform::IMAGENET);
         let mut prepare = JpegRows::new("images".into(), limits, transform, Box::new(Failing), Device::Cpu);
         let rows = prepare.prepare(&batch, 0).unwrap();
-        assert_eq!(kinds(&rows), ["cpu", "bad", "cpu", "cpu", "cpu", "bad", "cpu"]);
-        assert_eq!(prepare.failed_batches, 1);
+        assert_eq!(kinds(&rows), ["cpu", "bad", "cpu", "cpu", "cpu", "bad", "cpu", "cpu", "cpu"]);
+        // One batch of colour JPEGs, one of greyscale ones.
+        assert_eq!(prepare.failed_batches, 2);
         let good: Vec<&GpuRow> = rows.iter().flatten().collect();
         assert!(
             bytes_of(DevicePreprocess::new(&transform, Device::Cpu).resized(&good).unwrap()) == default_path(&batch)

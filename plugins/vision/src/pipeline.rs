@@ -75,7 +75,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
         DeviceImages { model: &model, normalizer, preprocess: DevicePreprocess::new(&model.transform, device) };
     let rows = pipeline::run(ctx, input, &columns, rows, &mut images, Batching::InputOrder)?;
     log::info!(
-        "--decode gpu: {} images decoded on the device, {} on the CPU (those not baseline YCbCr JPEGs)",
+        "--decode gpu: {} images decoded on the device, {} on the CPU (those not baseline JPEGs)",
         rows.on_device,
         rows.on_cpu
     );

@@ -51,6 +51,17 @@ impl JpegFrame {
             && standard_luma
             && chroma_whole
     }
+
+    /// A baseline greyscale JPEG (one 8-bit component, Huffman, sequential, unscaled), which
+    /// nvJPEG decodes to RGB with the grey level in all three channels: what libjpeg's grey
+    /// decoding and Pillow's conversion to RGB give, up to the inverse DCT's rounding.
+    pub fn is_baseline_grey(&self) -> bool {
+        self.sof == 0xc0
+            && self.precision == 8
+            && self.width > 0
+            && self.height > 0
+            && matches!(self.components[..], [(_, 1, 1)])
+    }
 }
 
 /// The frame of a JPEG, or `None` when `bytes` is not a JPEG or its markers end, or are cut
@@ -165,6 +176,11 @@ mod tests {
         let decodable = |parts: &[Vec<u8>]| read_frame(&jpeg(parts)).unwrap().is_baseline_ycbcr();
         assert!(!decodable(&[sof(0xc2, 8, 8, &YCC_420)]), "progressive");
         assert!(!decodable(&[sof(0xc0, 8, 8, &[(1, 1, 1)])]), "greyscale");
+        let grey = |parts: &[Vec<u8>]| read_frame(&jpeg(parts)).unwrap().is_baseline_grey();
+        assert!(grey(&[sof(0xc0, 8, 8, &[(1, 1, 1)])]));
+        assert!(!grey(&[sof(0xc2, 8, 8, &[(1, 1, 1)])]), "progressive greyscale");
+        assert!(!grey(&[sof(0xc0, 8, 8, &[(1, 2, 2)])]), "greyscale with sampling factors");
+        assert!(!grey(&[sof(0xc0, 8, 8, &YCC_420)]), "colour");
         assert!(!decodable(&[sof(0xc0, 8, 8, &[(1, 4, 1), (2, 1, 1), (3, 1, 1)])]), "4:1:1");
         assert!(!decodable(&[sof(0xc0, 8, 8, &[(1, 1, 1), (2, 1, 1), (3, 1, 1), (4, 1, 1)])]), "CMYK");
         assert!(!decodable(&[sof(0xc0, 8, 8, &[(b'R', 1, 1), (b'G', 1, 1), (b'B', 1, 1)])]), "RGB ids");
@@ -195,6 +211,7 @@ mod tests {
             let frame = read_frame(&jpeg).unwrap();
             assert_eq!((frame.width, frame.height, frame.sof), (37, 21, 0xc0), "{subsamp:?}");
             assert_eq!(frame.is_baseline_ycbcr(), decodable, "{subsamp:?}: {frame:?}");
+            assert_eq!(frame.is_baseline_grey(), subsamp == turbojpeg::Subsamp::Gray, "{subsamp:?}: {frame:?}");
         }
     }
 
