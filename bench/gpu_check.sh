@@ -25,7 +25,8 @@
 #    loaded, the model, the first window, the end; and the first chunk's model run, with what the
 #    device does once), cores, peak RSS and peak GPU memory. MODELS,
 #    PRECISIONS and BATCH override the defaults.
-# 3b. GPU decoding (`--decode gpu`: nvJPEG, and the resize on the device): its drift against the
+# 3b. GPU decoding (`--decode gpu`: nvJPEG, and the resize on the device): the resize's own
+#    cost per chunk (examples/device_resize, by tile size), its drift against the
 #    bit-identical default (cosine similarity per row, ResNet-50, 1024 images, then 1024 of which
 #    a quarter are greyscale, with the run's own count of images decoded on the device), then the table of
 #    section 3 for ResNet-50 with `--decode gpu`. The drift runs first: it shows at once whether
@@ -108,6 +109,10 @@ vision_table() {
 
 gpu_decode() {
     local made
+    # What the exact float64 resize costs the device per chunk of 256 (about 500x375 to 224),
+    # by tile size (224: the whole weight matrix), beside the model's own ms per chunk above.
+    LD_PRELOAD="$torch_lib/libtorch_cuda.so" "$(dirname "$bin")/examples/device_resize" --device "$device" \
+        --images "$batch" --rounds 10 --tiles 32,16,64,224 || return 1
     mapfile -t made < <("$py" "$here/make_dataset.py" "$work" 1024 resnet50)
     echo "| model | decode | rows | cpu seconds | seconds | min | median | mean |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|"

@@ -18,7 +18,7 @@ use crate::setup::{plugin_library, run, Workspace};
 /// The plugins the check runs: vision (preprocessing, decoding, the table, drift), mbert (text)
 /// and gandalf (tabular).
 const PLUGINS: [&str; 3] = ["vision", "mbert", "gandalf"];
-const EXAMPLES: [&str; 3] = ["model_only", "device_preprocess", "decode_scaling"];
+const EXAMPLES: [&str; 4] = ["model_only", "device_preprocess", "decode_scaling", "device_resize"];
 
 pub fn bundle(ws: &Workspace, out: &Path, gandalf_model: &Path) -> Result<()> {
     if !gandalf_model.is_dir() {
