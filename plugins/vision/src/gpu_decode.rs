@@ -437,13 +437,28 @@ mod tests {
     }
 
     fn jpeg(width: usize, height: usize, subsamp: turbojpeg::Subsamp, seed: u32) -> Vec<u8> {
+        encode(width, height, seed, |c| c.set_subsamp(subsamp))
+    }
+
+    /// A progressive JPEG, which nvJPEG's batched decoding does not take.
+    fn progressive_jpeg(width: usize, height: usize) -> Vec<u8> {
+        encode(width, height, 7, |c| c.set_progressive(true))
+    }
+
+    /// A gradient with noise (so chroma and the resize's taps matter) as a quality-90 JPEG,
+    /// with `settings` applied to the compressor.
+    fn encode(
+        width: usize,
+        height: usize,
+        seed: u32,
+        settings: impl FnOnce(&mut turbojpeg::Compressor) -> turbojpeg::Result<()>,
+    ) -> Vec<u8> {
         let mut state = seed | 1;
         let pixels: Vec<u8> = (0..width * height * 3)
             .map(|i| {
                 state ^= state << 13;
                 state ^= state >> 17;
                 state ^= state << 5;
-                // A gradient with noise, so chroma and the resize's taps matter.
                 ((i % (width * 3)) as u32 * 200 / (width as u32 * 3) + (state >> 28)) as u8
             })
             .collect();
@@ -454,21 +469,9 @@ mod tests {
             height,
             format: turbojpeg::PixelFormat::RGB,
         };
-        turbojpeg::compress(image, 90, subsamp).unwrap().to_vec()
-    }
-
-    /// A progressive JPEG, which nvJPEG's batched decoding does not take.
-    fn progressive_jpeg(width: usize, height: usize) -> Vec<u8> {
-        let pixels: Vec<u8> = (0..width * height * 3).map(|i| (i * 7 % 251) as u8).collect();
-        let image = turbojpeg::Image {
-            pixels: &pixels[..],
-            width,
-            pitch: width * 3,
-            height,
-            format: turbojpeg::PixelFormat::RGB,
-        };
         let mut compressor = turbojpeg::Compressor::new().unwrap();
-        compressor.set_progressive(true).unwrap();
+        compressor.set_quality(90).unwrap();
+        settings(&mut compressor).unwrap();
         compressor.compress_to_vec(image).unwrap()
     }
 
