@@ -8,7 +8,10 @@
 //! `--tiles`: outputs per tile of each pass, each measured (the size itself is the plain
 //! matrix product by the whole weight matrix; the plugin's default is the first).
 //!
-//! Prints one line of JSON per tile size on stdout.
+//! Each tile size's first round is also checked against the CPU's resize (`resize_into`, the
+//! bit-identical default path) for the first 32 images: on a GPU, libtorch's kernels are other
+//! code than the CPU's the tests ran. Prints one line of JSON per tile size on stdout, and exits
+//! non-zero if any byte differs.
 
 mod common;
 
@@ -17,7 +20,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use common::parse_device;
 use deepembed_vision::device_resize::DeviceResize;
-use deepembed_vision::image::resize::Filter;
+use deepembed_vision::image::resize::{resize_into, Filter};
+use deepembed_vision::image::RgbImage;
 use tch::{Device, Kind, Tensor};
 
 fn main() -> Result<()> {
@@ -46,6 +50,9 @@ fn main() -> Result<()> {
     let sizes: Vec<(usize, usize)> = (0..images).map(|_| (400 + next(240), 300 + next(180))).collect();
     tch::manual_seed(0);
     let decoded = Tensor::randint(256, [images as i64, 480, 640, 3], (Kind::Uint8, device));
+    let checked = images.min(32);
+    let expected = cpu_resize(&decoded, &sizes[..checked], size);
+    let mut failed = false;
     let wait = || {
         if let Device::Cuda(i) = device {
             tch::Cuda::synchronize(i as i64);
@@ -55,8 +62,12 @@ fn main() -> Result<()> {
         let tile: usize = tile.parse().with_context(|| format!("--tiles: {tile} is not a number"))?;
         let mut resize = DeviceResize::with_tile(Filter::Bilinear, size, device, tile);
         // The first round makes and caches the weights, as a run's first chunks do.
-        let _ = resize.resize(&decoded, &sizes);
+        let first = resize.resize(&decoded, &sizes);
         wait();
+        let ours =
+            Vec::<u8>::try_from(first.narrow(0, 0, checked as i64).to_device(Device::Cpu).contiguous().view([-1]))?;
+        let differing = ours.iter().zip(&expected).filter(|(a, b)| a != b).count();
+        failed |= differing != 0;
         let started = Instant::now();
         for _ in 0..rounds {
             let _ = resize.resize(&decoded, &sizes);
@@ -64,10 +75,27 @@ fn main() -> Result<()> {
         wait();
         let seconds = started.elapsed().as_secs_f64() / rounds as f64;
         println!(
-            "{{\"device\": \"{device:?}\", \"images\": {images}, \"size\": {size}, \"tile\": {tile}, \"ms_per_chunk\": {:.3}, \"images_per_s\": {:.0}}}",
+            "{{\"device\": \"{device:?}\", \"images\": {images}, \"size\": {size}, \"tile\": {tile}, \"ms_per_chunk\": {:.3}, \"images_per_s\": {:.0}, \"checked_images\": {checked}, \"differing_bytes\": {differing}}}",
             seconds * 1e3,
             images as f64 / seconds
         );
     }
+    if failed {
+        bail!("the device's resize differs from the CPU's");
+    }
     Ok(())
+}
+
+/// The CPU path's bytes for the images of `sizes` = (width, height) at the top left of
+/// `decoded`'s slots, one after another.
+fn cpu_resize(decoded: &Tensor, sizes: &[(usize, usize)], size: usize) -> Vec<u8> {
+    let mut expected = Vec::new();
+    for (i, &(width, height)) in sizes.iter().enumerate() {
+        let slot = decoded.get(i as i64).narrow(0, 0, height as i64).narrow(1, 0, width as i64);
+        let pixels = Vec::<u8>::try_from(slot.to_device(Device::Cpu).contiguous().view([-1])).expect("bytes");
+        let mut out = vec![0u8; size * size * 3];
+        resize_into(&RgbImage { width, height, pixels }, size, size, Filter::Bilinear, &mut out);
+        expected.extend(out);
+    }
+    expected
 }
