@@ -108,7 +108,8 @@ impl DeviceResize {
         }
         // Pillow's `clip8`: `clamp(floor((sum + 2^21) / 2^22), 0, 255)`, exact in float64 (integer
         // sums, a division by a power of two); the rounding term is added by the product itself.
-        let rounding = Tensor::from(FIXED_POINT_ROUNDING).to_device(self.device);
+        // Filled on the device: a copy from the host would wait for the device's queued work.
+        let rounding = Tensor::full([], FIXED_POINT_ROUNDING, (Kind::Double, self.device));
         let mut clipped = rounding
             .baddbmm(&gathered, &weights.view([n * tiles, window, tile]), 1.0, 1.0)
             .floor_divide_scalar(FIXED_POINT_SCALE);
