@@ -15,6 +15,12 @@
 //!
 //! Images of different sizes go together: each is padded with zeros to the largest height and
 //! width of its group, and to the widest window of the group; weights are zero there.
+//!
+//! Each image side's weights are made once on the host and cached on the device. The
+//! `--decode gpu` path sends a chunk's new ones along with its other data, in its one
+//! asynchronous copy from pinned memory ([`DeviceResize::missing`], [`DeviceResize::install`]):
+//! photographs of mixed sizes bring new sides chunk after chunk, and a copy of its own from
+//! ordinary memory would wait for the device's queued work each time.
 
 use tch::{Device, Kind, Tensor};
 
@@ -37,6 +43,8 @@ pub struct DeviceResize {
     tile: usize,
     /// Most recently used last: each input side's tiles.
     bands: Vec<Band>,
+    /// Bands `resize` made and sent itself, each a copy that waits (see `missing`).
+    pub direct_uploads: u64,
 }
 
 /// One input side's weights, by tile of outputs.
@@ -59,7 +67,7 @@ impl DeviceResize {
     /// With `tile` outputs per tile (benchmarks compare tile sizes; `size` is the plain matrix
     /// product).
     pub fn with_tile(filter: Filter, size: usize, device: Device, tile: usize) -> DeviceResize {
-        DeviceResize { filter, size, device, tile: tile.clamp(1, size.max(1)), bands: Vec::new() }
+        DeviceResize { filter, size, device, tile: tile.clamp(1, size.max(1)), bands: Vec::new(), direct_uploads: 0 }
     }
 
     /// `decoded`: (n, H, W, 3) bytes on the device, image `i` of `sizes[i]` = (width, height) at
@@ -118,6 +126,26 @@ impl DeviceResize {
         outputs.narrow(2, 0, self.size as i64)
     }
 
+    /// The weights of those of `in_sizes` not cached yet, made on the host, once each: a caller
+    /// sends them to the device with its own data, in one asynchronous copy, and hands them to
+    /// [`DeviceResize::install`]. (A band made by `resize` itself is copied to the device from
+    /// ordinary memory, which waits for the device's queued work.)
+    pub fn missing(&self, in_sizes: impl IntoIterator<Item = usize>) -> Vec<HostBand> {
+        let mut sizes: Vec<usize> =
+            in_sizes.into_iter().filter(|s| !self.bands.iter().any(|b| b.in_size == *s)).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes.into_iter().map(|s| self.host_band(s)).collect()
+    }
+
+    /// Caches `band`, whose starts (int64, one per tile) and weights (float64, flat) are on the
+    /// device already.
+    pub fn install(&mut self, band: &HostBand, starts: Tensor, weights: Tensor) {
+        let tiles = self.size.div_ceil(self.tile) as i64;
+        let weights = weights.view([tiles, band.window as i64, self.tile as i64]);
+        self.cache(Band { in_size: band.in_size, window: band.window, starts, weights });
+    }
+
     /// `in_size`'s weights, from the cache or made and cached.
     fn band(&mut self, in_size: usize) -> Band {
         if let Some(i) = self.bands.iter().position(|b| b.in_size == in_size) {
@@ -125,19 +153,34 @@ impl DeviceResize {
             self.bands.push(band.shallow_clone());
             return band;
         }
-        let band = self.make_band(in_size);
+        let host = self.host_band(in_size);
+        self.direct_uploads += 1;
+        let tiles = self.size.div_ceil(self.tile) as i64;
+        let band = Band {
+            in_size,
+            window: host.window,
+            starts: Tensor::from_slice(&host.starts).to_device(self.device),
+            weights: Tensor::from_slice(&host.weights)
+                .view([tiles, host.window as i64, self.tile as i64])
+                .to_device(self.device),
+        };
+        self.cache(band.shallow_clone());
+        band
+    }
+
+    /// Keeps `band`, most recently used, within [`CACHED_BYTES`].
+    fn cache(&mut self, band: Band) {
         let bytes = |b: &Band| b.weights.numel() * 8;
         let mut cached: usize = self.bands.iter().map(bytes).sum();
         while cached + bytes(&band) > CACHED_BYTES && !self.bands.is_empty() {
             cached -= bytes(&self.bands.remove(0));
         }
-        self.bands.push(band.shallow_clone());
-        band
+        self.bands.push(band);
     }
 
     /// `in_size`'s weight matrix cut into tiles of outputs, each with the window of inputs
     /// where its weights are not zero.
-    fn make_band(&self, in_size: usize) -> Band {
+    fn host_band(&self, in_size: usize) -> HostBand {
         let matrix = weight_matrix(self.filter, in_size, self.size);
         let row = |out: usize| &matrix[out * in_size..][..in_size];
         let tile = self.tile;
@@ -159,16 +202,20 @@ impl DeviceResize {
                 }
             }
         }
-        let starts: Vec<i64> = spans.iter().map(|&(first, _)| first as i64).collect();
-        Band {
-            in_size,
-            window,
-            starts: Tensor::from_slice(&starts).to_device(self.device),
-            weights: Tensor::from_slice(&weights)
-                .view([tiles as i64, window as i64, tile as i64])
-                .to_device(self.device),
-        }
+        let starts = spans.iter().map(|&(first, _)| first as i64).collect();
+        HostBand { in_size, window, starts, weights }
     }
+}
+
+/// One input side's weights made on the host (see [`DeviceResize::missing`]).
+pub struct HostBand {
+    pub in_size: usize,
+    window: usize,
+    /// The first input of each tile's window.
+    pub starts: Vec<i64>,
+    /// (tiles, window, tile), flat: the weight of input `starts[j] + k` for output
+    /// `j * tile + t`.
+    pub weights: Vec<f64>,
 }
 
 impl Band {

@@ -304,9 +304,13 @@ impl DevicePreprocess {
             }
         }
         // The host's side of the chunk: the CPU-resized pixels, then, 8-byte aligned, the
-        // indices: the CPU rows' positions, and per resize group its slots and positions.
+        // indices: the CPU rows' positions, per resize group its slots and positions, and the
+        // resize weights of image sides not seen before (their tiles' starts, then as float64
+        // their weights).
         let cpu_rows = cpu_positions.len();
         let mut indices: Vec<i64> = cpu_positions;
+        let sides = batches.iter().flat_map(|(_, members)| members.iter().flat_map(|m| [m.size.0, m.size.1]));
+        let new_bands = self.resize.missing(sides);
         let mut resizes = Vec::new();
         for (batch, members) in &mut batches {
             // Similar sizes together, so that padding wastes little.
@@ -319,9 +323,21 @@ impl DevicePreprocess {
                 resizes.push((Arc::clone(*batch), sizes[group].to_vec(), start));
             }
         }
+        let band_starts = indices.len();
+        indices.extend(new_bands.iter().flat_map(|b| b.starts.iter().copied()));
+        let weights: Vec<f64> = new_bands.iter().flat_map(|b| b.weights.iter().copied()).collect();
         let pixels_len = cpu.len().div_ceil(8) * 8;
-        let sent = self.send(&cpu, &indices, pixels_len);
+        let sent = self.send(&cpu, &indices, &weights, pixels_len);
+        let indices_end = pixels_len + 8 * indices.len();
         let indices = sent.narrow(0, pixels_len as i64, (8 * indices.len()) as i64).view_dtype(Kind::Int64);
+        let weights = sent.narrow(0, indices_end as i64, (8 * weights.len()) as i64).view_dtype(Kind::Double);
+        // Copied out of the chunk's upload, which they would otherwise keep alive.
+        let (mut start, mut offset) = (band_starts as i64, 0);
+        for band in &new_bands {
+            let (tiles, len) = (band.starts.len() as i64, band.weights.len() as i64);
+            self.resize.install(band, indices.narrow(0, start, tiles).copy(), weights.narrow(0, offset, len).copy());
+            (start, offset) = (start + tiles, offset + len);
+        }
         if cpu_rows > 0 {
             let resized = sent.narrow(0, 0, cpu.len() as i64).view([cpu_rows as i64, size, size, 3]);
             let _ = images.index_copy_(0, &indices.narrow(0, 0, cpu_rows as i64), &resized);
@@ -336,11 +352,12 @@ impl DevicePreprocess {
         Ok(images)
     }
 
-    /// `pixels`, zero-padded to `pixels_len` bytes, then `indices`, copied to the device in one
-    /// asynchronous copy through the pinned staging buffer (its previous copy is done: the
-    /// pipeline read the previous chunk back before this call).
-    fn send(&mut self, pixels: &[u8], indices: &[i64], pixels_len: usize) -> Tensor {
-        let len = pixels_len + 8 * indices.len();
+    /// `pixels`, zero-padded to `pixels_len` bytes, then `indices`, then `floats`, copied to the
+    /// device in one asynchronous copy through the pinned staging buffer (its previous copy is
+    /// done: the pipeline read the previous chunk back before this call).
+    fn send(&mut self, pixels: &[u8], indices: &[i64], floats: &[f64], pixels_len: usize) -> Tensor {
+        let indices_end = pixels_len + 8 * indices.len();
+        let len = indices_end + 8 * floats.len();
         if self.staging.as_ref().is_none_or(|s| s.len() < len) {
             self.staging = Some(StagingBytes::new(len.next_power_of_two(), self.device));
         }
@@ -348,8 +365,11 @@ impl DevicePreprocess {
         let bytes = staging.as_mut_slice();
         bytes[..pixels.len()].copy_from_slice(pixels);
         bytes[pixels.len()..pixels_len].fill(0);
-        for (chunk, index) in bytes[pixels_len..len].chunks_exact_mut(8).zip(indices) {
+        for (chunk, index) in bytes[pixels_len..indices_end].chunks_exact_mut(8).zip(indices) {
             chunk.copy_from_slice(&index.to_ne_bytes());
+        }
+        for (chunk, float) in bytes[indices_end..len].chunks_exact_mut(8).zip(floats) {
+            chunk.copy_from_slice(&float.to_ne_bytes());
         }
         staging.to_device(0..len, self.device)
     }
@@ -549,6 +569,13 @@ mod tests {
         let good: Vec<&GpuRow> = rows.iter().flatten().collect();
         let mut preprocess = DevicePreprocess::new(&transform, Device::Cpu);
         let ours = bytes_of(preprocess.resized(&good).unwrap());
+        // Every side's weights went to the device with the chunk's upload, none on their own.
+        let sides = good.iter().filter_map(|r| match r {
+            GpuRow::Decoded { size, .. } => Some([size.0, size.1]),
+            GpuRow::Resized(_) => None,
+        });
+        assert!(preprocess.resize.missing(sides.flatten()).is_empty());
+        assert_eq!(preprocess.resize.direct_uploads, 0);
         let expected = default_path(&batch);
         assert_eq!(ours.len(), expected.len());
         assert!(
