@@ -57,11 +57,20 @@ pub enum GpuRow {
 /// of slot `i`, and returns once they are decoded.
 pub trait JpegDecoder: Send {
     fn decode_into(&mut self, jpegs: &[&[u8]], out: &Tensor) -> Result<()>;
+
+    /// Whether it takes `jpeg` in a batch (one it refuses would fail the batch whole).
+    fn takes(&mut self, _jpeg: &[u8]) -> bool {
+        true
+    }
 }
 
 impl JpegDecoder for NvJpeg {
     fn decode_into(&mut self, jpegs: &[&[u8]], out: &Tensor) -> Result<()> {
         NvJpeg::decode_into(self, jpegs, out).map_err(|e| anyhow!(e))
+    }
+
+    fn takes(&mut self, jpeg: &[u8]) -> bool {
+        NvJpeg::takes(self, jpeg)
     }
 }
 
@@ -74,9 +83,11 @@ pub struct JpegRows {
     pub buffers: DeviceBuffers,
     /// Device memory per nvJPEG call ([`DECODE_BYTES`]; smaller in the tests).
     pub decode_bytes: i64,
-    /// Rows decoded on the device and on the CPU, and batches nvJPEG failed on, for the log.
+    /// Rows decoded on the device and on the CPU, of those the JPEGs the decoder refused, and
+    /// batches it failed on, for the log.
     pub on_device: u64,
     pub on_cpu: u64,
+    pub refused: u64,
     pub failed_batches: u64,
 }
 
@@ -117,6 +128,7 @@ impl JpegRows {
             decode_bytes: DECODE_BYTES,
             on_device: 0,
             on_cpu: 0,
+            refused: 0,
             failed_batches: 0,
         }
     }
@@ -192,7 +204,26 @@ impl Prepare for JpegRows {
             batch.column_by_name(&self.column).ok_or_else(|| anyhow!("input lacks column '{}'", self.column))?;
         let encoded = image_bytes(images)?;
         let cpu = &self.cpu;
-        let planned: Vec<Result<Planned>> = encoded.par_iter().map(|bytes| cpu.plan(*bytes)).collect();
+        let mut planned: Vec<Result<Planned>> = encoded.par_iter().map(|bytes| cpu.plan(*bytes)).collect();
+        // The decoder has the last word: nvJPEG's hardware decoder refuses some JPEGs that the
+        // header check lets through, and those are decoded on the CPU instead.
+        let decoder = &mut self.decoder;
+        let refused: Vec<usize> = planned
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| matches!(p, Ok(Planned::Jpeg(j)) if !decoder.takes(j.bytes)).then_some(i))
+            .collect();
+        let redone: Vec<Result<Planned>> = refused
+            .par_iter()
+            .map(|&i| match &planned[i] {
+                Ok(Planned::Jpeg(j)) => Ok(Planned::Ready(GpuRow::Resized(cpu.resized(j.bytes)?))),
+                _ => unreachable!("only JPEGs for the device are refused"),
+            })
+            .collect();
+        self.refused += refused.len() as u64;
+        for (i, plan) in refused.into_iter().zip(redone) {
+            planned[i] = plan;
+        }
         // The device's rows, by colours and then size (similar sizes together pad little), in
         // groups of one kind that fit.
         let mut jpegs: Vec<(usize, &DeviceJpeg)> = planned
@@ -602,6 +633,34 @@ mod tests {
         assert!(batches.len() > 1, "one decoding group");
         let good: Vec<&GpuRow> = rows.iter().flatten().collect();
         assert!(bytes_of(preprocess.resized(&good).unwrap()) == expected);
+    }
+
+    /// JPEGs the decoder refuses (as nvJPEG's hardware decoder refuses some) are decoded on the
+    /// CPU, with the default path's bytes, and the rest of their window still on the device.
+    #[test]
+    fn jpegs_the_decoder_refuses_go_to_the_cpu() {
+        /// The stand-in, refusing 4:2:2 JPEGs.
+        struct Refusing(CpuJpegDecoder);
+        impl JpegDecoder for Refusing {
+            fn decode_into(&mut self, jpegs: &[&[u8]], out: &Tensor) -> Result<()> {
+                assert!(jpegs.iter().all(|j| self.takes(j)), "a refused JPEG reached the decoder");
+                self.0.decode_into(jpegs, out)
+            }
+            fn takes(&mut self, jpeg: &[u8]) -> bool {
+                read_frame(jpeg).is_none_or(|f| f.components.first().map(|c| (c.1, c.2)) != Some((2, 1)))
+            }
+        }
+        let batch = batch();
+        let (limits, transform) = (Limits::default(), Transform::IMAGENET);
+        let decoder = Box::new(Refusing(CpuJpegDecoder { limits }));
+        let mut prepare = JpegRows::new("images".into(), limits, transform, decoder, Device::Cpu);
+        let rows = prepare.prepare(&batch, 0).unwrap();
+        assert_eq!(kinds(&rows), ["device", "bad", "device", "cpu", "device", "bad", "device", "cpu", "device"]);
+        assert_eq!((prepare.on_device, prepare.on_cpu, prepare.refused, prepare.failed_batches), (5, 2, 1, 0));
+        let good: Vec<&GpuRow> = rows.iter().flatten().collect();
+        assert!(
+            bytes_of(DevicePreprocess::new(&transform, Device::Cpu).resized(&good).unwrap()) == default_path(&batch)
+        );
     }
 
     /// A decoder that fails (as nvJPEG on a batch it cannot take) leaves the batch to the CPU:

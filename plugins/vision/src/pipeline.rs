@@ -75,9 +75,11 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &VisionOptions) -> Result<()> {
         DeviceImages { model: &model, normalizer, preprocess: DevicePreprocess::new(&model.transform, device) };
     let rows = pipeline::run(ctx, input, &columns, rows, &mut images, Batching::InputOrder)?;
     log::info!(
-        "--decode gpu: {} images decoded on the device, {} on the CPU (those not baseline JPEGs)",
+        "--decode gpu: {} images decoded on the device, {} on the CPU (those not baseline JPEGs, and {} that nvJPEG \
+         refused)",
         rows.on_device,
-        rows.on_cpu
+        rows.on_cpu,
+        rows.refused
     );
     if rows.failed_batches > 0 {
         log::warn!("--decode gpu: nvJPEG failed on {} batches, decoded on the CPU instead", rows.failed_batches);

@@ -18,9 +18,10 @@
 //! - Each function pointer is looked up by name in the loaded library (nvJPEG's, or the CUDA
 //!   runtime's) and called with the signature nvjpeg.h or cuda_runtime_api.h gives it (unchanged
 //!   from CUDA 11 to 13). The libraries stay loaded for as long as the [`NvJpeg`] that owns them.
-//! - The handle, the decoding state and the stream are created here, used only through
-//!   `&mut self` (one thread at a time: `NvJpeg` moves to the preparing thread, `Send` but not
-//!   `Sync`), on the device they were made for, and destroyed once, in `Drop`.
+//! - The handle, the decoding state, the parsed-header object and the stream are created here,
+//!   used only through `&mut self` (one thread at a time: `NvJpeg` moves to the preparing
+//!   thread, `Send` but not `Sync`), on the device they were made for, and destroyed once, in
+//!   `Drop`.
 //! - [`NvJpeg::decode_into`] gives nvJPEG device pointers only into `out`, which it checks is a
 //!   contiguous CUDA `Uint8` tensor of shape (n, height, width, 3): image `i` at slot `i`, with
 //!   the slot's row pitch, after nvJPEG's own header reading says that the image fits the slot.
@@ -41,6 +42,8 @@ use tch::{Device, Kind, Tensor};
 type Handle = *mut c_void;
 type State = *mut c_void;
 type Stream = *mut c_void;
+/// nvjpeg.h's `nvjpegJpegStream_t`: a parsed JPEG header.
+type JpegStream = *mut c_void;
 
 /// nvjpeg.h's `nvjpegImage_t`: up to four planes; interleaved RGB uses the first.
 #[repr(C)]
@@ -65,6 +68,10 @@ struct Functions {
     image_info: unsafe extern "C" fn(Handle, *const u8, usize, *mut c_int, *mut c_int, *mut c_int, *mut c_int) -> c_int,
     batched_initialize: unsafe extern "C" fn(Handle, State, c_int, c_int, c_int) -> c_int,
     batched: unsafe extern "C" fn(Handle, State, *const *const u8, *const usize, *mut Image, Stream) -> c_int,
+    jpeg_stream_create: unsafe extern "C" fn(Handle, *mut JpegStream) -> c_int,
+    jpeg_stream_destroy: unsafe extern "C" fn(JpegStream) -> c_int,
+    parse_header: unsafe extern "C" fn(Handle, *const u8, usize, JpegStream) -> c_int,
+    batched_supported: unsafe extern "C" fn(Handle, JpegStream, *mut c_int) -> c_int,
     // The CUDA runtime's.
     set_device: unsafe extern "C" fn(c_int) -> c_int,
     stream_create: unsafe extern "C" fn(*mut Stream, c_uint) -> c_int,
@@ -78,6 +85,8 @@ pub struct NvJpeg {
     handle: Handle,
     state: State,
     stream: Stream,
+    /// Where [`NvJpeg::takes`] parses headers (hardware backend only).
+    header: JpegStream,
     /// The CUDA device it decodes on: made the calling thread's current device before each call
     /// (the handle, state and stream belong to it).
     device: c_int,
@@ -130,6 +139,10 @@ impl NvJpeg {
             image_info: symbol(&library, &path, "nvjpegGetImageInfo")?,
             batched_initialize: symbol(&library, &path, "nvjpegDecodeBatchedInitialize")?,
             batched: symbol(&library, &path, "nvjpegDecodeBatched")?,
+            jpeg_stream_create: symbol(&library, &path, "nvjpegJpegStreamCreate")?,
+            jpeg_stream_destroy: symbol(&library, &path, "nvjpegJpegStreamDestroy")?,
+            parse_header: symbol(&library, &path, "nvjpegJpegStreamParseHeader")?,
+            batched_supported: symbol(&library, &path, "nvjpegDecodeBatchedSupported")?,
             set_device: symbol(&cuda_runtime, "the CUDA runtime", "cudaSetDevice")?,
             stream_create: symbol(&cuda_runtime, "the CUDA runtime", "cudaStreamCreateWithFlags")?,
             stream_synchronize: symbol(&cuda_runtime, "the CUDA runtime", "cudaStreamSynchronize")?,
@@ -157,12 +170,20 @@ impl NvJpeg {
                 refusals.push(format!("{name}: {}", status_name(status)));
                 continue;
             }
-            let mut state: State = std::ptr::null_mut();
-            // SAFETY: `handle` was just created; `state` is written on success only.
-            let status = unsafe { (functions.state_create)(handle, &mut state) };
+            let (mut state, mut header): (State, JpegStream) = (std::ptr::null_mut(), std::ptr::null_mut());
+            // SAFETY: `handle` was just created; `state` and `header` are written on success only.
+            let status = unsafe {
+                match (functions.state_create)(handle, &mut state) {
+                    0 => (functions.jpeg_stream_create)(handle, &mut header),
+                    failed => failed,
+                }
+            };
             if status != 0 {
-                // SAFETY: destroyed once, and not used again.
+                // SAFETY: each destroyed once if it was created, and not used again.
                 unsafe {
+                    if !state.is_null() {
+                        (functions.state_destroy)(state);
+                    }
                     (functions.destroy)(handle);
                     (functions.stream_destroy)(stream);
                 }
@@ -173,6 +194,7 @@ impl NvJpeg {
                 handle,
                 state,
                 stream,
+                header,
                 device,
                 batch: None,
                 backend: name,
@@ -189,6 +211,27 @@ impl NvJpeg {
     /// Which backend the handle uses, and the library's path, for the log.
     pub fn describe(&self) -> String {
         format!("nvJPEG ({} backend) from {}", self.backend, self.path)
+    }
+
+    /// Whether the batched decoder takes `jpeg`. The hardware decoder takes only some JPEGs
+    /// (nvJPEG says which after parsing the header), and a batch holding one it refuses fails
+    /// whole; the other backends take any JPEG nvJPEG decodes.
+    pub fn takes(&mut self, jpeg: &[u8]) -> bool {
+        if self.backend != BACKENDS[0].1 {
+            return true;
+        }
+        let mut refused: c_int = -1;
+        // SAFETY: `jpeg` is valid for its length during the call, which only reads it; the
+        // handle and the parsed-header object are this struct's own, used from one thread
+        // (`&mut self`); `refused` is written on success.
+        let status = unsafe {
+            match (self.functions.parse_header)(self.handle, jpeg.as_ptr(), jpeg.len(), self.header) {
+                0 => (self.functions.batched_supported)(self.handle, self.header, &mut refused),
+                failed => failed,
+            }
+        };
+        // nvjpeg.h: 0 when the batched decoder supports the image.
+        status == 0 && refused == 0
     }
 
     /// Width and height of a JPEG as nvJPEG reads its header.
@@ -302,6 +345,7 @@ impl Drop for NvJpeg {
         // SAFETY: created in `open`, destroyed here once, after the last decoding was waited
         // for; the libraries are still loaded.
         unsafe {
+            (self.functions.jpeg_stream_destroy)(self.header);
             (self.functions.state_destroy)(self.state);
             (self.functions.destroy)(self.handle);
             (self.functions.stream_destroy)(self.stream);
