@@ -54,8 +54,8 @@ struct Band {
     window: usize,
     /// (tiles) int64: the first input of each tile's window.
     starts: Tensor,
-    /// (tiles, window, TILE) float64: the weight of input `starts[j] + k` for output
-    /// `j * TILE + t` (zero past the last output).
+    /// (tiles, window, tile) float64: the weight of input `starts[j] + k` for output
+    /// `j * tile + t` (zero past the last output).
     weights: Tensor,
 }
 
