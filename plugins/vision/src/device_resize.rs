@@ -2,7 +2,7 @@
 //! fixed-point arithmetic as `deepembed_image::resize`, each pass batched matrix products.
 //!
 //! A pass multiplies the 8-bit samples by its weights in 22-bit fixed point
-//! (`resize::weight_matrix`), adds half the scale, drops the fraction and clamps to 0..=255, as
+//! (`resize::pass_taps`), adds half the scale, drops the fraction and clamps to 0..=255, as
 //! Pillow's `clip8` does. Every product and partial sum is an integer of magnitude below 2^31,
 //! which float64 holds exactly, so the products give Pillow's sums in any summation order: the
 //! bytes are the CPU path's for the same decoded pixels (the tests compare them on the CPU).
@@ -22,9 +22,11 @@
 //! photographs of mixed sizes bring new sides chunk after chunk, and a copy of its own from
 //! ordinary memory would wait for the device's queued work each time.
 
+use std::collections::HashMap;
+
 use tch::{Device, Kind, Tensor};
 
-use crate::image::resize::{weight_matrix, Filter, FIXED_POINT_ROUNDING, FIXED_POINT_SCALE};
+use crate::image::resize::{pass_taps, Filter, FIXED_POINT_ROUNDING, FIXED_POINT_SCALE};
 
 /// Outputs per tile: fewer means narrower windows (fewer products) and more, smaller matrix
 /// products.
@@ -41,15 +43,20 @@ pub struct DeviceResize {
     device: Device,
     /// Outputs per tile ([`TILE`]; `size` makes one tile, the whole weight matrix).
     tile: usize,
-    /// Most recently used last: each input side's tiles.
-    bands: Vec<Band>,
+    /// Each input side's tiles, with when they were last used (a count of uses).
+    bands: HashMap<usize, Cached>,
+    uses: u64,
     /// Bands `resize` made and sent itself, each a copy that waits (see `missing`).
     pub direct_uploads: u64,
 }
 
+struct Cached {
+    band: Band,
+    used: u64,
+}
+
 /// One input side's weights, by tile of outputs.
 struct Band {
-    in_size: usize,
     /// Inputs in each tile's window.
     window: usize,
     /// (tiles) int64: the first input of each tile's window.
@@ -67,7 +74,8 @@ impl DeviceResize {
     /// With `tile` outputs per tile (benchmarks compare tile sizes; `size` is the plain matrix
     /// product).
     pub fn with_tile(filter: Filter, size: usize, device: Device, tile: usize) -> DeviceResize {
-        DeviceResize { filter, size, device, tile: tile.clamp(1, size.max(1)), bands: Vec::new(), direct_uploads: 0 }
+        let tile = tile.clamp(1, size.max(1));
+        DeviceResize { filter, size, device, tile, bands: HashMap::new(), uses: 0, direct_uploads: 0 }
     }
 
     /// `decoded`: (n, H, W, 3) bytes on the device, image `i` of `sizes[i]` = (width, height) at
@@ -131,8 +139,7 @@ impl DeviceResize {
     /// [`DeviceResize::install`]. (A band made by `resize` itself is copied to the device from
     /// ordinary memory, which waits for the device's queued work.)
     pub fn missing(&self, in_sizes: impl IntoIterator<Item = usize>) -> Vec<HostBand> {
-        let mut sizes: Vec<usize> =
-            in_sizes.into_iter().filter(|s| !self.bands.iter().any(|b| b.in_size == *s)).collect();
+        let mut sizes: Vec<usize> = in_sizes.into_iter().filter(|s| !self.bands.contains_key(s)).collect();
         sizes.sort_unstable();
         sizes.dedup();
         sizes.into_iter().map(|s| self.host_band(s)).collect()
@@ -143,62 +150,62 @@ impl DeviceResize {
     pub fn install(&mut self, band: &HostBand, starts: Tensor, weights: Tensor) {
         let tiles = self.size.div_ceil(self.tile) as i64;
         let weights = weights.view([tiles, band.window as i64, self.tile as i64]);
-        self.cache(Band { in_size: band.in_size, window: band.window, starts, weights });
+        self.cache(band.in_size, Band { window: band.window, starts, weights });
     }
 
     /// `in_size`'s weights, from the cache or made and cached.
     fn band(&mut self, in_size: usize) -> Band {
-        if let Some(i) = self.bands.iter().position(|b| b.in_size == in_size) {
-            let band = self.bands.remove(i);
-            self.bands.push(band.shallow_clone());
-            return band;
+        self.uses += 1;
+        if let Some(cached) = self.bands.get_mut(&in_size) {
+            cached.used = self.uses;
+            return cached.band.shallow_clone();
         }
         let host = self.host_band(in_size);
         self.direct_uploads += 1;
         let tiles = self.size.div_ceil(self.tile) as i64;
         let band = Band {
-            in_size,
             window: host.window,
             starts: Tensor::from_slice(&host.starts).to_device(self.device),
             weights: Tensor::from_slice(&host.weights)
                 .view([tiles, host.window as i64, self.tile as i64])
                 .to_device(self.device),
         };
-        self.cache(band.shallow_clone());
+        self.cache(in_size, band.shallow_clone());
         band
     }
 
-    /// Keeps `band`, most recently used, within [`CACHED_BYTES`].
-    fn cache(&mut self, band: Band) {
+    /// Keeps `band` for `in_size`, most recently used, dropping the least recently used ones
+    /// beyond [`CACHED_BYTES`].
+    fn cache(&mut self, in_size: usize, band: Band) {
         let bytes = |b: &Band| b.weights.numel() * 8;
-        let mut cached: usize = self.bands.iter().map(bytes).sum();
-        while cached + bytes(&band) > CACHED_BYTES && !self.bands.is_empty() {
-            cached -= bytes(&self.bands.remove(0));
+        let mut cached: usize = self.bands.values().map(|c| bytes(&c.band)).sum();
+        while cached + bytes(&band) > CACHED_BYTES {
+            let Some(oldest) = self.bands.iter().min_by_key(|(_, c)| c.used).map(|(s, _)| *s) else { break };
+            cached -= bytes(&self.bands.remove(&oldest).expect("just found").band);
         }
-        self.bands.push(band);
+        self.uses += 1;
+        self.bands.insert(in_size, Cached { band, used: self.uses });
     }
 
-    /// `in_size`'s weight matrix cut into tiles of outputs, each with the window of inputs
-    /// where its weights are not zero.
+    /// `in_size`'s taps cut into tiles of outputs, each with the window of inputs its taps
+    /// reach.
     fn host_band(&self, in_size: usize) -> HostBand {
-        let matrix = weight_matrix(self.filter, in_size, self.size);
-        let row = |out: usize| &matrix[out * in_size..][..in_size];
+        let taps = pass_taps(self.filter, in_size, self.size);
         let tile = self.tile;
-        let tiles = self.size.div_ceil(tile);
-        let spans: Vec<(usize, usize)> = (0..tiles)
-            .map(|j| {
-                let outputs = j * tile..((j + 1) * tile).min(self.size);
-                let first = outputs.clone().filter_map(|o| row(o).iter().position(|&w| w != 0)).min().unwrap_or(0);
-                let end = outputs.filter_map(|o| row(o).iter().rposition(|&w| w != 0)).max().map_or(1, |last| last + 1);
+        let spans: Vec<(usize, usize)> = taps
+            .chunks(tile)
+            .map(|outputs| {
+                let first = outputs.iter().map(|(x, _)| *x).min().unwrap_or(0);
+                let end = outputs.iter().map(|(x, w)| x + w.len()).max().unwrap_or(0);
                 (first, end.max(first + 1))
             })
             .collect();
         let window = spans.iter().map(|(first, end)| end - first).max().unwrap_or(1);
-        let mut weights = vec![0f64; tiles * window * tile];
-        for (j, &(first, end)) in spans.iter().enumerate() {
-            for o in j * tile..((j + 1) * tile).min(self.size) {
-                for (k, input) in (first..end).enumerate() {
-                    weights[(j * window + k) * tile + o - j * tile] = f64::from(row(o)[input]);
+        let mut weights = vec![0f64; spans.len() * window * tile];
+        for (j, (outputs, &(first, _))) in taps.chunks(tile).zip(&spans).enumerate() {
+            for (t, (xmin, w)) in outputs.iter().enumerate() {
+                for (k, &weight) in w.iter().enumerate() {
+                    weights[(j * window + xmin - first + k) * tile + t] = f64::from(weight);
                 }
             }
         }
@@ -221,12 +228,7 @@ pub struct HostBand {
 impl Band {
     /// The same tensors, shared.
     fn shallow_clone(&self) -> Band {
-        Band {
-            in_size: self.in_size,
-            window: self.window,
-            starts: self.starts.shallow_clone(),
-            weights: self.weights.shallow_clone(),
-        }
+        Band { window: self.window, starts: self.starts.shallow_clone(), weights: self.weights.shallow_clone() }
     }
 }
 

@@ -134,25 +134,17 @@ fn coefficients(filter: Filter, in_size: usize, out_size: usize) -> Coefficients
     Coefficients { bounds, ksize, weights, padded }
 }
 
-/// One pass's fixed-point weights as a dense `out_size` x `in_size` matrix, row-major (zero
-/// outside each output pixel's taps), so that a pass is a matrix product followed by
-/// [`FIXED_POINT_ROUNDING`] and [`FIXED_POINT_SCALE`]: `clamp(floor((weights . samples +
-/// ROUNDING) / SCALE), 0, 255)` is Pillow's `clip8` of its sum. Equal sizes give the identity
-/// (times the scale): Pillow skips such a pass, and the product then gives the samples back.
-/// For resizing on a device (the vision plugin's `--decode gpu`).
-pub fn weight_matrix(filter: Filter, in_size: usize, out_size: usize) -> Vec<i32> {
-    let mut matrix = vec![0i32; out_size * in_size];
+/// One pass's fixed-point taps: per output pixel, its first input and the weights of it and the
+/// inputs after it, so that `clamp(floor((taps . samples + ROUNDING) / SCALE), 0, 255)` with
+/// [`FIXED_POINT_ROUNDING`] and [`FIXED_POINT_SCALE`] is Pillow's `clip8` of its sum. Equal sizes
+/// give the identity (one tap of the scale): Pillow skips such a pass, and the taps then give
+/// the samples back. For resizing on a device (the vision plugin's `--decode gpu`).
+pub fn pass_taps(filter: Filter, in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
     if in_size == out_size {
-        for i in 0..out_size {
-            matrix[i * in_size + i] = 1 << PRECISION_BITS;
-        }
-        return matrix;
+        return (0..out_size).map(|i| (i, vec![1 << PRECISION_BITS])).collect();
     }
     let c = cached_coefficients(filter, in_size, out_size);
-    for (out, (&(xmin, n), k)) in c.bounds.iter().zip(c.weights.chunks_exact(c.ksize)).enumerate() {
-        matrix[out * in_size + xmin..][..n].copy_from_slice(&k[..n]);
-    }
-    matrix
+    c.bounds.iter().zip(c.weights.chunks_exact(c.ksize)).map(|(&(xmin, n), k)| (xmin, k[..n].to_vec())).collect()
 }
 
 /// What Pillow adds to a pass's sum before dropping the fraction: half of [`FIXED_POINT_SCALE`].
@@ -501,15 +493,15 @@ mod tests {
         }
     }
 
-    /// `weight_matrix` as a matrix product in exact integers, then Pillow's rounding: Pillow's
-    /// horizontal pass, or the samples themselves where the sizes are equal (no pass).
+    /// `pass_taps` as sums in exact integers, then Pillow's rounding: Pillow's horizontal pass,
+    /// or the samples themselves where the sizes are equal (no pass).
     #[test]
-    fn weight_matrices_give_pillows_sums() {
+    fn pass_taps_give_pillows_sums() {
         let pixels = noise(4100 * 3 * 2);
         for filter in [Filter::Bilinear, Filter::Bicubic] {
             for &(in_w, out_w) in &SIZES {
                 let input = &pixels[..in_w * 3 * 2];
-                let matrix = weight_matrix(filter, in_w, out_w);
+                let taps = pass_taps(filter, in_w, out_w);
                 let expected = if in_w == out_w {
                     input.to_vec()
                 } else {
@@ -517,10 +509,13 @@ mod tests {
                 };
                 let mut ours = Vec::new();
                 for line in input.chunks_exact(in_w * 3) {
-                    for weights in matrix.chunks_exact(in_w) {
+                    for (first, weights) in &taps {
                         for ch in 0..3 {
-                            let sum: i64 =
-                                weights.iter().enumerate().map(|(x, &w)| line[x * 3 + ch] as i64 * w as i64).sum();
+                            let sum: i64 = weights
+                                .iter()
+                                .enumerate()
+                                .map(|(k, &w)| line[(first + k) * 3 + ch] as i64 * w as i64)
+                                .sum();
                             let v = ((sum as f64 + FIXED_POINT_ROUNDING) / FIXED_POINT_SCALE).floor();
                             ours.push(v.clamp(0.0, 255.0) as u8);
                         }
