@@ -208,20 +208,18 @@ impl Prepare for JpegRows {
         // The decoder has the last word: nvJPEG's hardware decoder refuses some JPEGs that the
         // header check lets through, and those are decoded on the CPU instead.
         let decoder = &mut self.decoder;
-        let refused: Vec<usize> = planned
+        let refused: Vec<(usize, &[u8])> = planned
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| matches!(p, Ok(Planned::Jpeg(j)) if !decoder.takes(j.bytes)).then_some(i))
-            .collect();
-        let redone: Vec<Result<Planned>> = refused
-            .par_iter()
-            .map(|&i| match &planned[i] {
-                Ok(Planned::Jpeg(j)) => Ok(Planned::Ready(GpuRow::Resized(cpu.resized(j.bytes)?))),
-                _ => unreachable!("only JPEGs for the device are refused"),
+            .filter_map(|(i, p)| match p {
+                Ok(Planned::Jpeg(j)) if !decoder.takes(j.bytes) => Some((i, j.bytes)),
+                _ => None,
             })
             .collect();
+        let redone: Vec<Result<Planned>> =
+            refused.par_iter().map(|(_, bytes)| Ok(Planned::Ready(GpuRow::Resized(cpu.resized(bytes)?)))).collect();
         self.refused += refused.len() as u64;
-        for (i, plan) in refused.into_iter().zip(redone) {
+        for ((i, _), plan) in refused.into_iter().zip(redone) {
             planned[i] = plan;
         }
         // The device's rows, by colours and then size (similar sizes together pad little), in
@@ -312,7 +310,8 @@ impl DevicePreprocess {
     /// The chunk's images as (B, size, size, 3) bytes on the device.
     pub fn resized(&mut self, rows: &[&GpuRow]) -> Result<Tensor> {
         let size = self.size as i64;
-        let mut images = Tensor::zeros([rows.len() as i64, size, size, 3], (Kind::Uint8, self.device));
+        // Every row is copied in below, a CPU-resized one or a decoded one: nothing to clear.
+        let mut images = Tensor::empty([rows.len() as i64, size, size, 3], (Kind::Uint8, self.device));
         let (mut cpu, mut cpu_positions) = (Vec::new(), Vec::new());
         // Decoded rows by the batch they were decoded in.
         let mut batches: Vec<(&Arc<DecodedBatch>, Vec<ChunkImage>)> = Vec::new();
