@@ -10,8 +10,6 @@
 //! depthwise weight. Their sum is a dense convolution: the update, plus the depthwise kernel on
 //! its diagonal (`W'[o, o] = W[o, 0] + dW[o, o]`), which the model must then build with groups 1.
 
-use std::collections::BTreeMap;
-
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
@@ -47,31 +45,29 @@ pub fn check_use_case(sd: &StateDict, use_case: UseCase) -> Result<bool> {
     }
 }
 
-/// Merges every adapter in `sd` with scale `alpha / r`.
+/// Merges every adapter in `sd` with scale `alpha / r`. The weights without an adapter are
+/// passed on as they are (still in the file, for a state dict read from one).
 pub fn merge(sd: &StateDict, alpha: f64) -> Result<Merged> {
-    let mut merged = BTreeMap::new();
+    let is_adapter = |key: &str| key.contains(".lora_A.") || key.contains(".lora_B.") || key.contains(".lora_dropout.");
+    let mut merged = sd.renamed(|key| match key.split_once(".base_layer.") {
+        _ if is_adapter(key) => None,
+        Some((_, "weight")) => None,
+        Some((layer, param)) => Some(format!("{layer}.{param}")),
+        None => Some(key.to_string()),
+    });
     let mut rank = None;
     let mut layers = 0;
     let source = sd.source().display().to_string();
-    for (key, tensor) in &sd.tensors {
-        if key.contains(".lora_A.") || key.contains(".lora_B.") || key.contains(".lora_dropout.") {
-            continue;
-        }
-        let Some((layer, param)) = key.split_once(".base_layer.") else {
-            merged.insert(key.clone(), tensor.shallow_clone());
-            continue;
-        };
-        let name = format!("{layer}.{param}");
-        if param != "weight" {
-            merged.insert(name, tensor.shallow_clone());
-            continue;
-        }
+    let wrapped: Vec<&str> =
+        sd.keys().filter(|k| !is_adapter(k)).filter_map(|k| k.strip_suffix(".base_layer.weight")).collect();
+    for layer in wrapped {
         let (Some(a), Some(b)) =
-            (sd.get(&format!("{layer}.lora_A.default.weight")), sd.get(&format!("{layer}.lora_B.default.weight")))
+            (sd.get(&format!("{layer}.lora_A.default.weight"))?, sd.get(&format!("{layer}.lora_B.default.weight"))?)
         else {
             bail!("{source}: {layer} is LoRA-wrapped but lacks lora_A/lora_B weights");
         };
-        for (what, t) in [("base_layer.weight", tensor), ("lora_A.default.weight", a), ("lora_B.default.weight", b)] {
+        let w = sd.tensor(&format!("{layer}.base_layer.weight"))?;
+        for (what, t) in [("base_layer.weight", &w), ("lora_A.default.weight", &a), ("lora_B.default.weight", &b)] {
             if t.dim() < 2 || t.size().contains(&0) {
                 bail!("{source}: {layer}.{what} has shape {:?}; a LoRA-wrapped weight has at least 2 non-empty dimensions", t.size());
             }
@@ -80,12 +76,12 @@ pub fn merge(sd: &StateDict, alpha: f64) -> Result<Merged> {
         if *rank.get_or_insert(r) != r {
             bail!("{source}: LoRA ranks differ between layers ({} and {r})", rank.unwrap_or(r));
         }
-        let w = merged_weight(tensor, a, b, alpha / r as f64)
+        let merged_weight = merged_weight(&w, &a, &b, alpha / r as f64)
             .with_context(|| format!("{source}: merging LoRA into {layer}"))?;
-        merged.insert(name, w);
+        merged.insert(format!("{layer}.weight"), merged_weight);
         layers += 1;
     }
-    Ok(Merged { weights: StateDict::new(sd.source().to_path_buf(), merged), rank: rank.unwrap_or(0), layers })
+    Ok(Merged { weights: merged, rank: rank.unwrap_or(0), layers })
 }
 
 fn merged_weight(w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {

@@ -2,7 +2,7 @@
 //! loaded: a wrong-shaped weight fails at load, naming the file, the key and both shapes, never
 //! later inside a forward pass (where libtorch would panic or print a C++ backtrace).
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::StateDict;
@@ -61,22 +61,24 @@ impl<'a> Weights<'a> {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.sd.get(name).is_some()
+        self.sd.contains(name)
     }
 
-    /// `name`, which must have `shape` (each entry a size, or [`ANY`]) and a floating dtype.
+    /// `name`, which must have `shape` (each entry a size, or [`ANY`]) and a floating dtype
+    /// (both checked before it is read).
     pub fn tensor(&self, name: &str, shape: &[i64]) -> Result<Tensor> {
         let source = self.sd.source().display();
-        let t = self.sd.get(name).ok_or_else(|| anyhow!("{source} has no weight {name}"))?;
-        let found = t.size();
+        let (Some(found), Some(kind)) = (self.sd.shape(name), self.sd.kind(name)) else {
+            bail!("{source} has no weight {name}");
+        };
         let fits = found.len() == shape.len() && found.iter().zip(shape).all(|(&f, &s)| s == ANY || f == s);
         if !fits {
             bail!("{source}: {name} has shape {found:?}, expected {}", describe(shape));
         }
-        if !matches!(t.kind(), Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) {
-            bail!("{source}: {name} has dtype {:?}, expected floating point weights", t.kind());
+        if !matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) {
+            bail!("{source}: {name} has dtype {kind:?}, expected floating point weights");
         }
-        Ok(t.to_kind(Kind::Float).to_device(self.device))
+        Ok(self.sd.tensor(name)?.to_kind(Kind::Float).to_device(self.device))
     }
 
     /// A linear layer `prefix.weight` `[outputs, inputs]` and `prefix.bias` `[outputs]`.

@@ -23,7 +23,10 @@ fn check_against_expected(file: &Path) {
     let wanted: Vec<&String> = expected.keys().collect();
     assert_eq!(names, wanted, "{}", file.display());
     for (name, want) in &expected {
-        let t = sd.get(name).unwrap();
+        let t = sd.tensor(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        // What the state dict says before reading must be what the read gives.
+        assert_eq!(sd.shape(name), Some(t.size()), "{name}: shape before reading");
+        assert_eq!(sd.kind(name), Some(t.kind()), "{name}: dtype before reading");
         let kind = format!("{:?}", t.kind());
         let dtype = want["dtype"].as_str().unwrap();
         let kind_ok = matches!(

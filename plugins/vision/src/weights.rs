@@ -178,10 +178,10 @@ pub fn deeptune_backbone(sd: &StateDict, opts: &VisionOptions) -> Result<StateDi
     // DeepTune saves the backbone under `model.`; with peft the same tensors also sit under
     // `peftmodel.base_model.model.`, which is all a checkpoint trimmed of duplicates may keep.
     let mut backbone = sd.strip_prefix("model.");
-    if backbone.tensors.is_empty() {
+    if backbone.is_empty() {
         backbone = sd.strip_prefix("peftmodel.base_model.model.");
     }
-    if backbone.tensors.is_empty() {
+    if backbone.is_empty() {
         bail!("{source} has no `model.*` weights: it is not a DeepTune checkpoint");
     }
     if has_lora {

@@ -1,10 +1,10 @@
 //! Where tensor bytes live: the storage entries of a torch zip archive, or a safetensors file.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::pickle::{self, StorageRef, TensorRef, Value};
@@ -31,16 +31,16 @@ pub struct Checkpoint {
 enum Source {
     /// A torch zip archive; storages are `<prefix>data/<key>` entries.
     TorchZip {
-        archive: RefCell<zip::ZipArchive<Box<dyn ReadSeek>>>,
+        archive: Mutex<zip::ZipArchive<Box<dyn ReadSeek>>>,
         prefix: String,
         /// Per storage key: the bytes its tensors need, and how many tensors refer to it.
         needs: HashMap<String, (usize, usize)>,
         /// Storages that several tensors share, once read.
-        cache: RefCell<HashMap<String, Vec<u8>>>,
+        cache: Mutex<HashMap<String, Vec<u8>>>,
     },
     /// A safetensors file; per tensor name, the byte range of its data in the file, read as the
     /// tensor is asked for (one copy, and never the whole file in memory at once).
-    SafeTensors { file: RefCell<Box<dyn ReadSeek>>, ranges: HashMap<String, (u64, u64)> },
+    SafeTensors { file: Mutex<Box<dyn ReadSeek>>, ranges: HashMap<String, (u64, u64)> },
 }
 
 impl Checkpoint {
@@ -107,6 +107,32 @@ impl Checkpoint {
         self.read(t).map_err(|e| e.context(format!("tensor '{name}'")).in_file(&self.name))
     }
 
+    /// Checks what the pickle says of a tensor (its dtype, and that its view fits its storage)
+    /// without reading it, and gives its dtype. Errors name the file and the tensor, as a read's
+    /// would.
+    pub fn check(&self, name: &str, t: &TensorRef) -> Result<DType> {
+        CheckedView::new(t, t.storage.numel)
+            .map(|view| view.dtype)
+            .map_err(|msg| Error::Storage { key: t.storage.key.clone(), msg })
+            .map_err(|e| e.context(format!("tensor '{name}'")).in_file(&self.name))
+    }
+
+    /// Reads one tensor's elements (C order, in the dtype it was saved with) in pieces of at most
+    /// `piece` bytes, rounded down to whole elements, handing each to `take` in order. A tensor
+    /// that is all of its storage streams from the file through one buffer of that size, so a
+    /// tensor of any size never needs its own size in memory beside where it goes; other views
+    /// are read whole, then handed on in pieces. Errors (also `take`'s) name the file and the
+    /// tensor.
+    pub fn read_pieces(
+        &self,
+        name: &str,
+        t: &TensorRef,
+        piece: usize,
+        mut take: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.pieces(t, piece, &mut take).map_err(|e| e.context(format!("tensor '{name}'")).in_file(&self.name))
+    }
+
     /// The model weights' names and tensors: the `state_dict` entry of a Lightning checkpoint or
     /// of a dict that has one, otherwise the root itself. Nested dicts are flattened with `.`
     /// between keys. An error if there are none.
@@ -136,7 +162,7 @@ impl Checkpoint {
         let dtype = view.dtype;
         match &self.source {
             Source::TorchZip { archive, prefix, needs, cache } => {
-                if let Some(bytes) = cache.borrow().get(key) {
+                if let Some(bytes) = lock(cache).get(key) {
                     if bytes.len() >= view.needed_bytes {
                         return Ok(RawTensor { dtype, shape, data: view.gather(bytes) });
                     }
@@ -144,10 +170,10 @@ impl Checkpoint {
                 let (needed, refs) = needs.get(key).copied().unwrap_or((0, 1));
                 let needed = needed.max(view.needed_bytes);
                 let entry = format!("{prefix}data/{key}");
-                let bytes = read_storage(&mut archive.borrow_mut(), &entry, &t.storage, dtype, needed)?;
+                let bytes = read_storage(&mut lock(archive), &entry, &t.storage, dtype, needed)?;
                 if refs > 1 {
                     let data = view.gather(&bytes);
-                    cache.borrow_mut().insert(key.clone(), bytes);
+                    lock(cache).insert(key.clone(), bytes);
                     return Ok(RawTensor { dtype, shape, data });
                 }
                 Ok(RawTensor { dtype, shape, data: view.take(bytes) })
@@ -162,12 +188,66 @@ impl Checkpoint {
                         msg: format!("holds {} bytes, not {} {dtype:?} elements", end - start, t.storage.numel),
                     });
                 }
-                let bytes = read_range(&mut **file.borrow_mut(), start, end)
+                let bytes = read_range(&mut **lock(file), start, end)
                     .map_err(|err| Error::Io { what: format!("the data of tensor '{key}'"), err })?;
                 Ok(RawTensor { dtype, shape, data: view.take(bytes) })
             }
         }
     }
+}
+
+impl Checkpoint {
+    fn pieces(&self, t: &TensorRef, piece: usize, take: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let key = &t.storage.key;
+        let view = CheckedView::new(t, t.storage.numel).map_err(|msg| Error::Storage { key: key.clone(), msg })?;
+        let dtype = view.dtype;
+        let piece = (piece / dtype.size()).max(1) * dtype.size();
+        let len = view.numel * dtype.size();
+        // All of its storage, in C order: the file's bytes are the tensor's, as they come.
+        let whole = view.offset == 0 && view.is_contiguous() && view.numel as u64 == t.storage.numel;
+        match &self.source {
+            Source::TorchZip { archive, prefix, needs, .. }
+                if whole && needs.get(key).is_none_or(|&(_, refs)| refs <= 1) =>
+            {
+                let entry = format!("{prefix}data/{key}");
+                let mut archive = lock(archive);
+                let file = open_storage(&mut archive, &entry, &t.storage, dtype)?;
+                let ended = |at: usize| Error::Storage {
+                    key: key.clone(),
+                    msg: format!("entry {entry} ends after {at} bytes; its tensor needs {len}"),
+                };
+                stream_pieces(file, len, piece, &ended, take)
+            }
+            Source::SafeTensors { file, ranges } if whole => {
+                let &(start, end) = ranges
+                    .get(key)
+                    .ok_or_else(|| Error::Storage { key: key.clone(), msg: "is not in the file".into() })?;
+                if end - start != len as u64 {
+                    return Err(Error::Storage {
+                        key: key.clone(),
+                        msg: format!("holds {} bytes, not {} {dtype:?} elements", end - start, view.numel),
+                    });
+                }
+                let mut file = lock(file);
+                file.seek(SeekFrom::Start(start))
+                    .map_err(|err| Error::Io { what: format!("the data of tensor '{key}'"), err })?;
+                let ended = |at: usize| Error::Storage {
+                    key: key.clone(),
+                    msg: format!("the file ends {at} bytes into the tensor's {len}"),
+                };
+                stream_pieces((&mut **file).take(len as u64), len, piece, &ended, take)
+            }
+            // A view into a storage, or one that several tensors share (kept once read).
+            _ => self.read(t)?.data.chunks(piece).try_for_each(take),
+        }
+    }
+}
+
+/// A lock on the reader or the cache. A panic while one was held (in a reader's own code)
+/// leaves nothing half-changed that a later read relies on: each read seeks before it reads,
+/// and a cached storage is inserted whole.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Reads the first `needed` bytes of a storage entry, after checking the entry against what
@@ -179,6 +259,31 @@ fn read_storage(
     dtype: DType,
     needed: usize,
 ) -> Result<Vec<u8>> {
+    let file = open_storage(archive, entry, storage, dtype)?;
+    // Reserved at once, not grown while reading (ViT-B/16's weights loaded 15% faster). The size is
+    // the archive's claim, so a failed reservation is not an error: a lie ends at the check below.
+    let mut bytes = Vec::new();
+    let _ = bytes.try_reserve_exact(needed);
+    file.take(needed as u64)
+        .read_to_end(&mut bytes)
+        .map_err(|err| Error::Io { what: format!("entry {entry}"), err })?;
+    if bytes.len() != needed {
+        return Err(Error::Storage {
+            key: storage.key.clone(),
+            msg: format!("entry {entry} ends after {} bytes; its tensors need {needed}", bytes.len()),
+        });
+    }
+    Ok(bytes)
+}
+
+/// A storage entry, opened for reading after checking it against what the pickle declares of
+/// it.
+fn open_storage<'a>(
+    archive: &'a mut zip::ZipArchive<Box<dyn ReadSeek>>,
+    entry: &str,
+    storage: &StorageRef,
+    dtype: DType,
+) -> Result<zip::read::ZipFile<'a, Box<dyn ReadSeek>>> {
     let key = &storage.key;
     let fail = |msg: String| Error::Storage { key: key.clone(), msg };
     let file = match archive.by_name(entry) {
@@ -203,17 +308,35 @@ fn read_storage(
             file.compressed_size()
         )));
     }
-    // Reserved at once, not grown while reading (ViT-B/16's weights loaded 15% faster). The size is
-    // the archive's claim, so a failed reservation is not an error: a lie ends at the check below.
-    let mut bytes = Vec::new();
-    let _ = bytes.try_reserve_exact(needed);
-    file.take(needed as u64)
-        .read_to_end(&mut bytes)
-        .map_err(|err| Error::Io { what: format!("entry {entry}"), err })?;
-    if bytes.len() != needed {
-        return Err(fail(format!("entry {entry} ends after {} bytes; its tensors need {needed}", bytes.len())));
+    Ok(file)
+}
+
+/// Hands `len` bytes of `reader` to `take` in pieces of `piece` bytes (the last one shorter),
+/// through one buffer; `what` names the source when it ends early.
+fn stream_pieces(
+    mut reader: impl Read,
+    len: usize,
+    piece: usize,
+    what: &dyn Fn(usize) -> Error,
+    take: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut buffer = vec![0u8; piece.min(len)];
+    let mut done = 0;
+    while done < len {
+        let n = piece.min(len - done);
+        let mut filled = 0;
+        while filled < n {
+            match reader.read(&mut buffer[filled..n]) {
+                Ok(0) => return Err(what(done + filled)),
+                Ok(read) => filled += read,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(Error::Io { what: "the tensor's data".into(), err }),
+            }
+        }
+        take(&buffer[..n])?;
+        done += n;
     }
-    Ok(bytes)
+    Ok(())
 }
 
 fn open_torch_zip(reader: Box<dyn ReadSeek>) -> Result<(Value, Source)> {
@@ -264,7 +387,7 @@ fn open_torch_zip(reader: Box<dyn ReadSeek>) -> Result<(Value, Source)> {
         let entry = needs.entry(t.storage.key.clone()).or_default();
         *entry = (entry.0.max(needed), entry.1 + 1);
     }
-    let source = Source::TorchZip { archive: RefCell::new(archive), prefix, needs, cache: RefCell::default() };
+    let source = Source::TorchZip { archive: Mutex::new(archive), prefix, needs, cache: Mutex::default() };
     Ok((root, source))
 }
 
@@ -332,7 +455,7 @@ fn open_safetensors(mut file: Box<dyn ReadSeek>) -> Result<(Value, Source)> {
         ranges.insert(name.clone(), range);
         entries.push((Value::Str(name), Value::Tensor(Box::new(TensorRef { storage, offset: 0, size, stride }))));
     }
-    Ok((Value::Dict(entries), Source::SafeTensors { file: RefCell::new(file), ranges }))
+    Ok((Value::Dict(entries), Source::SafeTensors { file: Mutex::new(file), ranges }))
 }
 
 /// Bytes `start..end` of `file`, which the header check placed inside it.

@@ -430,23 +430,23 @@ fn weights_are_checked_by_name_and_shape() {
     let w = checkpoint(&c, &mut Rng(7));
     let key = "transformer_encoder.layers.1.self_attn_between_items._w_out";
     let mut bad = state_dict(&w);
-    bad.tensors.insert(key.into(), Tensor::zeros([4, 16, 4], (Kind::Float, Device::Cpu)));
+    bad.insert(key, Tensor::zeros([4, 16, 4], (Kind::Float, Device::Cpu)));
     let e = TabPfn::new(c.clone(), &bad, Device::Cpu).err().unwrap().to_string();
     assert!(e.contains(key) && e.contains("has shape [4, 16, 4], expected [4, 4, 16]"), "{e}");
 
     let mut missing = state_dict(&w);
-    missing.tensors.remove("add_thinking_tokens.row_token_values");
+    missing.remove("add_thinking_tokens.row_token_values");
     let e = TabPfn::new(c.clone(), &missing, Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("add_thinking_tokens.row_token_values"), "{e}");
 
     let mut extra = state_dict(&w);
-    extra.tensors.insert("encoder.5.layer.bias".into(), Tensor::zeros([16], (Kind::Float, Device::Cpu)));
+    extra.insert("encoder.5.layer.bias", Tensor::zeros([16], (Kind::Float, Device::Cpu)));
     let e = TabPfn::new(c.clone(), &extra, Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("unexpected weight encoder.5.layer.bias"), "{e}");
 
     // A classifier has no bar distribution.
     let mut criterion = state_dict(&w);
-    criterion.tensors.insert("criterion.borders".into(), Tensor::zeros([3], (Kind::Float, Device::Cpu)));
+    criterion.insert("criterion.borders", Tensor::zeros([3], (Kind::Float, Device::Cpu)));
     assert!(TabPfn::new(c.clone(), &criterion, Device::Cpu).is_err());
 
     // remove_duplicate_features moves the encoder to encoder.6.

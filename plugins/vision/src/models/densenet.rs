@@ -220,9 +220,7 @@ impl Family for DenseNet {
         if !weights.keys().any(|k| modern_name(k).is_some()) {
             return weights;
         }
-        let source = weights.source().to_path_buf();
-        let tensors = weights.tensors.into_iter().map(|(k, t)| (modern_name(&k).unwrap_or(k), t)).collect();
-        StateDict::new(source, tensors)
+        weights.renamed(|k| Some(modern_name(k).unwrap_or_else(|| k.to_string())))
     }
 
     fn build(&self, version: &Version, _: UseCase, _: &StateDict, p: &nn::Path) -> Result<Backbone> {

@@ -606,7 +606,7 @@ fn deeptune_backbone(
     // whose LoraModel holds the SiglipModel as `model`.
     let prefix = if has_lora { "base_model.base_model.model.vision_model." } else { "base_model.vision_model." };
     let tower = sd.strip_prefix(prefix);
-    if tower.tensors.is_empty() {
+    if tower.is_empty() {
         bail!("{} has no `{prefix}*` weights: it is not a DeepTune SigLIP checkpoint", sd.source().display());
     }
     if !has_lora {

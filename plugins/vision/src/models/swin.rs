@@ -268,7 +268,7 @@ impl WindowAttention {
 
     /// Fails when the file holds a relative_position_index other than the one computed.
     fn check_index(&self, weights: &StateDict, key: &str) -> Result<()> {
-        let Some(stored) = weights.get(key) else { return Ok(()) };
+        let Some(stored) = weights.get(key)? else { return Ok(()) };
         let ours = self.index.to_device(Device::Cpu);
         let same =
             stored.size() == ours.size() && stored.to_kind(Kind::Int64).eq_tensor(&ours).all().int64_value(&[]) == 1;
