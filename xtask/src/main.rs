@@ -11,6 +11,8 @@
 //!   bench tabpfn   a TabPFN classifier against tabpfn's own embedding path (DeepTune's)
 //!   bench resume   merge speed on 100k vision rows, and what picking up a killed run costs
 //!   bench precision  --precision bf16 against fp32 on the CPU: speed and drift per model
+//!   bench loading  seconds and peak RSS of loading ViT-B/16, VGG-16 and a BERT-base-sized model;
+//!                  `--plugins DIR` alternates with another build's plugins
 //!   gpu-check      on a CUDA device: the model alone against the whole command, fp16/bf16 drift
 //!                  (bench/gpu_check.sh; needs an NVIDIA GPU); `gpu-check --bundle DIR` instead
 //!                  builds what the check needs into DIR, to carry to a GPU machine
@@ -41,11 +43,13 @@ fn real_main() -> Result<()> {
         ["setup"] => setup::setup(&ws),
         ["demo"] => demo(&ws),
         ["test", rest @ ..] => test(&ws, rest),
-        ["bench", kind @ ("vision" | "text" | "tabular" | "timeseries" | "tabpfn" | "resume" | "precision"), rest @ ..] => bench(&ws, kind, rest),
+        ["bench", kind @ ("vision" | "text" | "tabular" | "timeseries" | "tabpfn" | "resume" | "precision" | "loading"), rest @ ..] => {
+            bench(&ws, kind, rest)
+        }
         ["gpu-check", rest @ ..] => gpu_check(&ws, rest),
         ["fuzz", rest @ ..] => fuzz::fuzz(&ws, rest),
         _ => bail!(
-            "usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular|timeseries|tabpfn|resume|precision [options] | gpu-check [--bundle DIR] | fuzz [--minutes N] [TARGET...]>"
+            "usage: cargo xtask <demo | test [test filter] | setup | bench vision|text|tabular|timeseries|tabpfn|resume|precision|loading [options] | gpu-check [--bundle DIR] | fuzz [--minutes N] [TARGET...]>"
         ),
     }
 }
