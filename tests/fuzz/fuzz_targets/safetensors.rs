@@ -12,18 +12,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     if let Ok(checkpoint) = Checkpoint::from_bytes("fuzz.safetensors", data.to_vec()) {
-        let _ = checkpoint.raw_state_dict();
-        // Each tensor again in pieces (as a model's variables are filled): where both reads
-        // succeed, the pieces make the same bytes.
-        for (name, t) in checkpoint.state_dict_refs().unwrap_or_default() {
-            let mut joined = Vec::new();
-            let pieces = checkpoint.read_pieces(&name, t, 24, |piece| {
-                joined.extend_from_slice(piece);
-                Ok(())
-            });
-            if let (Ok(()), Ok(whole)) = (pieces, checkpoint.named_tensor(&name, t)) {
-                assert_eq!(joined, whole.data, "{name}");
-            }
-        }
+        deepembed_fuzz::read_every_tensor(&checkpoint);
     }
 });
