@@ -194,9 +194,7 @@ impl Checkpoint {
             }
         }
     }
-}
 
-impl Checkpoint {
     fn pieces(&self, t: &TensorRef, piece: usize, take: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let key = &t.storage.key;
         let view = CheckedView::new(t, t.storage.numel).map_err(|msg| Error::Storage { key: key.clone(), msg })?;
