@@ -104,17 +104,14 @@ impl Checkpoint {
 
     /// [`Checkpoint::tensor`], with errors naming the tensor as well.
     pub fn named_tensor(&self, name: &str, t: &TensorRef) -> Result<RawTensor> {
-        self.read(t).map_err(|e| e.context(format!("tensor '{name}'")).in_file(&self.name))
+        self.read(t).map_err(self.naming(name))
     }
 
     /// Checks what the pickle says of a tensor (its dtype, and that its view fits its storage)
     /// without reading it, and gives its dtype. Errors name the file and the tensor, as a read's
     /// would.
     pub fn check(&self, name: &str, t: &TensorRef) -> Result<DType> {
-        CheckedView::new(t, t.storage.numel)
-            .map(|view| view.dtype)
-            .map_err(|msg| Error::Storage { key: t.storage.key.clone(), msg })
-            .map_err(|e| e.context(format!("tensor '{name}'")).in_file(&self.name))
+        checked_view(t).map(|view| view.dtype).map_err(self.naming(name))
     }
 
     /// Reads one tensor's elements (C order, in the dtype it was saved with) in pieces of at most
@@ -130,7 +127,12 @@ impl Checkpoint {
         piece: usize,
         mut take: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        self.pieces(t, piece, &mut take).map_err(|e| e.context(format!("tensor '{name}'")).in_file(&self.name))
+        self.pieces(t, piece, &mut take).map_err(self.naming(name))
+    }
+
+    /// What errors about tensor `name` are wrapped in: its name, then the file's.
+    fn naming<'a>(&'a self, name: &'a str) -> impl Fn(Error) -> Error + 'a {
+        move |e| e.context(format!("tensor '{name}'")).in_file(&self.name)
     }
 
     /// The model weights' names and tensors: the `state_dict` entry of a Lightning checkpoint or
@@ -157,7 +159,7 @@ impl Checkpoint {
 
     fn read(&self, t: &TensorRef) -> Result<RawTensor> {
         let key = &t.storage.key;
-        let view = CheckedView::new(t, t.storage.numel).map_err(|msg| Error::Storage { key: key.clone(), msg })?;
+        let view = checked_view(t)?;
         let shape = t.size.clone();
         let dtype = view.dtype;
         match &self.source {
@@ -179,15 +181,7 @@ impl Checkpoint {
                 Ok(RawTensor { dtype, shape, data: view.take(bytes) })
             }
             Source::SafeTensors { file, ranges } => {
-                let &(start, end) = ranges
-                    .get(key)
-                    .ok_or_else(|| Error::Storage { key: key.clone(), msg: "is not in the file".into() })?;
-                if end - start != t.storage.numel.saturating_mul(dtype.size() as u64) {
-                    return Err(Error::Storage {
-                        key: key.clone(),
-                        msg: format!("holds {} bytes, not {} {dtype:?} elements", end - start, t.storage.numel),
-                    });
-                }
+                let (start, end) = safetensors_range(ranges, &t.storage, dtype)?;
                 let bytes = read_range(&mut **lock(file), start, end)
                     .map_err(|err| Error::Io { what: format!("the data of tensor '{key}'"), err })?;
                 Ok(RawTensor { dtype, shape, data: view.take(bytes) })
@@ -197,7 +191,7 @@ impl Checkpoint {
 
     fn pieces(&self, t: &TensorRef, piece: usize, take: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let key = &t.storage.key;
-        let view = CheckedView::new(t, t.storage.numel).map_err(|msg| Error::Storage { key: key.clone(), msg })?;
+        let view = checked_view(t)?;
         let dtype = view.dtype;
         let piece = (piece / dtype.size()).max(1) * dtype.size();
         let len = view.numel * dtype.size();
@@ -216,16 +210,9 @@ impl Checkpoint {
                 };
                 stream_pieces(file, len, piece, &ended, take)
             }
+            // `whole`: the storage's bytes, which the range is checked to hold, are `len`.
             Source::SafeTensors { file, ranges } if whole => {
-                let &(start, end) = ranges
-                    .get(key)
-                    .ok_or_else(|| Error::Storage { key: key.clone(), msg: "is not in the file".into() })?;
-                if end - start != len as u64 {
-                    return Err(Error::Storage {
-                        key: key.clone(),
-                        msg: format!("holds {} bytes, not {} {dtype:?} elements", end - start, view.numel),
-                    });
-                }
+                let (start, _) = safetensors_range(ranges, &t.storage, dtype)?;
                 let mut file = lock(file);
                 file.seek(SeekFrom::Start(start))
                     .map_err(|err| Error::Io { what: format!("the data of tensor '{key}'"), err })?;
@@ -239,6 +226,25 @@ impl Checkpoint {
             _ => self.read(t)?.data.chunks(piece).try_for_each(take),
         }
     }
+}
+
+/// `t`'s view, checked against its storage.
+fn checked_view(t: &TensorRef) -> Result<CheckedView> {
+    CheckedView::new(t, t.storage.numel).map_err(|msg| Error::Storage { key: t.storage.key.clone(), msg })
+}
+
+/// Where a safetensors storage's bytes are in the file, checked to be its elements' size.
+fn safetensors_range(ranges: &HashMap<String, (u64, u64)>, storage: &StorageRef, dtype: DType) -> Result<(u64, u64)> {
+    let key = &storage.key;
+    let &(start, end) =
+        ranges.get(key).ok_or_else(|| Error::Storage { key: key.clone(), msg: "is not in the file".into() })?;
+    if end - start != storage.numel.saturating_mul(dtype.size() as u64) {
+        return Err(Error::Storage {
+            key: key.clone(),
+            msg: format!("holds {} bytes, not {} {dtype:?} elements", end - start, storage.numel),
+        });
+    }
+    Ok((start, end))
 }
 
 /// A lock on the reader or the cache. A panic while one was held (in a reader's own code)
