@@ -19,7 +19,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -27,19 +26,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import run_measured  # noqa: E402
+from runner import milestones, run_measured  # noqa: E402
 
 
 def loading_seconds(stderr: str) -> float:
     """From the inputs opened to the pipeline started, in the debug timeline."""
-    at = {}
-    for line in stderr.splitlines():
-        m = re.match(r"\s*([0-9.]+) s ", line)
-        if m and "opened" not in at and re.search(r"\] \S+: \d+ rows from ", line):
-            at["opened"] = float(m.group(1))
-        if m and "started" not in at and "pipeline: starting" in line:
-            at["started"] = float(m.group(1))
-    return at["started"] - at["opened"] if len(at) == 2 else float("nan")
+    at = milestones(stderr)
+    return at["pipeline starts"] - at["inputs open"] if {"inputs open", "pipeline starts"} <= at.keys() else float("nan")
 
 
 def vision_case(work: Path, version: str):

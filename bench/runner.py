@@ -81,6 +81,20 @@ MILESTONES = {
 }
 
 
+def milestones(stderr: str) -> dict:
+    """The seconds since main began at which each of MILESTONES first appears in a
+    DEEPEMBED_LOG=debug log."""
+    at = {}
+    for line in stderr.splitlines():
+        m = re.match(r"\s*([0-9.]+) s ", line)
+        if not m:
+            continue
+        for name, pattern in MILESTONES.items():
+            if name not in at and re.search(pattern, line):
+                at[name] = float(m.group(1))
+    return at
+
+
 def start_up(seconds: float, stderr: str) -> str:
     """Where a run's time outside its pipeline went, from its wall `seconds` and its
     DEEPEMBED_LOG=debug log, as seconds
@@ -90,14 +104,7 @@ def start_up(seconds: float, stderr: str) -> str:
     (closing the output); then, inside the pipeline, the first chunk's model run (from the first
     window to its embeddings read back: one batch's work plus what the device does once). "?"
     where a line is missing."""
-    at = {}
-    for line in stderr.splitlines():
-        m = re.match(r"\s*([0-9.]+) s ", line)
-        if not m:
-            continue
-        for name, pattern in MILESTONES.items():
-            if name not in at and re.search(pattern, line):
-                at[name] = float(m.group(1))
+    at = milestones(stderr)
     if "exit" not in at:
         return "?"
 
