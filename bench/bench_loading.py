@@ -2,8 +2,8 @@
 (so the run is start-up and loading, and the peak RSS is the loading's, not the data's).
 
 Models (random weights, saved in their real formats): torchvision ViT-B/16 and VGG-16 (`.pth`,
-330 and 528 MB) through the vision plugin, and a BERT-base-sized Hugging Face directory
-(`model.safetensors`, about 350 MB) through mbert. For each, ROUNDS runs of the whole command on
+346 and 553 MB) through the vision plugin, and a BERT-base-sized Hugging Face directory
+(`model.safetensors`, 345 MB) through mbert. For each, ROUNDS runs of the whole command on
 the CPU; with `--plugins DIR` each round also runs another build's plugins (DEEPEMBED_PLUGIN_PATH,
 searched before the binary's own), alternating, to compare two builds on one machine and minute.
 
