@@ -162,16 +162,9 @@ impl DeviceResize {
         }
         let host = self.host_band(in_size);
         self.direct_uploads += 1;
-        let tiles = self.size.div_ceil(self.tile) as i64;
-        let band = Band {
-            window: host.window,
-            starts: Tensor::from_slice(&host.starts).to_device(self.device),
-            weights: Tensor::from_slice(&host.weights)
-                .view([tiles, host.window as i64, self.tile as i64])
-                .to_device(self.device),
-        };
-        self.cache(in_size, band.shallow_clone());
-        band
+        let (starts, weights) = (Tensor::from_slice(&host.starts), Tensor::from_slice(&host.weights));
+        self.install(&host, starts.to_device(self.device), weights.to_device(self.device));
+        self.bands[&in_size].band.shallow_clone()
     }
 
     /// Keeps `band` for `in_size`, most recently used, dropping the least recently used ones
