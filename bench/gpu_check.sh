@@ -13,7 +13,7 @@
 #    test generator's vision directory (images.parquet, preprocessed.f32): bytes resized on the
 #    CPU and normalised on the GPU must equal torchvision + Pillow's floats bit for bit.
 # 2. Decoding without a model (examples/decode_scaling): images/s of decoding and resizing at 1,
-#    2, 4, ... threads up to the cores, free, in windows one at a time, and in windows with the
+#    4 and all the cores' threads, free, in windows one at a time, and in windows with the
 #    next started ahead (as a run decodes), and the Parquet read on one thread. It tells a
 #    machine that does not scale (shared cores, hyperthreads) from a pipeline that does not.
 # 3. The table (bench/model_only.py): per model and precision, the model alone on random tensors
@@ -45,7 +45,7 @@
 #    and both text models.
 #
 # ONLY (comma-separated: preprocessing,decoding,vision,gpudecode,warmup,text,tabular,drift) runs just
-# those sections.
+# those sections. The last lines are a table of each section's seconds.
 # DEVICE (default cuda:0) lets the script be tried on the CPU (with PRECISIONS=fp32; the drift
 # section is skipped there).
 set -euo pipefail
@@ -69,6 +69,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 started=$SECONDS
 failed=()
+timings=()
 # Runs one section; a failing section is reported and the next ones still run (the device time
 # is short and a rerun costs minutes).
 section() {
@@ -78,7 +79,9 @@ section() {
     echo
     echo "## $title"
     echo "(at $((SECONDS - started)) s)"
+    local began=$SECONDS
     "$@" || { echo "SECTION FAILED: $title"; failed+=("$title"); }
+    timings+=("| $key | $((SECONDS - began)) |")
 }
 
 preprocessing() {
@@ -98,7 +101,10 @@ decoding() {
     mapfile -t made < <("$py" "$here/make_dataset.py" "$work" "$images" resnet18)
     # 2048 of the images: each measurement is a warm-up pass and then 4 s of passes, and one
     # pass over all 20,480 takes 40 s on one thread (the first H200 check spent 7 minutes here).
-    "$(dirname "$bin")/examples/decode_scaling" --parquet "${made[0]}" --window "$batch" --seconds 4 --images 2048
+    # One thread, four, and all of them: the H200 check showed the machine scaling (16 threads
+    # did 13.9 times one thread's work), so the counts between add minutes, not answers.
+    "$(dirname "$bin")/examples/decode_scaling" --parquet "${made[0]}" --window "$batch" --seconds 3 --images 2048 \
+        --threads "$(printf '%s\n' 1 4 "$(nproc)" | sort -nu | paste -sd,)"
 }
 
 vision_table() {
@@ -183,6 +189,10 @@ section text "text" text
 
 echo
 echo "done in $((SECONDS - started)) s"
+# Each section's seconds, to see which to trim when the whole check runs over 8 minutes.
+echo "| section | seconds |"
+echo "|---|---:|"
+printf '%s\n' "${timings[@]}"
 if ((${#failed[@]})); then
     echo "failed: ${failed[*]}"
     exit 1

@@ -1,8 +1,9 @@
 //! Every registered vision version against torchvision's own description of it. The generator
 //! writes shapes.json from torchvision models built on the meta device: the hub file of the
 //! default weights (the ones DeepTune loads) and the name and shape of every tensor they hold.
-//! Each version must load exactly those tensors, in the pretrained and the DeepTune layouts, and
-//! a forward pass must give the width the registry advertises. This covers every version, where
+//! Each version must load exactly those tensors, in the pretrained and the DeepTune layouts, into
+//! variables built without random init, and a forward pass must give the width the registry
+//! advertises. This covers every version, where
 //! the parity fixtures sample one per family.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -57,6 +58,12 @@ fn every_torchvision_version_has_torchvision_layout_hub_file_and_width() {
         for (use_case, width) in use_cases {
             let mut vs = nn::VarStore::new(Device::Cpu);
             let outcome = family.build(version, use_case, &sd, &vs.root()).and_then(|backbone| {
+                for (name, var) in vs.variables() {
+                    // Built for the file to fill: zeros (or BatchNorm's ones), never libtorch's
+                    // random init, which cost half of a large model's loading (models/layers.rs).
+                    let (lowest, highest) = (var.min().double_value(&[]), var.max().double_value(&[]));
+                    anyhow::ensure!(lowest == highest, "{name} was randomly initialised");
+                }
                 sd.copy_into(&mut vs, |k| family.unused(use_case, k))?;
                 let size = backbone.transform.size as i64;
                 let input = Tensor::zeros([1, 3, size, size], (Kind::Float, Device::Cpu));

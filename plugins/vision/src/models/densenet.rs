@@ -11,7 +11,7 @@ use deepembed_sdk::options::UseCase;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::{Backbone, Family, Registration, Version};
+use super::{layers, Backbone, Family, Registration, Version};
 use crate::image::Transform;
 
 pub struct DenseNet;
@@ -55,11 +55,11 @@ const BN_SIZE: i64 = 4;
 
 fn conv(p: nn::Path, inputs: i64, outputs: i64, kernel: i64, stride: i64, padding: i64) -> nn::Conv2D {
     let cfg = nn::ConvConfig { stride, padding, bias: false, ..Default::default() };
-    nn::conv2d(p, inputs, outputs, kernel, cfg)
+    layers::conv2d(p, inputs, outputs, kernel, cfg)
 }
 
 fn norm(p: nn::Path, channels: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, channels, Default::default())
+    layers::batch_norm2d(p, channels, Default::default())
 }
 
 /// BN, ReLU, 1x1 conv to 4 x growth, BN, ReLU, 3x3 conv to growth: the new channels one layer

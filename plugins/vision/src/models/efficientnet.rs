@@ -15,7 +15,7 @@ use deepembed_sdk::options::UseCase;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::{Backbone, Family, Registration, Version};
+use super::{layers, Backbone, Family, Registration, Version};
 use crate::image::Transform;
 
 pub struct EfficientNet;
@@ -113,8 +113,8 @@ impl ConvBn {
     #[allow(clippy::too_many_arguments)]
     fn new(p: &nn::Path, input: i64, output: i64, kernel: i64, stride: i64, groups: i64, eps: f64, silu: bool) -> Self {
         let config = nn::ConvConfig { stride, padding: (kernel - 1) / 2, groups, bias: false, ..Default::default() };
-        let conv = nn::conv2d(p / "0", input, output, kernel, config);
-        let bn = nn::batch_norm2d(p / "1", output, nn::BatchNormConfig { eps, ..Default::default() });
+        let conv = layers::conv2d(p / "0", input, output, kernel, config);
+        let bn = layers::batch_norm2d(p / "1", output, nn::BatchNormConfig { eps, ..Default::default() });
         ConvBn { conv, bn, silu }
     }
 
@@ -137,8 +137,8 @@ struct SqueezeExcitation {
 
 impl SqueezeExcitation {
     fn new(p: &nn::Path, channels: i64, squeeze: i64) -> Self {
-        let fc1 = nn::conv2d(p / "fc1", channels, squeeze, 1, Default::default());
-        let fc2 = nn::conv2d(p / "fc2", squeeze, channels, 1, Default::default());
+        let fc1 = layers::conv2d(p / "fc1", channels, squeeze, 1, Default::default());
+        let fc2 = layers::conv2d(p / "fc2", squeeze, channels, 1, Default::default());
         SqueezeExcitation { fc1, fc2 }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod densenet;
 pub mod efficientnet;
+pub mod layers;
 pub mod resnet;
 pub mod siglip;
 pub mod swin;

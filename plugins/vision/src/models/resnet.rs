@@ -12,7 +12,7 @@ use deepembed_sdk::options::UseCase;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::{Backbone, Family, Registration, Version};
+use super::{layers, Backbone, Family, Registration, Version};
 use crate::image::Transform;
 
 pub struct ResNet;
@@ -91,8 +91,8 @@ impl ConvNorm {
     fn new(p: &nn::Path, names: (&str, &str), c_in: i64, c_out: i64, ksize: i64, stride: i64) -> ConvNorm {
         let config = nn::ConvConfig { stride, padding: ksize / 2, bias: false, ..Default::default() };
         ConvNorm {
-            conv: nn::conv2d(p / names.0, c_in, c_out, ksize, config),
-            norm: nn::batch_norm2d(p / names.1, c_out, Default::default()),
+            conv: layers::conv2d(p / names.0, c_in, c_out, ksize, config),
+            norm: layers::batch_norm2d(p / names.1, c_out, Default::default()),
         }
     }
 

@@ -23,7 +23,7 @@ use serde_json::Value;
 use tch::nn::{self, Module};
 use tch::{Device, Tensor};
 
-use super::{Backbone, Family, Registration, Version};
+use super::{layers, Backbone, Family, Registration, Version};
 use crate::image::{Filter, Transform};
 use crate::model::EmbeddingModel;
 use crate::options::VisionOptions;
@@ -289,7 +289,7 @@ struct PoolingHead {
 
 fn layer_norm(p: nn::Path, c: &VisionConfig) -> nn::LayerNorm {
     let config = nn::LayerNormConfig { eps: c.layer_norm_eps, ..Default::default() };
-    nn::layer_norm(p, vec![c.hidden_size], config)
+    layers::layer_norm(p, vec![c.hidden_size], config)
 }
 
 /// Splits `(B, T, E)` into `(B, heads, T, E / heads)`.
@@ -311,8 +311,8 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64) -> Tensor {
 impl Mlp {
     fn new(p: nn::Path, c: &VisionConfig) -> Mlp {
         Mlp {
-            fc1: nn::linear(&p / "fc1", c.hidden_size, c.intermediate_size, Default::default()),
-            fc2: nn::linear(&p / "fc2", c.intermediate_size, c.hidden_size, Default::default()),
+            fc1: layers::linear(&p / "fc1", c.hidden_size, c.intermediate_size, Default::default()),
+            fc2: layers::linear(&p / "fc2", c.intermediate_size, c.hidden_size, Default::default()),
             tanh_gelu: c.tanh_gelu,
         }
     }
@@ -333,7 +333,7 @@ impl Attention {
 impl EncoderLayer {
     fn new(p: nn::Path, c: &VisionConfig) -> EncoderLayer {
         let a = &p / "self_attn";
-        let linear = |name: &str| nn::linear(&a / name, c.hidden_size, c.hidden_size, Default::default());
+        let linear = |name: &str| layers::linear(&a / name, c.hidden_size, c.hidden_size, Default::default());
         EncoderLayer {
             layer_norm1: layer_norm(&p / "layer_norm1", c),
             attention: Attention {
@@ -363,7 +363,7 @@ impl PoolingHead {
             probe: p.zeros("probe", &[1, 1, e]),
             in_proj_weight: attention.zeros("in_proj_weight", &[3 * e, e]),
             in_proj_bias: attention.zeros("in_proj_bias", &[3 * e]),
-            out_proj: nn::linear(&attention / "out_proj", e, e, Default::default()),
+            out_proj: layers::linear(&attention / "out_proj", e, e, Default::default()),
             heads: c.num_attention_heads,
             layernorm: layer_norm(&p / "layernorm", c),
             mlp: Mlp::new(&p / "mlp", c),
@@ -393,7 +393,7 @@ impl VisionTower {
         let patches = (c.image_size / c.patch_size).pow(2);
         let layers = p / "encoder" / "layers";
         VisionTower {
-            patch_embedding: nn::conv2d(
+            patch_embedding: layers::conv2d(
                 &embeddings / "patch_embedding",
                 c.num_channels,
                 c.hidden_size,

@@ -14,7 +14,7 @@ use deepembed_sdk::options::UseCase;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
-use super::{Backbone, Family, Registration, Version};
+use super::{layers, Backbone, Family, Registration, Version};
 use crate::image::Transform;
 
 pub struct Swin;
@@ -158,7 +158,7 @@ struct SwinTransformer {
 }
 
 fn layer_norm(p: nn::Path, width: i64) -> nn::LayerNorm {
-    nn::layer_norm(p, vec![width], nn::LayerNormConfig { eps: EPS, ..Default::default() })
+    layers::layer_norm(p, vec![width], nn::LayerNormConfig { eps: EPS, ..Default::default() })
 }
 
 impl SwinTransformer {
@@ -166,7 +166,7 @@ impl SwinTransformer {
         let f = p / "features";
         let c = arch.embed_dim;
         let patch_embed =
-            nn::conv2d(&f / 0 / 0, 3, c, arch.patch, nn::ConvConfig { stride: arch.patch, ..Default::default() });
+            layers::conv2d(&f / 0 / 0, 3, c, arch.patch, nn::ConvConfig { stride: arch.patch, ..Default::default() });
         let patch_norm = layer_norm(&f / 0 / 2, c);
         let mut stages = Vec::new();
         for (i, blocks) in arch.stages.iter().enumerate() {
@@ -225,8 +225,8 @@ impl Block {
             norm1: layer_norm(&p / "norm1", dim),
             attn: WindowAttention::new(&p / "attn", dim, heads, window, shift),
             norm2: layer_norm(&p / "norm2", dim),
-            fc1: nn::linear(&p / "mlp" / 0, dim, hidden, Default::default()),
-            fc2: nn::linear(&p / "mlp" / 3, hidden, dim, Default::default()),
+            fc1: layers::linear(&p / "mlp" / 0, dim, hidden, Default::default()),
+            fc2: layers::linear(&p / "mlp" / 3, hidden, dim, Default::default()),
         }
     }
 
@@ -256,9 +256,9 @@ impl WindowAttention {
     fn new(p: nn::Path, dim: i64, heads: i64, window: i64, shift: i64) -> WindowAttention {
         let rows = (2 * window - 1) * (2 * window - 1);
         WindowAttention {
-            qkv: nn::linear(&p / "qkv", dim, 3 * dim, Default::default()),
-            proj: nn::linear(&p / "proj", dim, dim, Default::default()),
-            table: p.var("relative_position_bias_table", &[rows, heads], nn::Init::Const(0.)),
+            qkv: layers::linear(&p / "qkv", dim, 3 * dim, Default::default()),
+            proj: layers::linear(&p / "proj", dim, dim, Default::default()),
+            table: layers::var(&p, "relative_position_bias_table", &[rows, heads]),
             index: relative_position_index(window).to_device(p.device()),
             heads,
             window,
@@ -375,7 +375,7 @@ impl PatchMerging {
     fn new(p: nn::Path, dim: i64) -> PatchMerging {
         PatchMerging {
             norm: layer_norm(&p / "norm", 4 * dim),
-            reduction: nn::linear(
+            reduction: layers::linear(
                 &p / "reduction",
                 4 * dim,
                 2 * dim,

@@ -11,7 +11,7 @@ use deepembed_sdk::options::UseCase;
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
-use super::{Backbone, Family, Registration, Version};
+use super::{layers, Backbone, Family, Registration, Version};
 use crate::image::Transform;
 
 pub struct Vgg;
@@ -117,7 +117,8 @@ impl Family for Vgg {
                 features.push(Layer::Pool);
                 index += 1;
             } else {
-                let conv = nn::conv2d(&f / index, channels, c, 3, nn::ConvConfig { padding: 1, ..Default::default() });
+                let conv =
+                    layers::conv2d(&f / index, channels, c, 3, nn::ConvConfig { padding: 1, ..Default::default() });
                 features.push(Layer::Conv(conv));
                 channels = c;
                 index += 2;
@@ -126,8 +127,8 @@ impl Family for Vgg {
         let classifier = (use_case == UseCase::Pretrained).then(|| {
             let c = p / "classifier";
             (
-                nn::linear(&c / 0, FEATURES, HIDDEN, Default::default()),
-                nn::linear(&c / 3, HIDDEN, HIDDEN, Default::default()),
+                layers::linear(&c / 0, FEATURES, HIDDEN, Default::default()),
+                layers::linear(&c / 3, HIDDEN, HIDDEN, Default::default()),
             )
         });
         Ok(Backbone { module: Box::new(Model { features, classifier }), transform: Transform::IMAGENET })

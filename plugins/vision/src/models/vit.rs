@@ -13,10 +13,10 @@
 use anyhow::Result;
 use deepembed_sdk::checkpoint::StateDict;
 use deepembed_sdk::options::UseCase;
-use tch::nn::{self, Init};
+use tch::nn;
 use tch::Tensor;
 
-use super::{Backbone, Family, Registration, Version};
+use super::{layers, Backbone, Family, Registration, Version};
 use crate::image::Transform;
 
 pub struct ViT;
@@ -79,11 +79,6 @@ fn layer_count(weights: &StateDict) -> i64 {
     (0..).take_while(|i| weights.contains(&format!("encoder.layers.encoder_layer_{i}.ln_1.weight"))).count() as i64
 }
 
-/// A weight created empty (zeros), to be filled from the file; random init would only cost time.
-fn weight(p: &nn::Path, name: &str, dims: &[i64]) -> Tensor {
-    p.var(name, dims, Init::Const(0.))
-}
-
 #[derive(Debug)]
 struct Linear {
     weight: Tensor,
@@ -92,7 +87,7 @@ struct Linear {
 
 impl Linear {
     fn new(p: nn::Path, inputs: i64, outputs: i64) -> Linear {
-        Linear { weight: weight(&p, "weight", &[outputs, inputs]), bias: weight(&p, "bias", &[outputs]) }
+        Linear { weight: layers::var(&p, "weight", &[outputs, inputs]), bias: layers::var(&p, "bias", &[outputs]) }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -108,7 +103,7 @@ struct LayerNorm {
 
 impl LayerNorm {
     fn new(p: nn::Path, width: i64) -> LayerNorm {
-        LayerNorm { weight: weight(&p, "weight", &[width]), bias: weight(&p, "bias", &[width]) }
+        LayerNorm { weight: layers::var(&p, "weight", &[width]), bias: layers::var(&p, "bias", &[width]) }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -130,8 +125,8 @@ struct SelfAttention {
 impl SelfAttention {
     fn new(p: nn::Path, hidden: i64, heads: i64) -> SelfAttention {
         SelfAttention {
-            in_proj_weight: weight(&p, "in_proj_weight", &[3 * hidden, hidden]),
-            in_proj_bias: weight(&p, "in_proj_bias", &[3 * hidden]),
+            in_proj_weight: layers::var(&p, "in_proj_weight", &[3 * hidden, hidden]),
+            in_proj_bias: layers::var(&p, "in_proj_bias", &[3 * hidden]),
             out_proj: Linear::new(&p / "out_proj", hidden, hidden),
             heads,
         }
@@ -206,11 +201,11 @@ impl VisionTransformer {
         let blocks = &encoder / "layers";
         let tokens = (size / c.patch).pow(2) + 1;
         VisionTransformer {
-            conv_proj_weight: weight(&conv, "weight", &[c.hidden, 3, c.patch, c.patch]),
-            conv_proj_bias: weight(&conv, "bias", &[c.hidden]),
+            conv_proj_weight: layers::var(&conv, "weight", &[c.hidden, 3, c.patch, c.patch]),
+            conv_proj_bias: layers::var(&conv, "bias", &[c.hidden]),
             patch: c.patch,
-            class_token: weight(p, "class_token", &[1, 1, c.hidden]),
-            pos_embedding: weight(&encoder, "pos_embedding", &[1, tokens, c.hidden]),
+            class_token: layers::var(p, "class_token", &[1, 1, c.hidden]),
+            pos_embedding: layers::var(&encoder, "pos_embedding", &[1, tokens, c.hidden]),
             layers: (0..layers).map(|i| EncoderBlock::new(&blocks / format!("encoder_layer_{i}"), c)).collect(),
             ln: LayerNorm::new(&encoder / "ln", c.hidden),
         }
