@@ -414,6 +414,8 @@ mod tests {
 
     /// The horizontal passes this build has: the scalar one, and AVX2 where the CPU has it.
     fn horizontal_passes() -> Vec<(&'static str, HorizontalPass)> {
+        // Only pushed to on x86-64.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut passes: Vec<(&'static str, HorizontalPass)> = vec![("scalar", horizontal_pass_scalar)];
         #[cfg(target_arch = "x86_64")]
         if avx2::detect().is_some() {
@@ -429,6 +431,8 @@ mod tests {
 
     /// The vertical passes this build has: the scalar one, and AVX2 where the CPU has it.
     fn vertical_passes() -> Vec<(&'static str, VerticalPass)> {
+        // Only pushed to on x86-64.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut passes: Vec<(&'static str, VerticalPass)> =
             vec![("scalar", |rows, width, c, out| vertical_pass_scalar(rows, width, c, 0, &mut Vec::new(), out))];
         #[cfg(target_arch = "x86_64")]
