@@ -41,7 +41,7 @@ def vision_case(work: Path, version: str):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         make_dataset(work, 1, version)
-    data, weights = printed.getvalue().split()
+    data, weights, _ = printed.getvalue().split()
     return Path(weights), ["embed", "vision", "--df", data, "--model_version", version, "--model_weights", weights]
 
 

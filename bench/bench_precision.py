@@ -2,8 +2,8 @@
 text model: each whole command's seconds and the drift (per row, the cosine similarity between
 the two runs' embeddings: minimum, median, mean), through bench/precision_drift.py.
 
-Vision: N generated photo-like JPEGs (bench/make_dataset.py) and random torchvision weights per
-family. Text: the generated corpus (bench/make_text_dataset.py) with the real all-MiniLM-L6-v2
+Vision: N generated photo-like JPEGs (bench/make_dataset.py) and random weights per family, in
+the format a run of it reads. Text: the generated corpus (bench/make_text_dataset.py) with the real all-MiniLM-L6-v2
 (mbert) and a GPT-2-sized random model (gpt2). On a GPU machine the same drift, for fp16 and
 bf16, comes from `cargo xtask gpu-check`.
 """
@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# Every family deepembed embeds from torchvision's own weights (DenseNet only through a DeepTune
-# checkpoint with two added layers, which this generator does not write).
-FAMILIES = "resnet18,resnet50,efficientnet_b0,vgg11,vit_b_16,swin_t"
+# One version of every family (DenseNet through a DeepTune checkpoint with two added layers, as
+# DeepTune embeds it). SigLIP (`siglip`: so400m's size, 384x384 images) takes about 4 s an image
+# on 2 cores, so it is left to `--models` and the GPU check.
+FAMILIES = "resnet18,resnet50,efficientnet_b0,vgg11,vit_b_16,swin_t,densenet121"
 
 
 def drift(deepembed, label, work, args):
@@ -45,9 +46,9 @@ def main():
     for model in filter(None, args.models.split(",")):
         made = subprocess.run([sys.executable, HERE / "make_dataset.py", work, str(args.images), model], check=True,
                               capture_output=True, text=True)
-        data, weights = made.stdout.split()
+        data, weights, use_case = made.stdout.split()
         drift(args.deepembed, model, work, ["embed", "vision", "--df", data, "--model_version", model, "--model_weights",
-                                            weights, *flags])
+                                            weights, "--use_case", use_case, *flags])
     for plugin, n in (("mbert", args.texts), ("gpt2", args.gpt2_texts)):
         made = subprocess.run([sys.executable, HERE / "make_text_dataset.py", work, str(n)], check=True,
                               capture_output=True, text=True)

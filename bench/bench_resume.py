@@ -61,7 +61,7 @@ def grow(shard_dir: Path, index: int, rows: int):
 def merge_speed(deepembed, work: Path):
     made = subprocess.run([sys.executable, HERE / "make_dataset.py", work, "64", "resnet50"],
                           check=True, capture_output=True, text=True).stdout.split()
-    data, weights = made
+    data, weights, _ = made
     shards = work / "shards"
     shutil.rmtree(shards, ignore_errors=True)
     for i in range(SHARDS):

@@ -58,7 +58,7 @@ def main():
     sizes = (args.images,) if args.scale <= 1 else (args.images, args.images * args.scale)
     for n in sizes:
         made = subprocess.run([sys.executable, HERE / "make_dataset.py", work, str(n), args.model], check=True, capture_output=True, text=True)
-        data, weights = made.stdout.split()
+        data, weights, _ = made.stdout.split()
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
         ours = [args.deepembed, "embed", "vision", "--df", data, "--model_version", args.model, "--model_weights", weights,

@@ -57,9 +57,10 @@ py="${PYTHON:-python3}"
 models="${MODELS:-resnet18,resnet50,vit_b_16}"
 precisions="${PRECISIONS:-fp32,fp16}"
 batch="${BATCH:-256}"
-# Families embedded from torchvision's weights (DenseNet needs a DeepTune checkpoint with two
-# added layers: --use_case pretrained refuses it).
-drift_models="${DRIFT_MODELS:-resnet50 efficientnet_b0 vit_b_16 swin_t vgg11}"
+# One version of every family, with random weights in the format its runs read (make_dataset.py:
+# DenseNet as a DeepTune checkpoint with two added layers, SigLIP as so400m's Hugging Face
+# directory).
+drift_models="${DRIFT_MODELS:-resnet50 efficientnet_b0 vit_b_16 swin_t vgg11 densenet121 siglip}"
 drift_precisions="${DRIFT_PRECISIONS:-fp16,bf16}"
 device="${DEVICE:-cuda:0}"
 texts="${TEXTS:-20000}"
@@ -163,7 +164,8 @@ drift() {
     for model in $drift_models; do
         mapfile -t made < <("$py" "$here/make_dataset.py" "$work" 1024 "$model")
         "$py" "$here/precision_drift.py" "$bin" "$model" "$work/drift" --precisions "$drift_precisions" -- embed vision --df "${made[0]}" \
-            --model_version "$model" --model_weights "${made[1]}" --device "$device" --batch_size 128 || return 1
+            --model_version "$model" --model_weights "${made[1]}" --use_case "${made[2]}" --device "$device" \
+            --batch_size 128 || return 1
     done
     for name in all-MiniLM-L6-v2-sized BERT-base-sized; do
         "$py" "$here/precision_drift.py" "$bin" "$name" "$work/drift" --precisions "$drift_precisions" -- embed mbert --df "$work/texts_$texts.parquet" \

@@ -1,8 +1,14 @@
 """A benchmark dataset: N JPEGs of mixed sizes around 500x375 (photo-like content), with labels
-and an id column, plus a random-weight torchvision weights file for the model. With GREY (a
-fraction, 0 to 1), that share of the images are greyscale JPEGs (as X-rays often are).
+and an id column, plus random weights for the model (seeded) in the format a run of it reads:
+- torchvision versions: torchvision's weights file (`--use_case pretrained`);
+- DenseNets, which DeepTune embeds only through its added fc1: a DeepTune checkpoint of the
+  adjusted model with two added layers (`--use_case finetuned`);
+- `siglip`: a Hugging Face directory of a SiglipVisionModel the size of DeepTune's
+  so400m-patch14-384 (`--use_case pretrained`).
+With GREY (a fraction, 0 to 1), that share of the images are greyscale JPEGs (as X-rays often are).
 
 Usage: make_dataset.py OUT_DIR N [MODEL] [GREY]
+Prints three lines: the dataset's path, the weights' path and the `--use_case` they are for.
 """
 
 import io
@@ -21,6 +27,9 @@ from PIL import Image
 # about 87 MB of these JPEGs) would make the input's pages, which a reader holds whole, the
 # largest memory cost and a function of the dataset's size up to 1024 rows (README, memory).
 ROWS_PER_GROUP = 256
+# The DeepTune checkpoints' added layers: fc1's width (the embedding) and fc2's classes.
+EMBED_SIZE = 512
+CLASSES = 5
 
 
 def jpeg(rng, w, h, grey=False):
@@ -46,12 +55,42 @@ def main(out: Path, n: int, model: str, grey: float = 0.0):
         images = [pool[i % len(pool)] for i in range(n)]
         df = pd.DataFrame({"images": images, "labels": rng.integers(0, 5, size=n), "id": np.arange(n)})
         df.to_parquet(data, index=False, row_group_size=ROWS_PER_GROUP)
-    weights = out / f"{model}-random.pth"
-    if not weights.exists():
-        torch.manual_seed(0)
-        torch.save(getattr(torchvision.models, model)(weights=None).state_dict(), weights)
+    weights, use_case = random_weights(out, model)
     print(data)
     print(weights)
+    print(use_case)
+
+
+def random_weights(out: Path, model: str):
+    """The model's random weights (made once, seed 0) and the use case they are for."""
+    torch.manual_seed(0)
+    if model == "siglip":
+        weights = out / "siglip-so400m-random"
+        if not (weights / "config.json").exists():
+            from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+            config = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                                        num_attention_heads=16, patch_size=14, image_size=384)
+            SiglipVisionModel(config).save_pretrained(weights)
+            SiglipImageProcessor(size={"height": 384, "width": 384}).save_pretrained(weights)
+        return weights, "pretrained"
+    if model.startswith("densenet"):
+        # DeepTune's adjusted model: the backbone under `model.` with its classifier replaced by
+        # identity, then fc1 (the embedding) and fc2.
+        weights = out / f"{model}-deeptune-random" / "model_weights.pth"
+        if not weights.exists():
+            backbone = getattr(torchvision.models, model)(weights=None)
+            features = backbone.classifier.in_features
+            state = {f"model.{k}": v for k, v in backbone.state_dict().items() if not k.startswith("classifier.")}
+            fc1, fc2 = torch.nn.Linear(features, EMBED_SIZE), torch.nn.Linear(EMBED_SIZE, CLASSES)
+            state.update({f"fc1.{k}": v for k, v in fc1.state_dict().items()})
+            state.update({f"fc2.{k}": v for k, v in fc2.state_dict().items()})
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, weights)
+        return weights, "finetuned"
+    weights = out / f"{model}-random.pth"
+    if not weights.exists():
+        torch.save(getattr(torchvision.models, model)(weights=None).state_dict(), weights)
+    return weights, "pretrained"
 
 
 if __name__ == "__main__":

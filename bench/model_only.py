@@ -161,7 +161,7 @@ def main():
     for model in args.models.split(","):
         made = subprocess.run([sys.executable, HERE / "make_dataset.py", work, str(args.images), model],
                               check=True, capture_output=True, text=True)
-        data, weights = made.stdout.split()
+        data, weights, _ = made.stdout.split()
         for precision in args.precisions.split(","):
             alone, runs = [], []
             source = Path(data)
