@@ -32,8 +32,8 @@ def main():
     p.add_argument("--deepembed", required=True)
     p.add_argument("--work", required=True)
     p.add_argument("--images", type=int, default=256)
-    p.add_argument("--texts", type=int, default=512)
-    p.add_argument("--gpt2_texts", type=int, default=128, help="GPT-2-sized runs take longer on a CPU")
+    p.add_argument("--texts", type=int, default=512, help="0: no all-MiniLM-L6-v2 run")
+    p.add_argument("--gpt2_texts", type=int, default=128, help="GPT-2-sized runs take longer on a CPU (0: none)")
     p.add_argument("--models", default=FAMILIES, help="comma-separated vision families (empty: text only)")
     p.add_argument("--batch_size", type=int, default=32)
     args = p.parse_args()
@@ -50,6 +50,8 @@ def main():
         drift(args.deepembed, model, work, ["embed", "vision", "--df", data, "--model_version", model, "--model_weights",
                                             weights, "--use_case", use_case, *flags])
     for plugin, n in (("mbert", args.texts), ("gpt2", args.gpt2_texts)):
+        if n == 0:
+            continue
         made = subprocess.run([sys.executable, HERE / "make_text_dataset.py", work, str(n)], check=True,
                               capture_output=True, text=True)
         data, gpt2_dir, minilm = made.stdout.split()

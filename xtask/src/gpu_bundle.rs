@@ -15,9 +15,9 @@ use anyhow::{Context, Result};
 
 use crate::setup::{plugin_library, run, Workspace};
 
-/// The plugins the check runs: vision (preprocessing, decoding, the table, drift), mbert (text)
-/// and gandalf (tabular).
-const PLUGINS: [&str; 3] = ["vision", "mbert", "gandalf"];
+/// The plugins the check runs: vision (preprocessing, decoding, the table, drift), mbert (text),
+/// gpt2 (drift) and gandalf (tabular).
+const PLUGINS: [&str; 4] = ["vision", "mbert", "gpt2", "gandalf"];
 const EXAMPLES: [&str; 4] = ["model_only", "device_preprocess", "decode_scaling", "device_resize"];
 
 pub fn bundle(ws: &Workspace, out: &Path, gandalf_model: &Path) -> Result<()> {
