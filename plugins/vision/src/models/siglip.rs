@@ -391,7 +391,7 @@ impl VisionTower {
         let conv = nn::ConvConfig { stride: c.patch_size, ..Default::default() };
         // The convolution drops what a whole patch does not cover (so400m: 384 / 14 -> 27 a side).
         let patches = (c.image_size / c.patch_size).pow(2);
-        let layers = p / "encoder" / "layers";
+        let encoder_layers = p / "encoder" / "layers";
         VisionTower {
             patch_embedding: layers::conv2d(
                 &embeddings / "patch_embedding",
@@ -401,7 +401,7 @@ impl VisionTower {
                 conv,
             ),
             position_embedding: (&embeddings / "position_embedding").zeros("weight", &[patches, c.hidden_size]),
-            layers: (0..c.num_hidden_layers).map(|i| EncoderLayer::new(&layers / i, c)).collect(),
+            layers: (0..c.num_hidden_layers).map(|i| EncoderLayer::new(&encoder_layers / i, c)).collect(),
             post_layernorm: layer_norm(p / "post_layernorm", c),
             head: PoolingHead::new(p / "head", c),
         }

@@ -195,7 +195,7 @@ struct VisionTransformer {
 }
 
 impl VisionTransformer {
-    fn new(p: &nn::Path, c: &Config, size: i64, layers: i64) -> VisionTransformer {
+    fn new(p: &nn::Path, c: &Config, size: i64, depth: i64) -> VisionTransformer {
         let conv = p / "conv_proj";
         let encoder = p / "encoder";
         let blocks = &encoder / "layers";
@@ -206,7 +206,7 @@ impl VisionTransformer {
             patch: c.patch,
             class_token: layers::var(p, "class_token", &[1, 1, c.hidden]),
             pos_embedding: layers::var(&encoder, "pos_embedding", &[1, tokens, c.hidden]),
-            layers: (0..layers).map(|i| EncoderBlock::new(&blocks / format!("encoder_layer_{i}"), c)).collect(),
+            layers: (0..depth).map(|i| EncoderBlock::new(&blocks / format!("encoder_layer_{i}"), c)).collect(),
             ln: LayerNorm::new(&encoder / "ln", c.hidden),
         }
     }
@@ -246,11 +246,11 @@ impl Family for ViT {
     fn build(&self, version: &Version, _: UseCase, weights: &StateDict, p: &nn::Path) -> Result<Backbone> {
         let c = config(version.name);
         let size = image_size(weights, c.patch).unwrap_or(c.size);
-        let layers = match layer_count(weights) {
+        let depth = match layer_count(weights) {
             0 => c.layers,
             n => n,
         };
-        let module = Box::new(VisionTransformer::new(p, c, size, layers));
+        let module = Box::new(VisionTransformer::new(p, c, size, depth));
         Ok(Backbone { module, transform: Transform::imagenet(size as usize) })
     }
 
