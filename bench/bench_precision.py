@@ -3,8 +3,8 @@ text model: each whole command's seconds and the drift (per row, the cosine simi
 the two runs' embeddings: minimum, median, mean), through bench/precision_drift.py.
 
 Vision: N generated photo-like JPEGs (bench/make_dataset.py) and random weights per family, in
-the format a run of it reads. Text: the generated corpus (bench/make_text_dataset.py) with the real all-MiniLM-L6-v2
-(mbert) and a GPT-2-sized random model (gpt2). On a GPU machine the same drift, for fp16 and
+the format a run of it reads. Text: the generated corpus (bench/make_text_dataset.py) with the
+real all-MiniLM-L6-v2 (mbert) and a GPT-2-sized random model (gpt2). On a GPU machine the same drift, for fp16 and
 bf16, comes from `cargo xtask gpu-check`.
 """
 

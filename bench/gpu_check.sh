@@ -100,7 +100,7 @@ for i, b in enumerate(pq.read_table(sys.argv[1], columns=["images"]).column(0).t
 decoding() {
     local made
     mapfile -t made < <("$py" "$here/make_dataset.py" "$work" "$images" resnet18)
-    # 2048 of the images: each measurement is a warm-up pass and then 4 s of passes, and one
+    # 2048 of the images: each measurement is a warm-up pass and then 3 s of passes, and one
     # pass over all 20,480 takes 40 s on one thread (the first H200 check spent 7 minutes here).
     # One thread, four, and all of them: the H200 check showed the machine scaling (16 threads
     # did 13.9 times one thread's work), so the counts between add minutes, not answers.

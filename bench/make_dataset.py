@@ -22,6 +22,8 @@ import torch
 import torchvision
 from PIL import Image
 
+# The test generators' model of DeepTune's checkpoints (tests/python/vision_families).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "python"))
 
 # Rows per row group, and so at most per Parquet page. pandas' default (pages of 1024 rows,
 # about 87 MB of these JPEGs) would make the input's pages, which a reader holds whole, the
@@ -74,18 +76,14 @@ def random_weights(out: Path, model: str):
             SiglipImageProcessor(size={"height": 384, "width": 384}).save_pretrained(weights)
         return weights, "pretrained"
     if model.startswith("densenet"):
-        # DeepTune's adjusted model: the backbone under `model.` with its classifier replaced by
-        # identity, then fc1 (the embedding) and fc2.
+        # DeepTune's adjusted model, as the test generators build it.
+        from vision_families.common import Adjusted
         weights = out / f"{model}-deeptune-random" / "model_weights.pth"
         if not weights.exists():
             backbone = getattr(torchvision.models, model)(weights=None)
-            features = backbone.classifier.in_features
-            state = {f"model.{k}": v for k, v in backbone.state_dict().items() if not k.startswith("classifier.")}
-            fc1, fc2 = torch.nn.Linear(features, EMBED_SIZE), torch.nn.Linear(EMBED_SIZE, CLASSES)
-            state.update({f"fc1.{k}": v for k, v in fc1.state_dict().items()})
-            state.update({f"fc2.{k}": v for k, v in fc2.state_dict().items()})
+            adjusted = Adjusted(backbone, "classifier", backbone.classifier.in_features, 2, EMBED_SIZE, CLASSES)
             weights.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(state, weights)
+            torch.save(adjusted.state_dict(), weights)
         return weights, "finetuned"
     weights = out / f"{model}-random.pth"
     if not weights.exists():

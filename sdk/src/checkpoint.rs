@@ -9,7 +9,7 @@
 //! [`StateDict::copy_into`] (a model with variables of its own) in pieces of 16 MiB, each copied
 //! into its place in the variable, on the CPU or the device, converting the dtype on the way. So a
 //! model never holds the file's weights beside its own: loading needs the model's size and one
-//! tensor or piece, not twice the checkpoint (VGG-16 on the CPU peaked at 1,189 MiB, now 741).
+//! tensor or piece, not twice the checkpoint (VGG-16 on the CPU peaked at 1,189 MiB, now 733).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
