@@ -11,6 +11,7 @@
 //! - [`text`]: the text plugins' preparation (tokenizing) and batching (length-sorted, padded).
 //! - [`checkpoint`]: safe reading of PyTorch, safetensors and pickle files into tch tensors;
 //!   [`weights`]: fetching them by name with shape checks; [`lora`]: merging peft adapters.
+//! - [`activation`]: transformers' activation functions, by their config names.
 //! - [`device`], [`logging`]: the tch device of a run and the log bridge to the host.
 
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@
 // string), which must resolve inside the SDK's own tests too.
 extern crate self as deepembed_sdk;
 
+pub mod activation;
 pub mod checkpoint;
 pub mod device;
 pub mod logging;

@@ -161,13 +161,17 @@ def numpy_fixtures(out: Path):
 
 
 def pandas_fixtures(out: Path):
-    """pandas frames, series and indexes, and fitted StandardScalers, as pytorch-tabular's
-    datamodule.sav holds them, in plain pickles and a joblib file, with expectations."""
+    """pandas frames, series and indexes, fitted StandardScalers and quantile and power
+    transforms, as pytorch-tabular's datamodule.sav holds them, in plain pickles and a joblib
+    file, with expectations."""
     import pickle
 
     import joblib
     import pandas as pd
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import PowerTransformer, QuantileTransformer, StandardScaler
+
+    def nan_as_null(matrix):
+        return [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
 
     def plain(values):
         return [v.item() if hasattr(v, "item") else v for v in values]
@@ -194,8 +198,30 @@ def pandas_fixtures(out: Path):
     probes = {"scaler": pd.DataFrame(probe, columns=["a", "b"]), "scaler_no_mean": np.array(probe)}
     expected["scalers"] = {k: {"probe": probe, "transformed": s.transform(probes[k]).tolist()} for k, s in scalers.items()}
     expected["scalers"]["scaler"]["feature_names"] = ["a", "b"]
+    # Transforms in the settings pytorch-tabular uses and in scikit-learn's other ones: integer
+    # ties, few quantiles, a standardizing power transform. Probes: inside and beyond the fitted
+    # range, on its ends and on tied quantiles, negative values, NaN (null in the JSON).
+    ties = pd.DataFrame({"a": rng.integers(0, 5, size=40).astype(float), "b": rng.normal(size=40)})
+    positive = pd.DataFrame({"a": rng.lognormal(size=30), "b": rng.uniform(0.5, 9.0, size=30)})
+    transforms = {
+        "quantile_normal": (QuantileTransformer(n_quantiles=10, output_distribution="normal").fit(ties), ties),
+        "quantile_uniform": (QuantileTransformer(n_quantiles=15).fit(ties), ties),
+        "yeo_johnson_standardized": (PowerTransformer(method="yeo-johnson").fit(ties), ties),
+        "box_cox": (PowerTransformer(method="box-cox", standardize=False).fit(positive), positive),
+    }
+    expected["transforms"] = {}
+    for name, (t, data) in transforms.items():
+        lo, hi = data.min().to_numpy(), data.max().to_numpy()
+        probe = np.array([lo, hi, (lo + hi) / 2, [2.0, 0.1], [1.0, 5.0], hi * 3, [np.nan, np.nan]])
+        if name == "box_cox":
+            probe = np.abs(probe) + 0.01
+            probe[-1] = np.nan
+        else:
+            probe = np.vstack([probe, lo - 5, [-0.5, -2.5]])
+        transformed = t.transform(pd.DataFrame(probe, columns=["a", "b"]))
+        expected["transforms"][name] = {"probe": nan_as_null(probe), "transformed": nan_as_null(transformed)}
     categorical = pd.DataFrame({"c": pd.Categorical(["u", "v"])})
-    payload = {"frames": frames, "series": series, **scalers, "categorical": categorical}
+    payload = {"frames": frames, "series": series, **scalers, "categorical": categorical, "transforms": {k: t for k, (t, _) in transforms.items()}}
     for proto in (2, 5):
         (out / f"pandas_p{proto}.pkl").write_bytes(pickle.dumps(payload, protocol=proto))
     joblib.dump(payload, out / "pandas.joblib")

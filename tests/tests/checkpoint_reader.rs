@@ -179,12 +179,13 @@ fn a_plain_pickled_tensor_stays_inert() {
 }
 
 /// pandas frames (interleaved dtypes, a category mapping, a float index, an empty frame) and
-/// series, and fitted StandardScalers, against pandas' and scikit-learn's own values, in plain
-/// pickles and a joblib file; a categorical column is refused by name.
+/// series, fitted StandardScalers and quantile and power transforms, against pandas' and
+/// scikit-learn's own values, in plain pickles and a joblib file; a categorical column is refused
+/// by name.
 #[test]
-fn pandas_frames_and_sklearn_scalers_in_pickles_and_joblib_files() {
+fn pandas_frames_and_sklearn_transforms_in_pickles_and_joblib_files() {
     use deepembed_sdk::checkpoint::pandas::{DataFrame, Series};
-    use deepembed_sdk::checkpoint::sklearn::StandardScaler;
+    use deepembed_sdk::checkpoint::sklearn::{FeatureTransform, StandardScaler};
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir().join("pandas.expected.json")).unwrap()).unwrap();
     let json = |values: &[Value]| -> Vec<serde_json::Value> {
@@ -236,6 +237,26 @@ fn pandas_frames_and_sklearn_scalers_in_pickles_and_joblib_files() {
             if let Some(names) = want.get("feature_names") {
                 let names: Vec<String> = serde_json::from_value(names.clone()).unwrap();
                 assert_eq!(scaler.feature_names.as_ref(), Some(&names), "{file}: {name} feature names");
+            }
+        }
+        for (name, want) in expected["transforms"].as_object().unwrap() {
+            let value = root.get("transforms").unwrap().get(name).unwrap();
+            let transform = FeatureTransform::from_value(value).unwrap_or_else(|e| panic!("{file}: {name}: {e:#}"));
+            let rows = want["probe"].as_array().unwrap().iter().zip(want["transformed"].as_array().unwrap());
+            for (row, out) in rows {
+                for (i, (x, y)) in row.as_array().unwrap().iter().zip(out.as_array().unwrap()).enumerate() {
+                    // null stands for NaN, which JSON cannot hold
+                    let x = x.as_f64().unwrap_or(f64::NAN);
+                    let got = transform.transform(i, x).unwrap_or_else(|r| panic!("{file}: {name}: {x} {r}"));
+                    match y.as_f64() {
+                        None => assert!(got.is_nan(), "{file}: {name} feature {i}: {x} gave {got}, not NaN"),
+                        // numpy's SIMD log1p/expm1 may differ from libm's in the last bit
+                        Some(y) => assert!(
+                            (got - y).abs() <= 1e-12 * y.abs().max(1.0),
+                            "{file}: {name} feature {i}: {x} gave {got}, scikit-learn {y}"
+                        ),
+                    }
+                }
             }
         }
         let err = DataFrame::from_value(root.get("categorical").unwrap()).unwrap_err();

@@ -1,7 +1,9 @@
 //! The gandalf plugin against pytorch-tabular (tests/python/gen_tabular.py): tiny GANDALF models
 //! trained for one epoch and saved with `save_model` (classification and regression, with and
-//! without categorical or continuous columns, ghost batch norm, DeepTune's GANDALF_model/ layout),
-//! evaluation data with unseen and missing categories and a missing continuous value.
+//! without categorical or continuous columns, ghost batch norm, DeepTune's GANDALF_model/ layout,
+//! each `continuous_feature_transform`: quantile normal and uniform, Yeo-Johnson, Box-Cox),
+//! evaluation data with unseen and missing categories, a missing continuous value and values
+//! beyond the training range.
 //!
 //! Tolerance: 1e-5 max abs, as the issue asks. The reference is pytorch-tabular's own
 //! preprocessing and backbone on the same libtorch, so the differences are in practice zero;
@@ -93,7 +95,16 @@ fn column_strings(batch: &RecordBatch, name: &str) -> Vec<String> {
 fn every_generated_model_matches_pytorch_tabular() {
     let out = scratch("gandalf-parity");
     let cases = cases();
-    for wanted in ["cls_mixed", "reg_continuous", "cls_virtual_batch", "reg_categorical"] {
+    for wanted in [
+        "cls_mixed",
+        "reg_continuous",
+        "cls_virtual_batch",
+        "reg_categorical",
+        "cls_quantile_normal",
+        "reg_quantile_uniform",
+        "cls_yeo_johnson",
+        "reg_box_cox",
+    ] {
         assert!(cases.contains_key(wanted), "the generator wrote no {wanted} case");
     }
     let mut failures = Vec::new();
@@ -230,7 +241,7 @@ fn a_directory_that_is_not_a_gandalf_save_is_refused() {
     let err = fails(&["--df", &df, "--model_weights", other.to_str().unwrap()], &out);
     assert!(err.contains("CategoryEmbeddingModel, not a GANDALF model"), "{err}");
 
-    // A saved quantile transform cannot be reproduced: refused by name.
+    // A config naming a transform the datamodule does not hold: refused by name.
     let transformed = scratch.join("transformed");
     copy_dir(&tabular_dir().join("cls_mixed/GANDALF_model"), &transformed);
     let config = std::fs::read_to_string(transformed.join("config.yml"))
@@ -286,6 +297,25 @@ fn a_missing_model_column_is_named() {
     let err =
         fails(&["--df", df.to_str().unwrap(), "--model_weights", &path_of(&case, "model_arg")], &scratch.join("out"));
     assert!(err.contains("lacks the model's column(s) score"), "{err}");
+}
+
+/// scikit-learn's Box-Cox refuses a value that is not strictly positive (pytorch-tabular then fails
+/// the whole run); here the row and column are named, and nothing is left behind.
+#[test]
+fn a_value_box_cox_cannot_transform_names_row_and_column() {
+    let scratch = scratch("gandalf-box-cox-zero");
+    let case = case("reg_box_cox");
+    let df = tabular_dir().join("box_cox_zero.parquet");
+    let model = path_of(&case, "model_arg");
+    let err = fails(&["--df", df.to_str().unwrap(), "--model_weights", &model], &scratch.join("out"));
+    assert!(
+        err.contains("row 9")
+            && err.contains("column 'score'")
+            && err.contains("not strictly positive")
+            && err.contains("box-cox")
+            && err.contains("--on_error skip"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -4,6 +4,9 @@
 //! all-MiniLM-L6-v2, on texts with accents, CJK, emoji, control characters, empty strings and
 //! texts longer than 256 tokens.
 //!
+//! transformers' activation functions (every `ACT2FN` name) are checked one by one, on the same
+//! libtorch: bit for bit.
+//!
 //! Tolerance: 1e-4 max abs, as the issue asks. The reference pads every text to 256 tokens;
 //! we pad each batch to its longest text, which masked attention makes equivalent (checked
 //! separately to 1e-5).
@@ -76,6 +79,32 @@ fn every_generated_case_matches_transformers() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Every activation transformers names, against its own module on the same float32 values: the
+/// same operations on the same libtorch, so the same bits. Those with weights of their own must be
+/// refused by name.
+#[test]
+fn every_transformers_activation_matches_bit_for_bit() {
+    use deepembed_sdk::activation::Activation;
+    let dir = text_dir().join("activations");
+    let listed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("activations.json")).unwrap()).unwrap();
+    let input = tch::Tensor::from_slice(&read_f32(&dir.join("input.f32")));
+    let names = listed["names"].as_object().unwrap();
+    assert!(names.len() >= 20, "the generator listed {} activations", names.len());
+    for (name, about) in names {
+        if about["has_weights"].as_bool().unwrap() {
+            let err = Activation::from_config(name, "hidden_act").unwrap_err().to_string();
+            assert!(err.contains(name.as_str()) && err.contains("hidden_act"), "{err}");
+            continue;
+        }
+        let activation = Activation::from_config(name, "hidden_act").unwrap_or_else(|e| panic!("{e:#}"));
+        let ours = Vec::<f32>::try_from(activation.forward(&input)).unwrap();
+        let theirs = read_f32(&dir.join(format!("{name}.f32")));
+        let differing = ours.iter().zip(&theirs).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differing, 0, "{name}: {differing} of {} values differ from transformers'", theirs.len());
+    }
 }
 
 #[test]

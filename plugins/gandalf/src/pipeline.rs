@@ -54,12 +54,18 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &GandalfOptions) -> Result<()> {
         config.gflu_stages,
         model.features
     );
+    if let Some(transform) = &saved.preprocessing.transform {
+        log::info!("continuous columns go through the saved {} first", transform.describe());
+    }
 
     let mut details = serde_json::Map::new();
     details.insert("task".into(), config.task.clone().into());
     details.insert("model_dir".into(), saved.dir.display().to_string().into());
     details.insert("continuous_cols".into(), config.continuous_cols.clone().into());
     details.insert("categorical_cols".into(), config.categorical_cols.clone().into());
+    if let Some(name) = &config.continuous_feature_transform {
+        details.insert("continuous_feature_transform".into(), name.clone().into());
+    }
     let plan = OutputPlan {
         model_str: MODEL_STR.into(),
         file_name: format!("{MODEL_STR}_embeddings.parquet"),

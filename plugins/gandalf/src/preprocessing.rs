@@ -1,6 +1,8 @@
 //! pytorch-tabular's inference preprocessing, with the fitted values from `datamodule.sav`:
 //! categories become the saved codes (`fillna(0).map(mapping)`, unseen values the imputed code),
-//! continuous values go through the saved StandardScaler in float64, then to float32.
+//! continuous values go through the saved quantile or power transform, if the model was trained
+//! with one (`continuous_feature_transform`), and the saved StandardScaler, in float64, then to
+//! float32.
 
 use std::collections::HashMap;
 
@@ -9,7 +11,7 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use deepembed_sdk::checkpoint::pandas::PyKey;
-use deepembed_sdk::checkpoint::sklearn::StandardScaler;
+use deepembed_sdk::checkpoint::sklearn::{FeatureTransform, StandardScaler};
 use deepembed_sdk::checkpoint::Value;
 
 /// What the encoder does with a category training never saw.
@@ -70,6 +72,8 @@ impl CategoryEncoder {
 
 pub struct Preprocessing {
     pub continuous: Vec<String>,
+    /// `continuous_feature_transform`'s fitted transform, applied before the scaler.
+    pub transform: Option<FeatureTransform>,
     pub scaler: Option<StandardScaler>,
     pub encoders: Vec<CategoryEncoder>,
 }
@@ -106,6 +110,28 @@ impl Preprocessing {
         }
     }
 
+    /// One continuous value as pytorch-tabular prepares it: the fitted transform, then the
+    /// scaler, in float64. scikit-learn refuses infinities (NaN passes through), and Box-Cox
+    /// values that are not strictly positive.
+    fn continuous_value(&self, c: usize, x: f64) -> Result<f64, String> {
+        let y = match &self.transform {
+            Some(t) => t
+                .transform(c, x)
+                .map_err(|refused| format!("{x} {refused}, so the saved {} cannot transform it", t.describe()))?,
+            None => x,
+        };
+        match &self.scaler {
+            Some(_) if y.is_infinite() && y == x => {
+                Err(format!("{x} is not finite, and the saved scaler cannot transform it"))
+            }
+            Some(_) if y.is_infinite() => {
+                Err(format!("{x} becomes {y} through the saved transform, and the saved scaler cannot transform that"))
+            }
+            Some(scaler) => Ok(scaler.transform(c, y)),
+            None => Ok(y),
+        }
+    }
+
     /// Checks the input's column types before any row is read.
     pub fn check_types(&self, schema: &arrow::datatypes::Schema) -> Result<()> {
         for name in &self.continuous {
@@ -139,16 +165,12 @@ impl Preprocessing {
                 if x.is_nan() {
                     counts.missing_continuous[c] += 1;
                 }
-                let x = match &self.scaler {
-                    // scikit-learn refuses infinities (NaN passes through).
-                    Some(_) if x.is_infinite() => {
-                        errors[r].get_or_insert_with(|| {
-                            format!("column '{name}': {x} is not finite, and the saved scaler cannot transform it")
-                        });
+                let x = match self.continuous_value(c, x) {
+                    Ok(x) => x,
+                    Err(reason) => {
+                        errors[r].get_or_insert_with(|| format!("column '{name}': {reason}"));
                         continue;
                     }
-                    Some(scaler) => scaler.transform(c, x),
-                    None => x,
                 };
                 continuous[r * width + c] = x as f32;
             }
@@ -307,7 +329,7 @@ mod tests {
     }
 
     fn preprocessing(encoders: Vec<CategoryEncoder>, scaler: Option<StandardScaler>) -> Preprocessing {
-        Preprocessing { continuous: vec!["x".into()], scaler, encoders }
+        Preprocessing { continuous: vec!["x".into()], transform: None, scaler, encoders }
     }
 
     #[test]
@@ -349,7 +371,7 @@ mod tests {
         ];
         for (i, (encoder, column, want)) in cases.into_iter().enumerate() {
             let rows = column.len();
-            let p = Preprocessing { continuous: vec![], scaler: None, encoders: vec![encoder] };
+            let p = Preprocessing { continuous: vec![], transform: None, scaler: None, encoders: vec![encoder] };
             let encoded = p.encode(&batch(vec![("c", column)]), &mut p.counts()).unwrap();
             assert_eq!(encoded.categorical, want, "case {i}");
             assert_eq!(encoded.kept.len(), rows, "case {i}");

@@ -1,12 +1,13 @@
 //! A pytorch-tabular `save_model` directory, read as data: `config.yml` (columns, task, GANDALF
-//! settings), `datamodule.sav` (the fitted category encoder and scaler) and `model.ckpt`'s weights.
+//! settings), `datamodule.sav` (the fitted category encoder, continuous transform and scaler) and
+//! `model.ckpt`'s weights.
 //! Nothing in these files is executed; what cannot be reproduced exactly is refused by name.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use deepembed_sdk::checkpoint::pandas::DataFrame;
-use deepembed_sdk::checkpoint::sklearn::StandardScaler;
+use deepembed_sdk::checkpoint::sklearn::{FeatureTransform, OutputDistribution, PowerMethod, StandardScaler};
 use deepembed_sdk::checkpoint::{read_pickle_file, Checkpoint, StateDict, Value};
 use serde::Deserialize;
 
@@ -105,12 +106,6 @@ fn read_config(dir: &Path) -> Result<SavedConfig> {
             config.model_name
         );
     }
-    if let Some(transform) = &config.continuous_feature_transform {
-        bail!(
-            "the model was trained with continuous_feature_transform '{transform}' (a fitted scikit-learn quantile or power transform), which deepembed does not reproduce; \
-             its embeddings would not be what the model saw, so nothing was computed"
-        );
-    }
     if config.encode_date_columns && !config.date_columns.is_empty() {
         bail!("the model was trained with date_columns (pytorch-tabular derives calendar features from them), which deepembed does not reproduce; nothing was computed");
     }
@@ -187,13 +182,22 @@ fn read_datamodule(dir: &Path, config: &SavedConfig) -> Result<Preprocessing> {
     let field =
         |name: &str| root.get(&format!("_{name}")).or_else(|| root.get(name)).filter(|v| !matches!(v, Value::None));
 
-    if let Some(transform) = field("continuous_transform") {
-        bail!(
-            "{} holds a fitted continuous transform ({}), which deepembed does not reproduce; nothing was computed",
-            path.display(),
-            transform.type_name()
-        );
-    }
+    // pytorch-tabular applies the fitted transform when its config names one (and there are
+    // continuous columns), whatever else the datamodule holds.
+    let transform = match &config.continuous_feature_transform {
+        Some(name) if !config.continuous_cols.is_empty() => {
+            let value = field("continuous_transform").ok_or_else(|| {
+                anyhow!(
+                    "{} has no fitted continuous transform, but config.yml says continuous_feature_transform: {name}",
+                    path.display()
+                )
+            })?;
+            let transform = FeatureTransform::from_value(value).with_context(context)?;
+            check_transform(&transform, name, &config.continuous_cols).with_context(context)?;
+            Some(transform)
+        }
+        _ => None,
+    };
     let scaler = if config.normalize_continuous_features && !config.continuous_cols.is_empty() {
         let value = field("scaler").ok_or_else(|| {
             anyhow!("{} has no fitted scaler, but config.yml says continuous features are normalized", path.display())
@@ -212,7 +216,41 @@ fn read_datamodule(dir: &Path, config: &SavedConfig) -> Result<Preprocessing> {
         })?;
         read_encoders(encoder, &config.categorical_cols).with_context(context)?
     };
-    Ok(Preprocessing { continuous: config.continuous_cols.clone(), scaler, encoders })
+    Ok(Preprocessing { continuous: config.continuous_cols.clone(), transform, scaler, encoders })
+}
+
+/// The fitted transform is the one config.yml names, fitted on its continuous columns.
+fn check_transform(transform: &FeatureTransform, name: &str, continuous: &[String]) -> Result<()> {
+    let matches = match (name, transform) {
+        ("quantile_uniform", FeatureTransform::Quantile(t)) => t.output == OutputDistribution::Uniform,
+        ("quantile_normal", FeatureTransform::Quantile(t)) => t.output == OutputDistribution::Normal,
+        ("yeo-johnson", FeatureTransform::Power(t)) => t.method == PowerMethod::YeoJohnson,
+        ("box-cox", FeatureTransform::Power(t)) => t.method == PowerMethod::BoxCox,
+        _ => false,
+    };
+    if !matches {
+        bail!(
+            "config.yml says continuous_feature_transform: {name}, but the saved transform is {}",
+            transform.describe()
+        );
+    }
+    if transform.n_features() != continuous.len() {
+        bail!(
+            "the continuous transform was fitted on {} columns, config.yml lists {} continuous columns",
+            transform.n_features(),
+            continuous.len()
+        );
+    }
+    if let Some(names) = transform.feature_names() {
+        if names != continuous {
+            bail!(
+                "the continuous transform was fitted on columns [{}], config.yml lists [{}]",
+                names.join(", "),
+                continuous.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_scaler(scaler: &StandardScaler, continuous: &[String]) -> Result<()> {

@@ -4,11 +4,12 @@
 //! Projections are HF's `Conv1D`, whose weight is stored (in, out): y = x @ W + b. Attention is
 //! causal and masks padded keys; a query with no key left (an empty text, all padding) gets a
 //! zero attention output, as PyTorch's scaled_dot_product_attention (transformers' default) does.
-//! The MLP's activation is gelu_new (the tanh approximation).
+//! The MLP's activation is `activation_function` (GPT-2's: gelu_new, the tanh approximation).
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use deepembed_sdk::activation::Activation;
 use deepembed_sdk::checkpoint::StateDict;
 use deepembed_sdk::weights::{LayerNorm, Scope, Weights, ANY};
 use serde::Deserialize;
@@ -24,8 +25,15 @@ pub struct Gpt2Config {
     pub layer_norm_epsilon: f64,
     #[serde(default = "default_act")]
     pub activation_function: String,
+    /// Attention scores scaled by 1/sqrt(head size) (GPT-2's default).
+    #[serde(default = "yes")]
+    pub scale_attn_weights: bool,
     #[serde(default)]
     pub scale_attn_by_inverse_layer_idx: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_eps() -> f64 {
@@ -41,13 +49,8 @@ impl Gpt2Config {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let config: Gpt2Config =
             serde_json::from_str(&text).with_context(|| format!("{} is not a GPT-2 config.json", path.display()))?;
-        if config.activation_function != "gelu_new" {
-            bail!(
-                "{}: activation_function {} is not supported (GPT-2 uses gelu_new)",
-                path.display(),
-                config.activation_function
-            );
-        }
+        Activation::from_config(&config.activation_function, "activation_function")
+            .with_context(|| path.display().to_string())?;
         if config.n_head < 1 || config.n_embd % config.n_head != 0 {
             bail!("{}: n_embd {} is not a multiple of n_head {}", path.display(), config.n_embd, config.n_head);
         }
@@ -78,6 +81,7 @@ struct Block {
 
 pub struct Gpt2 {
     config: Gpt2Config,
+    activation: Activation,
     wte: Tensor,
     wpe: Tensor,
     blocks: Vec<Block>,
@@ -114,6 +118,7 @@ impl Gpt2 {
             bail!("{} has more layers than config.json's n_layer {}", sd.source().display(), config.n_layer);
         }
         Ok(Gpt2 {
+            activation: Activation::from_config(&config.activation_function, "activation_function")?,
             wte: w.tensor("wte.weight", &[ANY, e])?,
             wpe: w.tensor("wpe.weight", &[ANY, e])?,
             ln_f: w.layer_norm("ln_f", e)?,
@@ -150,7 +155,8 @@ impl Gpt2 {
         let heads = self.config.n_head;
         let d = e / heads;
         for (i, block) in self.blocks.iter().enumerate() {
-            let mut scale = 1.0 / (d as f64).sqrt();
+            // transformers' `head_dim**-0.5`, divided by the layer's number when asked
+            let mut scale = if self.config.scale_attn_weights { (d as f64).powf(-0.5) } else { 1.0 };
             if self.config.scale_attn_by_inverse_layer_idx {
                 scale /= (i + 1) as f64;
             }
@@ -165,17 +171,9 @@ impl Gpt2 {
                 .contiguous()
                 .view([b, t, e]);
             h += block.attn_proj.forward(&context);
-            let inner = gelu_new(&block.c_fc.forward(&norm(&h, &block.ln_2)));
+            let inner = self.activation.forward(&block.c_fc.forward(&norm(&h, &block.ln_2)));
             h += block.mlp_proj.forward(&inner);
         }
         norm(&h, &self.ln_f)
     }
-}
-
-/// transformers' NewGELUActivation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-fn gelu_new(x: &Tensor) -> Tensor {
-    // The same operations in the same order, so results agree to the last bit.
-    let c = (2.0 / std::f64::consts::PI).sqrt();
-    let inner = (x + x.pow_tensor_scalar(3.0) * 0.044715) * c;
-    (x * 0.5) * (inner.tanh() + 1.0)
 }

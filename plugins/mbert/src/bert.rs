@@ -2,11 +2,13 @@
 //!
 //! embeddings: word + token type (all 0) + position, LayerNorm; then per layer: self-attention
 //! (query/key/value, softmax(q k^T / sqrt(d) + mask) v), output dense + residual + LayerNorm,
-//! intermediate dense + exact (erf) GELU, output dense + residual + LayerNorm. No final norm.
+//! intermediate dense + `hidden_act` (BERT's: the exact erf GELU), output dense + residual +
+//! LayerNorm. No final norm.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use deepembed_sdk::activation::Activation;
 use deepembed_sdk::checkpoint::StateDict;
 use deepembed_sdk::weights::{LayerNorm, Linear, Weights, ANY};
 use serde::Deserialize;
@@ -57,9 +59,7 @@ impl BertConfig {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let config: BertConfig =
             serde_json::from_str(&text).with_context(|| format!("{} is not a BERT config.json", path.display()))?;
-        if config.hidden_act != "gelu" {
-            bail!("{}: hidden_act {} is not supported (BERT uses gelu)", path.display(), config.hidden_act);
-        }
+        Activation::from_config(&config.hidden_act, "hidden_act").with_context(|| path.display().to_string())?;
         if config.num_attention_heads < 1 || config.hidden_size % config.num_attention_heads != 0 {
             bail!(
                 "{}: hidden_size {} is not a multiple of num_attention_heads {}",
@@ -85,6 +85,7 @@ struct Layer {
 
 pub struct Bert {
     config: BertConfig,
+    activation: Activation,
     word_embeddings: Tensor,
     position_embeddings: Tensor,
     token_type_embeddings: Tensor,
@@ -123,6 +124,7 @@ impl Bert {
             );
         }
         Ok(Bert {
+            activation: Activation::from_config(&config.hidden_act, "hidden_act")?,
             word_embeddings,
             position_embeddings: w.tensor("embeddings.position_embeddings.weight", &[ANY, h])?,
             token_type_embeddings: w.tensor("embeddings.token_type_embeddings.weight", &[ANY, h])?,
@@ -172,7 +174,7 @@ impl Bert {
                 .contiguous()
                 .view([b, t, h]);
             x = norm(&(layer.attention_output.forward(&context) + &x), &layer.attention_norm);
-            let inner = layer.intermediate.forward(&x).gelu("none");
+            let inner = self.activation.forward(&layer.intermediate.forward(&x));
             x = norm(&(layer.output.forward(&inner) + &x), &layer.output_norm);
         }
         x

@@ -1,6 +1,7 @@
 //! Safe checkpoint reading, without tch and without running any code from the file: PyTorch
 //! `torch.save` zip files (state dicts, nested dicts, Lightning `.ckpt`), safetensors files, and
-//! plain or joblib pickles holding numpy arrays, pandas frames and fitted scikit-learn scalers.
+//! plain or joblib pickles holding numpy arrays, pandas frames and fitted scikit-learn scalers and
+//! transforms.
 //!
 //! libtorch's own unpickler cannot read a plain `torch.save(model.state_dict())` (an
 //! OrderedDict), and Python's would execute whatever the pickle names. So the torch format is
@@ -23,7 +24,7 @@
 //!   [`DefaultReducers`]. pandas and scikit-learn objects need their whole BUILD state, so they
 //!   are read after loading, from the inert [`Object`]s: [`pandas::DataFrame::from_value`],
 //!   [`pandas::Series::from_value`], [`pandas::Index::from_value`],
-//!   [`sklearn::StandardScaler::from_value`].
+//!   [`sklearn::StandardScaler::from_value`], [`sklearn::FeatureTransform::from_value`].
 //! - [`Value`], [`Object`], [`TensorRef`], [`StorageRef`], [`NdArray`], [`ArrayData`],
 //!   [`DType`], [`RawTensor`]; [`Error`] and [`Result`].
 //!
@@ -38,7 +39,8 @@
 //! - [`Checkpoint::from_bytes`]`(name, bytes)`: a torch zip archive or a safetensors file; then
 //!   [`Checkpoint::raw_state_dict`] (or [`Checkpoint::tensor`] on each tensor of the root) to
 //!   read the tensors.
-//! - [`pandas::DataFrame::from_value`], [`sklearn::StandardScaler::from_value`] on the value of
+//! - [`pandas::DataFrame::from_value`], [`sklearn::StandardScaler::from_value`],
+//!   [`sklearn::FeatureTransform::from_value`] on the value of
 //!   [`read_pickle_bytes`].
 //!
 //! # Limits

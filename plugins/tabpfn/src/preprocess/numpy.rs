@@ -1,5 +1,5 @@
 //! numpy's float64 primitives, operation for operation, so that results are bit-identical to
-//! what tabpfn computes with numpy 2.x: `nanpercentile` (method "linear"), `nanmedian`, `interp`,
+//! what tabpfn computes with numpy 2.x: `nanpercentile` (method "linear"), `nanmedian`,
 //! `linspace`, `maximum`, `unique` and the pairwise summation behind a 1-D `sum`/`mean`/`std`.
 
 use std::cmp::Ordering;
@@ -78,48 +78,6 @@ pub fn linspace_unit(num: usize) -> Vec<f64> {
     let mut values: Vec<f64> = (0..num).map(|i| i as f64 * step + 0.0).collect();
     values[num - 1] = 1.0;
     values
-}
-
-/// `np.interp(x, xp, fp)` as numpy's C loop computes it (`arr_interp`): `xp` ascending (ties
-/// allowed), the left/right values `fp[0]`/`fp[-1]`, the slope of the bracketing interval, an
-/// exact hit on a knot returning its `fp`, and numpy's fallbacks when the formula gives NaN.
-pub fn interp(x: f64, xp: &[f64], fp: &[f64]) -> f64 {
-    let n = xp.len();
-    if n == 1 {
-        // numpy's single-knot branch has no NaN test: everything maps to fp[0]
-        return fp[0];
-    }
-    if x.is_nan() {
-        return x;
-    }
-    // numpy's binary search: j such that xp[j] <= x < xp[j+1]; -1 left of xp[0]; n right of
-    // xp[n-1]; n-1 when x == xp[n-1].
-    let j = if x < xp[0] {
-        -1
-    } else if x > xp[n - 1] {
-        n as isize
-    } else {
-        xp.partition_point(|&knot| knot <= x) as isize - 1
-    };
-    if j < 0 {
-        fp[0]
-    } else if j as usize >= n {
-        fp[n - 1]
-    } else {
-        let j = j as usize;
-        if j == n - 1 || xp[j] == x {
-            return fp[j];
-        }
-        let slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j]);
-        let mut result = slope * (x - xp[j]) + fp[j];
-        if result.is_nan() {
-            result = slope * (x - xp[j + 1]) + fp[j + 1];
-            if result.is_nan() && fp[j] == fp[j + 1] {
-                result = fp[j];
-            }
-        }
-        result
-    }
 }
 
 /// numpy's pairwise summation of a contiguous float64 array (`pairwise_sum_DOUBLE`): eight
@@ -252,20 +210,6 @@ mod tests {
         assert_eq!(median_sorted(&[1.0, 2.0, 10.0]), 2.0);
         assert_eq!(median_sorted(&[1.0, 2.0, 3.0, 10.0]), 2.5);
         assert!(median_sorted(&[]).is_nan());
-    }
-
-    #[test]
-    fn interp_matches_numpy_rules() {
-        let xp = [0.0, 1.0, 1.0, 3.0];
-        let fp = [0.0, 0.25, 0.5, 1.0];
-        assert_eq!(interp(-1.0, &xp, &fp), 0.0);
-        assert_eq!(interp(4.0, &xp, &fp), 1.0);
-        assert_eq!(interp(3.0, &xp, &fp), 1.0);
-        // on a tied knot numpy takes the last of the ties
-        assert_eq!(interp(1.0, &xp, &fp), 0.5);
-        assert_eq!(interp(0.5, &xp, &fp), 0.125);
-        assert_eq!(interp(2.0, &xp, &fp), 0.75);
-        assert!(interp(f64::NAN, &xp, &fp).is_nan());
     }
 
     #[test]

@@ -2,17 +2,16 @@
 //! `quantile_uni_coarse` configures it: `max(n_train // 10, 2)` quantiles (at most n_train and
 //! 20 000), each column mapped through numpy's `interp` averaged from both sides.
 
-use super::numpy::{interp, linspace_unit, maximum, percentile_sorted, sorted_non_nan};
+use deepembed_sdk::checkpoint::sklearn::QuantileColumn;
+
+use super::numpy::{linspace_unit, maximum, percentile_sorted, sorted_non_nan};
 
 /// tabpfn's quantile transformer subsamples above this many train rows (not reproduced).
 pub const MAX_ROWS: usize = 100_000;
 
-/// The reference points shared by all columns and one column's quantiles.
+/// One column's fitted quantiles against the references shared by all columns.
 #[derive(Debug, Clone)]
-pub struct Quantiles {
-    references: Vec<f64>,
-    quantiles: Vec<f64>,
-}
+pub struct Quantiles(QuantileColumn);
 
 /// `AdaptiveQuantileTransformer`'s effective quantile count for `rows` train rows.
 pub fn count(rows: usize) -> usize {
@@ -27,7 +26,7 @@ pub fn fit(column: &[f64], references: &[f64]) -> Quantiles {
     for i in 1..quantiles.len() {
         quantiles[i] = maximum(quantiles[i - 1], quantiles[i]);
     }
-    Quantiles { references: references.to_vec(), quantiles }
+    Quantiles(QuantileColumn::new(quantiles, references.to_vec()))
 }
 
 /// The references for `rows` train rows: `np.linspace(0, 1, count(rows))`.
@@ -38,27 +37,7 @@ pub fn references(rows: usize) -> Vec<f64> {
 impl Quantiles {
     /// Transforms a column: NaN stays, the bounds map exactly to 0 and 1.
     pub fn transform_column(&self, column: &[f64]) -> Vec<f64> {
-        let q = &self.quantiles;
-        let r = &self.references;
-        let reversed_q: Vec<f64> = q.iter().rev().map(|v| -v).collect();
-        let reversed_r: Vec<f64> = r.iter().rev().map(|v| -v).collect();
-        column
-            .iter()
-            .map(|&x| {
-                if x.is_nan() {
-                    return x;
-                }
-                let mut y = 0.5 * (interp(x, q, r) - interp(-x, &reversed_q, &reversed_r));
-                // sklearn assigns the upper bound first, so the lower one wins when both hold
-                if x == q[q.len() - 1] {
-                    y = 1.0;
-                }
-                if x == q[0] {
-                    y = 0.0;
-                }
-                y
-            })
-            .collect()
+        column.iter().map(|&x| if x.is_nan() { x } else { self.0.uniform(x) }).collect()
     }
 }
 
@@ -81,10 +60,10 @@ mod tests {
         let column: Vec<f64> = (0..=10).map(f64::from).collect();
         let refs = linspace_unit(11);
         let q = fit(&column, &refs);
-        for (got, want) in q.quantiles.iter().zip(&column) {
+        for (got, want) in q.0.quantiles().iter().zip(&column) {
             assert!((got - want).abs() < 1e-14, "{got} {want}");
         }
-        assert!(q.quantiles[3] > 3.0);
+        assert!(q.0.quantiles()[3] > 3.0);
         let out = q.transform_column(&[0.0, 10.0, -3.0, 12.0, 2.5, f64::NAN]);
         assert_eq!(out[..4], [0.0, 1.0, 0.0, 1.0]);
         assert!((out[4] - 0.25).abs() < 1e-15);

@@ -17,6 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use deepembed_sdk::activation::Activation;
 use deepembed_sdk::checkpoint::{Checkpoint, StateDict};
 use deepembed_sdk::options::UseCase;
 use serde_json::Value;
@@ -51,8 +52,8 @@ pub struct VisionConfig {
     pub image_size: i64,
     pub patch_size: i64,
     pub layer_norm_eps: f64,
-    /// `gelu_pytorch_tanh` (SigLIP's) or `gelu`.
-    pub tanh_gelu: bool,
+    /// `hidden_act`: `gelu_pytorch_tanh` for SigLIP.
+    pub activation: Activation,
     pub use_head: bool,
 }
 
@@ -67,7 +68,7 @@ impl VisionConfig {
         image_size: 384,
         patch_size: 14,
         layer_norm_eps: 1e-6,
-        tanh_gelu: true,
+        activation: Activation::GeluTanh,
         use_head: true,
     };
 
@@ -81,7 +82,7 @@ impl VisionConfig {
         image_size: 224,
         patch_size: 16,
         layer_norm_eps: 1e-6,
-        tanh_gelu: true,
+        activation: Activation::GeluTanh,
         use_head: true,
     };
 
@@ -100,11 +101,7 @@ impl VisionConfig {
             .ok_or_else(|| anyhow!("{}: {key} is {}, expected a positive integer", source.display(), v[key]))
         };
         let act = v.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu_pytorch_tanh");
-        let tanh_gelu = match act {
-            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => true,
-            "gelu" => false,
-            other => bail!("{}: hidden_act {other} is not supported (SigLIP uses gelu_pytorch_tanh)", source.display()),
-        };
+        let activation = Activation::from_config(act, "hidden_act").with_context(|| source.display().to_string())?;
         let config = VisionConfig {
             hidden_size: int("hidden_size", d.hidden_size)?,
             intermediate_size: int("intermediate_size", d.intermediate_size)?,
@@ -114,7 +111,7 @@ impl VisionConfig {
             image_size: int("image_size", d.image_size)?,
             patch_size: int("patch_size", d.patch_size)?,
             layer_norm_eps: v.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(d.layer_norm_eps),
-            tanh_gelu,
+            activation,
             use_head: v.get("vision_use_head").and_then(Value::as_bool).unwrap_or(true),
         };
         config.check(source)?;
@@ -271,7 +268,7 @@ struct Attention {
 struct Mlp {
     fc1: nn::Linear,
     fc2: nn::Linear,
-    tanh_gelu: bool,
+    activation: Activation,
 }
 
 /// Multihead attention pooling: one learned query (`probe`) attends over every patch through
@@ -313,12 +310,12 @@ impl Mlp {
         Mlp {
             fc1: layers::linear(&p / "fc1", c.hidden_size, c.intermediate_size, Default::default()),
             fc2: layers::linear(&p / "fc2", c.intermediate_size, c.hidden_size, Default::default()),
-            tanh_gelu: c.tanh_gelu,
+            activation: c.activation,
         }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let h = self.fc1.forward(x).gelu(if self.tanh_gelu { "tanh" } else { "none" });
+        let h = self.activation.forward(&self.fc1.forward(x));
         self.fc2.forward(&h)
     }
 }
@@ -644,8 +641,8 @@ mod tests {
         let bare: Value = serde_json::from_str(r#"{"hidden_act": "gelu", "layer_norm_eps": 1e-5}"#).unwrap();
         let c = VisionConfig::from_json(&bare, Path::new("config.json")).unwrap();
         assert_eq!(
-            (c.hidden_size, c.image_size, c.patch_size, c.layer_norm_eps, c.tanh_gelu),
-            (768, 224, 16, 1e-5, false)
+            (c.hidden_size, c.image_size, c.patch_size, c.layer_norm_eps, c.activation),
+            (768, 224, 16, 1e-5, Activation::Gelu)
         );
         let headless: Value = serde_json::from_str(r#"{"vision_use_head": false}"#).unwrap();
         assert!(VisionConfig::from_json(&headless, Path::new("c.json")).is_err());
