@@ -5,6 +5,9 @@ Writes, under OUT:
                           with labels and pass-through columns
   preprocessed.f32        DeepTune's preprocessing of each image (N x 3 x 224 x 224, little-endian)
   bad_images.parquet      a dataset with an undecodable image and a null image
+  formats.parquet         the other formats Pillow opens (BMP, GIF, TIFF, WebP, CMYK JPEG) in
+                          their modes, and formats_preprocessed.f32, DeepTune's preprocessing of them
+  formats_refused.parquet TIFFs decoded differently from Pillow (JPEG-compressed) or not at all
   torch_home/hub/checkpoints/<torchvision file>   random-weight torchvision models
   finetuned/, peft/, ...  DeepTune-style checkpoints and other weight files, per family
   ref/<case>.f32          reference embeddings of images.parquet for each case
@@ -86,6 +89,52 @@ def encode(arr, mode, fmt, **save):
     else:
         im.save(buf, format=fmt, **save)
     return buf.getvalue()
+
+
+# (width, height, Pillow mode, format, save options): every other format Pillow opens that a
+# dataset plausibly holds, in the modes its encoder writes.
+FORMAT_SPECS = [
+    (61, 47, "RGB", "BMP", {}),
+    (64, 50, "L", "BMP", {}),
+    (70, 41, "P", "BMP", {}),
+    (33, 20, "1", "BMP", {}),
+    (300, 200, "RGB", "TIFF", {}),
+    (250, 190, "RGB", "TIFF", {"compression": "tiff_lzw"}),
+    (250, 190, "RGB", "TIFF", {"compression": "tiff_adobe_deflate"}),
+    (120, 90, "RGB", "TIFF", {"compression": "packbits"}),
+    (160, 120, "L", "TIFF", {}),
+    (160, 120, "RGBA", "TIFF", {}),
+    (230, 225, "I;16", "TIFF", {}),
+    (64, 48, "1", "TIFF", {}),
+    (140, 100, "CMYK-K", "TIFF", {}),
+    (200, 150, "P", "GIF", {}),
+    (120, 160, "P-trns", "GIF", {}),
+    (300, 220, "RGB", "WEBP", {"lossless": True}),
+    (301, 219, "RGB", "WEBP", {"quality": 80}),
+    (180, 140, "RGBA", "WEBP", {"quality": 80}),
+    (180, 140, "RGBA", "WEBP", {"lossless": True}),
+    (260, 180, "CMYK-K", "JPEG", {"quality": 92}),
+]
+
+# Formats refused with a reason: JPEG inside TIFF (another JPEG decoder than Pillow's libjpeg).
+REFUSED_SPECS = [
+    (200, 150, "RGB", "TIFF", {"compression": "jpeg"}),
+]
+
+
+def encode_format(arr, mode, fmt, **save):
+    if mode == "CMYK-K":
+        # CMYK with a black channel that varies: Pillow's RGB -> CMYK conversion leaves K at 0.
+        cmyk = np.array(Image.fromarray(arr).convert("CMYK"))
+        cmyk[..., 3] = (np.arange(arr.shape[0])[:, None] * 7 + np.arange(arr.shape[1])[None, :]) % 256
+        buf = io.BytesIO()
+        Image.frombytes("CMYK", (arr.shape[1], arr.shape[0]), cmyk.tobytes()).save(buf, format=fmt, **save)
+        return buf.getvalue()
+    if mode == "P-trns" and fmt != "PNG":
+        buf = io.BytesIO()
+        Image.fromarray(arr).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(buf, format=fmt, transparency=3)
+        return buf.getvalue()
+    return encode(arr, mode, fmt, **save)
 
 
 def png16_rgb(arr):
@@ -198,6 +247,14 @@ def main(out: Path, only):
         "site": [("north", "south", "east")[i % 3] for i in range(120)],
     })
     many.to_parquet(out / "images_120.parquet", index=False)
+
+    formats = [encode_format(picture(rng, w, h), mode, fmt, **save) for (w, h, mode, fmt, save) in FORMAT_SPECS]
+    for data, (_, _, mode, fmt, _) in zip(formats, FORMAT_SPECS):
+        assert Image.open(io.BytesIO(data)).format == fmt, (fmt, mode)
+    pd.DataFrame({"images": formats, "format": [f"{fmt} {mode}" for (_, _, mode, fmt, _) in FORMAT_SPECS]}).to_parquet(out / "formats.parquet", index=False)
+    write_f32(out / "formats_preprocessed.f32", Context(out, formats, rng).inputs())
+    refused = [encode_format(picture(rng, w, h), mode, fmt, **save) for (w, h, mode, fmt, save) in REFUSED_SPECS]
+    pd.DataFrame({"images": refused}).to_parquet(out / "formats_refused.parquet", index=False)
 
     bad = df.head(8).copy()
     bad.loc[3, "images"] = b"\xff\xd8\xff\xe0 this is not really a jpeg"

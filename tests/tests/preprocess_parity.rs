@@ -1,6 +1,7 @@
 //! Our preprocessing against torchvision + Pillow on the generated images: identical floats,
 //! both from the CPU path (`preprocess`) and from the plugin's path (bytes resized on the CPU,
-//! into a window buffer, then normalised by libtorch as on the model's device).
+//! into a window buffer, then normalised by libtorch as on the model's device); and on the other
+//! formats Pillow opens (BMP, GIF, TIFF, WebP, CMYK JPEG), with the variants we refuse named.
 
 use arrow::array::{Array, AsArray};
 use deepembed_sdk::Precision;
@@ -46,4 +47,35 @@ fn preprocessed_tensors_are_identical_to_pillow_and_torchvision() {
         compare(i, "device, channels-last", &nhwc, &reference, &mut failures);
     }
     assert!(failures.is_empty(), "preprocessing differs from the reference:\n{}", failures.join("\n"));
+}
+
+/// BMP, GIF, TIFF (uncompressed, LZW, deflate, PackBits; grey, 16-bit grey, RGBA, 1-bit, CMYK),
+/// WebP (lossless and lossy, with alpha) and CMYK JPEG: the same floats as Pillow + torchvision.
+#[test]
+fn other_image_formats_are_identical_to_pillow() {
+    let dir = fixtures().join("vision");
+    let batch = read_parquet(&dir.join("formats.parquet"));
+    let reference = read_f32(&dir.join("formats_preprocessed.f32"));
+    let images = batch.column_by_name("images").unwrap().as_binary::<i32>();
+    let formats = batch.column_by_name("format").unwrap().as_string::<i32>();
+    assert_eq!(reference.len(), images.len() * PIXELS);
+    assert!(images.len() >= 15, "the generator wrote {} images", images.len());
+    let mut failures = Vec::new();
+    for (i, bytes) in images.iter().enumerate() {
+        match preprocess(bytes.unwrap()) {
+            Ok(ours) => compare(i, formats.value(i), &ours, &reference, &mut failures),
+            Err(e) => failures.push(format!("image {i} ({}): {e:#}", formats.value(i))),
+        }
+    }
+    assert!(failures.is_empty(), "these formats differ from Pillow's:\n{}", failures.join("\n"));
+}
+
+/// A JPEG-compressed TIFF would go through another JPEG decoder than Pillow's: refused, saying
+/// what to do instead.
+#[test]
+fn a_jpeg_compressed_tiff_is_refused_with_what_to_do() {
+    let batch = read_parquet(&fixtures().join("vision").join("formats_refused.parquet"));
+    let images = batch.column_by_name("images").unwrap().as_binary::<i32>();
+    let err = format!("{:#}", preprocess(images.value(0)).unwrap_err());
+    assert!(err.contains("TIFF") && err.contains("JPEG-compressed") && err.contains("LZW"), "{err}");
 }

@@ -46,7 +46,7 @@ options! {
         /// LoRA alpha used in training; LoRA updates are scaled by alpha / r. Default: DeepTune's,
         /// 16 for the torchvision families, 32 for siglip.
         pub lora_alpha: Option<f64>,
-        /// Column holding encoded image bytes (JPEG or PNG).
+        /// Column holding encoded image bytes (JPEG, PNG, BMP, GIF, TIFF or WebP).
         #[arg(default = "images")]
         pub image_column: String,
         /// Column holding labels, written out as `label` (optional).

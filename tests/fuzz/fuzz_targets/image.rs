@@ -1,4 +1,5 @@
-//! JPEG/PNG decoding and the whole preprocessing (resize, normalise) under the default limits.
+//! Image decoding (JPEG, PNG, BMP, GIF, TIFF, WebP) and the whole preprocessing (resize,
+//! normalise) under the default limits.
 
 #![no_main]
 #![forbid(unsafe_code)]

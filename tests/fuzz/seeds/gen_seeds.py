@@ -36,6 +36,14 @@ rgb.save(out / "image" / "progressive.jpg", quality=75, progressive=True)
 rgb.save(out / "image" / "444.jpg", quality=95, subsampling=0)
 rgb.convert("L").save(out / "image" / "grey.jpg")
 Image.fromarray(rng.integers(0, 256, (300, 17, 3), dtype=np.uint8)).save(out / "image" / "tall.jpg")
+# The other formats: BMP, GIF, TIFF (LZW, and CMYK), WebP (lossless, lossy) and a CMYK JPEG.
+rgb.save(out / "image" / "rgb.bmp")
+rgb.convert("P").save(out / "image" / "palette.gif")
+rgb.save(out / "image" / "lzw.tif", compression="tiff_lzw")
+rgb.convert("CMYK").save(out / "image" / "cmyk.tif")
+rgb.save(out / "image" / "lossless.webp", lossless=True)
+rgb.save(out / "image" / "lossy.webp", quality=80)
+rgb.convert("CMYK").save(out / "image" / "cmyk.jpg")
 
 # Pickles: the protocols, numpy arrays of several dtypes, containers.
 values = {

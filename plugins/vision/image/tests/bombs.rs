@@ -99,6 +99,86 @@ fn jpeg_bomb_is_refused_from_its_header() {
     assert_refused_quickly(&jpeg_claiming(65_000, 65_000), "65000x65000");
 }
 
+/// A BMP header (BITMAPINFOHEADER, 24-bit) claiming `width` x `height`, with no pixels.
+fn bmp_claiming(width: i32, height: i32) -> Vec<u8> {
+    let mut bmp = b"BM".to_vec();
+    for v in [54u32, 0, 54, 40] {
+        bmp.extend_from_slice(&v.to_le_bytes());
+    }
+    bmp.extend_from_slice(&width.to_le_bytes());
+    bmp.extend_from_slice(&height.to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes());
+    bmp.extend_from_slice(&24u16.to_le_bytes());
+    bmp.extend_from_slice(&[0; 24]);
+    bmp
+}
+
+/// A GIF whose screen and one frame claim `width` x `height`, with an empty image.
+fn gif_claiming(width: u16, height: u16) -> Vec<u8> {
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend_from_slice(&width.to_le_bytes());
+    gif.extend_from_slice(&height.to_le_bytes());
+    gif.extend_from_slice(&[0, 0, 0, 0x2c, 0, 0, 0, 0]);
+    gif.extend_from_slice(&width.to_le_bytes());
+    gif.extend_from_slice(&height.to_le_bytes());
+    gif.extend_from_slice(&[0, 2, 0, 0x3b]);
+    gif
+}
+
+/// A lossless WebP header (VP8L) claiming `width` x `height` (at most 16384 a side).
+fn webp_claiming(width: u32, height: u32) -> Vec<u8> {
+    let bits = (width - 1) | ((height - 1) << 14);
+    let mut chunk = b"VP8L".to_vec();
+    chunk.extend_from_slice(&5u32.to_le_bytes());
+    chunk.push(0x2f);
+    chunk.extend_from_slice(&bits.to_le_bytes());
+    chunk.push(0);
+    let mut webp = b"RIFF".to_vec();
+    webp.extend_from_slice(&(4 + chunk.len() as u32).to_le_bytes());
+    webp.extend_from_slice(b"WEBP");
+    webp.extend_from_slice(&chunk);
+    webp
+}
+
+/// A little-endian TIFF of one 8-bit grey strip claiming `width` x `height`, with no pixels.
+fn tiff_claiming(width: u32, height: u32) -> Vec<u8> {
+    // (tag, type, count, value): 3 SHORT, 4 LONG
+    let entries: [(u16, u16, u32, u32); 9] = [
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, 8),
+        (277, 3, 1, 1),
+        (278, 4, 1, height),
+        (279, 4, 1, 0),
+    ];
+    let mut tiff = b"II*\0".to_vec();
+    tiff.extend_from_slice(&8u32.to_le_bytes());
+    tiff.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    for (tag, kind, count, value) in entries {
+        tiff.extend_from_slice(&tag.to_le_bytes());
+        tiff.extend_from_slice(&kind.to_le_bytes());
+        tiff.extend_from_slice(&count.to_le_bytes());
+        tiff.extend_from_slice(&value.to_le_bytes());
+    }
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    tiff
+}
+
+#[test]
+fn bombs_in_the_other_formats_are_refused_from_their_headers() {
+    assert_refused_quickly(&bmp_claiming(30_000, 30_000), "30000x30000");
+    assert_refused_quickly(&gif_claiming(30_000, 30_000), "30000x30000");
+    // image-webp finds this header's sizes inconsistent before it reports them: refused anyway,
+    // quickly and within the allocator's cap.
+    let start = Instant::now();
+    assert!(decode(&webp_claiming(16_384, 16_384), &Limits::default()).is_err());
+    assert!(start.elapsed() < Duration::from_secs(1), "refusing took {:?}", start.elapsed());
+    assert_refused_quickly(&tiff_claiming(30_000, 30_000), "30000x30000");
+}
+
 #[test]
 fn images_under_the_limit_decode() {
     let png = decode(&small_png(32, 24), &Limits::default()).unwrap();

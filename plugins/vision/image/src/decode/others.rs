@@ -1,0 +1,109 @@
+//! BMP, GIF, TIFF and WebP through image-rs's decoders (lossless formats and lossy VP8 alike
+//! decode to the pixels Pillow's decoders give), each colour type converted to RGB as Pillow
+//! converts its mode. Two TIFF variants take their own path: CMYK, whose conversion image-rs
+//! rounds differently from Pillow, is converted from its raw samples here; JPEG-compressed
+//! TIFF, whose JPEG decoder is not libjpeg, is refused.
+
+use std::io::Cursor;
+
+use anyhow::{bail, Result};
+use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageFormat};
+
+use super::{check_size, cmyk_to_rgb, Limits, RgbImage};
+
+/// The format of `bytes` by its signature, if it is one decoded here.
+pub(super) fn format_of(bytes: &[u8]) -> Option<ImageFormat> {
+    if bytes.starts_with(b"BM") {
+        Some(ImageFormat::Bmp)
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some(ImageFormat::Gif)
+    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        Some(ImageFormat::Tiff)
+    } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
+        Some(ImageFormat::WebP)
+    } else {
+        None
+    }
+}
+
+/// The format's usual name, for messages.
+pub(super) fn name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Bmp => "BMP",
+        ImageFormat::Gif => "GIF",
+        ImageFormat::Tiff => "TIFF",
+        ImageFormat::WebP => "WebP",
+        _ => "image",
+    }
+}
+
+pub(super) fn decode_other(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Result<RgbImage> {
+    if format == ImageFormat::Tiff {
+        refuse_jpeg_in_tiff(bytes)?;
+    }
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+    // The pixel limit below is Pillow's. image-rs's own allocation cap (512 MiB) would refuse
+    // images Pillow opens, so it becomes what the largest image allowed needs (8 bytes a pixel
+    // at 16-bit RGBA), still a bound on what a header can make it allocate.
+    let mut image_limits = image::Limits::no_limits();
+    image_limits.max_alloc = limits.max_pixels.map(|pixels| pixels.saturating_mul(8));
+    reader.limits(image_limits);
+    let decoder = reader.into_decoder()?;
+    let (width, height) = decoder.dimensions();
+    check_size(width as usize, height as usize, limits)?;
+    if decoder.original_color_type() == ExtendedColorType::Cmyk8 {
+        return decode_tiff_cmyk(bytes);
+    }
+    let image = DynamicImage::from_decoder(decoder)?;
+    Ok(RgbImage { width: width as usize, height: height as usize, pixels: to_rgb(image)? })
+}
+
+/// Pillow's `convert('RGB')` of each mode: grey replicated, alpha dropped (not composited),
+/// the high byte of 16-bit colour samples, 16-bit grey ("I;16") clipped to 255.
+fn to_rgb(image: DynamicImage) -> Result<Vec<u8>> {
+    let high = |v: u16| (v >> 8) as u8;
+    Ok(match image {
+        DynamicImage::ImageRgb8(b) => b.into_raw(),
+        DynamicImage::ImageRgba8(b) => b.pixels().flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        DynamicImage::ImageLuma8(b) => b.pixels().flat_map(|p| [p[0]; 3]).collect(),
+        DynamicImage::ImageLumaA8(b) => b.pixels().flat_map(|p| [p[0]; 3]).collect(),
+        DynamicImage::ImageLuma16(b) => b.pixels().flat_map(|p| [p[0].min(255) as u8; 3]).collect(),
+        DynamicImage::ImageLumaA16(b) => b.pixels().flat_map(|p| [high(p[0]); 3]).collect(),
+        DynamicImage::ImageRgb16(b) => b.pixels().flat_map(|p| [high(p[0]), high(p[1]), high(p[2])]).collect(),
+        DynamicImage::ImageRgba16(b) => b.pixels().flat_map(|p| [high(p[0]), high(p[1]), high(p[2])]).collect(),
+        other => bail!("{:?} samples are not supported; save the image with 8-bit samples", other.color()),
+    })
+}
+
+/// JPEG-compressed TIFFs (compression 6 or 7) would be decoded by another JPEG decoder than
+/// Pillow's libjpeg, a level off in places.
+fn refuse_jpeg_in_tiff(bytes: &[u8]) -> Result<()> {
+    let mut tiff = tiff::decoder::Decoder::new(Cursor::new(bytes))?;
+    let compression = tiff.find_tag_unsigned::<u16>(tiff::tags::Tag::Compression)?.unwrap_or(1);
+    if matches!(compression, 6 | 7) {
+        bail!("JPEG-compressed TIFF is not supported; save the image uncompressed, LZW or deflate, or as a JPEG file");
+    }
+    Ok(())
+}
+
+/// A CMYK TIFF from its raw samples (not inverted, as TIFF stores them), through Pillow's
+/// CMYK to RGB. Its size has been checked.
+fn decode_tiff_cmyk(bytes: &[u8]) -> Result<RgbImage> {
+    let mut tiff = tiff::decoder::Decoder::new(Cursor::new(bytes))?;
+    let (width, height) = tiff.dimensions()?;
+    // The size was checked against the pixel limit; the buffer is the image's four samples.
+    let mut limits = tiff::decoder::Limits::default();
+    limits.decoding_buffer_size = (width as usize).saturating_mul(height as usize).saturating_mul(4);
+    let mut tiff = tiff.with_limits(limits);
+    if tiff.find_tag_unsigned::<u16>(tiff::tags::Tag::PlanarConfiguration)?.unwrap_or(1) != 1 {
+        bail!("planar CMYK TIFF is not supported; save the image with interleaved samples");
+    }
+    let tiff::decoder::DecodingResult::U8(samples) = tiff.read_image()? else {
+        bail!("CMYK TIFF with more than 8 bits a sample is not supported");
+    };
+    let pixels: Vec<u8> = samples.chunks_exact(4).flat_map(|p| cmyk_to_rgb([p[0], p[1], p[2], p[3]])).collect();
+    if pixels.len() != width as usize * height as usize * 3 {
+        bail!("the CMYK TIFF holds {} samples for {width}x{height} pixels", samples.len());
+    }
+    Ok(RgbImage { width: width as usize, height: height as usize, pixels })
+}
