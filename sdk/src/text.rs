@@ -98,7 +98,12 @@ pub trait TextModel {
 /// Fails early, naming what is missing, instead of at the first batch.
 pub fn check_text_column(schema: &Schema, text_column: &str) -> Result<()> {
     let field = require_column(schema, text_column, "--text_column")?;
-    if !matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+    // pandas' category dtype and polars' Categorical arrive dictionary-encoded.
+    let values = match field.data_type() {
+        DataType::Dictionary(_, values) => values.as_ref(),
+        other => other,
+    };
+    if !matches!(values, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
         bail!("column '{text_column}' has type {}, expected text (string)", field.data_type());
     }
     Ok(())
@@ -167,6 +172,11 @@ impl<T: Tokenize> Prepare for Tokenizing<T> {
 
     fn prepare(&mut self, batch: &RecordBatch, _first_row: u64) -> Result<Vec<Result<Vec<i64>, String>>> {
         let Some(column) = batch.column_by_name(&self.column) else { bail!("the input lacks column {}", self.column) };
+        // A dictionary-encoded column (a categorical of texts) becomes its plain strings.
+        let column = match column.data_type() {
+            DataType::Dictionary(_, values) => arrow::compute::cast(column, values)?,
+            _ => column.clone(),
+        };
         let texts: Vec<Option<&str>> = match column.data_type() {
             DataType::Utf8 => column.as_string::<i32>().iter().collect(),
             DataType::LargeUtf8 => column.as_string::<i64>().iter().collect(),

@@ -4,6 +4,7 @@ Writes, under OUT:
   texts.parquet        hard texts (accents, CJK, emoji, control characters, empty, longer than
                        256 tokens) with labels and a pass-through column
   null_text.parquet    the same with a null text
+  texts_categorical.parquet  the same texts as a pandas category column (dictionary-encoded)
   tokenizer/           a WordPiece vocabulary trained offline on the texts
   <case>/              models: Hugging Face BERT directories, DeepTune finetuned/peft directories
   ref/<case>.f32       reference embeddings (transformers, padding to 256 as DeepTune)
@@ -195,6 +196,7 @@ def main(out: Path):
     bad["text"] = bad["text"].astype(object)
     bad.loc[2, "text"] = None
     bad.to_parquet(out / "null_text.parquet", index=False)
+    df.astype({"text": "category"}).to_parquet(out / "texts_categorical.parquet", index=False)
 
     vocab = train_vocab(texts, out / "wordpiece")
     # transformers 5 builds a BertTokenizer's vocabulary only through from_pretrained.

@@ -107,6 +107,18 @@ fn every_transformers_activation_matches_bit_for_bit() {
     }
 }
 
+/// A text column stored as a pandas category (Arrow dictionary) embeds as the plain column does.
+#[test]
+fn a_categorical_text_column_embeds_as_plain_text() {
+    let out = scratch("text-categorical");
+    let case = cases().into_iter().find(|c| c["name"] == "pretrained-tokenizer-json").unwrap();
+    let mut categorical = case.clone();
+    categorical["df"] = "texts_categorical.parquet".into();
+    let (_, plain) = run_case(&case, &out, &[]);
+    let (_, dictionary) = run_case(&categorical, &out, &[]);
+    assert_eq!(plain, dictionary);
+}
+
 #[test]
 fn padding_to_the_longest_text_changes_no_embedding() {
     let out = scratch("text-padding");
