@@ -105,6 +105,7 @@ FORMAT_SPECS = [
     (160, 120, "L", "TIFF", {}),
     (160, 120, "RGBA", "TIFF", {}),
     (230, 225, "I;16", "TIFF", {}),
+    (90, 70, "RGB16", "TIFF", {}),
     (64, 48, "1", "TIFF", {}),
     (140, 100, "CMYK-K", "TIFF", {}),
     (200, 150, "P", "GIF", {}),
@@ -123,6 +124,8 @@ REFUSED_SPECS = [
 
 
 def encode_format(arr, mode, fmt, **save):
+    if mode == "RGB16" and fmt == "TIFF":
+        return tiff16_rgb(arr)
     if mode == "CMYK-K":
         # CMYK with a black channel that varies: Pillow's RGB -> CMYK conversion leaves K at 0.
         cmyk = np.array(Image.fromarray(arr).convert("CMYK"))
@@ -135,6 +138,24 @@ def encode_format(arr, mode, fmt, **save):
         Image.fromarray(arr).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(buf, format=fmt, transparency=3)
         return buf.getvalue()
     return encode(arr, mode, fmt, **save)
+
+
+def tiff16_rgb(arr):
+    """A baseline little-endian TIFF of 16-bit RGB samples (Pillow reads them, keeping the high
+    byte, but cannot write them)."""
+    import struct
+
+    h, w, _ = arr.shape
+    wide = (arr.astype(np.uint16) * 257 + np.arange(w, dtype=np.uint16)[None, :, None]).astype("<u2").tobytes()
+    entries = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, 3, None), (259, 3, 1, 1), (262, 3, 1, 2),
+               (273, 4, 1, None), (277, 3, 1, 3), (278, 4, 1, h), (279, 4, 1, len(wide)), (284, 3, 1, 1)]
+    bits_at = 8 + 2 + 12 * len(entries) + 4
+    data_at = bits_at + 6
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        value = {258: bits_at, 273: data_at}.get(tag, value)
+        ifd += struct.pack("<HHI", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 and count == 1 else struct.pack("<I", value))
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + struct.pack("<HHH", 16, 16, 16) + wide
 
 
 def png16_rgb(arr):
