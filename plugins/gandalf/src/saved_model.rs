@@ -203,7 +203,8 @@ fn read_datamodule(dir: &Path, config: &SavedConfig) -> Result<Preprocessing> {
             anyhow!("{} has no fitted scaler, but config.yml says continuous features are normalized", path.display())
         })?;
         let scaler = StandardScaler::from_value(value).with_context(context)?;
-        check_scaler(&scaler, &config.continuous_cols).with_context(context)?;
+        check_fitted_columns("the scaler", scaler.n_features, scaler.feature_names.as_deref(), &config.continuous_cols)
+            .with_context(context)?;
         Some(scaler)
     } else {
         None
@@ -234,40 +235,18 @@ fn check_transform(transform: &FeatureTransform, name: &str, continuous: &[Strin
             transform.describe()
         );
     }
-    if transform.n_features() != continuous.len() {
-        bail!(
-            "the continuous transform was fitted on {} columns, config.yml lists {} continuous columns",
-            transform.n_features(),
-            continuous.len()
-        );
-    }
-    if let Some(names) = transform.feature_names() {
-        if names != continuous {
-            bail!(
-                "the continuous transform was fitted on columns [{}], config.yml lists [{}]",
-                names.join(", "),
-                continuous.join(", ")
-            );
-        }
-    }
-    Ok(())
+    check_fitted_columns("the continuous transform", transform.n_features(), transform.feature_names(), continuous)
 }
 
-fn check_scaler(scaler: &StandardScaler, continuous: &[String]) -> Result<()> {
-    if scaler.n_features != continuous.len() {
-        bail!(
-            "the scaler was fitted on {} columns, config.yml lists {} continuous columns",
-            scaler.n_features,
-            continuous.len()
-        );
+/// A fitted scikit-learn object (`what`) was fitted on config.yml's continuous columns: as many,
+/// and the same names in the same order when it recorded them.
+fn check_fitted_columns(what: &str, n_features: usize, names: Option<&[String]>, continuous: &[String]) -> Result<()> {
+    if n_features != continuous.len() {
+        bail!("{what} was fitted on {n_features} columns, config.yml lists {} continuous columns", continuous.len());
     }
-    if let Some(names) = &scaler.feature_names {
+    if let Some(names) = names {
         if names != continuous {
-            bail!(
-                "the scaler was fitted on columns [{}], config.yml lists [{}]",
-                names.join(", "),
-                continuous.join(", ")
-            );
+            bail!("{what} was fitted on columns [{}], config.yml lists [{}]", names.join(", "), continuous.join(", "));
         }
     }
     Ok(())

@@ -22,7 +22,7 @@ pub use quantile_transformer::{OutputDistribution, QuantileColumn, QuantileTrans
 pub use standard_scaler::StandardScaler;
 
 use crate::error::{data_err, data_error, Result};
-use crate::pickle::{Object, Value};
+use crate::pickle::Value;
 
 /// Why scikit-learn's `transform` would refuse a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,13 +103,12 @@ impl FeatureTransform {
 }
 
 /// The BUILD state of a fitted scikit-learn object of class `class`.
-fn fitted_state<'v>(value: &'v Value, class: &str) -> Result<(&'v Object, &'v Value)> {
+fn fitted_state<'v>(value: &'v Value, class: &str) -> Result<&'v Value> {
     let Value::Object(object) = value else { data_err!("expected a {class}, got {}", value.type_name()) };
     if object.name != class || !object.module.starts_with("sklearn.") {
         data_err!("expected sklearn's {class}, got {}.{}", object.module, object.name);
     }
-    let state = object.state.as_ref().ok_or_else(|| data_error!("{class} without fitted state"))?;
-    Ok((object, state))
+    object.state.as_ref().ok_or_else(|| data_error!("{class} without fitted state"))
 }
 
 /// A fitted numeric array attribute (`mean_`, `quantiles_`...), as f64 in C order, with its shape.

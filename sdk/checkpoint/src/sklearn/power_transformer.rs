@@ -35,7 +35,7 @@ pub struct PowerTransformer {
 impl PowerTransformer {
     pub fn from_value(value: &Value) -> Result<PowerTransformer> {
         const CLASS: &str = "PowerTransformer";
-        let (_, state) = fitted_state(value, CLASS)?;
+        let state = fitted_state(value, CLASS)?;
         let method = match state.get("method").and_then(Value::as_str) {
             Some("yeo-johnson") => PowerMethod::YeoJohnson,
             Some("box-cox") => PowerMethod::BoxCox,

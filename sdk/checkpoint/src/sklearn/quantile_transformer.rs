@@ -1,6 +1,8 @@
 //! `sklearn.preprocessing.QuantileTransformer`: each feature through its fitted quantiles to a
 //! uniform value in [0, 1], then, for normal output, through the normal distribution's inverse.
 
+use std::sync::LazyLock;
+
 use super::math::{interp, ndtri};
 use super::{feature_names, fitted_array, fitted_state, n_features, Refused};
 use crate::error::{data_err, Result};
@@ -9,6 +11,11 @@ use crate::pickle::Value;
 /// How far inside the fitted range a value must lie, for normal output, not to be clipped
 /// (scikit-learn's `BOUNDS_THRESHOLD`).
 const BOUNDS_THRESHOLD: f64 = 1e-7;
+
+/// What normal output is clipped to: the threshold's images under `ndtri`, as scikit-learn
+/// computes them (once here, not per value).
+static NORMAL_CLIP: LazyLock<(f64, f64)> =
+    LazyLock::new(|| (ndtri(BOUNDS_THRESHOLD - f64::EPSILON), ndtri(1.0 - (BOUNDS_THRESHOLD - f64::EPSILON))));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputDistribution {
@@ -80,8 +87,7 @@ impl QuantileColumn {
         } else {
             self.interpolated(x)
         };
-        let clip_min = ndtri(BOUNDS_THRESHOLD - f64::EPSILON);
-        let clip_max = ndtri(1.0 - (BOUNDS_THRESHOLD - f64::EPSILON));
+        let (clip_min, clip_max) = *NORMAL_CLIP;
         // np.clip: the lower bound first, then the upper
         ndtri(u).max(clip_min).min(clip_max)
     }
@@ -109,7 +115,7 @@ pub struct QuantileTransformer {
 impl QuantileTransformer {
     pub fn from_value(value: &Value) -> Result<QuantileTransformer> {
         const CLASS: &str = "QuantileTransformer";
-        let (_, state) = fitted_state(value, CLASS)?;
+        let state = fitted_state(value, CLASS)?;
         let output = match state.get("output_distribution").and_then(Value::as_str) {
             Some("uniform") => OutputDistribution::Uniform,
             Some("normal") => OutputDistribution::Normal,

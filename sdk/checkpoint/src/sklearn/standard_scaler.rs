@@ -19,7 +19,7 @@ pub struct StandardScaler {
 impl StandardScaler {
     pub fn from_value(value: &Value) -> Result<StandardScaler> {
         const CLASS: &str = "StandardScaler";
-        let (_, state) = fitted_state(value, CLASS)?;
+        let state = fitted_state(value, CLASS)?;
         let flag = |key: &str| !matches!(state.get(key), Some(Value::Bool(false)));
         let array = |key: &str| fitted_array(state, CLASS, key).map(|(values, _)| values);
         let mean = if flag("with_mean") { Some(array("mean_")?) } else { None };

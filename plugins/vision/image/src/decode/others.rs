@@ -1,13 +1,13 @@
 //! BMP, GIF, TIFF and WebP through image-rs's decoders (lossless formats and lossy VP8 alike
 //! decode to the pixels Pillow's decoders give), each colour type converted to RGB as Pillow
-//! converts its mode. Two TIFF variants take their own path: CMYK, whose conversion image-rs
-//! rounds differently from Pillow, is converted from its raw samples here; JPEG-compressed
-//! TIFF, whose JPEG decoder is not libjpeg, is refused.
+//! converts its mode. Two TIFF variants take their own path: 8-bit CMYK, whose conversion
+//! image-rs rounds differently from Pillow, is converted from its raw samples here;
+//! JPEG-compressed TIFF, whose JPEG decoder is not libjpeg, is refused.
 
 use std::io::Cursor;
 
 use anyhow::{bail, Result};
-use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageFormat};
+use image::{DynamicImage, ImageDecoder, ImageFormat};
 
 use super::{check_size, cmyk_to_rgb, Limits, RgbImage};
 
@@ -39,7 +39,9 @@ pub(super) fn name(format: ImageFormat) -> &'static str {
 
 pub(super) fn decode_other(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Result<RgbImage> {
     if format == ImageFormat::Tiff {
-        refuse_jpeg_in_tiff(bytes)?;
+        if let Some(image) = decode_tiff_variant(bytes, limits)? {
+            return Ok(image);
+        }
     }
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     // The pixel limit below is Pillow's. image-rs's own allocation cap (512 MiB) would refuse
@@ -51,9 +53,6 @@ pub(super) fn decode_other(bytes: &[u8], format: ImageFormat, limits: &Limits) -
     let decoder = reader.into_decoder()?;
     let (width, height) = decoder.dimensions();
     check_size(width as usize, height as usize, limits)?;
-    if decoder.original_color_type() == ExtendedColorType::Cmyk8 {
-        return decode_tiff_cmyk(bytes);
-    }
     let image = DynamicImage::from_decoder(decoder)?;
     Ok(RgbImage { width: width as usize, height: height as usize, pixels: to_rgb(image)? })
 }
@@ -75,26 +74,26 @@ fn to_rgb(image: DynamicImage) -> Result<Vec<u8>> {
     })
 }
 
-/// JPEG-compressed TIFFs (compression 6 or 7) would be decoded by another JPEG decoder than
-/// Pillow's libjpeg, a level off in places.
-fn refuse_jpeg_in_tiff(bytes: &[u8]) -> Result<()> {
+/// The TIFFs image-rs would decode differently from Pillow, read with one parse of the header:
+/// JPEG-compressed ones (compression 6 or 7: another JPEG decoder than Pillow's libjpeg, a level
+/// off in places) are refused; 8-bit CMYK ones are converted here from their raw samples (not
+/// inverted, as TIFF stores them) through Pillow's CMYK to RGB. `None`: image-rs decodes it.
+fn decode_tiff_variant(bytes: &[u8], limits: &Limits) -> Result<Option<RgbImage>> {
     let mut tiff = tiff::decoder::Decoder::new(Cursor::new(bytes))?;
     let compression = tiff.find_tag_unsigned::<u16>(tiff::tags::Tag::Compression)?.unwrap_or(1);
     if matches!(compression, 6 | 7) {
         bail!("JPEG-compressed TIFF is not supported; save the image uncompressed, LZW or deflate, or as a JPEG file");
     }
-    Ok(())
-}
-
-/// A CMYK TIFF from its raw samples (not inverted, as TIFF stores them), through Pillow's
-/// CMYK to RGB. Its size has been checked.
-fn decode_tiff_cmyk(bytes: &[u8]) -> Result<RgbImage> {
-    let mut tiff = tiff::decoder::Decoder::new(Cursor::new(bytes))?;
+    // A colour type the tiff crate does not know is left to image-rs, which words the refusal.
+    if !matches!(tiff.colortype(), Ok(tiff::ColorType::CMYK(8))) {
+        return Ok(None);
+    }
     let (width, height) = tiff.dimensions()?;
-    // The size was checked against the pixel limit; the buffer is the image's four samples.
-    let mut limits = tiff::decoder::Limits::default();
-    limits.decoding_buffer_size = (width as usize).saturating_mul(height as usize).saturating_mul(4);
-    let mut tiff = tiff.with_limits(limits);
+    check_size(width as usize, height as usize, limits)?;
+    // The size is within the pixel limit; the buffer is the image's four samples.
+    let mut tiff_limits = tiff::decoder::Limits::default();
+    tiff_limits.decoding_buffer_size = (width as usize).saturating_mul(height as usize).saturating_mul(4);
+    let mut tiff = tiff.with_limits(tiff_limits);
     if tiff.find_tag_unsigned::<u16>(tiff::tags::Tag::PlanarConfiguration)?.unwrap_or(1) != 1 {
         bail!("planar CMYK TIFF is not supported; save the image with interleaved samples");
     }
@@ -105,5 +104,5 @@ fn decode_tiff_cmyk(bytes: &[u8]) -> Result<RgbImage> {
     if pixels.len() != width as usize * height as usize * 3 {
         bail!("the CMYK TIFF holds {} samples for {width}x{height} pixels", samples.len());
     }
-    Ok(RgbImage { width: width as usize, height: height as usize, pixels })
+    Ok(Some(RgbImage { width: width as usize, height: height as usize, pixels }))
 }
