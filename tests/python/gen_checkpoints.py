@@ -174,7 +174,14 @@ def pandas_fixtures(out: Path):
         return [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
 
     def plain(values):
-        return [v.item() if hasattr(v, "item") else v for v in values]
+        def one(v):
+            if isinstance(v, tuple):
+                return plain(v)
+            if isinstance(v, float) and np.isnan(v):
+                return None
+            return v.item() if hasattr(v, "item") else v
+
+        return [one(v) for v in values]
 
     frames = {
         # Interleaved dtypes: the int64 block's placement is not one slice.
@@ -183,6 +190,12 @@ def pandas_fixtures(out: Path):
         "mapping": pd.Series(pd.unique(pd.Series(["y", "x", 0, "z"])), name="c").reset_index().rename(columns={"index": "value"}).assign(value=lambda d: d["value"] + 1).set_index("c"),
         "float_index": pd.DataFrame({"value": [1, 2]}, index=pd.Index([0.5, 2.0], name="k")),
         "empty": pd.DataFrame({"a": pd.Series([], dtype="float64")}),
+        # A groupby over two columns (pytorch-forecasting's GroupNormalizer): a MultiIndex, whose
+        # labels are tuples, one of them with a missing level value.
+        "multi_index": pd.DataFrame(
+            {"center": [1.5, 2.5, 3.5, 4.5]},
+            index=pd.MultiIndex.from_arrays([[0, 1, 0, 2], ["a", "b", None, "a"]], names=["k", "s"]),
+        ),
     }
     series = {"named": pd.Series([3.5, -1.0], index=["p", "q"], name="w"), "ints": pd.Series([7, 8, 9])}
     expected = {

@@ -3,7 +3,11 @@
 Trains tiny DeepAR models (seeded, one epoch of three batches) the way DeepTune's
 trainers/timeseries/train_deepar.py does (hourly time_idx from the earliest timestamp, a constant
 `group` column when there are no group ids, TorchNormalizer on the target, NormalDistributionLoss)
-and saves each as a Lightning checkpoint. The reference embeddings are pytorch-forecasting's own
+and saves each as a Lightning checkpoint. Further cases train with pytorch-forecasting's other
+target normalisers: its default ("auto", which picks an EncoderNormalizer or a GroupNormalizer
+with a log or relu transformation from the training target), GroupNormalizers by one and two
+columns (scale_by_group, robust, uncentred), EncoderNormalizers (robust, max_length, center=False)
+and every transformation. The reference embeddings are pytorch-forecasting's own
 view of the evaluation rows: DeepAR.load_from_checkpoint, TimeSeriesDataSet.from_parameters with
 the checkpoint's dataset_parameters (its fitted scalers, target normalizer and category encoders,
 not refitted), the model's forward in eval mode, and the output of its last RNN call (the decoder
@@ -40,24 +44,27 @@ logging.disable(logging.WARNING)
 
 import lightning.pytorch as pl  # noqa: E402
 from pytorch_forecasting import DeepAR, TimeSeriesDataSet  # noqa: E402
-from pytorch_forecasting.data.encoders import TorchNormalizer  # noqa: E402
+from pytorch_forecasting.data.encoders import EncoderNormalizer, GroupNormalizer, TorchNormalizer  # noqa: E402
 from pytorch_forecasting.metrics import NormalDistributionLoss  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 TIME = "timestamp"
 TARGET = "hr"
 
+# Each case: the network, the frame's `style` (single series; several patients with statics and
+# categories; several series with gaps), the target's `shape` and the `normalizer` (a factory, or
+# "auto" for pytorch-forecasting's default) with the class and transformation it must resolve to.
 CASES = {
     # DeepTune's default single series: no group ids, so training gets a constant `group` column
     # and eval.parquet has none. Text timestamps on the hour, rows in time order.
     "lstm1_single": dict(
-        cell_type="LSTM", rnn_layers=1, hidden_size=8, max_encoder_length=4, group_ids=None,
+        cell_type="LSTM", rnn_layers=1, hidden_size=8, max_encoder_length=4, group_ids=None, style="single",
         time_varying_known_reals=["dose"],
     ),
     # Several series, one of them new (group ids are not model inputs), statics, a known
     # category; Parquet timestamps; rows shuffled across series and time.
     "gru2_multi": dict(
-        cell_type="GRU", rnn_layers=2, hidden_size=6, max_encoder_length=5, group_ids=["patient"],
+        cell_type="GRU", rnn_layers=2, hidden_size=6, max_encoder_length=5, group_ids=["patient"], style="multi",
         static_categoricals=["ward"], static_reals=["age"], time_varying_known_categoricals=["shift"],
         time_varying_known_reals=["dose", "spo2"],
     ),
@@ -65,8 +72,78 @@ CASES = {
     # time_idx matters), time_idx itself an input (reset by linspace over filled gaps); series
     # interleaved round robin.
     "lstm2_gaps": dict(
-        cell_type="LSTM", rnn_layers=2, hidden_size=10, max_encoder_length=6, group_ids=["patient"],
+        cell_type="LSTM", rnn_layers=2, hidden_size=10, max_encoder_length=6, group_ids=["patient"], style="gaps",
         time_varying_known_categoricals=["posture"], time_varying_known_reals=["time_idx", "dose"],
+    ),
+    # pytorch-forecasting's default normaliser on a skewed positive target with windows over 20:
+    # an EncoderNormalizer fitted on each window's encoder, in log space. A new series in eval.
+    "gru1_auto_encoder_log": dict(
+        cell_type="GRU", rnn_layers=1, hidden_size=6, max_encoder_length=24, group_ids=["patient"], style="multi",
+        shape="lognormal", normalizer="auto", resolves=("EncoderNormalizer", "log"),
+        static_reals=["age"], time_varying_known_reals=["dose"],
+    ),
+    # The default on a positive, unskewed target with short windows: one GroupNormalizer over all
+    # rows (no groups), relu. pytorch-forecasting then codes the group ids, so eval has no new one.
+    "lstm1_auto_group_relu": dict(
+        cell_type="LSTM", rnn_layers=1, hidden_size=7, max_encoder_length=5, group_ids=["patient"], style="multi",
+        normalizer="auto", resolves=("GroupNormalizer", "relu"), known_series_only=True,
+        static_categoricals=["ward"], time_varying_known_reals=["dose"],
+    ),
+    # A center and scale per patient, softplus.
+    "gru2_group_softplus": dict(
+        cell_type="GRU", rnn_layers=2, hidden_size=5, max_encoder_length=5, group_ids=["patient"], style="multi",
+        shape="lognormal", normalizer=lambda: GroupNormalizer(groups=["patient"], transformation="softplus"),
+        known_series_only=True, time_varying_known_reals=["dose", "spo2"],
+    ),
+    # By two columns, in another order than the group ids (a pandas MultiIndex of codes), robust,
+    # uncentred. pytorch-forecasting takes a GroupNormalizer's columns from the group ids only.
+    "lstm1_group2_robust": dict(
+        cell_type="LSTM", rnn_layers=1, hidden_size=6, max_encoder_length=4, group_ids=["patient", "ward"],
+        style="multi", normalizer=lambda: GroupNormalizer(groups=["ward", "patient"], method="robust", center=False),
+        known_series_only=True, time_varying_known_reals=["dose"],
+    ),
+    # scale_by_group: the geometric mean of each column's scales, log1p.
+    "gru1_group_by_group_log1p": dict(
+        cell_type="GRU", rnn_layers=1, hidden_size=6, max_encoder_length=5, group_ids=["patient", "ward"],
+        style="multi", normalizer=lambda: GroupNormalizer(
+            groups=["patient", "ward"], scale_by_group=True, transformation="log1p"
+        ),
+        known_series_only=True, time_varying_known_reals=["dose"],
+    ),
+    # Fitted on each window: robust quantiles from the last 8 (center) and 5 (scale) encoder
+    # steps, sqrt, across forward-filled gaps.
+    "lstm1_encoder_robust_sqrt": dict(
+        cell_type="LSTM", rnn_layers=1, hidden_size=8, max_encoder_length=10, group_ids=["patient"], style="gaps",
+        normalizer=lambda: EncoderNormalizer(
+            method="robust", max_length=[8, 5], transformation="sqrt", method_kwargs={"lower": 0.1, "upper": 0.9}
+        ),
+        time_varying_known_reals=["dose"],
+    ),
+    # Fitted on each window's last 6 steps, logit of a fraction, not centred.
+    "gru1_encoder_logit": dict(
+        cell_type="GRU", rnn_layers=1, hidden_size=5, max_encoder_length=8, group_ids=None, style="single",
+        shape="fraction", normalizer=lambda: EncoderNormalizer(transformation="logit", center=False, max_length=6),
+        time_varying_known_reals=["dose"],
+    ),
+    # One robust center and scale, x + 1.
+    "lstm1_torch_count_robust": dict(
+        cell_type="LSTM", rnn_layers=1, hidden_size=6, max_encoder_length=4, group_ids=None, style="single",
+        normalizer=lambda: TorchNormalizer(method="robust", transformation="count"),
+        time_varying_known_reals=["dose"],
+    ),
+    # pytorch-forecasting's own integer time index (as in its DeepAR tutorial), taken as it is:
+    # eval starts at 150, after training's; time_idx is an input; gaps; the series id is also a
+    # static category; the default normaliser (a GroupNormalizer without transformation, as the
+    # target is not positive).
+    "lstm1_integer_time_idx": dict(
+        cell_type="LSTM", rnn_layers=1, hidden_size=6, max_encoder_length=6, group_ids=["patient"], style="gaps",
+        integer_time=True, shape="centred", normalizer="auto", resolves=("GroupNormalizer", None),
+        static_categoricals=["patient"], time_varying_known_reals=["time_idx", "dose"],
+    ),
+    # target_normalizer=None: TorchNormalizer(method="identity"), the target as it is.
+    "gru1_no_normalizer": dict(
+        cell_type="GRU", rnn_layers=1, hidden_size=6, max_encoder_length=6, group_ids=["patient"], style="gaps",
+        shape="fraction", normalizer=None, resolves=("TorchNormalizer", None), time_varying_known_reals=["dose"],
     ),
 }
 LISTS = [
@@ -79,29 +156,37 @@ PATIENTS = {"p1": ("A", 61.0), "p2": ("B", 45.0), "p3": ("A", 72.0), "p4": ("C",
 POSTURES = np.array(["lying", "sitting", "standing"])
 
 
-def series(rng, name: str, case: str, start: pd.Timestamp, hours: np.ndarray, shift: float) -> pd.DataFrame:
+def series(rng, name: str, case: dict, start: pd.Timestamp, hours: np.ndarray, shift: float) -> pd.DataFrame:
     """One patient's rows at the given hours after start; `shift` moves the distribution."""
     n = len(hours)
+    style = case["style"]
     ts = start + pd.to_timedelta(hours, unit="h")
-    if case == "lstm2_gaps":
+    if style == "gaps":
         # Off the hour by 17:00 to 58:59; make_frame puts the earliest row at exactly :17:00.
         ts = ts + pd.to_timedelta(17 * 60 + rng.integers(0, 42 * 60, n), unit="s")
     dose = rng.normal(2.0 + shift, 1.0, n)
     df = pd.DataFrame({TIME: ts, "dose": dose})
-    if case != "lstm1_single":
+    if style != "single":
         df.insert(0, "patient", name)
     hr = 70.0 + 3.0 * dose + np.cumsum(rng.normal(0, 1, n)) * 0.5 + rng.normal(0, 1, n) + shift
-    if case == "gru2_multi":
+    if style == "multi":
         ward, age = PATIENTS[name]
         df["ward"] = ward
         df["age"] = age + 2 * shift
         df["shift"] = np.where((ts.hour >= 7) & (ts.hour < 19), "day", "night")
         df["spo2"] = rng.normal(96.0 - shift, 1.5, n)
         hr = hr + 0.1 * (df["age"].to_numpy() - 50) - 0.5 * (df["spo2"].to_numpy() - 96)
-    if case == "lstm2_gaps":
+    if style == "gaps":
         posture = POSTURES[rng.integers(0, 3, n)]
         df["posture"] = posture
         hr = hr + np.select([posture == "lying", posture == "standing"], [-4.0, 6.0], 0.0)
+    shape = case.get("shape", "level")
+    if shape == "lognormal":  # positive and skewed (sample skew well over 2.5)
+        hr = 4.0 * np.exp(rng.normal(0, 1.0, n) + 0.05 * (hr - 75.0))
+    elif shape == "centred":  # around 0, either sign
+        hr = (hr - hr.mean()) / 4.0
+    elif shape == "fraction":  # in (0, 1), around 0.5
+        hr = 1.0 / (1.0 + np.exp(-(hr - hr.mean()) / 6.0))
     df[TARGET] = hr
     return df
 
@@ -114,22 +199,30 @@ def with_gaps(rng, length: int, gaps: int) -> np.ndarray:
     return np.array([h for h in range(length) if h not in drop])
 
 
-def make_frame(rng, case: str, train: bool) -> pd.DataFrame:
+def make_frame(rng, case: dict, train: bool) -> pd.DataFrame:
     shift = 0.0 if train else 5.0  # eval differs: scalers refitted on it would visibly differ
     start = pd.Timestamp("2024-01-01") if train else pd.Timestamp("2024-03-01")
-    if case == "lstm1_single":
-        df = series(rng, "0", case, start, np.arange(150 if train else 60), shift)
+    # Eval series long enough that most rows have a window.
+    longer = 0 if train else max(0, case["max_encoder_length"] - 6) * 2
+    style = case["style"]
+    if style == "single":
+        df = series(rng, "0", case, start, np.arange(150 if train else 60 + longer), shift)
         df[TIME] = df[TIME].dt.strftime("%Y-%m-%d %H:%M:%S")
         return df
-    if case == "gru2_multi":
+    if style == "multi":
         # (patient, first hour, rows): eval has a new patient and series of different lengths.
         plan = [("p1", 0, 120), ("p2", 2, 110), ("p3", 5, 115), ("p4", 1, 120)] if train else [("p1", 3, 70), ("p3", 0, 48), ("p4", 6, 80), ("p9", 2, 55)]
-        parts = [series(rng, p, case, start, first + np.arange(n), shift) for p, first, n in plan]
+        if case.get("known_series_only") and not train:
+            plan = [p for p in plan if p[0] != "p9"]
+        parts = [series(rng, p, case, start, first + np.arange(n + longer), shift) for p, first, n in plan]
         return pd.concat(parts, ignore_index=True)
-    # lstm2_gaps: series start at different hours, so time_idx (an input) is global, not per series.
+    # gaps: series start at different hours, so time_idx (an input) is global, not per series.
     plan = [("q1", 0, 120, 8), ("q2", 4, 110, 8), ("q3", 9, 115, 8)] if train else [("q1", 0, 72, 5), ("q2", 3, 60, 4), ("q3", 7, 78, 6)]
-    parts = [series(rng, p, case, start, first + with_gaps(rng, length, gaps), shift) for p, first, length, gaps in plan]
+    parts = [series(rng, p, case, start, first + with_gaps(rng, length + longer, gaps), shift) for p, first, length, gaps in plan]
     df = pd.concat(parts, ignore_index=True)
+    if case.get("integer_time"):  # pytorch-forecasting's own index, from 150 in eval
+        hours = (df[TIME] - start).dt.total_seconds() // 3600
+        return df.drop(columns=TIME).assign(time_idx=hours.astype(np.int64) + (0 if train else 150))
     earliest = df[TIME].idxmin()
     df.loc[earliest, TIME] = df.loc[earliest, TIME].floor("h") + pd.Timedelta(minutes=17)
     df[TIME] = df[TIME].dt.strftime("%Y-%m-%d %H:%M:%S")
@@ -137,8 +230,12 @@ def make_frame(rng, case: str, train: bool) -> pd.DataFrame:
 
 
 def prepare(df: pd.DataFrame, case: dict) -> pd.DataFrame:
-    """DeepTune's preparation (train_deepar.py), for training and evaluation frames alike."""
+    """DeepTune's preparation (train_deepar.py), for training and evaluation frames alike; a frame
+    with pytorch-forecasting's own integer time index keeps it."""
     df = df.copy()
+    if case.get("integer_time"):
+        df[TARGET] = df[TARGET].astype(np.float64)
+        return df.sort_values("time_idx", kind="stable")
     if case["group_ids"] is None:
         df["group"] = "0"
     df[TIME] = pd.to_datetime(df[TIME])
@@ -150,6 +247,12 @@ def prepare(df: pd.DataFrame, case: dict) -> pd.DataFrame:
 
 def group_ids(case: dict) -> list:
     return ["group"] if case["group_ids"] is None else case["group_ids"]
+
+
+def target_normalizer(case: dict):
+    """The case's normaliser as TimeSeriesDataSet takes it; DeepTune's TorchNormalizer by default."""
+    make = case.get("normalizer", TorchNormalizer)
+    return make() if callable(make) else make
 
 
 def train(case: dict, df: pd.DataFrame) -> pl.Trainer:
@@ -164,8 +267,11 @@ def train(case: dict, df: pd.DataFrame) -> pl.Trainer:
         time_varying_unknown_reals=case.get("time_varying_unknown_reals", []) + [TARGET],
         static_reals=case.get("static_reals", []),
         group_ids=group_ids(case), allow_missing_timesteps=True,
-        target_normalizer=TorchNormalizer(),
+        target_normalizer=target_normalizer(case),
     )
+    resolved = training.target_normalizer
+    if "resolves" in case:
+        assert (type(resolved).__name__, resolved.transformation) == case["resolves"], resolved
     validation = TimeSeriesDataSet.from_dataset(training, df, min_prediction_idx=cutoff + 1, stop_randomization=True)
     net = DeepAR.from_dataset(
         training, learning_rate=0.01, hidden_size=case["hidden_size"], rnn_layers=case["rnn_layers"],
@@ -192,8 +298,17 @@ def check_fitted_state_used(params: dict, ds: TimeSeriesDataSet, frame: pd.DataF
         refit = StandardScaler().fit(frame[[name]].astype(np.float64))
         assert abs(refit.mean_[0] - scaler.mean_[0]) > 0.5, f"{name}: eval data too like training"
     saved, used = params["target_normalizer"], ds.target_normalizer
-    assert used.center_ == saved.center_ and used.scale_ == saved.scale_
-    assert abs(frame[TARGET].mean() - saved.center_) > 2.0, "eval target too like training"
+    if isinstance(saved, EncoderNormalizer):
+        pass  # fitted on each window at prediction time
+    elif isinstance(saved, GroupNormalizer):
+        if isinstance(saved.norm_, dict):
+            assert str(used.norm_) == str(saved.norm_)
+        else:
+            assert used.norm_.equals(saved.norm_)
+    else:
+        assert used.center_ == saved.center_ and used.scale_ == saved.scale_
+        if saved.method != "identity":
+            assert abs(saved.preprocess(frame[TARGET]).mean() - saved.center_) > 2.0, "eval target too like training"
     for name, encoder in params["categorical_encoders"].items():
         if not name.startswith("__group_id__"):  # group ids get new series appended, as intended
             assert ds._categorical_encoders[name].classes_ == encoder.classes_, name
@@ -204,8 +319,8 @@ def reference(ckpt: Path, frame: pd.DataFrame, case: dict) -> tuple[np.ndarray, 
     model = DeepAR.load_from_checkpoint(str(ckpt), weights_only=False)
     model.eval()
     params = model.dataset_parameters
-    # Eval time_idx starts at 0 like training's; a later start would drop samples before it.
-    assert params["min_prediction_idx"] == 0
+    # Eval starts no earlier than training; an earlier start would drop samples before it.
+    assert params["min_prediction_idx"] <= frame["time_idx"].min()
     ds = TimeSeriesDataSet.from_parameters(params, frame, predict=False, stop_randomization=True)
     check_fitted_state_used(params, ds, frame)
 
@@ -247,10 +362,10 @@ def reference(ckpt: Path, frame: pd.DataFrame, case: dict) -> tuple[np.ndarray, 
     return emb, ~filled, info
 
 
-def eval_order(rng, case_name: str, df: pd.DataFrame) -> pd.DataFrame:
-    if case_name == "gru2_multi":
+def eval_order(rng, case: dict, df: pd.DataFrame) -> pd.DataFrame:
+    if case["style"] == "multi":
         return df.iloc[rng.permutation(len(df))].reset_index(drop=True)
-    if case_name == "lstm2_gaps":  # each series in time order, series taken in turn
+    if case["style"] == "gaps":  # each series in time order, series taken in turn
         df = df.copy()
         df["__k"] = df.groupby("patient").cumcount()
         return df.sort_values(["__k", "patient"], kind="stable").drop(columns="__k").reset_index(drop=True)
@@ -269,12 +384,12 @@ def generate(out: Path):
     for i, (name, case) in enumerate(CASES.items()):
         pl.seed_everything(i, verbose=False)
         rng = np.random.default_rng(200 + i)
-        trainer = train(case, prepare(make_frame(rng, name, train=True), case))
+        trainer = train(case, prepare(make_frame(rng, case, train=True), case))
         ckpt = out / name / "model" / "deepar.ckpt"
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(str(ckpt))
 
-        eval_df = eval_order(rng, name, make_frame(rng, name, train=False))
+        eval_df = eval_order(rng, case, make_frame(rng, case, train=False))
         if name == "gru2_multi":
             eval_df[TIME] = pd.to_datetime(eval_df[TIME]).astype("datetime64[ns]")
         eval_path = out / name / "eval.parquet"
@@ -291,13 +406,15 @@ def generate(out: Path):
         expected.to_parquet(out / name / "expected.parquet", index=False)
         assert 0 < padded.sum() < len(read) / 3, padded.sum()
 
-        args = {"time_idx_column": TIME, "target_column": TARGET}
+        args = {"time_idx_column": "time_idx" if case.get("integer_time") else TIME, "target_column": TARGET}
         if case["group_ids"] is not None:
             args["group_ids"] = case["group_ids"]
         args |= {k: case[k] for k in LISTS if case.get(k)}
         args |= {k: case[k] for k in ["hidden_size", "rnn_layers", "cell_type", "max_encoder_length"]}
         (out / name / "args.json").write_text(json.dumps(args, indent=1))
+        normalizer = torch.load(ckpt, weights_only=False)["dataset_parameters"]["target_normalizer"]
         cases[name] = {
+            "target_normalizer": [type(normalizer).__name__, normalizer.transformation],
             "model_weights": f"{name}/model",
             "eval": f"{name}/eval.parquet",
             "expected": f"{name}/expected.parquet",
@@ -307,7 +424,7 @@ def generate(out: Path):
             "padded_rows": sorted(int(r) for r in np.where(padded)[0]),
             **info,
         }
-        print(f"{name}: rows {len(read)}, padded {int(padded.sum())}, H {hidden}, max |emb| {np.abs(emb).max():.4f}")
+        print(f"{name} ({type(normalizer).__name__}, {normalizer.transformation}): rows {len(read)}, padded {int(padded.sum())}, H {hidden}, max |emb| {np.abs(emb).max():.4f}")
     (out / "cases.json").write_text(json.dumps(cases, indent=1))
     print(f"timeseries fixtures in {out}")
 

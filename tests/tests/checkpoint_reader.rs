@@ -178,7 +178,7 @@ fn a_plain_pickled_tensor_stays_inert() {
     assert!(matches!(root.get("best_score"), Some(Value::Object(_))), "{:?}", root.get("best_score"));
 }
 
-/// pandas frames (interleaved dtypes, a category mapping, a float index, an empty frame) and
+/// pandas frames (interleaved dtypes, a category mapping, a float index, a MultiIndex, an empty frame) and
 /// series, fitted StandardScalers and quantile and power transforms, against pandas' and
 /// scikit-learn's own values, in plain pickles and a joblib file; a categorical column is refused
 /// by name.
@@ -188,7 +188,7 @@ fn pandas_frames_and_sklearn_transforms_in_pickles_and_joblib_files() {
     use deepembed_sdk::checkpoint::sklearn::{FeatureTransform, StandardScaler};
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir().join("pandas.expected.json")).unwrap()).unwrap();
-    let json = |values: &[Value]| -> Vec<serde_json::Value> {
+    fn json(values: &[Value]) -> Vec<serde_json::Value> {
         values
             .iter()
             .map(|v| match v {
@@ -197,10 +197,11 @@ fn pandas_frames_and_sklearn_transforms_in_pickles_and_joblib_files() {
                 Value::Str(s) => serde_json::json!(s),
                 Value::Bool(b) => serde_json::json!(b),
                 Value::None => serde_json::Value::Null,
+                Value::Tuple(items) => serde_json::Value::Array(json(items)),
                 other => panic!("unexpected value {other:?}"),
             })
             .collect()
-    };
+    }
     for file in ["pandas_p2.pkl", "pandas_p5.pkl", "pandas.joblib"] {
         let root =
             deepembed_sdk::checkpoint::read_pickle_file(&dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e:#}"));

@@ -325,3 +325,77 @@ fn walk(path: &Path) -> Vec<PathBuf> {
         vec![path.to_path_buf()]
     }
 }
+
+/// `batch` with row `row` of the float column `name` set to `value`.
+fn with_float(batch: &RecordBatch, name: &str, row: usize, value: f64) -> RecordBatch {
+    let index = batch.schema().index_of(name).unwrap();
+    let mut values: Vec<f64> = batch.column(index).as_primitive::<arrow::datatypes::Float64Type>().values().to_vec();
+    values[row] = value;
+    let mut columns = batch.columns().to_vec();
+    columns[index] = Arc::new(arrow::array::Float64Array::from(values)) as ArrayRef;
+    RecordBatch::try_new(batch.schema(), columns).unwrap()
+}
+
+/// A target the normaliser's transformation is not defined for (the log of a negative number,
+/// NaN in pytorch-forecasting) fails its row naming the transformation; a series a by-series
+/// GroupNormalizer has no code for fails as pytorch-forecasting fails it. `--on_error skip`
+/// leaves such rows out.
+#[test]
+fn targets_and_series_the_normaliser_cannot_take_are_named() {
+    let eval = eval_of("gru1_auto_encoder_log");
+    let bad = with_float(&eval, "hr", 30, -2.5);
+    let err = fails("gru1_auto_encoder_log", &bad, &[]);
+    assert!(err.contains("row 30") && err.contains("'hr'") && err.contains("-2.5") && err.contains("'log'"), "{err}");
+    let cases = cases();
+    let dir = scratch("ts-skip-log");
+    let df = dir.join("input.parquet");
+    write_parquet(&df, &bad);
+    let ours = run(&cases["gru1_auto_encoder_log"], df.to_str().unwrap(), &dir, &["--on_error", "skip"]);
+    assert_eq!(ours.num_rows(), eval.num_rows() - 1);
+
+    let eval = eval_of("gru2_group_softplus");
+    let mut patients = text_column(&eval, "patient");
+    let first = patients[0].clone().unwrap();
+    let renamed: Vec<Option<String>> =
+        patients.iter_mut().map(|p| if *p == Some(first.clone()) { Some("p77".into()) } else { p.take() }).collect();
+    let err = fails("gru2_group_softplus", &with_text(&eval, "patient", renamed), &[]);
+    assert!(err.contains("row 0") && err.contains("'patient'") && err.contains("p77"), "{err}");
+}
+
+/// A GroupNormalizer without groups has one center and scale for every series, so a series
+/// training never saw is embedded (pytorch-forecasting codes the series ids and fails on it,
+/// although the code is not used): the other series' rows are unchanged.
+#[test]
+fn a_new_series_under_a_global_group_normaliser_is_embedded() {
+    let cases = cases();
+    let case = &cases["lstm1_auto_group_relu"];
+    let eval = eval_of("lstm1_auto_group_relu");
+    let expected = read_parquet(Path::new(&path_of(case, "expected")));
+    let patients = text_column(&eval, "patient");
+    let first = patients[0].clone();
+    let renamed: Vec<Option<String>> =
+        patients.iter().map(|p| if *p == first { Some("p77".into()) } else { p.clone() }).collect();
+    let dir = scratch("ts-new-series-global");
+    let df = dir.join("input.parquet");
+    write_parquet(&df, &with_text(&eval, "patient", renamed.clone()));
+    let ours = run(case, df.to_str().unwrap(), &dir, &[]);
+    let others: Vec<u32> = (0..eval.num_rows() as u32).filter(|&i| renamed[i as usize] != Some("p77".into())).collect();
+    assert!(others.len() < eval.num_rows());
+    compare("the other series", &take_rows(&ours, &others), &take_rows(&expected, &others));
+}
+
+/// An integer time column is pytorch-forecasting's own time index: two rows of a series at the
+/// same index are refused naming both rows and the index; a text column that is not timestamps
+/// names the column and what it may be.
+#[test]
+fn an_integer_time_index_is_checked_like_timestamps() {
+    let eval = eval_of("lstm1_integer_time_idx");
+    let mut rows: Vec<u32> = (0..eval.num_rows() as u32).collect();
+    rows.push(7);
+    let err = fails("lstm1_integer_time_idx", &take_rows(&eval, &rows), &[]);
+    let index = eval.column_by_name("time_idx").unwrap().as_primitive::<arrow::datatypes::Int64Type>().value(7);
+    assert!(
+        err.contains(&format!("rows 7 and {}", eval.num_rows())) && err.contains(&format!("same time index {index}")),
+        "{err}"
+    );
+}

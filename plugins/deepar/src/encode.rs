@@ -1,9 +1,11 @@
 //! Input rows to [`Record`]s with the checkpoint's own preprocessing: each real standardised in
-//! float64 by its saved scaler then held as float32, the target by the saved `TorchNormalizer`,
-//! each category coded by its saved `NaNLabelEncoder`, the row's series and timestamp. A row
-//! that cannot be encoded is a reason naming the column and value, not a record.
+//! float64 by its saved scaler then held as float32, the target by the saved target normaliser
+//! (or left raw, for one fitted on each window), each category coded by its saved
+//! `NaNLabelEncoder`, the row's series and timestamp. A row that cannot be encoded is a reason
+//! naming the column and value, not a record.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
@@ -12,7 +14,8 @@ use deepembed_sdk::output::column_names;
 
 use crate::record::{Layout, Record};
 use crate::saved::{Categorical, RealSource, SavedDeepAr};
-use crate::time::{column_nanos, text_values};
+use crate::target_normaliser::{fitted_input, Scales, TargetNormaliser};
+use crate::time::{column_times, text_values, TimeKind};
 
 /// DeepTune's single-series convention: a constant `group` column of "0" it adds itself.
 const DEEPTUNE_GROUP: &str = "group";
@@ -49,21 +52,26 @@ impl SeriesIds {
     }
 }
 
-/// A continuous input's column and its saved scaling.
-struct RealColumn {
-    index: usize,
-    name: String,
-    center: f64,
-    scale: f64,
+/// Where a continuous input's value comes from.
+enum Slot {
+    /// An input column, with its saved scaling.
+    Column { index: usize, name: String, center: f64, scale: f64 },
+    /// The target, through the target normaliser.
+    Target,
+    /// The hourly index, filled in per window.
+    TimeIndex,
 }
 
 /// Where each model input is in the input table.
 pub struct RowEncoder {
     layout: Layout,
     time: (usize, String),
+    time_kind: TimeKind,
     target: (usize, String),
-    /// Per real slot: the input column and its scaling; `None` for the time index slot.
-    reals: Vec<Option<RealColumn>>,
+    reals: Vec<Slot>,
+    normaliser: TargetNormaliser,
+    /// The input columns a by-series normaliser reads, in its order.
+    normaliser_columns: Vec<usize>,
     categoricals: Vec<(usize, Categorical)>,
     /// The series columns; empty for DeepTune's constant single series.
     groups: Vec<(usize, String)>,
@@ -94,18 +102,25 @@ impl RowEncoder {
         let target_index = numeric(target, "the target")?;
         let mut reals = Vec::with_capacity(saved.reals.len());
         for real in &saved.reals {
-            let column = |index: usize, name: &str| RealColumn {
-                index,
-                name: name.to_string(),
-                center: real.center,
-                scale: real.scale,
-            };
             reals.push(match &real.source {
-                RealSource::Target => Some(column(target_index, target)),
-                RealSource::TimeIndex => None,
-                RealSource::Column(name) => Some(column(numeric(name, "a continuous input of the model")?, name)),
+                RealSource::Target => Slot::Target,
+                RealSource::TimeIndex => Slot::TimeIndex,
+                RealSource::Column(name) => Slot::Column {
+                    index: numeric(name, "a continuous input of the model")?,
+                    name: name.clone(),
+                    center: real.center,
+                    scale: real.scale,
+                },
             });
         }
+        let normaliser_columns = match &saved.target_normaliser {
+            TargetNormaliser::Fitted { scales: Scales::ByGroup(groups), .. } => groups
+                .columns
+                .iter()
+                .map(|c| index(&c.name, "a series column the target normaliser's scales are by"))
+                .collect::<Result<_>>()?,
+            _ => Vec::new(),
+        };
         let mut categoricals = Vec::with_capacity(saved.categoricals.len());
         for categorical in &saved.categoricals {
             let i = index(&categorical.name, "a categorical input of the model")?;
@@ -125,11 +140,25 @@ impl RowEncoder {
             groups.iter().map(|g| Ok((index(g, "a series id, --group_ids")?, g.clone()))).collect::<Result<_>>()?
         };
         let layout = Layout { reals: reals.len(), categoricals: categoricals.len() };
-        Ok(RowEncoder { layout, time, target: (target_index, target.to_string()), reals, categoricals, groups })
+        Ok(RowEncoder {
+            layout,
+            time_kind: TimeKind::of(schema.field(time.0).data_type()),
+            time,
+            target: (target_index, target.to_string()),
+            reals,
+            normaliser: saved.target_normaliser.clone(),
+            normaliser_columns,
+            categoricals,
+            groups,
+        })
     }
 
     pub fn layout(&self) -> Layout {
         self.layout
+    }
+
+    pub fn time_kind(&self) -> TimeKind {
+        self.time_kind
     }
 
     /// The records of `batch`'s rows, in order; `first_row` is its first row's number.
@@ -140,13 +169,18 @@ impl RowEncoder {
         series: &mut SeriesIds,
     ) -> Result<Vec<Result<Record, String>>> {
         let n = batch.num_rows();
-        let times = column_nanos(batch.column(self.time.0), &self.time.1)?;
+        let times = column_times(batch.column(self.time.0), &self.time.1)?;
         let target = floats(batch.column(self.target.0))?;
         let reals: Vec<Option<Vec<Option<f64>>>> = self
             .reals
             .iter()
-            .map(|r| r.as_ref().map(|r| floats(batch.column(r.index))).transpose())
+            .map(|slot| match slot {
+                Slot::Column { index, .. } => floats(batch.column(*index)).map(Some),
+                _ => Ok(None),
+            })
             .collect::<Result<_>>()?;
+        let normaliser_values: Vec<_> =
+            self.normaliser_columns.iter().map(|&i| text_values(batch.column(i))).collect::<Result<_>>()?;
         let categories: Vec<_> =
             self.categoricals.iter().map(|(i, _)| text_values(batch.column(*i))).collect::<Result<_>>()?;
         let groups: Vec<_> = self.groups.iter().map(|(i, _)| text_values(batch.column(*i))).collect::<Result<_>>()?;
@@ -157,13 +191,17 @@ impl RowEncoder {
                 let id = series.id(&key).map_err(|e| e.to_string())?;
                 let raw_target =
                     target[i].ok_or_else(|| format!("column '{}': missing target value", self.target.1))?;
+                let target_input = self
+                    .target_input(raw_target, &normaliser_values, i)
+                    .map_err(|e| format!("column '{}': {e}", self.target.1))?;
                 let mut values = Vec::with_capacity(self.layout.reals);
                 for (slot, column) in self.reals.iter().zip(&reals) {
                     values.push(match (slot, column) {
-                        (Some(slot), Some(column)) => {
-                            let x = column[i].ok_or_else(|| format!("column '{}': missing value", slot.name))?;
-                            ((x - slot.center) / slot.scale) as f32
+                        (Slot::Column { name, center, scale, .. }, Some(column)) => {
+                            let x = column[i].ok_or_else(|| format!("column '{name}': missing value"))?;
+                            ((x - center) / scale) as f32
                         }
+                        (Slot::Target, _) => target_input,
                         _ => 0.0,
                     });
                 }
@@ -185,7 +223,30 @@ impl RowEncoder {
         Ok(records)
     }
 
-    fn series_key(&self, groups: &[std::sync::Arc<StringArray>], i: usize) -> Result<String, String> {
+    /// The target's input value: normalised with the fitted center and scale (the row's series'
+    /// for a by-series normaliser); for one fitted on each window, the raw value, once the
+    /// transformation is known to take it.
+    fn target_input(&self, y: f64, normaliser_values: &[Arc<StringArray>], i: usize) -> Result<f32, String> {
+        match &self.normaliser {
+            TargetNormaliser::Fitted { transformation, scales } => {
+                let params = match scales {
+                    Scales::Global { center, scale } => (*center, *scale),
+                    Scales::ByGroup(groups) => {
+                        let values: Vec<Option<&str>> =
+                            normaliser_values.iter().map(|v| v.is_valid(i).then(|| v.value(i))).collect();
+                        groups.lookup(&values)?
+                    }
+                };
+                fitted_input(*transformation, params, y)
+            }
+            TargetNormaliser::PerWindow(_) => {
+                self.normaliser.check(y)?;
+                Ok(y as f32)
+            }
+        }
+    }
+
+    fn series_key(&self, groups: &[Arc<StringArray>], i: usize) -> Result<String, String> {
         let mut key = String::new();
         for ((_, name), values) in self.groups.iter().zip(groups) {
             if values.is_null(i) {
@@ -208,30 +269,9 @@ fn floats(column: &ArrayRef) -> Result<Vec<Option<f64>>> {
     Ok((0..values.len()).map(|i| values.is_valid(i).then(|| values.value(i)).filter(|x| x.is_finite())).collect())
 }
 
-/// A category's code from the saved encoder: unknown or missing values fail, as
-/// `NaNLabelEncoder` does, unless it was fitted with `add_nan` (then they take code 0).
+/// A category's code from the saved encoder.
 fn code(categorical: &Categorical, values: &StringArray, i: usize) -> Result<u32, String> {
-    let value = values.is_valid(i).then(|| values.value(i));
-    let found = value.and_then(|v| categorical.classes.get(v)).copied();
-    let code = match (found, categorical.add_nan) {
-        (Some(code), _) => code,
-        (None, true) => 0,
-        (None, false) => {
-            let mut known: Vec<&str> = categorical.classes.keys().map(String::as_str).collect();
-            known.sort_unstable();
-            let shown = if known.len() > 10 { format!("{}, ...", known[..10].join(", ")) } else { known.join(", ") };
-            return Err(match value {
-                Some(v) => format!(
-                    "column '{}': category '{v}' was not seen in training (the checkpoint's encoder knows {shown})",
-                    categorical.name
-                ),
-                None => format!(
-                    "column '{}': missing category (the checkpoint's encoder has no code for it)",
-                    categorical.name
-                ),
-            });
-        }
-    };
+    let code = categorical.code_of(values.is_valid(i).then(|| values.value(i)))?;
     u32::try_from(code).map_err(|_| format!("column '{}': code {code} out of range", categorical.name))
 }
 

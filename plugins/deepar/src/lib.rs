@@ -13,6 +13,7 @@ pub mod record;
 mod run;
 pub mod saved;
 pub mod spill;
+pub mod target_normaliser;
 pub mod time;
 pub mod windows;
 

@@ -10,8 +10,9 @@ options! {
         /// The pytorch-forecasting DeepAR checkpoint: a Lightning `.ckpt` file, or a directory
         /// whose first `*.ckpt` (by name) is taken, as DeepTune does.
         pub model_weights: PathBuf,
-        /// The timestamp column (a Parquet timestamp or date, or text pandas.to_datetime reads).
-        /// Rows are placed on an hourly index: whole hours since the input's earliest timestamp.
+        /// The timestamp column (a Parquet timestamp or date, or text pandas.to_datetime reads):
+        /// rows are placed on an hourly index, whole hours since the input's earliest timestamp.
+        /// Or an integer column: pytorch-forecasting's own time index, taken as it is.
         #[arg(default = "labels")]
         pub time_idx_column: String,
         /// The target column (default: the checkpoint's target).

@@ -28,6 +28,8 @@ use crate::output::{OutputRows, Rows};
 use crate::record::Record;
 use crate::saved::{RealSource, SavedDeepAr};
 use crate::spill::{sorted, Spill, TempDir};
+use crate::target_normaliser::TargetNormaliser;
+use crate::time::TimeAxis;
 use crate::windows::{History, Placed, Windowing};
 
 /// DeepTune's MODEL_STR for DeepAR.
@@ -121,7 +123,11 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
         target_slot: saved.reals.iter().position(|r| r.source == RealSource::Target).expect("checked at load"),
         time_slot: time_slot.map(|s| (s, saved.reals[s].center, saved.reals[s].scale)),
         layout: encoder.layout(),
-        earliest: scan.earliest,
+        axis: TimeAxis { kind: encoder.time_kind(), earliest: scan.earliest },
+        per_window: match &saved.target_normaliser {
+            TargetNormaliser::PerWindow(normaliser) => Some(normaliser.clone()),
+            TargetNormaliser::Fitted { .. } => None,
+        },
     };
     let mut model = Model { network: &network, steps: length, layout: encoder.layout() };
     let batch_size = ctx.batch_size();
@@ -185,7 +191,7 @@ impl Scan {
         let (time, row) = self.last[id];
         if record.time == time {
             bail!(
-                "rows {row} and {} of series '{}' have the same timestamp; each series needs one row per hour",
+                "rows {row} and {} of series '{}' have the same time; each series needs one row per step of the time index",
                 record.row,
                 series.describe(record.series)
             );

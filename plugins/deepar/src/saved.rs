@@ -1,6 +1,7 @@
 //! A pytorch-forecasting DeepAR checkpoint, read as data: the Lightning `.ckpt`'s
 //! `hyper_parameters` (the network's shape and input order), its `dataset_parameters` (the fitted
-//! target normaliser, scalers and category encoders of the training `TimeSeriesDataSet`) and its
+//! target normaliser, see [`crate::target_normaliser`], scalers and category encoders of the
+//! training `TimeSeriesDataSet`) and its
 //! `state_dict`. Nothing in the file is executed; what the forward needs and cannot be reproduced
 //! exactly is refused by name.
 
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use deepembed_sdk::checkpoint::sklearn::StandardScaler;
 use deepembed_sdk::checkpoint::{Checkpoint, StateDict, Value};
+
+use crate::target_normaliser::TargetNormaliser;
 
 /// The recurrent cell (`cell_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +43,8 @@ pub enum RealSource {
 }
 
 /// One continuous input, in the network's order (`x_reals`), with its fitted scaling:
-/// `(x - center) / scale` in float64.
+/// `(x - center) / scale` in float64. The target's scaling is the [`TargetNormaliser`] instead
+/// (here 0 and 1).
 #[derive(Debug, Clone)]
 pub struct Real {
     pub name: String,
@@ -55,13 +59,41 @@ impl Real {
     }
 }
 
-/// One categorical input (`x_categoricals` order), with its fitted `NaNLabelEncoder`.
+/// One categorical input (`x_categoricals` order), or a series column, with its fitted
+/// `NaNLabelEncoder`.
 #[derive(Debug, Clone)]
 pub struct Categorical {
     pub name: String,
     pub classes: HashMap<String, i64>,
     /// `add_nan`: unknown and missing values take code 0 instead of failing.
     pub add_nan: bool,
+}
+
+impl Categorical {
+    /// A value's code: unknown or missing values fail, as `NaNLabelEncoder` does, unless it was
+    /// fitted with `add_nan` (then they take code 0).
+    pub fn code_of(&self, value: Option<&str>) -> Result<i64, String> {
+        match (value.and_then(|v| self.classes.get(v)), self.add_nan) {
+            (Some(&code), _) => Ok(code),
+            (None, true) => Ok(0),
+            (None, false) => {
+                let mut known: Vec<&str> = self.classes.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                let shown =
+                    if known.len() > 10 { format!("{}, ...", known[..10].join(", ")) } else { known.join(", ") };
+                Err(match value {
+                    Some(v) => format!(
+                        "column '{}': category '{v}' was not seen in training (the checkpoint's encoder knows {shown})",
+                        self.name
+                    ),
+                    None => format!(
+                        "column '{}': missing category (the checkpoint's encoder has no code for it)",
+                        self.name
+                    ),
+                })
+            }
+        }
+    }
 }
 
 /// One embedding table: which categorical it reads and its shape. The tables' outputs are
@@ -102,6 +134,7 @@ pub struct SavedDeepAr {
     pub allow_missing_timesteps: bool,
     pub lists: VariableLists,
     pub reals: Vec<Real>,
+    pub target_normaliser: TargetNormaliser,
     pub categoricals: Vec<Categorical>,
     pub embeddings: Vec<Embedding>,
     pub weights: StateDict,
@@ -150,6 +183,15 @@ impl SavedDeepAr {
         refuse_features(hparams, dataset, &path)?;
         let time_idx = str_field(dataset, "time_idx").unwrap_or("time_idx").to_string();
         let reals = read_reals(hparams, dataset, &target, &time_idx, &path)?;
+        let normaliser =
+            dataset.get("target_normalizer").ok_or_else(|| anyhow!("{}: no target_normalizer", path.display()))?;
+        let encoders = dataset.get("categorical_encoders");
+        let target_normaliser = TargetNormaliser::from_value(normaliser, &path, |column| {
+            let encoder = encoders.and_then(|e| e.get(column)).ok_or_else(|| {
+                anyhow!("{}: the target normaliser is by '{column}', which has no saved encoder", path.display())
+            })?;
+            label_encoder(column, encoder, &path)
+        })?;
         let (categoricals, embeddings) = read_categoricals(hparams, dataset, &path)?;
         let weights =
             checkpoint.state_dict_where(|name| name.starts_with("rnn.") || name.starts_with("embeddings."))?;
@@ -174,6 +216,7 @@ impl SavedDeepAr {
                 time_varying_unknown_reals: str_list(dataset, "time_varying_unknown_reals").unwrap_or_default(),
             },
             reals,
+            target_normaliser,
             categoricals,
             embeddings,
             weights,
@@ -225,17 +268,15 @@ fn refuse_features(hparams: &Value, dataset: &Value, path: &Path) -> Result<()> 
     Ok(())
 }
 
-/// The continuous inputs in `x_reals` order, each with its scaling: the target's normaliser
-/// (`TorchNormalizer`), the others' `StandardScaler` (or none).
+/// The continuous inputs in `x_reals` order, each but the target with its `StandardScaler` (or
+/// none).
 fn read_reals(hparams: &Value, dataset: &Value, target: &str, time_idx: &str, path: &Path) -> Result<Vec<Real>> {
     let names = str_list(hparams, "x_reals").unwrap_or_default();
     let scalers = dataset.get("scalers");
     let mut reals = Vec::with_capacity(names.len());
     for name in names {
         let (source, (center, scale)) = if name == target {
-            let normalizer =
-                dataset.get("target_normalizer").ok_or_else(|| anyhow!("{}: no target_normalizer", path.display()))?;
-            (RealSource::Target, torch_normalizer(normalizer, path)?)
+            (RealSource::Target, (0.0, 1.0))
         } else {
             let source = if name == time_idx { RealSource::TimeIndex } else { RealSource::Column(name.clone()) };
             match scalers.and_then(|s| s.get(&name)) {
@@ -266,35 +307,6 @@ fn read_reals(hparams: &Value, dataset: &Value, target: &str, time_idx: &str, pa
         );
     }
     Ok(reals)
-}
-
-/// A fitted `TorchNormalizer` without a transformation: `(y - center_) / scale_`.
-fn torch_normalizer(value: &Value, path: &Path) -> Result<(f64, f64)> {
-    let Value::Object(object) = value else {
-        bail!("{}: the target normaliser is {}, not a TorchNormalizer", path.display(), value.type_name());
-    };
-    if object.name != "TorchNormalizer" || !object.module.starts_with("pytorch_forecasting.") {
-        bail!(
-            "{}: the target normaliser is {}.{}; deepembed reproduces TorchNormalizer (what DeepTune trains with) only",
-            path.display(),
-            object.module,
-            object.name
-        );
-    }
-    let state = object.state.as_ref().ok_or_else(|| anyhow!("{}: the TorchNormalizer has no state", path.display()))?;
-    if let Some(t) = state.get("transformation").filter(|t| !matches!(t, Value::None)) {
-        bail!(
-            "{}: the target normaliser applies the transformation {}, which deepembed does not reproduce",
-            path.display(),
-            t.as_str().map_or_else(|| t.type_name(), str::to_string)
-        );
-    }
-    let number = |key: &str| {
-        state.get(key).and_then(Value::as_f64).ok_or_else(|| {
-            anyhow!("{}: the TorchNormalizer's {key} is missing or not a number (was it fitted?)", path.display())
-        })
-    };
-    Ok((number("center_")?, number("scale_")?))
 }
 
 /// The categorical inputs (`x_categoricals` order) with their encoders, and the embedding tables
@@ -349,7 +361,13 @@ fn label_encoder(name: &str, value: &Value, path: &Path) -> Result<Categorical> 
         .ok_or_else(|| anyhow!("{}: the encoder of '{name}' has no classes_ (was it fitted?)", path.display()))?;
     let mut codes = HashMap::with_capacity(classes.len());
     for (class, code) in classes {
-        let (Some(class), Some(code)) = (class.as_str(), code.as_i64()) else {
+        // Whole-number series ids (group ids may be integers) match the input's text of them.
+        let text = match class {
+            Value::Str(s) => Some(s.clone()),
+            Value::Int(i) => Some(i.to_string()),
+            _ => None,
+        };
+        let (Some(class), Some(code)) = (text, code.as_i64()) else {
             bail!(
                 "{}: the encoder of '{name}' maps {} to {}; categories are text in pytorch-forecasting",
                 path.display(),
@@ -357,7 +375,7 @@ fn label_encoder(name: &str, value: &Value, path: &Path) -> Result<Categorical> 
                 code.type_name()
             );
         };
-        codes.insert(class.to_string(), code);
+        codes.insert(class, code);
     }
     let add_nan = matches!(state.and_then(|s| s.get("add_nan")), Some(Value::Bool(true)));
     Ok(Categorical { name: name.to_string(), classes: codes, add_nan })

@@ -1,6 +1,7 @@
-//! Timestamps and the hourly index, as DeepTune derives them: `pd.to_datetime(column)` (a Parquet
-//! timestamp or date, or ISO 8601 text), then `time_idx = (t - min t).total_seconds() // 3600`
-//! over the whole input.
+//! The time column and the model's time index. Timestamps give the hourly index DeepTune derives:
+//! `pd.to_datetime(column)` (a Parquet timestamp or date, or ISO 8601 text), then
+//! `time_idx = (t - min t).total_seconds() // 3600` over the whole input. An integer column is
+//! pytorch-forecasting's own `time_idx`, taken as it is.
 
 use std::sync::Arc;
 
@@ -12,10 +13,54 @@ use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 const NANOS_PER_SECOND: i64 = 1_000_000_000;
 const NANOS_PER_DAY: i64 = 86_400 * NANOS_PER_SECOND;
 
-/// Nanoseconds since 1970-01-01 UTC (pandas' `datetime64[ns]`), per row of a timestamp column,
-/// or why a row has none. Text with a UTC offset is converted to UTC; text without one is taken
-/// as it is, as pandas does.
-pub fn column_nanos(column: &ArrayRef, name: &str) -> Result<Vec<Result<i64, String>>> {
+/// What the time column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeKind {
+    /// Timestamps, as nanoseconds: rows go on an hourly index from the input's earliest.
+    Timestamps,
+    /// Integers: the time index itself.
+    Integers,
+}
+
+impl TimeKind {
+    pub fn of(data_type: &DataType) -> TimeKind {
+        if data_type.is_integer() {
+            TimeKind::Integers
+        } else {
+            TimeKind::Timestamps
+        }
+    }
+
+    /// What one step of the index is called in messages.
+    pub fn steps(self) -> &'static str {
+        match self {
+            TimeKind::Timestamps => "hours",
+            TimeKind::Integers => "time steps",
+        }
+    }
+}
+
+/// How a run places rows on the model's time index.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeAxis {
+    pub kind: TimeKind,
+    /// The input's earliest time: hour 0 of a timestamp column's index.
+    pub earliest: i64,
+}
+
+impl TimeAxis {
+    pub fn index(&self, time: i64) -> i64 {
+        match self.kind {
+            TimeKind::Timestamps => hour_index(time, self.earliest),
+            TimeKind::Integers => time,
+        }
+    }
+}
+
+/// Per row of the time column: nanoseconds since 1970-01-01 UTC (pandas' `datetime64[ns]`) for
+/// timestamps, the value for integers; or why a row has none. Text with a UTC offset is converted
+/// to UTC; text without one is taken as it is, as pandas does.
+pub fn column_times(column: &ArrayRef, name: &str) -> Result<Vec<Result<i64, String>>> {
     let n = column.len();
     let missing = |i: usize| column.is_null(i);
     let scaled = |values: &dyn Fn(usize) -> i64, per: i64| -> Vec<Result<i64, String>> {
@@ -40,6 +85,18 @@ pub fn column_nanos(column: &ArrayRef, name: &str) -> Result<Vec<Result<i64, Str
             let values = cast.as_primitive::<arrow::datatypes::Int64Type>();
             scaled(&|i| values.value(i), per)
         }
+        kind if kind.is_integer() => {
+            let cast = arrow::compute::cast_with_options(
+                column,
+                &DataType::Int64,
+                &arrow::compute::CastOptions { safe: false, ..Default::default() },
+            )
+            .map_err(|e| anyhow::anyhow!("--time_idx_column {name}: {e}"))?;
+            let values = cast.as_primitive::<arrow::datatypes::Int64Type>();
+            (0..n)
+                .map(|i| if missing(i) { Err(format!("column '{name}': missing time index")) } else { Ok(values.value(i)) })
+                .collect()
+        }
         DataType::Date32 => {
             let values = column.as_primitive::<Date32Type>();
             scaled(&|i| i64::from(values.value(i)), NANOS_PER_DAY)
@@ -63,7 +120,7 @@ pub fn column_nanos(column: &ArrayRef, name: &str) -> Result<Vec<Result<i64, Str
                 .collect()
         }
         other => bail!(
-            "--time_idx_column {name}: the column is {other}; give a timestamp or date column, or text timestamps such as 2024-03-01 14:00:00"
+            "--time_idx_column {name}: the column is {other}; give a timestamp or date column, text timestamps such as 2024-03-01 14:00:00, or pytorch-forecasting's integer time index"
         ),
     })
 }

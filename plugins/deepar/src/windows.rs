@@ -4,7 +4,9 @@
 //! A row at hour `t` has a window when its series has a row at hour `t - L` exactly (the
 //! sample's first encoder step). The RNN then runs over hours `t - L + 1 ..= t`: each step holds
 //! that hour's inputs, except the target's slot, which holds the previous hour's normalised
-//! target (DeepAR's teacher forcing). Missing hours take the latest earlier row's inputs
+//! target (DeepAR's teacher forcing): normalised per row, or, for an `EncoderNormalizer`, all
+//! `L` of them (hours `t - L .. t - 1`, the sample's encoder) together. Missing hours take the
+//! latest earlier row's inputs
 //! (pytorch-forecasting's forward fill with `allow_missing_timesteps`), and the time index
 //! input, when the model has one, counts every hour. Rows without such a window are padded.
 
@@ -14,7 +16,8 @@ use anyhow::{bail, Result};
 
 use crate::encode::SeriesIds;
 use crate::record::{Layout, Record};
-use crate::time::hour_index;
+use crate::target_normaliser::EncoderNormaliser;
+use crate::time::{TimeAxis, TimeKind};
 
 /// How windows are cut and filled, for one run.
 pub struct Windowing {
@@ -24,8 +27,11 @@ pub struct Windowing {
     /// The time index input's slot and scaling, when the model reads the time index.
     pub time_slot: Option<(usize, f64, f64)>,
     pub layout: Layout,
-    /// The input's earliest timestamp: hour 0.
-    pub earliest: i64,
+    /// Where rows fall on the time index.
+    pub axis: TimeAxis,
+    /// The target normaliser fitted on each window, when the model has one; otherwise the
+    /// records' target slots are already normalised.
+    pub per_window: Option<EncoderNormaliser>,
 }
 
 /// The rows of one series still needed for later windows: those of the last `L + 1` hours.
@@ -51,23 +57,32 @@ pub struct Window {
 impl Windowing {
     /// Adds `record`, the next row of its series in time order, and returns its window.
     pub fn push(&self, history: &mut History, record: Record, series: &SeriesIds) -> Result<Placed> {
-        let hour = hour_index(record.time, self.earliest);
+        let hour = self.axis.index(record.time);
         if let Some((last_hour, last)) = history.recent.back() {
             let gap = hour - last_hour;
             if gap == 0 {
-                bail!(
-                    "rows {} and {} of series {} fall in the same hour (time index {hour}); DeepAR's index is hourly, so aggregate sub-hourly rows first",
-                    last.row,
-                    record.row,
-                    describe(series, record.series)
-                );
+                match self.axis.kind {
+                    TimeKind::Timestamps => bail!(
+                        "rows {} and {} of series {} fall in the same hour (time index {hour}); DeepAR's index is hourly, so aggregate sub-hourly rows first",
+                        last.row,
+                        record.row,
+                        describe(series, record.series)
+                    ),
+                    TimeKind::Integers => bail!(
+                        "rows {} and {} of series {} have the same time index {hour}",
+                        last.row,
+                        record.row,
+                        describe(series, record.series)
+                    ),
+                }
             }
             if gap > 1 && !self.allow_gaps {
                 bail!(
-                    "series {}: rows {} and {} are {gap} hours apart, and the checkpoint was trained with allow_missing_timesteps=False, so pytorch-forecasting refuses gaps",
+                    "series {}: rows {} and {} are {gap} {} apart, and the checkpoint was trained with allow_missing_timesteps=False, so pytorch-forecasting refuses gaps",
                     describe(series, record.series),
                     last.row,
-                    record.row
+                    record.row,
+                    self.axis.kind.steps()
                 );
             }
         }
@@ -90,6 +105,8 @@ impl Windowing {
         // `current` is the latest row at or before the step's hour; `previous` the one before
         // the step's hour (forward fill).
         let mut current = 0;
+        // The raw targets of the steps' previous hours: the encoder a per-window normaliser fits.
+        let mut encoder = Vec::with_capacity(if self.per_window.is_some() { steps } else { 0 });
         for step in 1..=self.length {
             let hour = start + step;
             let previous = current;
@@ -100,10 +117,19 @@ impl Windowing {
             let first = reals.len();
             reals.extend_from_slice(&row.reals);
             reals[first + self.target_slot] = recent[previous].1.reals[self.target_slot];
+            if self.per_window.is_some() {
+                encoder.push(recent[previous].1.target);
+            }
             if let Some((slot, center, scale)) = self.time_slot {
                 reals[first + slot] = ((hour as f64 - center) / scale) as f32;
             }
             codes.extend(row.codes.iter().map(|&c| i64::from(c)));
+        }
+        if let Some(normaliser) = &self.per_window {
+            let width = self.layout.reals;
+            for (step, value) in normaliser.normalise(&encoder).into_iter().enumerate() {
+                reals[step * width + self.target_slot] = value;
+            }
         }
         Window { reals, codes }
     }
@@ -131,7 +157,8 @@ mod tests {
             target_slot: 0,
             time_slot: Some((1, 0.0, 1.0)),
             layout: Layout { reals: 2, categoricals: 1 },
-            earliest: 0,
+            axis: TimeAxis { kind: TimeKind::Timestamps, earliest: 0 },
+            per_window: None,
         }
     }
 

@@ -205,7 +205,7 @@ impl Preprocessing {
                         code
                     }
                     (None, Unseen::Error) => {
-                        errors[r].get_or_insert_with(|| format!("column '{}': category {} was not seen in training, and the model was saved with handle_unknown_categories=False", encoder.column, describe(&key)));
+                        errors[r].get_or_insert_with(|| format!("column '{}': category {} was not seen in training, and the model was saved with handle_unknown_categories=False", encoder.column, key));
                         continue;
                     }
                 };
@@ -297,15 +297,6 @@ fn category_keys(array: &ArrayRef) -> Result<Vec<Option<PyKey>>> {
     } else {
         bail!("categories of type {dt} are not supported")
     })
-}
-
-fn describe(key: &PyKey) -> String {
-    match key {
-        PyKey::None => "None".into(),
-        PyKey::Int(i) => i.to_string(),
-        PyKey::Float(bits) => f64::from_bits(*bits).to_string(),
-        PyKey::Str(s) => format!("'{s}'"),
-    }
 }
 
 #[cfg(test)]

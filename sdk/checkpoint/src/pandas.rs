@@ -1,5 +1,5 @@
 //! pandas objects inside pickles (joblib `.sav` files, Lightning checkpoints), as inert data:
-//! `Index` (and `RangeIndex`), `Series` and `DataFrame` with numpy-backed columns.
+//! `Index` (and `RangeIndex`, `MultiIndex`), `Series` and `DataFrame` with numpy-backed columns.
 //!
 //! pandas pickles a frame as an object whose state holds a block manager: the axes (column labels,
 //! row index) and blocks, each a 2-D numpy array of some columns plus the column positions it
@@ -79,10 +79,53 @@ impl Index {
                 let data = fields.get("data").ok_or_else(|| data_error!("pandas Index without data"))?;
                 numpy_values(data).context("reading a pandas Index")?
             }
-            other => data_err!("pandas {other} is not supported (only plain Index and RangeIndex labels are)"),
+            "MultiIndex" => return multi_index(fields),
+            other => {
+                data_err!("pandas {other} is not supported (only plain Index, RangeIndex and MultiIndex labels are)")
+            }
         };
         Ok(Index { name, values })
     }
+}
+
+/// A `MultiIndex` from its `levels` (one Index each) and `codes` (positions into each level, -1
+/// for a missing label): each label a tuple, one item per level. Its name is the list of the
+/// levels' names.
+fn multi_index(fields: &Value) -> Result<Index> {
+    let list = |key: &str| match fields.get(key) {
+        Some(Value::List(items) | Value::Tuple(items)) => Ok(items.as_slice()),
+        other => data_err!("pandas MultiIndex {key} is {}", other.map_or("missing".into(), Value::type_name)),
+    };
+    let levels = list("levels")?.iter().map(Index::from_value).collect::<Result<Vec<_>>>()?;
+    let codes = list("codes")?
+        .iter()
+        .map(|c| numpy_values(c).context("reading MultiIndex codes"))
+        .collect::<Result<Vec<_>>>()?;
+    if levels.len() != codes.len() || levels.is_empty() {
+        data_err!("pandas MultiIndex with {} levels and {} code arrays", levels.len(), codes.len());
+    }
+    let len = codes[0].len();
+    if codes.iter().any(|c| c.len() != len) {
+        data_err!("pandas MultiIndex code arrays of different lengths");
+    }
+    let mut values = Vec::with_capacity(len);
+    for row in 0..len {
+        let mut label = Vec::with_capacity(levels.len());
+        for (level, codes) in levels.iter().zip(&codes) {
+            label.push(match codes[row].as_i64() {
+                Some(-1) => Value::None,
+                Some(code) => {
+                    usize::try_from(code).ok().and_then(|c| level.values.get(c)).cloned().ok_or_else(|| {
+                        data_error!("pandas MultiIndex code {code} beyond its level of {} labels", level.values.len())
+                    })?
+                }
+                None => data_err!("pandas MultiIndex code {:?}", codes[row]),
+            });
+        }
+        values.push(Value::Tuple(label));
+    }
+    let name = Value::List(levels.into_iter().map(|l| l.name).collect());
+    Ok(Index { name, values })
 }
 
 impl Series {
@@ -153,6 +196,8 @@ pub enum PyKey {
     /// NaN keys are not looked up).
     Float(u64),
     Str(String),
+    /// A tuple of keys: a `MultiIndex` label.
+    Tuple(Vec<PyKey>),
 }
 
 impl PyKey {
@@ -164,6 +209,7 @@ impl PyKey {
             Value::Float(f) => PyKey::float(*f)?,
             Value::Str(s) => PyKey::Str(s.clone()),
             Value::Array(a) if a.shape.is_empty() => return PyKey::of(a.to_values().ok()?.first()?),
+            Value::Tuple(items) => PyKey::Tuple(items.iter().map(PyKey::of).collect::<Option<_>>()?),
             _ => return None,
         })
     }
@@ -176,6 +222,22 @@ impl PyKey {
             Some(PyKey::Int(f as i64))
         } else {
             Some(PyKey::Float(f.to_bits()))
+        }
+    }
+}
+
+/// As Python prints the key: `None`, `3`, `0.5`, `'ward A'`, `(0, 'a')`.
+impl std::fmt::Display for PyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PyKey::None => f.write_str("None"),
+            PyKey::Int(i) => write!(f, "{i}"),
+            PyKey::Float(bits) => write!(f, "{}", f64::from_bits(*bits)),
+            PyKey::Str(s) => write!(f, "'{s}'"),
+            PyKey::Tuple(items) => {
+                let items: Vec<String> = items.iter().map(PyKey::to_string).collect();
+                write!(f, "({})", items.join(", "))
+            }
         }
     }
 }
