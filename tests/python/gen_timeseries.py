@@ -7,7 +7,8 @@ and saves each as a Lightning checkpoint. Further cases train with pytorch-forec
 target normalisers: its default ("auto", which picks an EncoderNormalizer or a GroupNormalizer
 with a log or relu transformation from the training target), GroupNormalizers by one and two
 columns (scale_by_group, robust, uncentred), EncoderNormalizers (robust, max_length, center=False)
-and every transformation. The reference embeddings are pytorch-forecasting's own
+and every transformation; with the inputs pytorch-forecasting adds per sample (relative time
+index, encoder length, target scales); and on pytorch-forecasting's own integer time index. The reference embeddings are pytorch-forecasting's own
 view of the evaluation rows: DeepAR.load_from_checkpoint, TimeSeriesDataSet.from_parameters with
 the checkpoint's dataset_parameters (its fitted scalers, target normalizer and category encoders,
 not refitted), the model's forward in eval mode, and the output of its last RNN call (the decoder
@@ -140,6 +141,19 @@ CASES = {
         integer_time=True, shape="centred", normalizer="auto", resolves=("GroupNormalizer", None),
         static_categoricals=["patient"], time_varying_known_reals=["time_idx", "dose"],
     ),
+    # The inputs pytorch-forecasting adds per sample: relative time index, encoder length, and
+    # the target normaliser's center and scale (a GroupNormalizer's per patient, log).
+    "gru1_group_added_inputs": dict(
+        cell_type="GRU", rnn_layers=1, hidden_size=6, max_encoder_length=5, group_ids=["patient"], style="multi",
+        normalizer=lambda: GroupNormalizer(groups=["patient"], transformation="log"), known_series_only=True,
+        dataset=dict(add_relative_time_idx=True, add_target_scales=True, add_encoder_length=True),
+    ),
+    # The same with an EncoderNormalizer: its center and scale are each window's.
+    "lstm1_encoder_added_inputs": dict(
+        cell_type="LSTM", rnn_layers=1, hidden_size=6, max_encoder_length=22, group_ids=["patient"], style="multi",
+        shape="lognormal", normalizer="auto", resolves=("EncoderNormalizer", "log"),
+        dataset=dict(add_relative_time_idx=True, add_target_scales=True), time_varying_known_reals=["dose"],
+    ),
     # target_normalizer=None: TorchNormalizer(method="identity"), the target as it is.
     "gru1_no_normalizer": dict(
         cell_type="GRU", rnn_layers=1, hidden_size=6, max_encoder_length=6, group_ids=["patient"], style="gaps",
@@ -267,7 +281,7 @@ def train(case: dict, df: pd.DataFrame) -> pl.Trainer:
         time_varying_unknown_reals=case.get("time_varying_unknown_reals", []) + [TARGET],
         static_reals=case.get("static_reals", []),
         group_ids=group_ids(case), allow_missing_timesteps=True,
-        target_normalizer=target_normalizer(case),
+        target_normalizer=target_normalizer(case), **case.get("dataset", {}),
     )
     resolved = training.target_normalizer
     if "resolves" in case:
@@ -295,6 +309,8 @@ def check_fitted_state_used(params: dict, ds: TimeSeriesDataSet, frame: pd.DataF
         used = ds._scalers[name]
         assert isinstance(used, StandardScaler), (name, used)
         assert np.array_equal(used.mean_, scaler.mean_) and np.array_equal(used.scale_, scaler.scale_), name
+        if name not in frame.columns:
+            continue  # an input pytorch-forecasting adds (relative time index, target scales)
         refit = StandardScaler().fit(frame[[name]].astype(np.float64))
         assert abs(refit.mean_[0] - scaler.mean_[0]) > 0.5, f"{name}: eval data too like training"
     saved, used = params["target_normalizer"], ds.target_normalizer

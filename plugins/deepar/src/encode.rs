@@ -55,11 +55,26 @@ impl SeriesIds {
 /// Where a continuous input's value comes from.
 enum Slot {
     /// An input column, with its saved scaling.
-    Column { index: usize, name: String, center: f64, scale: f64 },
+    Column {
+        index: usize,
+        name: String,
+        center: f64,
+        scale: f64,
+    },
     /// The target, through the target normaliser.
     Target,
-    /// The hourly index, filled in per window.
-    TimeIndex,
+    /// The fitted target normaliser's center or scale for the row, standardised.
+    TargetCenter {
+        center: f64,
+        scale: f64,
+    },
+    TargetScale {
+        center: f64,
+        scale: f64,
+    },
+    /// Filled in per window (the time index, the relative time index, the encoder length, and
+    /// a per-window normaliser's center and scale).
+    PerWindow,
 }
 
 /// Where each model input is in the input table.
@@ -102,9 +117,18 @@ impl RowEncoder {
         let target_index = numeric(target, "the target")?;
         let mut reals = Vec::with_capacity(saved.reals.len());
         for real in &saved.reals {
+            let per_window = matches!(saved.target_normaliser, TargetNormaliser::PerWindow(_));
             reals.push(match &real.source {
                 RealSource::Target => Slot::Target,
-                RealSource::TimeIndex => Slot::TimeIndex,
+                RealSource::TargetCenter if !per_window => {
+                    Slot::TargetCenter { center: real.center, scale: real.scale }
+                }
+                RealSource::TargetScale if !per_window => Slot::TargetScale { center: real.center, scale: real.scale },
+                RealSource::TimeIndex
+                | RealSource::RelativeTimeIndex
+                | RealSource::EncoderLength
+                | RealSource::TargetCenter
+                | RealSource::TargetScale => Slot::PerWindow,
                 RealSource::Column(name) => Slot::Column {
                     index: numeric(name, "a continuous input of the model")?,
                     name: name.clone(),
@@ -191,9 +215,10 @@ impl RowEncoder {
                 let id = series.id(&key).map_err(|e| e.to_string())?;
                 let raw_target =
                     target[i].ok_or_else(|| format!("column '{}': missing target value", self.target.1))?;
-                let target_input = self
+                let (target_input, fitted) = self
                     .target_input(raw_target, &normaliser_values, i)
                     .map_err(|e| format!("column '{}': {e}", self.target.1))?;
+                let (target_center, target_scale) = fitted.unwrap_or((0.0, 1.0));
                 let mut values = Vec::with_capacity(self.layout.reals);
                 for (slot, column) in self.reals.iter().zip(&reals) {
                     values.push(match (slot, column) {
@@ -202,6 +227,8 @@ impl RowEncoder {
                             ((x - center) / scale) as f32
                         }
                         (Slot::Target, _) => target_input,
+                        (Slot::TargetCenter { center, scale }, _) => ((target_center - center) / scale) as f32,
+                        (Slot::TargetScale { center, scale }, _) => ((target_scale - center) / scale) as f32,
                         _ => 0.0,
                     });
                 }
@@ -224,9 +251,14 @@ impl RowEncoder {
     }
 
     /// The target's input value: normalised with the fitted center and scale (the row's series'
-    /// for a by-series normaliser); for one fitted on each window, the raw value, once the
-    /// transformation is known to take it.
-    fn target_input(&self, y: f64, normaliser_values: &[Arc<StringArray>], i: usize) -> Result<f32, String> {
+    /// for a by-series normaliser), returned with them; for one fitted on each window, the raw
+    /// value, once the transformation is known to take it.
+    fn target_input(
+        &self,
+        y: f64,
+        normaliser_values: &[Arc<StringArray>],
+        i: usize,
+    ) -> Result<(f32, Option<(f64, f64)>), String> {
         match &self.normaliser {
             TargetNormaliser::Fitted { transformation, scales } => {
                 let params = match scales {
@@ -237,11 +269,11 @@ impl RowEncoder {
                         groups.lookup(&values)?
                     }
                 };
-                fitted_input(*transformation, params, y)
+                Ok((fitted_input(*transformation, params, y)?, Some(params)))
             }
             TargetNormaliser::PerWindow(_) => {
                 self.normaliser.check(y)?;
-                Ok(y as f32)
+                Ok((y as f32, None))
             }
         }
     }

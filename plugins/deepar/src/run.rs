@@ -30,7 +30,7 @@ use crate::saved::{RealSource, SavedDeepAr};
 use crate::spill::{sorted, Spill, TempDir};
 use crate::target_normaliser::TargetNormaliser;
 use crate::time::TimeAxis;
-use crate::windows::{History, Placed, Windowing};
+use crate::windows::{Derived, History, Placed, Windowing};
 
 /// DeepTune's MODEL_STR for DeepAR.
 const MODEL_STR: &str = "deepAR";
@@ -128,6 +128,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
             TargetNormaliser::PerWindow(normaliser) => Some(normaliser.clone()),
             TargetNormaliser::Fitted { .. } => None,
         },
+        derived: derived_inputs(&saved),
     };
     let mut model = Model { network: &network, steps: length, layout: encoder.layout() };
     let batch_size = ctx.batch_size();
@@ -165,6 +166,28 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
         sink.emit_in_order(ctx, &output, total_rows, &skipped, batch_size)?;
     }
     Ok(())
+}
+
+/// The inputs filled in per window, by slot: the relative time index, the encoder length, and
+/// a per-window normaliser's center and scale.
+fn derived_inputs(saved: &SavedDeepAr) -> Vec<(usize, Derived)> {
+    let per_window = matches!(saved.target_normaliser, TargetNormaliser::PerWindow(_));
+    let max_encoder_length = saved.max_encoder_length;
+    let mut derived = Vec::new();
+    for (slot, real) in saved.reals.iter().enumerate() {
+        let (center, scale) = (real.center, real.scale);
+        derived.push((
+            slot,
+            match real.source {
+                RealSource::RelativeTimeIndex => Derived::RelativeTimeIndex { max_encoder_length },
+                RealSource::EncoderLength => Derived::EncoderLength { max_encoder_length },
+                RealSource::TargetCenter if per_window => Derived::WindowCenter { center, scale },
+                RealSource::TargetScale if per_window => Derived::WindowScale { center, scale },
+                _ => continue,
+            },
+        ));
+    }
+    derived
 }
 
 /// What the first pass learns: hour 0, and whether each series arrived in time order.

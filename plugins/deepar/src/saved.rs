@@ -40,6 +40,15 @@ pub enum RealSource {
     TimeIndex,
     /// An input column.
     Column(String),
+    /// `add_relative_time_idx`: the step's place relative to the predicted one, over the
+    /// training's `max_encoder_length` (not scaled).
+    RelativeTimeIndex,
+    /// `add_encoder_length`: the window's encoder length, scaled to [-1, 1] (not scaled further).
+    EncoderLength,
+    /// `add_target_scales`: the target normaliser's center (`<target>_center`) or scale
+    /// (`<target>_scale`) for the row's series or window, standardised by its scaler.
+    TargetCenter,
+    TargetScale,
 }
 
 /// One continuous input, in the network's order (`x_reals`), with its fitted scaling:
@@ -244,14 +253,9 @@ fn locate(path: &Path) -> Result<PathBuf> {
     })
 }
 
-/// Options of pytorch-forecasting that add inputs DeepTune's training never turns on; their
-/// inputs are not reproduced, so such a model is refused rather than fed something else.
+/// Options of pytorch-forecasting whose inputs are not reproduced, so such a model is refused
+/// rather than fed something else.
 fn refuse_features(hparams: &Value, dataset: &Value, path: &Path) -> Result<()> {
-    for flag in ["add_relative_time_idx", "add_target_scales", "add_encoder_length"] {
-        if matches!(dataset.get(flag), Some(Value::Bool(true))) {
-            bail!("{}: the model was trained with {flag}=True, an input deepembed does not reproduce (DeepTune trains without it)", path.display());
-        }
-    }
     for (value, key) in
         [(dataset, "lags"), (hparams, "target_lags"), (hparams, "categorical_groups"), (dataset, "variable_groups")]
     {
@@ -268,17 +272,27 @@ fn refuse_features(hparams: &Value, dataset: &Value, path: &Path) -> Result<()> 
     Ok(())
 }
 
-/// The continuous inputs in `x_reals` order, each but the target with its `StandardScaler` (or
-/// none).
+/// The continuous inputs in `x_reals` order, each with its `StandardScaler` (or none), but the
+/// target and the inputs pytorch-forecasting fills in per sample unscaled.
 fn read_reals(hparams: &Value, dataset: &Value, target: &str, time_idx: &str, path: &Path) -> Result<Vec<Real>> {
     let names = str_list(hparams, "x_reals").unwrap_or_default();
     let scalers = dataset.get("scalers");
+    let added = |flag: &str| matches!(dataset.get(flag), Some(Value::Bool(true)));
     let mut reals = Vec::with_capacity(names.len());
     for name in names {
-        let (source, (center, scale)) = if name == target {
-            (RealSource::Target, (0.0, 1.0))
+        let source = match name.as_str() {
+            n if n == target => RealSource::Target,
+            n if n == time_idx => RealSource::TimeIndex,
+            "relative_time_idx" if added("add_relative_time_idx") => RealSource::RelativeTimeIndex,
+            "encoder_length" if added("add_encoder_length") => RealSource::EncoderLength,
+            n if added("add_target_scales") && n == format!("{target}_center") => RealSource::TargetCenter,
+            n if added("add_target_scales") && n == format!("{target}_scale") => RealSource::TargetScale,
+            n => RealSource::Column(n.to_string()),
+        };
+        let unscaled = matches!(source, RealSource::Target | RealSource::RelativeTimeIndex | RealSource::EncoderLength);
+        let (source, (center, scale)) = if unscaled {
+            (source, (0.0, 1.0))
         } else {
-            let source = if name == time_idx { RealSource::TimeIndex } else { RealSource::Column(name.clone()) };
             match scalers.and_then(|s| s.get(&name)) {
                 None | Some(Value::None) => (source, (0.0, 1.0)),
                 Some(scaler) => {

@@ -414,11 +414,20 @@ impl GroupScales {
     }
 }
 
+/// An `EncoderNormalizer` fitted on one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowFit {
+    /// The normalised encoder targets.
+    pub inputs: Vec<f32>,
+    pub center: f32,
+    pub scale: f32,
+}
+
 impl EncoderNormaliser {
     /// A window's target inputs: `encoder` (the raw float32 targets of its encoder steps, gaps
     /// filled) fitted on and normalised, as `EncoderNormalizer.fit` then `.transform` do them.
     /// Every value has passed [`TargetNormaliser::check`].
-    pub fn normalise(&self, encoder: &[f32]) -> Vec<f32> {
+    pub fn normalise(&self, encoder: &[f32]) -> WindowFit {
         let y: Vec<f32> = encoder.iter().map(|&v| self.transformation.map_or(v, |t| t.forward(v))).collect();
         let tail = |n: Option<usize>| &y[y.len() - n.unwrap_or(y.len()).min(y.len())..];
         let (for_center, for_scale) = (tail(self.center_steps), tail(self.scale_steps));
@@ -433,7 +442,7 @@ impl EncoderNormaliser {
         if !self.center {
             center = 0.0;
         }
-        y.iter().map(|&v| (v - center) / scale).collect()
+        WindowFit { inputs: y.iter().map(|&v| (v - center) / scale).collect(), center, scale }
     }
 }
 
@@ -550,15 +559,15 @@ mod tests {
         let y = [1.0f32, 2.0, 4.0, 8.0];
         let close = |a: f32, b: f64| (f64::from(a) - b).abs() < 1e-6 * b.abs().max(1.0);
         // standard: mean 3.75, sample standard deviation of all four
-        let out = encoder(Method::Standard, true, (None, None)).normalise(&y);
+        let out = encoder(Method::Standard, true, (None, None)).normalise(&y).inputs;
         assert!(close(out[0], (1.0 - 3.75) / sample_sd(&[1.0, 2.0, 4.0, 8.0])), "{out:?}");
         // center from the last 2 (6.0), scale from the last 3
-        let out = encoder(Method::Standard, true, (Some(2), Some(3))).normalise(&y);
+        let out = encoder(Method::Standard, true, (Some(2), Some(3))).normalise(&y).inputs;
         assert!(close(out[3], 2.0 / sample_sd(&[2.0, 4.0, 8.0])), "{out:?}");
-        let out = encoder(Method::Identity, true, (None, None)).normalise(&y);
+        let out = encoder(Method::Identity, true, (None, None)).normalise(&y).inputs;
         assert_eq!(out, y);
         // uncentred: the scale alone
-        let out = encoder(Method::Standard, false, (None, None)).normalise(&y);
+        let out = encoder(Method::Standard, false, (None, None)).normalise(&y).inputs;
         assert!(close(out[0], 1.0 / sample_sd(&[1.0, 2.0, 4.0, 8.0])), "{out:?}");
     }
 
@@ -570,7 +579,7 @@ mod tests {
         assert_eq!(quantile(&y, 1.0), 4.0);
         assert_eq!(quantile(&y, 0.25), 1.75);
         let robust = encoder(Method::Robust { lower: 0.25, center: 0.5, upper: 0.75 }, true, (None, None));
-        let out = robust.normalise(&y);
+        let out = robust.normalise(&y).inputs;
         assert_eq!(out[1], (1.0 - 2.5) / ((3.25 - 1.75) / 2.0 + f32::EPSILON));
     }
 

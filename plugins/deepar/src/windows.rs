@@ -16,7 +16,7 @@ use anyhow::{bail, Result};
 
 use crate::encode::SeriesIds;
 use crate::record::{Layout, Record};
-use crate::target_normaliser::EncoderNormaliser;
+use crate::target_normaliser::{EncoderNormaliser, WindowFit};
 use crate::time::{TimeAxis, TimeKind};
 
 /// How windows are cut and filled, for one run.
@@ -32,6 +32,48 @@ pub struct Windowing {
     /// The target normaliser fitted on each window, when the model has one; otherwise the
     /// records' target slots are already normalised.
     pub per_window: Option<EncoderNormaliser>,
+    /// The other inputs pytorch-forecasting fills in per sample, by slot.
+    pub derived: Vec<(usize, Derived)>,
+}
+
+/// An input pytorch-forecasting computes for each sample rather than reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Derived {
+    /// `relative_time_idx`: `arange(-L, 1) / max_encoder_length` in float32, the step's place
+    /// relative to the predicted one.
+    RelativeTimeIndex {
+        max_encoder_length: i64,
+    },
+    /// `encoder_length`: `(L - max / 2) / max * 2`.
+    EncoderLength {
+        max_encoder_length: i64,
+    },
+    /// A per-window normaliser's center or scale, through its `StandardScaler`, as scikit-learn
+    /// applies one to float32 values.
+    WindowCenter {
+        center: f64,
+        scale: f64,
+    },
+    WindowScale {
+        center: f64,
+        scale: f64,
+    },
+}
+
+impl Derived {
+    /// The value at a window's step `step` (1..=L, the last the predicted one).
+    fn value(&self, step: i64, length: i64, fit: Option<&WindowFit>) -> f32 {
+        let standardised = |x: f32, center: f64, scale: f64| ((f64::from(x) - center) as f32 as f64 / scale) as f32;
+        match *self {
+            Derived::RelativeTimeIndex { max_encoder_length } => (step - length) as f32 / max_encoder_length as f32,
+            Derived::EncoderLength { max_encoder_length } => {
+                let max = max_encoder_length as f64;
+                ((length as f64 - 0.5 * max) / max * 2.0) as f32
+            }
+            Derived::WindowCenter { center, scale } => fit.map_or(0.0, |f| standardised(f.center, center, scale)),
+            Derived::WindowScale { center, scale } => fit.map_or(0.0, |f| standardised(f.scale, center, scale)),
+        }
+    }
 }
 
 /// The rows of one series still needed for later windows: those of the last `L + 1` hours.
@@ -125,10 +167,16 @@ impl Windowing {
             }
             codes.extend(row.codes.iter().map(|&c| i64::from(c)));
         }
-        if let Some(normaliser) = &self.per_window {
-            let width = self.layout.reals;
-            for (step, value) in normaliser.normalise(&encoder).into_iter().enumerate() {
-                reals[step * width + self.target_slot] = value;
+        let width = self.layout.reals;
+        let fit = self.per_window.as_ref().map(|normaliser| normaliser.normalise(&encoder));
+        if let Some(fit) = &fit {
+            for (step, value) in fit.inputs.iter().enumerate() {
+                reals[step * width + self.target_slot] = *value;
+            }
+        }
+        for (slot, derived) in &self.derived {
+            for step in 0..self.length {
+                reals[step as usize * width + slot] = derived.value(step + 1, self.length, fit.as_ref());
             }
         }
         Window { reals, codes }
@@ -159,6 +207,7 @@ mod tests {
             layout: Layout { reals: 2, categoricals: 1 },
             axis: TimeAxis { kind: TimeKind::Timestamps, earliest: 0 },
             per_window: None,
+            derived: Vec::new(),
         }
     }
 
@@ -202,6 +251,20 @@ mod tests {
         // (rows 0, 0, 1); the time index counts hours.
         assert_eq!(window.reals, vec![0.0, 1.0, 0.0, 2.0, 10.0, 3.0]);
         assert_eq!(window.codes, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn derived_inputs_follow_pytorch_forecasting() {
+        // A window of 4 steps (positions 1..=4 of arange(-4, 1)), trained with windows of 5.
+        let relative = Derived::RelativeTimeIndex { max_encoder_length: 5 };
+        let values: Vec<f32> = (1..=4).map(|step| relative.value(step, 4, None)).collect();
+        assert_eq!(values, [-3.0 / 5.0, -2.0 / 5.0, -1.0 / 5.0, 0.0]);
+        let length = Derived::EncoderLength { max_encoder_length: 5 };
+        assert_eq!(length.value(1, 5, None), 1.0);
+        assert_eq!(length.value(1, 4, None), 0.6);
+        let fit = WindowFit { inputs: vec![], center: 3.0, scale: 0.5 };
+        assert_eq!(Derived::WindowCenter { center: 1.0, scale: 4.0 }.value(1, 4, Some(&fit)), 0.5);
+        assert_eq!(Derived::WindowScale { center: 1.0, scale: 0.25 }.value(1, 4, Some(&fit)), -2.0);
     }
 
     #[test]
