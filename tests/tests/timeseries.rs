@@ -223,6 +223,14 @@ fn fails(case_name: &str, batch: &RecordBatch, extra: &[&str]) -> String {
     err
 }
 
+/// Runs a case on `batch` (written to a scratch file); returns the output.
+fn run_on(case_name: &str, batch: &RecordBatch, extra: &[&str]) -> RecordBatch {
+    let dir = scratch(&format!("ts-on-{case_name}-{}", extra.join("")));
+    let df = dir.join("input.parquet");
+    write_parquet(&df, batch);
+    run(&cases()[case_name], df.to_str().unwrap(), &dir, extra)
+}
+
 fn eval_of(name: &str) -> RecordBatch {
     read_parquet(Path::new(&path_of(&cases()[name], "eval")))
 }
@@ -238,11 +246,7 @@ fn unseen_category_names_row_column_and_value() {
     let err = fails("gru2_multi", &bad, &[]);
     assert!(err.contains("row 10") && err.contains("'ward'") && err.contains("nowhere"), "{err}");
 
-    let cases = cases();
-    let dir = scratch("ts-skip");
-    let df = dir.join("input.parquet");
-    write_parquet(&df, &bad);
-    let ours = run(&cases["gru2_multi"], df.to_str().unwrap(), &dir, &["--on_error", "skip"]);
+    let ours = run_on("gru2_multi", &bad, &["--on_error", "skip"]);
     assert_eq!(ours.num_rows(), eval.num_rows() - 1);
 }
 
@@ -346,11 +350,7 @@ fn targets_and_series_the_normaliser_cannot_take_are_named() {
     let bad = with_float(&eval, "hr", 30, -2.5);
     let err = fails("gru1_auto_encoder_log", &bad, &[]);
     assert!(err.contains("row 30") && err.contains("'hr'") && err.contains("-2.5") && err.contains("'log'"), "{err}");
-    let cases = cases();
-    let dir = scratch("ts-skip-log");
-    let df = dir.join("input.parquet");
-    write_parquet(&df, &bad);
-    let ours = run(&cases["gru1_auto_encoder_log"], df.to_str().unwrap(), &dir, &["--on_error", "skip"]);
+    let ours = run_on("gru1_auto_encoder_log", &bad, &["--on_error", "skip"]);
     assert_eq!(ours.num_rows(), eval.num_rows() - 1);
 
     let eval = eval_of("gru2_group_softplus");
@@ -375,10 +375,7 @@ fn a_new_series_under_a_global_group_normaliser_is_embedded() {
     let first = patients[0].clone();
     let renamed: Vec<Option<String>> =
         patients.iter().map(|p| if *p == first { Some("p77".into()) } else { p.clone() }).collect();
-    let dir = scratch("ts-new-series-global");
-    let df = dir.join("input.parquet");
-    write_parquet(&df, &with_text(&eval, "patient", renamed.clone()));
-    let ours = run(case, df.to_str().unwrap(), &dir, &[]);
+    let ours = run_on("lstm1_auto_group_relu", &with_text(&eval, "patient", renamed.clone()), &[]);
     let others: Vec<u32> = (0..eval.num_rows() as u32).filter(|&i| renamed[i as usize] != Some("p77".into())).collect();
     assert!(others.len() < eval.num_rows());
     compare("the other series", &take_rows(&ours, &others), &take_rows(&expected, &others));

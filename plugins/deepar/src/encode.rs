@@ -115,9 +115,10 @@ impl RowEncoder {
         };
         let time = (index(time, "--time_idx_column")?, time.to_string());
         let target_index = numeric(target, "the target")?;
+        // A per-window normaliser's center and scale are the window's, not the row's.
+        let per_window = matches!(saved.target_normaliser, TargetNormaliser::PerWindow(_));
         let mut reals = Vec::with_capacity(saved.reals.len());
         for real in &saved.reals {
-            let per_window = matches!(saved.target_normaliser, TargetNormaliser::PerWindow(_));
             reals.push(match &real.source {
                 RealSource::Target => Slot::Target,
                 RealSource::TargetCenter if !per_window => {

@@ -134,65 +134,45 @@ impl Transformation {
 }
 
 /// The forward transformations in one float type, as torch computes them in that type.
-trait Float: Copy + PartialOrd + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> {
+trait Float:
+    Copy + PartialOrd + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Neg<Output = Self>
+{
     const EPS: Self;
     const ONE: Self;
     const TWENTY: Self;
+    /// `-1 / eps`: where `_clipped_log` clips.
+    const MIN_LOG: Self;
     fn ln(self) -> Self;
     fn ln_1p(self) -> Self;
     fn exp_m1(self) -> Self;
     fn sqrt(self) -> Self;
-    fn neg(self) -> Self;
-    fn min_log(self) -> Self;
 }
 
-impl Float for f64 {
-    const EPS: f64 = f64::EPSILON;
-    const ONE: f64 = 1.0;
-    const TWENTY: f64 = 20.0;
-    fn ln(self) -> f64 {
-        f64::ln(self)
-    }
-    fn ln_1p(self) -> f64 {
-        f64::ln_1p(self)
-    }
-    fn exp_m1(self) -> f64 {
-        f64::exp_m1(self)
-    }
-    fn sqrt(self) -> f64 {
-        f64::sqrt(self)
-    }
-    fn neg(self) -> f64 {
-        -self
-    }
-    fn min_log(self) -> f64 {
-        -1.0 / f64::EPSILON
-    }
+macro_rules! float {
+    ($t:ident) => {
+        impl Float for $t {
+            const EPS: $t = $t::EPSILON;
+            const ONE: $t = 1.0;
+            const TWENTY: $t = 20.0;
+            const MIN_LOG: $t = -1.0 / $t::EPSILON;
+            fn ln(self) -> $t {
+                $t::ln(self)
+            }
+            fn ln_1p(self) -> $t {
+                $t::ln_1p(self)
+            }
+            fn exp_m1(self) -> $t {
+                $t::exp_m1(self)
+            }
+            fn sqrt(self) -> $t {
+                $t::sqrt(self)
+            }
+        }
+    };
 }
 
-impl Float for f32 {
-    const EPS: f32 = f32::EPSILON;
-    const ONE: f32 = 1.0;
-    const TWENTY: f32 = 20.0;
-    fn ln(self) -> f32 {
-        f32::ln(self)
-    }
-    fn ln_1p(self) -> f32 {
-        f32::ln_1p(self)
-    }
-    fn exp_m1(self) -> f32 {
-        f32::exp_m1(self)
-    }
-    fn sqrt(self) -> f32 {
-        f32::sqrt(self)
-    }
-    fn neg(self) -> f32 {
-        -self
-    }
-    fn min_log(self) -> f32 {
-        -1.0 / f32::EPSILON
-    }
-}
+float!(f32);
+float!(f64);
 
 impl Transformation {
     fn forward<F: Float>(self, y: F) -> F {
@@ -200,8 +180,8 @@ impl Transformation {
             // `_clipped_log`: log(0) = -inf is clipped to -1/eps; NaN stays NaN.
             Transformation::Log => {
                 let l = y.ln();
-                if l < l.min_log() {
-                    l.min_log()
+                if l < F::MIN_LOG {
+                    F::MIN_LOG
                 } else {
                     l
                 }
@@ -216,7 +196,7 @@ impl Transformation {
                 } else {
                     y
                 };
-                x.ln() - x.neg().ln_1p()
+                x.ln() - (-x).ln_1p()
             }
             Transformation::Count => y + F::ONE,
             // `softplus_inv`: y where y > 20, else y + log(-expm1(-(y + eps))).
@@ -224,7 +204,7 @@ impl Transformation {
                 if y > F::TWENTY {
                     y
                 } else {
-                    y + (y + F::EPS).neg().exp_m1().neg().ln()
+                    y + (-(-(y + F::EPS)).exp_m1()).ln()
                 }
             }
             Transformation::Relu => y,
