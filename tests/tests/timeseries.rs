@@ -340,8 +340,8 @@ fn with_float(batch: &RecordBatch, name: &str, row: usize, value: f64) -> Record
     RecordBatch::try_new(batch.schema(), columns).unwrap()
 }
 
-/// A target the normaliser's transformation is not defined for (the log of a negative number,
-/// NaN in pytorch-forecasting) fails its row naming the transformation; a series a by-series
+/// A target (or another input) the normaliser's transformation is not defined for (the log of a
+/// negative number, NaN in pytorch-forecasting) fails its row naming the transformation; a series a by-series
 /// GroupNormalizer has no code for fails as pytorch-forecasting fails it. `--on_error skip`
 /// leaves such rows out.
 #[test]
@@ -352,6 +352,11 @@ fn targets_and_series_the_normaliser_cannot_take_are_named() {
     assert!(err.contains("row 30") && err.contains("'hr'") && err.contains("-2.5") && err.contains("'log'"), "{err}");
     let ours = run_on("gru1_auto_encoder_log", &bad, &["--on_error", "skip"]);
     assert_eq!(ours.num_rows(), eval.num_rows() - 1);
+
+    // An input other than the target, normalised per window in log space.
+    let covariates = eval_of("lstm1_covariate_normalisers_coded");
+    let err = fails("lstm1_covariate_normalisers_coded", &with_float(&covariates, "spo2", 12, -1.0), &[]);
+    assert!(err.contains("row 12") && err.contains("'spo2'") && err.contains("'log'"), "{err}");
 
     let eval = eval_of("gru2_group_softplus");
     let mut patients = text_column(&eval, "patient");

@@ -12,9 +12,9 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Float64Type, Schema};
 use deepembed_sdk::output::column_names;
 
+use crate::normaliser::{fitted_input, Normaliser, Scales};
 use crate::record::{Layout, Record};
 use crate::saved::{Categorical, RealSource, SavedDeepAr};
-use crate::target_normaliser::{fitted_input, Scales, TargetNormaliser};
 use crate::time::{column_times, text_values, TimeKind};
 
 /// DeepTune's single-series convention: a constant `group` column of "0" it adds itself.
@@ -61,6 +61,12 @@ enum Slot {
         center: f64,
         scale: f64,
     },
+    /// An input column scaled by a pytorch-forecasting normaliser.
+    Normalised {
+        index: usize,
+        name: String,
+        normalising: Normalising,
+    },
     /// The target, through the target normaliser.
     Target,
     /// The fitted target normaliser's center or scale for the row, standardised.
@@ -84,9 +90,7 @@ pub struct RowEncoder {
     time_kind: TimeKind,
     target: (usize, String),
     reals: Vec<Slot>,
-    normaliser: TargetNormaliser,
-    /// The input columns a by-series normaliser reads, in its order.
-    normaliser_columns: Vec<usize>,
+    target_normalising: Normalising,
     categoricals: Vec<(usize, Categorical)>,
     /// The series columns; empty for DeepTune's constant single series.
     groups: Vec<(usize, String)>,
@@ -116,7 +120,7 @@ impl RowEncoder {
         let time = (index(time, "--time_idx_column")?, time.to_string());
         let target_index = numeric(target, "the target")?;
         // A per-window normaliser's center and scale are the window's, not the row's.
-        let per_window = matches!(saved.target_normaliser, TargetNormaliser::PerWindow(_));
+        let per_window = matches!(saved.target_normaliser, Normaliser::PerWindow(_));
         let mut reals = Vec::with_capacity(saved.reals.len());
         for real in &saved.reals {
             reals.push(match &real.source {
@@ -130,22 +134,22 @@ impl RowEncoder {
                 | RealSource::EncoderLength
                 | RealSource::TargetCenter
                 | RealSource::TargetScale => Slot::PerWindow,
-                RealSource::Column(name) => Slot::Column {
-                    index: numeric(name, "a continuous input of the model")?,
-                    name: name.clone(),
-                    center: real.center,
-                    scale: real.scale,
-                },
+                RealSource::Column(name) => {
+                    let column = numeric(name, "a continuous input of the model")?;
+                    match &real.normaliser {
+                        Some(normaliser) => Slot::Normalised {
+                            index: column,
+                            name: name.clone(),
+                            normalising: Normalising::new(normaliser, &index)?,
+                        },
+                        None => {
+                            Slot::Column { index: column, name: name.clone(), center: real.center, scale: real.scale }
+                        }
+                    }
+                }
             });
         }
-        let normaliser_columns = match &saved.target_normaliser {
-            TargetNormaliser::Fitted { scales: Scales::ByGroup(groups), .. } => groups
-                .columns
-                .iter()
-                .map(|c| index(&c.name, "a series column the target normaliser's scales are by"))
-                .collect::<Result<_>>()?,
-            _ => Vec::new(),
-        };
+        let target_normalising = Normalising::new(&saved.target_normaliser, &index)?;
         let mut categoricals = Vec::with_capacity(saved.categoricals.len());
         for categorical in &saved.categoricals {
             let i = index(&categorical.name, "a categorical input of the model")?;
@@ -171,8 +175,7 @@ impl RowEncoder {
             time,
             target: (target_index, target.to_string()),
             reals,
-            normaliser: saved.target_normaliser.clone(),
-            normaliser_columns,
+            target_normalising,
             categoricals,
             groups,
         })
@@ -200,12 +203,26 @@ impl RowEncoder {
             .reals
             .iter()
             .map(|slot| match slot {
-                Slot::Column { index, .. } => floats(batch.column(*index)).map(Some),
+                Slot::Column { index, .. } | Slot::Normalised { index, .. } => floats(batch.column(*index)).map(Some),
                 _ => Ok(None),
             })
             .collect::<Result<_>>()?;
-        let normaliser_values: Vec<_> =
-            self.normaliser_columns.iter().map(|&i| text_values(batch.column(i))).collect::<Result<_>>()?;
+        // The series columns each by-series normaliser reads; the values per-window normalisers
+        // fit on, prepared for the whole batch.
+        let target_series = self.target_normalising.series_of(batch)?;
+        let target_prepared = self.target_normalising.prepare(&target);
+        let mut real_series: Vec<Vec<Arc<StringArray>>> = Vec::with_capacity(self.reals.len());
+        let mut real_prepared = Vec::with_capacity(self.reals.len());
+        for (slot, column) in self.reals.iter().zip(&reals) {
+            let (series, prepared) = match (slot, column) {
+                (Slot::Normalised { normalising, .. }, Some(column)) => {
+                    (normalising.series_of(batch)?, normalising.prepare(column))
+                }
+                _ => (Vec::new(), None),
+            };
+            real_series.push(series);
+            real_prepared.push(prepared);
+        }
         let categories: Vec<_> =
             self.categoricals.iter().map(|(i, _)| text_values(batch.column(*i))).collect::<Result<_>>()?;
         let groups: Vec<_> = self.groups.iter().map(|(i, _)| text_values(batch.column(*i))).collect::<Result<_>>()?;
@@ -217,15 +234,22 @@ impl RowEncoder {
                 let raw_target =
                     target[i].ok_or_else(|| format!("column '{}': missing target value", self.target.1))?;
                 let (target_input, fitted) = self
-                    .target_input(raw_target, &normaliser_values, i)
+                    .target_normalising
+                    .input(raw_target, target_prepared.as_ref().map(|p| &p[i]), &target_series, i)
                     .map_err(|e| format!("column '{}': {e}", self.target.1))?;
                 let (target_center, target_scale) = fitted.unwrap_or((0.0, 1.0));
                 let mut values = Vec::with_capacity(self.layout.reals);
-                for (slot, column) in self.reals.iter().zip(&reals) {
+                let columns = self.reals.iter().zip(&reals).zip(real_series.iter().zip(&real_prepared));
+                for ((slot, column), (series, prepared)) in columns {
                     values.push(match (slot, column) {
                         (Slot::Column { name, center, scale, .. }, Some(column)) => {
                             let x = column[i].ok_or_else(|| format!("column '{name}': missing value"))?;
                             ((x - center) / scale) as f32
+                        }
+                        (Slot::Normalised { name, normalising, .. }, Some(column)) => {
+                            let x = column[i].ok_or_else(|| format!("column '{name}': missing value"))?;
+                            let prepared = prepared.as_ref().map(|p| &p[i]);
+                            normalising.input(x, prepared, series, i).map_err(|e| format!("column '{name}': {e}"))?.0
                         }
                         (Slot::Target, _) => target_input,
                         (Slot::TargetCenter { center, scale }, _) => ((target_center - center) / scale) as f32,
@@ -251,34 +275,6 @@ impl RowEncoder {
         Ok(records)
     }
 
-    /// The target's input value: normalised with the fitted center and scale (the row's series'
-    /// for a by-series normaliser), returned with them; for one fitted on each window, the raw
-    /// value, once the transformation is known to take it.
-    fn target_input(
-        &self,
-        y: f64,
-        normaliser_values: &[Arc<StringArray>],
-        i: usize,
-    ) -> Result<(f32, Option<(f64, f64)>), String> {
-        match &self.normaliser {
-            TargetNormaliser::Fitted { transformation, scales } => {
-                let params = match scales {
-                    Scales::Global { center, scale } => (*center, *scale),
-                    Scales::ByGroup(groups) => {
-                        let values: Vec<Option<&str>> =
-                            normaliser_values.iter().map(|v| v.is_valid(i).then(|| v.value(i))).collect();
-                        groups.lookup(&values)?
-                    }
-                };
-                Ok((fitted_input(*transformation, params, y)?, Some(params)))
-            }
-            TargetNormaliser::PerWindow(_) => {
-                self.normaliser.check(y)?;
-                Ok((y as f32, None))
-            }
-        }
-    }
-
     fn series_key(&self, groups: &[Arc<StringArray>], i: usize) -> Result<String, String> {
         let mut key = String::new();
         for ((_, name), values) in self.groups.iter().zip(groups) {
@@ -291,6 +287,67 @@ impl RowEncoder {
             key.push_str(&format!("{name}={}", values.value(i)));
         }
         Ok(key)
+    }
+}
+
+/// A normaliser (of the target or of another input) and the input columns its by-series scales
+/// read.
+struct Normalising {
+    normaliser: Normaliser,
+    series_columns: Vec<usize>,
+}
+
+impl Normalising {
+    fn new(normaliser: &Normaliser, index: &dyn Fn(&str, &str) -> Result<usize>) -> Result<Normalising> {
+        let series_columns = match normaliser {
+            Normaliser::Fitted { scales: Scales::ByGroup(groups), .. } => groups
+                .columns
+                .iter()
+                .map(|c| index(c, "a series column a normaliser's scales are by"))
+                .collect::<Result<_>>()?,
+            _ => Vec::new(),
+        };
+        Ok(Normalising { normaliser: normaliser.clone(), series_columns })
+    }
+
+    /// The series columns of `batch` this normaliser reads, as text.
+    fn series_of(&self, batch: &RecordBatch) -> Result<Vec<Arc<StringArray>>> {
+        self.series_columns.iter().map(|&i| text_values(batch.column(i))).collect()
+    }
+
+    /// For a per-window normaliser, a batch's values as windows hold them (float32, transformed);
+    /// `None` for a fitted one.
+    fn prepare(&self, values: &[Option<f64>]) -> Option<Vec<Result<f32, String>>> {
+        match &self.normaliser {
+            Normaliser::PerWindow(normaliser) => Some(normaliser.prepare(values)),
+            Normaliser::Fitted { .. } => None,
+        }
+    }
+
+    /// Row `i`'s input value: `y` normalised with the fitted center and scale (the row's
+    /// series' for a by-series normaliser), returned with them; for one fitted on each window,
+    /// its `prepared` value.
+    fn input(
+        &self,
+        y: f64,
+        prepared: Option<&Result<f32, String>>,
+        series: &[Arc<StringArray>],
+        i: usize,
+    ) -> Result<(f32, Option<(f64, f64)>), String> {
+        match &self.normaliser {
+            Normaliser::Fitted { transformation, scales } => {
+                let params = match scales {
+                    Scales::Global { center, scale } => (*center, *scale),
+                    Scales::ByGroup(groups) => {
+                        let values: Vec<Option<&str>> =
+                            series.iter().map(|v| v.is_valid(i).then(|| v.value(i))).collect();
+                        groups.lookup(&values)?
+                    }
+                };
+                Ok((fitted_input(*transformation, params, y)?, Some(params)))
+            }
+            Normaliser::PerWindow(_) => Ok((prepared.expect("prepared for the batch").clone()?, None)),
+        }
     }
 }
 

@@ -7,13 +7,13 @@
 
 pub mod encode;
 pub mod network;
+pub mod normaliser;
 pub mod options;
 pub mod output;
 pub mod record;
 mod run;
 pub mod saved;
 pub mod spill;
-pub mod target_normaliser;
 pub mod time;
 pub mod windows;
 

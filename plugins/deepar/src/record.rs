@@ -29,7 +29,8 @@ pub struct Record {
     /// The row's own target, as written to the output.
     pub target: f32,
     /// Continuous inputs in the model's order, already scaled; the target's slot holds this
-    /// row's normalised target, the time index's slot is filled in per window.
+    /// row's normalised target. Inputs normalised per window hold their prepared values (see
+    /// `EncoderNormaliser::prepare`), and those derived per window (the time index) 0 until then.
     pub reals: Vec<f32>,
     /// Category codes, in the model's order.
     pub codes: Vec<u32>,

@@ -23,12 +23,12 @@ use tch::Tensor;
 
 use crate::encode::{RowEncoder, SeriesIds};
 use crate::network::Network;
+use crate::normaliser::Normaliser;
 use crate::options::DeepArOptions;
 use crate::output::{OutputRows, Rows};
 use crate::record::Record;
 use crate::saved::{RealSource, SavedDeepAr};
 use crate::spill::{sorted, Spill, TempDir};
-use crate::target_normaliser::TargetNormaliser;
 use crate::time::TimeAxis;
 use crate::windows::{Derived, History, Placed, Windowing};
 
@@ -125,9 +125,18 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
         layout: encoder.layout(),
         axis: TimeAxis { kind: encoder.time_kind(), earliest: scan.earliest },
         per_window: match &saved.target_normaliser {
-            TargetNormaliser::PerWindow(normaliser) => Some(normaliser.clone()),
-            TargetNormaliser::Fitted { .. } => None,
+            Normaliser::PerWindow(normaliser) => Some(normaliser.clone()),
+            Normaliser::Fitted { .. } => None,
         },
+        per_window_inputs: saved
+            .reals
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, real)| match &real.normaliser {
+                Some(Normaliser::PerWindow(normaliser)) => Some((slot, normaliser.clone())),
+                _ => None,
+            })
+            .collect(),
         derived: derived_inputs(&saved),
     };
     let mut model = Model { network: &network, steps: length, layout: encoder.layout() };
@@ -171,7 +180,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
 /// The inputs filled in per window, by slot: the relative time index, the encoder length, and
 /// a per-window normaliser's center and scale.
 fn derived_inputs(saved: &SavedDeepAr) -> Vec<(usize, Derived)> {
-    let per_window = matches!(saved.target_normaliser, TargetNormaliser::PerWindow(_));
+    let per_window = matches!(saved.target_normaliser, Normaliser::PerWindow(_));
     let max_encoder_length = saved.max_encoder_length;
     let mut derived = Vec::new();
     for (slot, real) in saved.reals.iter().enumerate() {

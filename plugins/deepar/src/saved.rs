@@ -1,6 +1,6 @@
 //! A pytorch-forecasting DeepAR checkpoint, read as data: the Lightning `.ckpt`'s
 //! `hyper_parameters` (the network's shape and input order), its `dataset_parameters` (the fitted
-//! target normaliser, see [`crate::target_normaliser`], scalers and category encoders of the
+//! target normaliser, see [`crate::normaliser`], scalers and category encoders of the
 //! training `TimeSeriesDataSet`) and its
 //! `state_dict`. Nothing in the file is executed; what the forward needs and cannot be reproduced
 //! exactly is refused by name.
@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use deepembed_sdk::checkpoint::sklearn::StandardScaler;
 use deepembed_sdk::checkpoint::{Checkpoint, StateDict, Value};
 
-use crate::target_normaliser::TargetNormaliser;
+use crate::normaliser::Normaliser;
 
 /// The recurrent cell (`cell_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub enum RealSource {
 }
 
 /// One continuous input, in the network's order (`x_reals`), with its fitted scaling:
-/// `(x - center) / scale` in float64. The target's scaling is the [`TargetNormaliser`] instead
+/// `(x - center) / scale` in float64. The target's scaling is the [`Normaliser`] instead
 /// (here 0 and 1).
 #[derive(Debug, Clone)]
 pub struct Real {
@@ -60,6 +60,8 @@ pub struct Real {
     pub source: RealSource,
     pub center: f64,
     pub scale: f64,
+    /// A column scaled by a pytorch-forecasting normaliser instead (center 0, scale 1 above).
+    pub normaliser: Option<Normaliser>,
 }
 
 impl Real {
@@ -143,7 +145,7 @@ pub struct SavedDeepAr {
     pub allow_missing_timesteps: bool,
     pub lists: VariableLists,
     pub reals: Vec<Real>,
-    pub target_normaliser: TargetNormaliser,
+    pub target_normaliser: Normaliser,
     pub categoricals: Vec<Categorical>,
     pub embeddings: Vec<Embedding>,
     pub weights: StateDict,
@@ -191,16 +193,27 @@ impl SavedDeepAr {
         };
         refuse_features(hparams, dataset, &path)?;
         let time_idx = str_field(dataset, "time_idx").unwrap_or("time_idx").to_string();
-        let reals = read_reals(hparams, dataset, &target, &time_idx, &path)?;
+        let group_ids = str_list(dataset, "group_ids").unwrap_or_default();
         let normaliser =
             dataset.get("target_normalizer").ok_or_else(|| anyhow!("{}: no target_normalizer", path.display()))?;
+        // The columns the dataset codes before fitting normalisers: its categorical inputs, and
+        // the group ids when the target normaliser is a GroupNormalizer.
+        let mut coded: Vec<String> = str_list(hparams, "x_categoricals").unwrap_or_default();
+        if matches!(normaliser, Value::Object(o) if o.name == "GroupNormalizer") {
+            coded.extend(group_ids.iter().cloned());
+        }
         let encoders = dataset.get("categorical_encoders");
-        let target_normaliser = TargetNormaliser::from_value(normaliser, &path, |column| {
+        let encoder_of = |column: &str| -> Result<Option<Categorical>> {
+            if !coded.iter().any(|c| c == column) {
+                return Ok(None);
+            }
             let encoder = encoders.and_then(|e| e.get(column)).ok_or_else(|| {
-                anyhow!("{}: the target normaliser is by '{column}', which has no saved encoder", path.display())
+                anyhow!("{}: a normaliser is by '{column}', which has no saved encoder", path.display())
             })?;
-            label_encoder(column, encoder, &path)
-        })?;
+            label_encoder(column, encoder, &path).map(Some)
+        };
+        let target_normaliser = Normaliser::from_value(normaliser, &path, &encoder_of)?;
+        let reals = read_reals(hparams, dataset, &target, &time_idx, &path, &encoder_of)?;
         let (categoricals, embeddings) = read_categoricals(hparams, dataset, &path)?;
         let weights =
             checkpoint.state_dict_where(|name| name.starts_with("rnn.") || name.starts_with("embeddings."))?;
@@ -210,7 +223,7 @@ impl SavedDeepAr {
             rnn_layers: int_field(hparams, "rnn_layers", &path)?,
             target,
             time_idx,
-            group_ids: str_list(dataset, "group_ids").unwrap_or_default(),
+            group_ids,
             max_encoder_length: int_field(dataset, "max_encoder_length", &path)?,
             max_prediction_length: int_field(dataset, "max_prediction_length", &path)?,
             allow_missing_timesteps: matches!(dataset.get("allow_missing_timesteps"), Some(Value::Bool(true))),
@@ -272,9 +285,18 @@ fn refuse_features(hparams: &Value, dataset: &Value, path: &Path) -> Result<()> 
     Ok(())
 }
 
-/// The continuous inputs in `x_reals` order, each with its `StandardScaler` (or none), but the
-/// target and the inputs pytorch-forecasting fills in per sample unscaled.
-fn read_reals(hparams: &Value, dataset: &Value, target: &str, time_idx: &str, path: &Path) -> Result<Vec<Real>> {
+/// The continuous inputs in `x_reals` order, each with its scaler, but the target and the inputs
+/// pytorch-forecasting fills in per sample unscaled. A scaler is scikit-learn's `StandardScaler`
+/// (the default) or `RobustScaler`, none, or a pytorch-forecasting normaliser (not for the time
+/// index).
+fn read_reals(
+    hparams: &Value,
+    dataset: &Value,
+    target: &str,
+    time_idx: &str,
+    path: &Path,
+    encoder_of: &dyn Fn(&str) -> Result<Option<Categorical>>,
+) -> Result<Vec<Real>> {
     let names = str_list(hparams, "x_reals").unwrap_or_default();
     let scalers = dataset.get("scalers");
     let added = |flag: &str| matches!(dataset.get(flag), Some(Value::Bool(true)));
@@ -290,14 +312,27 @@ fn read_reals(hparams: &Value, dataset: &Value, target: &str, time_idx: &str, pa
             n => RealSource::Column(n.to_string()),
         };
         let unscaled = matches!(source, RealSource::Target | RealSource::RelativeTimeIndex | RealSource::EncoderLength);
+        let mut normaliser = None;
         let (source, (center, scale)) = if unscaled {
             (source, (0.0, 1.0))
         } else {
             match scalers.and_then(|s| s.get(&name)) {
                 None | Some(Value::None) => (source, (0.0, 1.0)),
+                Some(scaler @ Value::Object(o)) if o.module.starts_with("pytorch_forecasting.") => {
+                    if !matches!(source, RealSource::Column(_)) {
+                        bail!(
+                            "{}: '{name}' is scaled by a {}; deepembed reads a StandardScaler or RobustScaler for it",
+                            path.display(),
+                            o.name
+                        );
+                    }
+                    normaliser = Some(Normaliser::from_value(scaler, path, encoder_of)?);
+                    (source, (0.0, 1.0))
+                }
                 Some(scaler) => {
-                    let scaler = StandardScaler::from_value(scaler).map_err(|e| {
-                        anyhow!("{}: the scaler of '{name}': {e}; deepembed reproduces StandardScaler (pytorch-forecasting's default) only", path.display())
+                    let robust = matches!(scaler, Value::Object(o) if o.name == "RobustScaler");
+                    let scaler = if robust { StandardScaler::from_robust_scaler(scaler) } else { StandardScaler::from_value(scaler) }.map_err(|e| {
+                        anyhow!("{}: the scaler of '{name}': {e}; deepembed reproduces StandardScaler, RobustScaler and pytorch-forecasting's normalisers", path.display())
                     })?;
                     if scaler.n_features != 1 {
                         bail!(
@@ -312,7 +347,7 @@ fn read_reals(hparams: &Value, dataset: &Value, target: &str, time_idx: &str, pa
                 }
             }
         };
-        reals.push(Real { name, source, center, scale });
+        reals.push(Real { name, source, center, scale, normaliser });
     }
     if !reals.iter().any(|r| r.source == RealSource::Target) {
         bail!(

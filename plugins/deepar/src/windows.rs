@@ -15,8 +15,8 @@ use std::collections::VecDeque;
 use anyhow::{bail, Result};
 
 use crate::encode::SeriesIds;
+use crate::normaliser::{EncoderNormaliser, WindowFit};
 use crate::record::{Layout, Record};
-use crate::target_normaliser::{EncoderNormaliser, WindowFit};
 use crate::time::{TimeAxis, TimeKind};
 
 /// How windows are cut and filled, for one run.
@@ -29,9 +29,12 @@ pub struct Windowing {
     pub layout: Layout,
     /// Where rows fall on the time index.
     pub axis: TimeAxis,
-    /// The target normaliser fitted on each window, when the model has one; otherwise the
-    /// records' target slots are already normalised.
+    /// The target normaliser fitted on each window, when the model has one (the records' target
+    /// slots then hold prepared values); otherwise they are already normalised.
     pub per_window: Option<EncoderNormaliser>,
+    /// The other inputs normalised on each window (an `EncoderNormalizer` among the scalers),
+    /// by slot; the records hold their prepared values.
+    pub per_window_inputs: Vec<(usize, EncoderNormaliser)>,
     /// The other inputs pytorch-forecasting fills in per sample, by slot.
     pub derived: Vec<(usize, Derived)>,
 }
@@ -147,8 +150,19 @@ impl Windowing {
         // `current` is the latest row at or before the step's hour; `previous` the one before
         // the step's hour (forward fill).
         let mut current = 0;
-        // The raw targets of the steps' previous hours: the encoder a per-window normaliser fits.
+        // The prepared targets of the steps' previous hours: the encoder a per-window normaliser
+        // fits.
         let mut encoder = Vec::with_capacity(if self.per_window.is_some() { steps } else { 0 });
+        // The prepared values of the per-window normalised inputs at hours `start ..= start + L`.
+        let mut inputs: Vec<Vec<f32>> = self
+            .per_window_inputs
+            .iter()
+            .map(|(slot, _)| {
+                let mut values = Vec::with_capacity(steps + 1);
+                values.push(recent[0].1.reals[*slot]);
+                values
+            })
+            .collect();
         for step in 1..=self.length {
             let hour = start + step;
             let previous = current;
@@ -160,7 +174,10 @@ impl Windowing {
             reals.extend_from_slice(&row.reals);
             reals[first + self.target_slot] = recent[previous].1.reals[self.target_slot];
             if self.per_window.is_some() {
-                encoder.push(recent[previous].1.target);
+                encoder.push(reals[first + self.target_slot]);
+            }
+            for ((slot, _), values) in self.per_window_inputs.iter().zip(&mut inputs) {
+                values.push(row.reals[*slot]);
             }
             if let Some((slot, center, scale)) = self.time_slot {
                 reals[first + slot] = ((hour as f64 - center) / scale) as f32;
@@ -168,10 +185,19 @@ impl Windowing {
             codes.extend(row.codes.iter().map(|&c| i64::from(c)));
         }
         let width = self.layout.reals;
-        let fit = self.per_window.as_ref().map(|normaliser| normaliser.normalise(&encoder));
-        if let Some(fit) = &fit {
-            for (step, value) in fit.inputs.iter().enumerate() {
-                reals[step * width + self.target_slot] = *value;
+        // The target's encoder is fitted on and fed (shifted by one hour); another input's is
+        // fitted on and the window's last L hours fed.
+        let fit = self.per_window.as_ref().map(|normaliser| {
+            let fit = normaliser.fit(&encoder);
+            for (step, &y) in encoder.iter().enumerate() {
+                reals[step * width + self.target_slot] = normaliser.apply(&fit, y);
+            }
+            fit
+        });
+        for ((slot, normaliser), values) in self.per_window_inputs.iter().zip(&inputs) {
+            let input_fit = normaliser.fit(&values[..steps]);
+            for step in 0..steps {
+                reals[step * width + slot] = normaliser.apply(&input_fit, values[step + 1]);
             }
         }
         for (slot, derived) in &self.derived {
@@ -207,6 +233,7 @@ mod tests {
             layout: Layout { reals: 2, categoricals: 1 },
             axis: TimeAxis { kind: TimeKind::Timestamps, earliest: 0 },
             per_window: None,
+            per_window_inputs: Vec::new(),
             derived: Vec::new(),
         }
     }
@@ -262,7 +289,7 @@ mod tests {
         let length = Derived::EncoderLength { max_encoder_length: 5 };
         assert_eq!(length.value(1, 5, None), 1.0);
         assert_eq!(length.value(1, 4, None), 0.6);
-        let fit = WindowFit { inputs: vec![], center: 3.0, scale: 0.5 };
+        let fit = WindowFit { center: 3.0, scale: 0.5 };
         assert_eq!(Derived::WindowCenter { center: 1.0, scale: 4.0 }.value(1, 4, Some(&fit)), 0.5);
         assert_eq!(Derived::WindowScale { center: 1.0, scale: 0.25 }.value(1, 4, Some(&fit)), -2.0);
     }

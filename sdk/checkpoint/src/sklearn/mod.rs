@@ -2,7 +2,7 @@
 //! reproduce `transform`. Anything else is refused by class name, so a model whose saved
 //! preprocessing cannot be reproduced never runs on silently different inputs.
 //!
-//! - [`StandardScaler`]: `(x - mean_) / scale_`, exactly.
+//! - [`StandardScaler`] (and `RobustScaler`): `(x - center) / scale`, exactly.
 //! - [`QuantileTransformer`] (uniform or normal output) and [`PowerTransformer`] (Yeo-Johnson or
 //!   Box-Cox, standardized or not), through [`FeatureTransform`]: numpy's and scipy's float64
 //!   arithmetic operation for operation ([`math`]); libm's `log1p`, `expm1` and `pow` may differ

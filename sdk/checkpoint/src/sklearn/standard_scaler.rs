@@ -1,4 +1,5 @@
-//! `sklearn.preprocessing.StandardScaler`: `(x - mean_) / scale_`, in float64.
+//! `sklearn.preprocessing.StandardScaler`: `(x - mean_) / scale_`, in float64; `RobustScaler`,
+//! of the same form, is read into it.
 
 use super::{feature_names, fitted_array, fitted_state, n_features};
 use crate::error::{data_err, Result};
@@ -18,17 +19,29 @@ pub struct StandardScaler {
 
 impl StandardScaler {
     pub fn from_value(value: &Value) -> Result<StandardScaler> {
-        const CLASS: &str = "StandardScaler";
-        let state = fitted_state(value, CLASS)?;
-        let flag = |key: &str| !matches!(state.get(key), Some(Value::Bool(false)));
-        let array = |key: &str| fitted_array(state, CLASS, key).map(|(values, _)| values);
-        let mean = if flag("with_mean") { Some(array("mean_")?) } else { None };
-        let scale = if flag("with_std") { Some(array("scale_")?) } else { None };
+        Self::affine(value, "StandardScaler", [("with_mean", "mean_"), ("with_std", "scale_")])
+    }
+
+    /// A fitted `RobustScaler`, whose `transform` has the same form: `(x - center_) / scale_`,
+    /// each when `with_centering` / `with_scaling`.
+    pub fn from_robust_scaler(value: &Value) -> Result<StandardScaler> {
+        Self::affine(value, "RobustScaler", [("with_centering", "center_"), ("with_scaling", "scale_")])
+    }
+
+    /// A scaler `class` whose center and scale are the arrays `keys`, each present when its flag
+    /// is not False.
+    fn affine(value: &Value, class: &str, keys: [(&str, &str); 2]) -> Result<StandardScaler> {
+        let state = fitted_state(value, class)?;
+        let part = |(flag, key): (&str, &str)| match state.get(flag) {
+            Some(Value::Bool(false)) => Ok(None),
+            _ => fitted_array(state, class, key).map(|(values, _)| Some(values)),
+        };
+        let (mean, scale) = (part(keys[0])?, part(keys[1])?);
         let n_features = n_features(state, mean.as_ref().or(scale.as_ref()).map_or(0, Vec::len));
-        for (name, values) in [("mean_", &mean), ("scale_", &scale)] {
+        for ((_, name), values) in keys.iter().zip([&mean, &scale]) {
             if let Some(values) = values {
                 if values.len() != n_features {
-                    data_err!("StandardScaler.{name} has {} values for {n_features} features", values.len());
+                    data_err!("{class}.{name} has {} values for {n_features} features", values.len());
                 }
             }
         }

@@ -1,17 +1,24 @@
-//! pytorch-forecasting's target normalisers, read from the checkpoint as data and applied as
-//! its `TimeSeriesDataSet` applies them to the target it feeds DeepAR:
+//! pytorch-forecasting's normalisers, read from the checkpoint as data and applied as its
+//! `TimeSeriesDataSet` applies them to the target it feeds DeepAR (its `target_normalizer`) and
+//! to other continuous inputs (its `scalers`):
 //!
 //! - `TorchNormalizer` (DeepTune's): one fitted center and scale;
 //! - `GroupNormalizer` (the library's default for short windows): a fitted center and scale over
-//!   all rows, or per series (its `groups`, looked up by the series' category codes; with
-//!   `scale_by_group`, the geometric mean of each column's);
+//!   all rows, or per series (its `groups`, looked up by the series' values, or by their category
+//!   codes when the dataset coded them; with `scale_by_group`, the geometric mean of each
+//!   column's);
 //! - `EncoderNormalizer` (the default for windows over 20): fitted afresh on each window's
-//!   encoder targets, in float32, at prediction time.
+//!   encoder steps, in float32, at prediction time.
 //!
-//! Each may first transform the target (`log`, `log1p`, `logit`, `count`, `softplus`, `relu`,
-//! `sqrt`). The fitted ones work in float64 on the float64 target (pandas), the per-window one in
-//! float32 on the float32 target tensor, as pytorch-forecasting does. A value the transformation
-//! is not defined for (log of a negative number) fails its row.
+//! Each may first transform the value (`log`, `log1p`, `logit`, `count`, `softplus`, `relu`,
+//! `sqrt`). The fitted ones work in float64 on float64 values (pandas), the per-window one in
+//! float32 on the float32 tensor, as pytorch-forecasting does. A value the transformation is not
+//! defined for (log of a negative number) fails its row.
+//!
+//! A window's fit can divide by a small spread, which magnifies a last-bit difference in its
+//! inputs; so the per-window path takes its transformation and sums from libtorch itself, the
+//! kernels pytorch-forecasting runs, and its standard deviations and quantiles in arithmetic that
+//! rounds as libtorch's does.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,6 +26,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use deepembed_sdk::checkpoint::pandas::{DataFrame, PyKey};
 use deepembed_sdk::checkpoint::Value;
+use tch::{Kind, Tensor};
 
 use crate::saved::Categorical;
 
@@ -36,7 +44,7 @@ pub enum Transformation {
 
 /// What the network's target input is made of.
 #[derive(Debug, Clone)]
-pub enum TargetNormaliser {
+pub enum Normaliser {
     /// `(transform(y) - center) / scale` in float64, with a center and scale fitted in training.
     Fitted { transformation: Option<Transformation>, scales: Scales },
     /// `EncoderNormalizer`: fitted on each window.
@@ -50,12 +58,15 @@ pub enum Scales {
     ByGroup(GroupScales),
 }
 
-/// A `GroupNormalizer`'s centers and scales by series: keyed by the category codes of its
-/// `groups` columns (which pytorch-forecasting codes with the dataset's `NaNLabelEncoder`s).
+/// A `GroupNormalizer`'s centers and scales by series, keyed by the values of its `groups`
+/// columns, or by their category codes for the columns the dataset coded (categorical inputs,
+/// and the group ids when the target normaliser is a `GroupNormalizer`).
 #[derive(Debug, Clone)]
 pub struct GroupScales {
-    /// The normaliser's columns, in its order, with their encoders.
-    pub columns: Vec<Categorical>,
+    /// The normaliser's columns, in its order.
+    pub columns: Vec<String>,
+    /// Each column's `NaNLabelEncoder`, when the table is keyed by its codes.
+    encoders: Vec<Option<Categorical>>,
     table: GroupTable,
 }
 
@@ -133,55 +144,16 @@ impl Transformation {
     }
 }
 
-/// The forward transformations in one float type, as torch computes them in that type.
-trait Float:
-    Copy + PartialOrd + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Neg<Output = Self>
-{
-    const EPS: Self;
-    const ONE: Self;
-    const TWENTY: Self;
-    /// `-1 / eps`: where `_clipped_log` clips.
-    const MIN_LOG: Self;
-    fn ln(self) -> Self;
-    fn ln_1p(self) -> Self;
-    fn exp_m1(self) -> Self;
-    fn sqrt(self) -> Self;
-}
-
-macro_rules! float {
-    ($t:ident) => {
-        impl Float for $t {
-            const EPS: $t = $t::EPSILON;
-            const ONE: $t = 1.0;
-            const TWENTY: $t = 20.0;
-            const MIN_LOG: $t = -1.0 / $t::EPSILON;
-            fn ln(self) -> $t {
-                $t::ln(self)
-            }
-            fn ln_1p(self) -> $t {
-                $t::ln_1p(self)
-            }
-            fn exp_m1(self) -> $t {
-                $t::exp_m1(self)
-            }
-            fn sqrt(self) -> $t {
-                $t::sqrt(self)
-            }
-        }
-    };
-}
-
-float!(f32);
-float!(f64);
-
 impl Transformation {
-    fn forward<F: Float>(self, y: F) -> F {
+    /// The forward transformation in float64, as torch computes it on a float64 tensor.
+    fn forward(self, y: f64) -> f64 {
+        let eps = f64::EPSILON;
         match self {
             // `_clipped_log`: log(0) = -inf is clipped to -1/eps; NaN stays NaN.
             Transformation::Log => {
                 let l = y.ln();
-                if l < F::MIN_LOG {
-                    F::MIN_LOG
+                if l < -1.0 / eps {
+                    -1.0 / eps
                 } else {
                     l
                 }
@@ -189,22 +161,16 @@ impl Transformation {
             Transformation::Log1p => y.ln_1p(),
             // `_clipped_logit`: clamp to [eps, 1 - eps], then log(x) - log1p(-x).
             Transformation::Logit => {
-                let x = if y < F::EPS {
-                    F::EPS
-                } else if y > F::ONE - F::EPS {
-                    F::ONE - F::EPS
-                } else {
-                    y
-                };
+                let x = y.clamp(eps, 1.0 - eps);
                 x.ln() - (-x).ln_1p()
             }
-            Transformation::Count => y + F::ONE,
+            Transformation::Count => y + 1.0,
             // `softplus_inv`: y where y > 20, else y + log(-expm1(-(y + eps))).
             Transformation::Softplus => {
-                if y > F::TWENTY {
+                if y > 20.0 {
                     y
                 } else {
-                    y + (-(-(y + F::EPS)).exp_m1()).ln()
+                    y + (-(-(y + eps)).exp_m1()).ln()
                 }
             }
             Transformation::Relu => y,
@@ -214,28 +180,51 @@ impl Transformation {
 }
 
 /// Applies an optional transformation; `Err` names it when the value is outside its domain.
-fn transformed<F: Float + Into<f64>>(transformation: Option<Transformation>, y: F) -> Result<F, String> {
+fn transformed(transformation: Option<Transformation>, y: f64) -> Result<f64, String> {
     let Some(t) = transformation else { return Ok(y) };
     let out = t.forward(y);
-    if out.into().is_finite() {
+    if out.is_finite() {
         Ok(out)
     } else {
-        Err(format!(
-            "target {} is outside the domain of the checkpoint's target transformation '{}'",
-            y.into(),
-            t.name()
-        ))
+        Err(outside(t, y))
     }
 }
 
-impl TargetNormaliser {
-    /// Reads `dataset_parameters["target_normalizer"]`; `encoder` gives the dataset's
-    /// `NaNLabelEncoder` of a column (a `GroupNormalizer`'s table is keyed by their codes).
+fn outside(t: Transformation, y: f64) -> String {
+    format!("value {y} is outside the domain of the checkpoint's '{}' transformation", t.name())
+}
+
+impl Transformation {
+    /// The forward transformation of a float32 tensor with libtorch's kernels, operation for
+    /// operation as `TorchNormalizer.TRANSFORMATIONS` writes it.
+    fn forward_tensor(self, y: &Tensor) -> Tensor {
+        let eps = f64::from(f32::EPSILON);
+        match self {
+            Transformation::Log => y.log().clamp_min(-1.0 / eps),
+            Transformation::Log1p => y.log1p(),
+            Transformation::Logit => {
+                let x = y.clamp(eps, 1.0 - eps);
+                x.log() - x.neg().log1p()
+            }
+            Transformation::Count => y + 1.0,
+            Transformation::Softplus => {
+                let inverse = y + (y + eps).neg().expm1().neg().log();
+                y.where_self(&y.gt(20.0), &inverse)
+            }
+            Transformation::Relu => y.shallow_clone(),
+            Transformation::Sqrt => y.sqrt(),
+        }
+    }
+}
+
+impl Normaliser {
+    /// Reads a fitted normaliser. `encoder` gives a column's `NaNLabelEncoder` when the dataset
+    /// coded the column (a `GroupNormalizer`'s table is keyed by its codes then), `None` if not.
     pub fn from_value(
         value: &Value,
         path: &Path,
-        encoder: impl Fn(&str) -> Result<Categorical>,
-    ) -> Result<TargetNormaliser> {
+        encoder: &dyn Fn(&str) -> Result<Option<Categorical>>,
+    ) -> Result<Normaliser> {
         let Value::Object(object) = value else {
             bail!(
                 "{}: the target normaliser is {}, not a pytorch-forecasting normaliser",
@@ -274,7 +263,7 @@ impl TargetNormaliser {
                 .ok_or_else(|| anyhow!("{} is missing or not a number (was it fitted?)", what(key)))
         };
         match class {
-            "TorchNormalizer" => Ok(TargetNormaliser::Fitted {
+            "TorchNormalizer" => Ok(Normaliser::Fitted {
                 transformation,
                 scales: Scales::Global {
                     center: number(state.get("center_"), "center_")?,
@@ -307,10 +296,12 @@ impl TargetNormaliser {
                             missing: center_scale(missing, &what("missing_"))?,
                         })
                     };
-                    let columns = groups.iter().map(|g| encoder(g)).collect::<Result<_>>()?;
-                    Scales::ByGroup(GroupScales { columns, table })
+                    let encoders = groups.iter().map(|g| encoder(g)).collect::<Result<_>>()?;
+                    let mut scales = GroupScales { columns: groups, encoders, table };
+                    scales.key_by_text();
+                    Scales::ByGroup(scales)
                 };
-                Ok(TargetNormaliser::Fitted { transformation, scales })
+                Ok(Normaliser::Fitted { transformation, scales })
             }
             "EncoderNormalizer" => {
                 let method = method(state, &what("method"))?;
@@ -330,7 +321,7 @@ impl TargetNormaliser {
                         (n, n)
                     }
                 };
-                Ok(TargetNormaliser::PerWindow(EncoderNormaliser { transformation, method, center, center_steps, scale_steps }))
+                Ok(Normaliser::PerWindow(EncoderNormaliser { transformation, method, center, center_steps, scale_steps }))
             }
             "MultiNormalizer" => bail!("{}: a MultiNormalizer normalises several targets; deepembed reads single-target DeepAR models", path.display()),
             other => bail!(
@@ -343,16 +334,8 @@ impl TargetNormaliser {
 
     pub fn transformation(&self) -> Option<Transformation> {
         match self {
-            TargetNormaliser::Fitted { transformation, .. } => *transformation,
-            TargetNormaliser::PerWindow(e) => e.transformation,
-        }
-    }
-
-    /// Checks a raw target value against the transformation, in the precision it is applied in.
-    pub fn check(&self, y: f64) -> Result<(), String> {
-        match self {
-            TargetNormaliser::Fitted { transformation, .. } => transformed(*transformation, y).map(drop),
-            TargetNormaliser::PerWindow(e) => transformed(e.transformation, y as f32).map(drop),
+            Normaliser::Fitted { transformation, .. } => *transformation,
+            Normaliser::PerWindow(e) => e.transformation,
         }
     }
 }
@@ -367,23 +350,67 @@ pub fn fitted_input(
 }
 
 impl GroupScales {
-    /// A series' center and scale from its values in the normaliser's columns; `Err` for a
-    /// value their encoders have no code for (pytorch-forecasting fails then too).
-    pub fn lookup(&self, values: &[Option<&str>]) -> Result<(f64, f64), String> {
-        let codes = self.columns.iter().zip(values).map(|(c, v)| c.code_of(*v)).collect::<Result<Vec<_>, _>>()?;
-        Ok(self.by_codes(&codes))
+    /// Re-keys the uncoded columns' labels by their text, which is how the input's values are
+    /// read (a series id `17` is the text "17").
+    fn key_by_text(&mut self) {
+        fn text(key: PyKey) -> PyKey {
+            match key {
+                PyKey::Int(i) => PyKey::Str(i.to_string()),
+                PyKey::Float(bits) => PyKey::Str(f64::from_bits(bits).to_string()),
+                other => other,
+            }
+        }
+        let uncoded: Vec<bool> = self.encoders.iter().map(Option::is_none).collect();
+        let rekey = |table: &mut ScaleTable, levels: &[bool]| {
+            table.rows = std::mem::take(&mut table.rows)
+                .into_iter()
+                .map(|(key, v)| {
+                    let key = match key {
+                        PyKey::Tuple(items) => PyKey::Tuple(
+                            items.into_iter().zip(levels).map(|(k, &u)| if u { text(k) } else { k }).collect(),
+                        ),
+                        single if levels[0] => text(single),
+                        single => single,
+                    };
+                    (key, v)
+                })
+                .collect();
+        };
+        match &mut self.table {
+            GroupTable::Joint(table) => rekey(table, &uncoded),
+            GroupTable::PerColumn(tables) => {
+                for (table, u) in tables.iter_mut().zip(&uncoded) {
+                    rekey(table, std::slice::from_ref(u));
+                }
+            }
+        }
     }
 
-    fn by_codes(&self, codes: &[i64]) -> (f64, f64) {
+    /// A series' center and scale from its values (as text) in the normaliser's columns; `Err`
+    /// for a value their encoders have no code for (pytorch-forecasting fails then too). A value
+    /// or combination training never saw takes the medians.
+    pub fn lookup(&self, values: &[Option<&str>]) -> Result<(f64, f64), String> {
+        let keys = self
+            .encoders
+            .iter()
+            .zip(values)
+            .map(|(encoder, v)| match encoder {
+                Some(encoder) => encoder.code_of(*v).map(PyKey::Int),
+                None => Ok(v.map_or(PyKey::None, |v| PyKey::Str(v.to_string()))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.by_keys(keys))
+    }
+
+    fn by_keys(&self, mut keys: Vec<PyKey>) -> (f64, f64) {
         match &self.table {
-            GroupTable::Joint(table) => table.get(&match codes {
-                [one] => PyKey::Int(*one),
-                many => PyKey::Tuple(many.iter().map(|&c| PyKey::Int(c)).collect()),
-            }),
+            GroupTable::Joint(table) => {
+                table.get(&if keys.len() == 1 { keys.pop().expect("one key") } else { PyKey::Tuple(keys) })
+            }
             GroupTable::PerColumn(columns) => {
                 let (mut center, mut scale) = (1.0f64, 1.0f64);
-                for (table, &code) in columns.iter().zip(codes) {
-                    let (c, s) = table.get(&PyKey::Int(code));
+                for (table, key) in columns.iter().zip(&keys) {
+                    let (c, s) = table.get(key);
                     center *= c;
                     scale *= s;
                 }
@@ -397,18 +424,30 @@ impl GroupScales {
 /// An `EncoderNormalizer` fitted on one window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowFit {
-    /// The normalised encoder targets.
-    pub inputs: Vec<f32>,
     pub center: f32,
     pub scale: f32,
 }
 
 impl EncoderNormaliser {
-    /// A window's target inputs: `encoder` (the raw float32 targets of its encoder steps, gaps
-    /// filled) fitted on and normalised, as `EncoderNormalizer.fit` then `.transform` do them.
-    /// Every value has passed [`TargetNormaliser::check`].
-    pub fn normalise(&self, encoder: &[f32]) -> WindowFit {
-        let y: Vec<f32> = encoder.iter().map(|&v| self.transformation.map_or(v, |t| t.forward(v))).collect();
+    /// Raw values as a window holds them: float32, transformed by libtorch; `Err` for a value
+    /// outside the transformation's domain. Missing values stay NaN.
+    pub fn prepare(&self, raw: &[Option<f64>]) -> Vec<Result<f32, String>> {
+        let values: Vec<f32> = raw.iter().map(|v| v.map_or(f32::NAN, |v| v as f32)).collect();
+        let Some(t) = self.transformation else { return values.into_iter().map(Ok).collect() };
+        let out = t.forward_tensor(&Tensor::from_slice(&values));
+        let out = Vec::<f32>::try_from(out).expect("a float32 vector");
+        out.into_iter()
+            .zip(raw)
+            .map(|(y, x)| match x {
+                Some(x) if !y.is_finite() => Err(outside(t, *x)),
+                _ => Ok(y),
+            })
+            .collect()
+    }
+
+    /// `EncoderNormalizer.fit` on `y`, the prepared values of a window's encoder steps (gaps
+    /// filled).
+    pub fn fit(&self, y: &[f32]) -> WindowFit {
         let tail = |n: Option<usize>| &y[y.len() - n.unwrap_or(y.len()).min(y.len())..];
         let (for_center, for_scale) = (tail(self.center_steps), tail(self.scale_steps));
         let (mut center, scale) = match self.method {
@@ -422,13 +461,20 @@ impl EncoderNormaliser {
         if !self.center {
             center = 0.0;
         }
-        WindowFit { inputs: y.iter().map(|&v| (v - center) / scale).collect(), center, scale }
+        WindowFit { center, scale }
+    }
+
+    /// `EncoderNormalizer.transform` of one prepared value with a window's fit.
+    pub fn apply(&self, fit: &WindowFit, y: f32) -> f32 {
+        (y - fit.center) / fit.scale
     }
 }
 
-/// `torch.mean` of float32 values: summed in higher precision here, rounded once.
+/// `torch.mean` of float32 values: libtorch's own float32 sum (its order of additions depends on
+/// the machine's vector width), divided by the count in float32.
 fn mean(y: &[f32]) -> f32 {
-    (y.iter().map(|&v| f64::from(v)).sum::<f64>() / y.len() as f64) as f32
+    let sum = Tensor::from_slice(y).sum(Kind::Float).double_value(&[]) as f32;
+    sum / y.len() as f32
 }
 
 /// `torch.std` (with Bessel's correction) of float32 values, which libtorch accumulates in
@@ -510,24 +556,46 @@ fn string_list(value: Option<&Value>) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// Fits on `y` and normalises it, as the target's window is.
+    fn normalise(normaliser: &EncoderNormaliser, y: &[f32]) -> Vec<f32> {
+        let fit = normaliser.fit(y);
+        y.iter().map(|&v| normaliser.apply(&fit, v)).collect()
+    }
+
+    fn ints(codes: &[i64]) -> Vec<PyKey> {
+        codes.iter().map(|&c| PyKey::Int(c)).collect()
+    }
+
     fn encoder(method: Method, center: bool, steps: (Option<usize>, Option<usize>)) -> EncoderNormaliser {
         EncoderNormaliser { transformation: None, method, center, center_steps: steps.0, scale_steps: steps.1 }
     }
 
     #[test]
     fn transformations_clip_as_pytorch_forecasting_does() {
-        assert_eq!(Transformation::Log.forward(0.0f32), -1.0 / f32::EPSILON);
-        assert_eq!(Transformation::Log.forward(0.0f64), -1.0 / f64::EPSILON);
-        assert!(Transformation::Log.forward(-1.0f64).is_nan());
+        assert_eq!(Transformation::Log.forward(0.0), -1.0 / f64::EPSILON);
+        assert!(Transformation::Log.forward(-1.0).is_nan());
         // logit clamps into (0, 1)
-        assert_eq!(Transformation::Logit.forward(0.0f64), Transformation::Logit.forward(f64::EPSILON));
-        assert!(Transformation::Logit.forward(2.0f32).is_finite());
+        assert_eq!(Transformation::Logit.forward(0.0), Transformation::Logit.forward(f64::EPSILON));
+        assert!(Transformation::Logit.forward(2.0).is_finite());
         // softplus_inv is the identity above 20 and inverts softplus below
-        assert_eq!(Transformation::Softplus.forward(25.0f64), 25.0);
+        assert_eq!(Transformation::Softplus.forward(25.0), 25.0);
         let y = 1.5f64;
         assert!((Transformation::Softplus.forward(y).exp().ln_1p() - y).abs() < 1e-12);
-        assert!(transformed(Some(Transformation::Sqrt), -4.0f64).unwrap_err().contains("'sqrt'"));
-        assert_eq!(transformed(None, -4.0f64), Ok(-4.0));
+        assert!(transformed(Some(Transformation::Sqrt), -4.0).unwrap_err().contains("'sqrt'"));
+        assert_eq!(transformed(None, -4.0), Ok(-4.0));
+        // float32, through libtorch: log(0) clipped at -1/eps, a negative value refused
+        let e = EncoderNormaliser {
+            transformation: Some(Transformation::Log),
+            method: Method::Identity,
+            center: true,
+            center_steps: None,
+            scale_steps: None,
+        };
+        let prepared = e.prepare(&[Some(0.0), Some(1.0), Some(-2.0), None]);
+        assert_eq!(prepared[0], Ok(-1.0 / f32::EPSILON));
+        assert_eq!(prepared[1], Ok(0.0));
+        assert!(prepared[2].as_ref().unwrap_err().contains("'log'"));
+        assert!(prepared[3].as_ref().unwrap().is_nan());
     }
 
     #[test]
@@ -539,15 +607,15 @@ mod tests {
         let y = [1.0f32, 2.0, 4.0, 8.0];
         let close = |a: f32, b: f64| (f64::from(a) - b).abs() < 1e-6 * b.abs().max(1.0);
         // standard: mean 3.75, sample standard deviation of all four
-        let out = encoder(Method::Standard, true, (None, None)).normalise(&y).inputs;
+        let out = normalise(&encoder(Method::Standard, true, (None, None)), &y);
         assert!(close(out[0], (1.0 - 3.75) / sample_sd(&[1.0, 2.0, 4.0, 8.0])), "{out:?}");
         // center from the last 2 (6.0), scale from the last 3
-        let out = encoder(Method::Standard, true, (Some(2), Some(3))).normalise(&y).inputs;
+        let out = normalise(&encoder(Method::Standard, true, (Some(2), Some(3))), &y);
         assert!(close(out[3], 2.0 / sample_sd(&[2.0, 4.0, 8.0])), "{out:?}");
-        let out = encoder(Method::Identity, true, (None, None)).normalise(&y).inputs;
+        let out = normalise(&encoder(Method::Identity, true, (None, None)), &y);
         assert_eq!(out, y);
         // uncentred: the scale alone
-        let out = encoder(Method::Standard, false, (None, None)).normalise(&y).inputs;
+        let out = normalise(&encoder(Method::Standard, false, (None, None)), &y);
         assert!(close(out[0], 1.0 / sample_sd(&[1.0, 2.0, 4.0, 8.0])), "{out:?}");
     }
 
@@ -559,7 +627,7 @@ mod tests {
         assert_eq!(quantile(&y, 1.0), 4.0);
         assert_eq!(quantile(&y, 0.25), 1.75);
         let robust = encoder(Method::Robust { lower: 0.25, center: 0.5, upper: 0.75 }, true, (None, None));
-        let out = robust.normalise(&y).inputs;
+        let out = normalise(&robust, &y);
         assert_eq!(out[1], (1.0 - 2.5) / ((3.25 - 1.75) / 2.0 + f32::EPSILON));
     }
 
@@ -571,21 +639,41 @@ mod tests {
         ]);
         let joint = GroupScales {
             columns: vec![],
+            encoders: vec![],
             table: GroupTable::Joint(ScaleTable { rows: rows.clone(), missing: (9.0, 9.0) }),
         };
-        assert_eq!(joint.by_codes(&[0, 1]), (3.0, 4.0));
-        assert_eq!(joint.by_codes(&[1, 1]), (9.0, 9.0));
-        let single =
-            GroupScales { columns: vec![], table: GroupTable::Joint(ScaleTable { rows, missing: (9.0, 9.0) }) };
-        assert_eq!(single.by_codes(&[0]), (1.0, 2.0));
+        assert_eq!(joint.by_keys(ints(&[0, 1])), (3.0, 4.0));
+        assert_eq!(joint.by_keys(ints(&[1, 1])), (9.0, 9.0));
+        let single = GroupScales {
+            columns: vec![],
+            encoders: vec![],
+            table: GroupTable::Joint(ScaleTable { rows, missing: (9.0, 9.0) }),
+        };
+        assert_eq!(single.by_keys(ints(&[0])), (1.0, 2.0));
         let per_column = GroupScales {
             columns: vec![],
+            encoders: vec![],
             table: GroupTable::PerColumn(vec![
                 ScaleTable { rows: HashMap::from([(PyKey::Int(0), (2.0, 4.0))]), missing: (1.0, 1.0) },
                 ScaleTable { rows: HashMap::from([(PyKey::Int(5), (8.0, 9.0))]), missing: (3.0, 3.0) },
             ]),
         };
-        assert_eq!(per_column.by_codes(&[0, 5]), (4.0, 6.0));
-        assert_eq!(per_column.by_codes(&[0, 6]), ((2.0f64 * 3.0).sqrt(), (4.0f64 * 3.0).sqrt()));
+        assert_eq!(per_column.by_keys(ints(&[0, 5])), (4.0, 6.0));
+        assert_eq!(per_column.by_keys(ints(&[0, 6])), ((2.0f64 * 3.0).sqrt(), (4.0f64 * 3.0).sqrt()));
+    }
+
+    #[test]
+    fn uncoded_series_are_looked_up_by_their_text() {
+        let rows = HashMap::from([(PyKey::Int(17), (1.0, 2.0)), (PyKey::Str("b".into()), (3.0, 4.0))]);
+        let mut scales = GroupScales {
+            columns: vec!["patient".into()],
+            encoders: vec![None],
+            table: GroupTable::Joint(ScaleTable { rows, missing: (9.0, 9.0) }),
+        };
+        scales.key_by_text();
+        assert_eq!(scales.lookup(&[Some("17")]), Ok((1.0, 2.0)));
+        assert_eq!(scales.lookup(&[Some("b")]), Ok((3.0, 4.0)));
+        assert_eq!(scales.lookup(&[Some("c")]), Ok((9.0, 9.0)));
+        assert_eq!(scales.lookup(&[None]), Ok((9.0, 9.0)));
     }
 }
