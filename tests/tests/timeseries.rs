@@ -387,8 +387,8 @@ fn a_new_series_under_a_global_group_normaliser_is_embedded() {
 }
 
 /// An integer time column is pytorch-forecasting's own time index: two rows of a series at the
-/// same index are refused naming both rows and the index; a text column that is not timestamps
-/// names the column and what it may be.
+/// same index are refused naming both rows and the index; a float column is refused naming the
+/// flag and what it may be.
 #[test]
 fn an_integer_time_index_is_checked_like_timestamps() {
     let eval = eval_of("lstm1_integer_time_idx");
@@ -400,4 +400,23 @@ fn an_integer_time_index_is_checked_like_timestamps() {
         err.contains(&format!("rows 7 and {}", eval.num_rows())) && err.contains(&format!("same time index {index}")),
         "{err}"
     );
+
+    let at = eval.schema().index_of("time_idx").unwrap();
+    let mut columns = eval.columns().to_vec();
+    columns[at] = arrow::compute::cast(&columns[at], &arrow::datatypes::DataType::Float64).unwrap();
+    let fields: Vec<_> = eval
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == "time_idx" {
+                Arc::new(f.as_ref().clone().with_data_type(arrow::datatypes::DataType::Float64))
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    let floats = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let err = fails("lstm1_integer_time_idx", &floats, &[]);
+    assert!(err.contains("--time_idx_column time_idx") && err.contains("integer time index"), "{err}");
 }

@@ -218,29 +218,21 @@ impl Transformation {
 }
 
 impl Normaliser {
-    /// Reads a fitted normaliser. `encoder` gives a column's `NaNLabelEncoder` when the dataset
-    /// coded the column (a `GroupNormalizer`'s table is keyed by its codes then), `None` if not.
+    /// Reads a fitted normaliser; `role` says what it scales in messages ("the target
+    /// normaliser", "the scaler of 'dose'"). `encoder` gives a column's `NaNLabelEncoder` when the
+    /// dataset coded the column (a `GroupNormalizer`'s table is keyed by its codes then), `None`
+    /// if not.
     pub fn from_value(
         value: &Value,
         path: &Path,
+        role: &str,
         encoder: &dyn Fn(&str) -> Result<Option<Categorical>>,
     ) -> Result<Normaliser> {
-        let Value::Object(object) = value else {
-            bail!(
-                "{}: the target normaliser is {}, not a pytorch-forecasting normaliser",
-                path.display(),
-                value.type_name()
-            );
+        let object = match value {
+            Value::Object(object) if object.module.starts_with("pytorch_forecasting.") => object,
+            _ => bail!("{}: {role} is {}, not a pytorch-forecasting normaliser", path.display(), value.type_name()),
         };
         let class = object.name.as_str();
-        if !object.module.starts_with("pytorch_forecasting.") {
-            bail!(
-                "{}: the target normaliser is {}.{}, not a pytorch-forecasting normaliser",
-                path.display(),
-                object.module,
-                class
-            );
-        }
         let state = object.state.as_ref().ok_or_else(|| anyhow!("{}: the {class} has no state", path.display()))?;
         let what = |key: &str| format!("{}: the {class}'s {key}", path.display());
         let transformation = match state.get("transformation") {
@@ -257,87 +249,77 @@ impl Normaliser {
                 other.type_name()
             ),
         };
-        let number = |value: Option<&Value>, key: &str| {
-            value
-                .and_then(Value::as_f64)
-                .ok_or_else(|| anyhow!("{} is missing or not a number (was it fitted?)", what(key)))
-        };
         match class {
             "TorchNormalizer" => Ok(Normaliser::Fitted {
                 transformation,
                 scales: Scales::Global {
-                    center: number(state.get("center_"), "center_")?,
-                    scale: number(state.get("scale_"), "scale_")?,
+                    center: number(state.get("center_"), &what("center_"))?,
+                    scale: number(state.get("scale_"), &what("scale_"))?,
                 },
             }),
             "GroupNormalizer" => {
-                let norm = state.get("norm_").ok_or_else(|| anyhow!("{} is missing (was it fitted?)", what("norm_")))?;
-                let groups = string_list(state.get("_groups").or_else(|| state.get("groups")));
-                let scales = if groups.is_empty() {
-                    Scales::Global { center: number(norm.get("center"), "norm_ center")?, scale: number(norm.get("scale"), "norm_ scale")? }
-                } else {
-                    let missing = state.get("missing_").ok_or_else(|| anyhow!("{} is missing", what("missing_")))?;
-                    let table = if matches!(state.get("scale_by_group"), Some(Value::Bool(true))) {
-                        let per_column = groups
-                            .iter()
-                            .map(|g| {
-                                let frame = norm.get(g).ok_or_else(|| anyhow!("{} has no table for '{g}'", what("norm_")))?;
-                                let medians = missing.get(g).ok_or_else(|| anyhow!("{} has no medians for '{g}'", what("missing_")))?;
-                                Ok(ScaleTable {
-                                    rows: scale_rows(frame, &what("norm_"))?,
-                                    missing: center_scale(medians, &what("missing_"))?,
-                                })
-                            })
-                            .collect::<Result<_>>()?;
-                        GroupTable::PerColumn(per_column)
-                    } else {
-                        GroupTable::Joint(ScaleTable {
-                            rows: scale_rows(norm, &what("norm_"))?,
-                            missing: center_scale(missing, &what("missing_"))?,
-                        })
-                    };
-                    let encoders = groups.iter().map(|g| encoder(g)).collect::<Result<_>>()?;
-                    let mut scales = GroupScales { columns: groups, encoders, table };
-                    scales.key_by_text();
-                    Scales::ByGroup(scales)
-                };
-                Ok(Normaliser::Fitted { transformation, scales })
+                Ok(Normaliser::Fitted { transformation, scales: group_scales(state, &what, encoder)? })
             }
             "EncoderNormalizer" => {
-                let method = method(state, &what("method"))?;
-                let center = !matches!(state.get("center"), Some(Value::Bool(false)));
-                let steps = |v: &Value| {
-                    v.as_i64()
-                        .and_then(|n| usize::try_from(n).ok())
-                        .ok_or_else(|| anyhow!("{} holds {}, not a length", what("max_length"), v.type_name()))
-                };
-                // `slice(-n, None)` of the encoder: 0 keeps it all, like None.
-                let last = |n: usize| (n > 0).then_some(n);
-                let (center_steps, scale_steps) = match state.get("max_length") {
-                    None | Some(Value::None) => (None, None),
-                    Some(Value::List(v) | Value::Tuple(v)) if v.len() == 2 => (last(steps(&v[0])?), last(steps(&v[1])?)),
-                    Some(v) => {
-                        let n = last(steps(v)?);
-                        (n, n)
-                    }
-                };
-                Ok(Normaliser::PerWindow(EncoderNormaliser { transformation, method, center, center_steps, scale_steps }))
+                Ok(Normaliser::PerWindow(EncoderNormaliser::from_state(state, transformation, &what)?))
             }
-            "MultiNormalizer" => bail!("{}: a MultiNormalizer normalises several targets; deepembed reads single-target DeepAR models", path.display()),
+            "MultiNormalizer" => bail!(
+                "{}: {role} is a MultiNormalizer, for several targets; deepembed reads single-target DeepAR models",
+                path.display()
+            ),
             other => bail!(
-                "{}: the target normaliser is {}.{other}; deepembed reproduces TorchNormalizer, GroupNormalizer and EncoderNormalizer",
+                "{}: {role} is {}.{other}; deepembed reproduces TorchNormalizer, GroupNormalizer and EncoderNormalizer",
                 path.display(),
                 object.module
             ),
         }
     }
+}
 
-    pub fn transformation(&self) -> Option<Transformation> {
-        match self {
-            Normaliser::Fitted { transformation, .. } => *transformation,
-            Normaliser::PerWindow(e) => e.transformation,
-        }
+/// A fitted `GroupNormalizer`'s centers and scales: one pair over all rows, or tables by its
+/// `groups`.
+fn group_scales(
+    state: &Value,
+    what: &dyn Fn(&str) -> String,
+    encoder: &dyn Fn(&str) -> Result<Option<Categorical>>,
+) -> Result<Scales> {
+    let norm = state.get("norm_").ok_or_else(|| anyhow!("{} is missing (was it fitted?)", what("norm_")))?;
+    let groups = string_list(state.get("_groups").or_else(|| state.get("groups")));
+    if groups.is_empty() {
+        return Ok(Scales::Global {
+            center: number(norm.get("center"), &what("norm_ center"))?,
+            scale: number(norm.get("scale"), &what("norm_ scale"))?,
+        });
     }
+    let missing = state.get("missing_").ok_or_else(|| anyhow!("{} is missing", what("missing_")))?;
+    let table = if matches!(state.get("scale_by_group"), Some(Value::Bool(true))) {
+        let per_column = groups
+            .iter()
+            .map(|g| {
+                let frame = norm.get(g).ok_or_else(|| anyhow!("{} has no table for '{g}'", what("norm_")))?;
+                let medians = missing.get(g).ok_or_else(|| anyhow!("{} has no medians for '{g}'", what("missing_")))?;
+                Ok(ScaleTable {
+                    rows: scale_rows(frame, &what("norm_"))?,
+                    missing: center_scale(medians, &what("missing_"))?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        GroupTable::PerColumn(per_column)
+    } else {
+        GroupTable::Joint(ScaleTable {
+            rows: scale_rows(norm, &what("norm_"))?,
+            missing: center_scale(missing, &what("missing_"))?,
+        })
+    };
+    let encoders = groups.iter().map(|g| encoder(g)).collect::<Result<_>>()?;
+    let mut scales = GroupScales { columns: groups, encoders, table };
+    scales.key_by_text();
+    Ok(Scales::ByGroup(scales))
+}
+
+/// A fitted number, or why not.
+fn number(value: Option<&Value>, what: &str) -> Result<f64> {
+    value.and_then(Value::as_f64).ok_or_else(|| anyhow!("{what} is missing or not a number (was it fitted?)"))
 }
 
 /// `(transform(y) - center) / scale` in float64, held as float32: a fitted normaliser's input.
@@ -429,6 +411,31 @@ pub struct WindowFit {
 }
 
 impl EncoderNormaliser {
+    fn from_state(
+        state: &Value,
+        transformation: Option<Transformation>,
+        what: &dyn Fn(&str) -> String,
+    ) -> Result<EncoderNormaliser> {
+        let method = method(state, &what("method"))?;
+        let center = !matches!(state.get("center"), Some(Value::Bool(false)));
+        let steps = |v: &Value| {
+            v.as_i64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| anyhow!("{} holds {}, not a length", what("max_length"), v.type_name()))
+        };
+        // `slice(-n, None)` of the encoder: 0 keeps it all, like None.
+        let last = |n: usize| (n > 0).then_some(n);
+        let (center_steps, scale_steps) = match state.get("max_length") {
+            None | Some(Value::None) => (None, None),
+            Some(Value::List(v) | Value::Tuple(v)) if v.len() == 2 => (last(steps(&v[0])?), last(steps(&v[1])?)),
+            Some(v) => {
+                let n = last(steps(v)?);
+                (n, n)
+            }
+        };
+        Ok(EncoderNormaliser { transformation, method, center, center_steps, scale_steps })
+    }
+
     /// Raw values as a window holds them: float32, transformed by libtorch; `Err` for a value
     /// outside the transformation's domain. Missing values stay NaN.
     pub fn prepare(&self, raw: &[Option<f64>]) -> Vec<Result<f32, String>> {

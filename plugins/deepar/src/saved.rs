@@ -212,7 +212,7 @@ impl SavedDeepAr {
             })?;
             label_encoder(column, encoder, &path).map(Some)
         };
-        let target_normaliser = Normaliser::from_value(normaliser, &path, &encoder_of)?;
+        let target_normaliser = Normaliser::from_value(normaliser, &path, "the target normaliser", &encoder_of)?;
         let reals = read_reals(hparams, dataset, &target, &time_idx, &path, &encoder_of)?;
         let (categoricals, embeddings) = read_categoricals(hparams, dataset, &path)?;
         let weights =
@@ -326,7 +326,8 @@ fn read_reals(
                             o.name
                         );
                     }
-                    normaliser = Some(Normaliser::from_value(scaler, path, encoder_of)?);
+                    let role = format!("the scaler of '{name}'");
+                    normaliser = Some(Normaliser::from_value(scaler, path, &role, encoder_of)?);
                     (source, (0.0, 1.0))
                 }
                 Some(scaler) => {
