@@ -161,14 +161,14 @@ def numpy_fixtures(out: Path):
 
 
 def pandas_fixtures(out: Path):
-    """pandas frames, series and indexes, fitted StandardScalers and quantile and power
+    """pandas frames, series and indexes, fitted StandardScalers, RobustScalers and quantile and power
     transforms, as pytorch-tabular's datamodule.sav holds them, in plain pickles and a joblib
     file, with expectations."""
     import pickle
 
     import joblib
     import pandas as pd
-    from sklearn.preprocessing import PowerTransformer, QuantileTransformer, StandardScaler
+    from sklearn.preprocessing import PowerTransformer, QuantileTransformer, RobustScaler, StandardScaler
 
     def nan_as_null(matrix):
         return [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
@@ -206,9 +206,15 @@ def pandas_fixtures(out: Path):
     }
     rng = np.random.default_rng(0)
     x = pd.DataFrame({"a": rng.normal(size=20), "b": rng.normal(3, 2, size=20)})
-    scalers = {"scaler": StandardScaler().fit(x), "scaler_no_mean": StandardScaler(with_mean=False).fit(x.values)}
+    scalers = {
+        "scaler": StandardScaler().fit(x),
+        "scaler_no_mean": StandardScaler(with_mean=False).fit(x.values),
+        # RobustScaler has the same form (pytorch-forecasting accepts it as a scaler).
+        "robust_scaler": RobustScaler(quantile_range=(10.0, 90.0)).fit(x.values),
+        "robust_scaler_no_centering": RobustScaler(with_centering=False).fit(x),
+    }
     probe = [[0.3, -1.7], [5.0, 2.0]]
-    probes = {"scaler": pd.DataFrame(probe, columns=["a", "b"]), "scaler_no_mean": np.array(probe)}
+    probes = {k: pd.DataFrame(probe, columns=["a", "b"]) if hasattr(s, "feature_names_in_") else np.array(probe) for k, s in scalers.items()}
     expected["scalers"] = {k: {"probe": probe, "transformed": s.transform(probes[k]).tolist()} for k, s in scalers.items()}
     expected["scalers"]["scaler"]["feature_names"] = ["a", "b"]
     # Transforms in the settings pytorch-tabular uses and in scikit-learn's other ones: integer
