@@ -244,3 +244,14 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) {
     writer.write(batch).unwrap();
     writer.close().unwrap();
 }
+
+/// `batch` with column `name` replaced by `values`, its field taking their type (for inputs a
+/// test builds from a fixture).
+pub fn replace_column(batch: &RecordBatch, name: &str, values: arrow::array::ArrayRef) -> RecordBatch {
+    let at = batch.schema().index_of(name).unwrap_or_else(|_| panic!("no column '{name}'"));
+    let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
+    fields[at] = std::sync::Arc::new(fields[at].as_ref().clone().with_data_type(values.data_type().clone()));
+    let mut columns = batch.columns().to_vec();
+    columns[at] = values;
+    RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap()
+}

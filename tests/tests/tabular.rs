@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::{Float32Type, Schema};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::Float32Type;
 use arrow::util::display::array_value_to_string;
 use deepembed_tests::*;
 
@@ -369,32 +369,7 @@ fn numbers_written_as_text_are_read_as_numbers() {
     let scratch = scratch("gandalf-text-numbers");
     let case = case("reg_continuous");
     let input = read_parquet(Path::new(&path_of(&case, "eval")));
-    let columns: Vec<ArrayRef> = input
-        .schema()
-        .fields()
-        .iter()
-        .zip(input.columns())
-        .map(|(f, c)| {
-            if f.name() == "score" {
-                Arc::new(StringArray::from(column_strings(&input, "score"))) as ArrayRef
-            } else {
-                c.clone()
-            }
-        })
-        .collect();
-    let fields: Vec<_> = input
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            if f.name() == "score" {
-                Arc::new(arrow::datatypes::Field::new("score", arrow::datatypes::DataType::Utf8, true))
-            } else {
-                f.clone()
-            }
-        })
-        .collect();
-    let text = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let text = replace_column(&input, "score", Arc::new(StringArray::from(column_strings(&input, "score"))));
     let df = scratch.join("text_score.parquet");
     write_parquet(&df, &text);
     let mut case = case.clone();

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::take_record_batch;
-use arrow::datatypes::Schema;
 use deepembed_tests::*;
 
 fn timeseries_dir() -> PathBuf {
@@ -177,25 +176,16 @@ fn take_rows(batch: &RecordBatch, rows: &[u32]) -> RecordBatch {
     take_record_batch(batch, &UInt32Array::from(rows.to_vec())).unwrap()
 }
 
+/// `batch` with row `row` repeated at its end.
+fn with_row_again(batch: &RecordBatch, row: u32) -> RecordBatch {
+    let mut rows: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    rows.push(row);
+    take_rows(batch, &rows)
+}
+
 /// `batch` with column `name` replaced by `values` (text).
 fn with_text(batch: &RecordBatch, name: &str, values: Vec<Option<String>>) -> RecordBatch {
-    let index = batch.schema().index_of(name).unwrap();
-    let mut columns = batch.columns().to_vec();
-    columns[index] = Arc::new(StringArray::from(values)) as ArrayRef;
-    let fields: Vec<_> = batch
-        .schema()
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            if i == index {
-                Arc::new(f.as_ref().clone().with_data_type(arrow::datatypes::DataType::Utf8))
-            } else {
-                f.clone()
-            }
-        })
-        .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    replace_column(batch, name, Arc::new(StringArray::from(values)))
 }
 
 fn text_column(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
@@ -265,9 +255,7 @@ fn flags_that_contradict_the_checkpoint_name_both() {
 #[test]
 fn rows_in_the_same_hour_are_refused() {
     let eval = eval_of("lstm1_single");
-    let mut rows: Vec<u32> = (0..eval.num_rows() as u32).collect();
-    rows.push(5);
-    let err = fails("lstm1_single", &take_rows(&eval, &rows), &[]);
+    let err = fails("lstm1_single", &with_row_again(&eval, 5), &[]);
     assert!(err.contains("rows 5 and 60") && err.contains("same hour"), "{err}");
 
     let mut times = text_column(&eval, "timestamp");
@@ -332,12 +320,10 @@ fn walk(path: &Path) -> Vec<PathBuf> {
 
 /// `batch` with row `row` of the float column `name` set to `value`.
 fn with_float(batch: &RecordBatch, name: &str, row: usize, value: f64) -> RecordBatch {
-    let index = batch.schema().index_of(name).unwrap();
-    let mut values: Vec<f64> = batch.column(index).as_primitive::<arrow::datatypes::Float64Type>().values().to_vec();
+    let column = batch.column_by_name(name).unwrap();
+    let mut values: Vec<f64> = column.as_primitive::<arrow::datatypes::Float64Type>().values().to_vec();
     values[row] = value;
-    let mut columns = batch.columns().to_vec();
-    columns[index] = Arc::new(arrow::array::Float64Array::from(values)) as ArrayRef;
-    RecordBatch::try_new(batch.schema(), columns).unwrap()
+    replace_column(batch, name, Arc::new(arrow::array::Float64Array::from(values)))
 }
 
 /// A target (or another input) the normaliser's transformation is not defined for (the log of a
@@ -392,31 +378,19 @@ fn a_new_series_under_a_global_group_normaliser_is_embedded() {
 #[test]
 fn an_integer_time_index_is_checked_like_timestamps() {
     let eval = eval_of("lstm1_integer_time_idx");
-    let mut rows: Vec<u32> = (0..eval.num_rows() as u32).collect();
-    rows.push(7);
-    let err = fails("lstm1_integer_time_idx", &take_rows(&eval, &rows), &[]);
+    let err = fails("lstm1_integer_time_idx", &with_row_again(&eval, 7), &[]);
     let index = eval.column_by_name("time_idx").unwrap().as_primitive::<arrow::datatypes::Int64Type>().value(7);
     assert!(
         err.contains(&format!("rows 7 and {}", eval.num_rows())) && err.contains(&format!("same time index {index}")),
         "{err}"
     );
 
-    let at = eval.schema().index_of("time_idx").unwrap();
-    let mut columns = eval.columns().to_vec();
-    columns[at] = arrow::compute::cast(&columns[at], &arrow::datatypes::DataType::Float64).unwrap();
-    let fields: Vec<_> = eval
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            if f.name() == "time_idx" {
-                Arc::new(f.as_ref().clone().with_data_type(arrow::datatypes::DataType::Float64))
-            } else {
-                f.clone()
-            }
-        })
-        .collect();
-    let floats = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let time_idx = eval.column_by_name("time_idx").unwrap();
+    let floats = replace_column(
+        &eval,
+        "time_idx",
+        arrow::compute::cast(time_idx, &arrow::datatypes::DataType::Float64).unwrap(),
+    );
     let err = fails("lstm1_integer_time_idx", &floats, &[]);
     assert!(err.contains("--time_idx_column time_idx") && err.contains("integer time index"), "{err}");
 }
