@@ -54,15 +54,9 @@ impl SeriesIds {
 
 /// Where a continuous input's value comes from.
 enum Slot {
-    /// An input column, with its saved scaling.
+    /// An input column, with its saved scaler (an affine scaler as a fitted normaliser without
+    /// transformation: the same float64 arithmetic).
     Column {
-        index: usize,
-        name: String,
-        center: f64,
-        scale: f64,
-    },
-    /// An input column scaled by a pytorch-forecasting normaliser.
-    Normalised {
         index: usize,
         name: String,
         normalising: Normalising,
@@ -120,7 +114,7 @@ impl RowEncoder {
         let time = (index(time, "--time_idx_column")?, time.to_string());
         let target_index = numeric(target, "the target")?;
         // A per-window normaliser's center and scale are the window's, not the row's.
-        let per_window = matches!(saved.target_normaliser, Normaliser::PerWindow(_));
+        let per_window = saved.target_normaliser.per_window().is_some();
         let mut reals = Vec::with_capacity(saved.reals.len());
         for real in &saved.reals {
             reals.push(match &real.source {
@@ -135,16 +129,14 @@ impl RowEncoder {
                 | RealSource::TargetCenter
                 | RealSource::TargetScale => Slot::PerWindow,
                 RealSource::Column(name) => {
-                    let column = numeric(name, "a continuous input of the model")?;
-                    match &real.normaliser {
-                        Some(normaliser) => Slot::Normalised {
-                            index: column,
-                            name: name.clone(),
-                            normalising: Normalising::new(normaliser, &index)?,
-                        },
-                        None => {
-                            Slot::Column { index: column, name: name.clone(), center: real.center, scale: real.scale }
-                        }
+                    let affine = || Normaliser::Fitted {
+                        transformation: None,
+                        scales: Scales::Global { center: real.center, scale: real.scale },
+                    };
+                    Slot::Column {
+                        index: numeric(name, "a continuous input of the model")?,
+                        name: name.clone(),
+                        normalising: Normalising::new(&real.normaliser.clone().unwrap_or_else(affine), &index)?,
                     }
                 }
             });
@@ -203,7 +195,7 @@ impl RowEncoder {
             .reals
             .iter()
             .map(|slot| match slot {
-                Slot::Column { index, .. } | Slot::Normalised { index, .. } => floats(batch.column(*index)).map(Some),
+                Slot::Column { index, .. } => floats(batch.column(*index)).map(Some),
                 _ => Ok(None),
             })
             .collect::<Result<_>>()?;
@@ -215,7 +207,7 @@ impl RowEncoder {
         let mut real_prepared = Vec::with_capacity(self.reals.len());
         for (slot, column) in self.reals.iter().zip(&reals) {
             let (series, prepared) = match (slot, column) {
-                (Slot::Normalised { normalising, .. }, Some(column)) => {
+                (Slot::Column { normalising, .. }, Some(column)) => {
                     (normalising.series_of(batch)?, normalising.prepare(column))
                 }
                 _ => (Vec::new(), None),
@@ -242,11 +234,7 @@ impl RowEncoder {
                 let columns = self.reals.iter().zip(&reals).zip(real_series.iter().zip(&real_prepared));
                 for ((slot, column), (series, prepared)) in columns {
                     values.push(match (slot, column) {
-                        (Slot::Column { name, center, scale, .. }, Some(column)) => {
-                            let x = column[i].ok_or_else(|| format!("column '{name}': missing value"))?;
-                            ((x - center) / scale) as f32
-                        }
-                        (Slot::Normalised { name, normalising, .. }, Some(column)) => {
+                        (Slot::Column { name, normalising, .. }, Some(column)) => {
                             let x = column[i].ok_or_else(|| format!("column '{name}': missing value"))?;
                             let prepared = prepared.as_ref().map(|p| &p[i]);
                             normalising.input(x, prepared, series, i).map_err(|e| format!("column '{name}': {e}"))?.0

@@ -28,7 +28,7 @@ use deepembed_sdk::checkpoint::pandas::{DataFrame, PyKey};
 use deepembed_sdk::checkpoint::Value;
 use tch::{Kind, Tensor};
 
-use crate::saved::Categorical;
+use crate::saved::{str_list, Categorical};
 
 /// `TorchNormalizer.TRANSFORMATIONS`' forward functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub enum Transformation {
     Sqrt,
 }
 
-/// What the network's target input is made of.
+/// How a continuous input (the target, or another) is normalised.
 #[derive(Debug, Clone)]
 pub enum Normaliser {
     /// `(transform(y) - center) / scale` in float64, with a center and scale fitted in training.
@@ -96,7 +96,7 @@ impl ScaleTable {
 /// An `EncoderNormalizer`'s settings.
 #[derive(Debug, Clone)]
 pub struct EncoderNormaliser {
-    pub transformation: Option<Transformation>,
+    transformation: Option<Transformation>,
     method: Method,
     center: bool,
     /// `max_length`: how many of the last encoder steps the center and the scale are fitted on
@@ -218,6 +218,14 @@ impl Transformation {
 }
 
 impl Normaliser {
+    /// The normaliser fitted on each window, if this is one.
+    pub fn per_window(&self) -> Option<&EncoderNormaliser> {
+        match self {
+            Normaliser::PerWindow(normaliser) => Some(normaliser),
+            Normaliser::Fitted { .. } => None,
+        }
+    }
+
     /// Reads a fitted normaliser; `role` says what it scales in messages ("the target
     /// normaliser", "the scaler of 'dose'"). `encoder` gives a column's `NaNLabelEncoder` when the
     /// dataset coded the column (a `GroupNormalizer`'s table is keyed by its codes then), `None`
@@ -284,7 +292,7 @@ fn group_scales(
     encoder: &dyn Fn(&str) -> Result<Option<Categorical>>,
 ) -> Result<Scales> {
     let norm = state.get("norm_").ok_or_else(|| anyhow!("{} is missing (was it fitted?)", what("norm_")))?;
-    let groups = string_list(state.get("_groups").or_else(|| state.get("groups")));
+    let groups = str_list(state, "_groups").or_else(|| str_list(state, "groups")).unwrap_or_default();
     if groups.is_empty() {
         return Ok(Scales::Global {
             center: number(norm.get("center"), &what("norm_ center"))?,
@@ -527,7 +535,8 @@ fn method(state: &Value, what: &str) -> Result<Method> {
     }
 }
 
-/// A fitted `norm_` table (a DataFrame of `center` and `scale` indexed by codes) by index label.
+/// A fitted `norm_` table (a DataFrame of `center` and `scale` indexed by the groups' codes or
+/// values) by index label.
 fn scale_rows(frame: &Value, what: &str) -> Result<HashMap<PyKey, (f64, f64)>> {
     let frame = DataFrame::from_value(frame).map_err(|e| anyhow!("{what}: {e}"))?;
     let column = |name: &str| frame.column(name).ok_or_else(|| anyhow!("{what} has no '{name}' column"));
@@ -548,15 +557,6 @@ fn center_scale(value: &Value, what: &str) -> Result<(f64, f64)> {
     let number =
         |key: &str| value.get(key).and_then(Value::as_f64).ok_or_else(|| anyhow!("{what} has no number '{key}'"));
     Ok((number("center")?, number("scale")?))
-}
-
-fn string_list(value: Option<&Value>) -> Vec<String> {
-    match value {
-        Some(Value::List(items) | Value::Tuple(items)) => {
-            items.iter().filter_map(Value::as_str).map(str::to_string).collect()
-        }
-        _ => Vec::new(),
-    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@ use tch::Tensor;
 
 use crate::encode::{RowEncoder, SeriesIds};
 use crate::network::Network;
-use crate::normaliser::Normaliser;
 use crate::options::DeepArOptions;
 use crate::output::{OutputRows, Rows};
 use crate::record::Record;
@@ -124,18 +123,12 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
         time_slot: time_slot.map(|s| (s, saved.reals[s].center, saved.reals[s].scale)),
         layout: encoder.layout(),
         axis: TimeAxis { kind: encoder.time_kind(), earliest: scan.earliest },
-        per_window: match &saved.target_normaliser {
-            Normaliser::PerWindow(normaliser) => Some(normaliser.clone()),
-            Normaliser::Fitted { .. } => None,
-        },
+        per_window: saved.target_normaliser.per_window().cloned(),
         per_window_inputs: saved
             .reals
             .iter()
             .enumerate()
-            .filter_map(|(slot, real)| match &real.normaliser {
-                Some(Normaliser::PerWindow(normaliser)) => Some((slot, normaliser.clone())),
-                _ => None,
-            })
+            .filter_map(|(slot, real)| Some((slot, real.normaliser.as_ref()?.per_window()?.clone())))
             .collect(),
         derived: derived_inputs(&saved),
     };
@@ -180,7 +173,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
 /// The inputs filled in per window, by slot: the relative time index, the encoder length, and
 /// a per-window normaliser's center and scale.
 fn derived_inputs(saved: &SavedDeepAr) -> Vec<(usize, Derived)> {
-    let per_window = matches!(saved.target_normaliser, Normaliser::PerWindow(_));
+    let per_window = saved.target_normaliser.per_window().is_some();
     let max_encoder_length = saved.max_encoder_length;
     let mut derived = Vec::new();
     for (slot, real) in saved.reals.iter().enumerate() {

@@ -1,9 +1,8 @@
 //! A pytorch-forecasting DeepAR checkpoint, read as data: the Lightning `.ckpt`'s
 //! `hyper_parameters` (the network's shape and input order), its `dataset_parameters` (the fitted
-//! target normaliser, see [`crate::normaliser`], scalers and category encoders of the
-//! training `TimeSeriesDataSet`) and its
-//! `state_dict`. Nothing in the file is executed; what the forward needs and cannot be reproduced
-//! exactly is refused by name.
+//! target normaliser, see [`crate::normaliser`], scalers and category encoders of the training
+//! `TimeSeriesDataSet`) and its `state_dict`. Nothing in the file is executed; what the forward
+//! needs and cannot be reproduced exactly is refused by name.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -436,7 +435,7 @@ fn str_field<'v>(value: &'v Value, key: &str) -> Option<&'v str> {
 }
 
 /// A list of strings; `None` when absent or `None` in the file.
-fn str_list(value: &Value, key: &str) -> Option<Vec<String>> {
+pub(crate) fn str_list(value: &Value, key: &str) -> Option<Vec<String>> {
     match value.get(key)? {
         Value::List(items) | Value::Tuple(items) => items.iter().map(|v| v.as_str().map(str::to_string)).collect(),
         _ => None,

@@ -6,9 +6,9 @@
 //! that hour's inputs, except the target's slot, which holds the previous hour's normalised
 //! target (DeepAR's teacher forcing): normalised per row, or, for an `EncoderNormalizer`, all
 //! `L` of them (hours `t - L .. t - 1`, the sample's encoder) together. Missing hours take the
-//! latest earlier row's inputs
-//! (pytorch-forecasting's forward fill with `allow_missing_timesteps`), and the time index
-//! input, when the model has one, counts every hour. Rows without such a window are padded.
+//! latest earlier row's inputs (pytorch-forecasting's forward fill with
+//! `allow_missing_timesteps`), and the time index input, when the model has one, counts every
+//! hour. Rows without such a window are padded.
 
 use std::collections::VecDeque;
 
