@@ -9,7 +9,8 @@ with a log or relu transformation from the training target), GroupNormalizers by
 columns (scale_by_group, robust, uncentred), EncoderNormalizers (robust, max_length, center=False)
 and every transformation; with the inputs pytorch-forecasting adds per sample (relative time
 index, encoder length, target scales); with other scalers for the other inputs (RobustScaler,
-GroupNormalizer, EncoderNormalizer); and on pytorch-forecasting's own integer time index. The reference embeddings are pytorch-forecasting's own
+GroupNormalizer, EncoderNormalizer); with lags of the target, of inputs and of a category; and on
+pytorch-forecasting's own integer time index. The reference embeddings are pytorch-forecasting's own
 view of the evaluation rows: DeepAR.load_from_checkpoint, TimeSeriesDataSet.from_parameters with
 the checkpoint's dataset_parameters (its fitted scalers, target normalizer and category encoders,
 not refitted), the model's forward in eval mode, and the output of its last RNN call (the decoder
@@ -184,6 +185,29 @@ CASES = {
     "gru1_no_normalizer": dict(
         cell_type="GRU", rnn_layers=1, hidden_size=6, max_encoder_length=6, group_ids=["patient"], style="gaps",
         shape="fraction", normalizer=None, resolves=("TorchNormalizer", None), time_varying_known_reals=["dose"],
+    ),
+    # Lags (pytorch-forecasting's `lags`): the target's own, one and three rows back within the
+    # series, through a GroupNormalizer per patient; a category's, which adds an input no
+    # embedding reads but drops each series' first four rows, as the largest lag does.
+    "lstm1_lags_group": dict(
+        cell_type="LSTM", rnn_layers=1, hidden_size=6, max_encoder_length=5, group_ids=["patient"], style="multi",
+        normalizer=lambda: GroupNormalizer(groups=["patient"]), known_series_only=True,
+        dataset=dict(lags={"hr": [1, 3], "shift": [4]}),
+        static_reals=["age"], time_varying_known_categoricals=["shift"], time_varying_known_reals=["dose"],
+    ),
+    # Lags are rows, not hours: across gaps, the target two rows back and dose one and three rows
+    # back, each normalised with its own normaliser's fit on the window (EncoderNormalizers).
+    "gru1_lags_encoder_gaps": dict(
+        cell_type="GRU", rnn_layers=1, hidden_size=7, max_encoder_length=6, group_ids=["patient"], style="gaps",
+        normalizer=lambda: EncoderNormalizer(), dataset=dict(lags={"hr": [2], "dose": [1, 3]}, scalers={"dose": EncoderNormalizer(transformation="relu")}),
+        time_varying_known_reals=["dose"],
+    ),
+    # An unscaled input lagged as it is, on the integer time index, the target under one log
+    # GroupNormalizer.
+    "gru1_lags_integer_unscaled": dict(
+        cell_type="GRU", rnn_layers=1, hidden_size=5, max_encoder_length=4, group_ids=["patient"], style="gaps",
+        integer_time=True, shape="lognormal", normalizer=lambda: GroupNormalizer(transformation="log"),
+        dataset=dict(lags={"hr": [1], "dose": [2]}, scalers={"dose": None}), time_varying_known_reals=["dose"],
     ),
 }
 LISTS = [
@@ -396,8 +420,12 @@ def reference(ckpt: Path, frame: pd.DataFrame, case: dict) -> tuple[np.ndarray, 
                 emb[row] = out[b, 0].numpy()
     hook.remove()
 
-    # A row gets a sample iff its series has a row exactly max_encoder_length hours before it.
-    back = set(zip(*[frame[g] for g in gids], frame["time_idx"] + case["max_encoder_length"]))
+    # A row gets a sample iff its series has a row exactly max_encoder_length hours before it,
+    # other than the series' first max_lag rows, which lags drop.
+    max_lag = max((max(lags) for lags in (params.get("lags") or {}).values()), default=0)
+    kept = frame.sort_values("time_idx", kind="stable").groupby(gids, observed=True).cumcount() >= max_lag
+    kept = frame[kept.reindex(frame.index)]
+    back = set(zip(*[kept[g] for g in gids], kept["time_idx"] + case["max_encoder_length"]))
     expected = np.array([k in back for k in keys])
     rows = frame["__row"].to_numpy()
     want = np.zeros(len(frame), dtype=bool)

@@ -72,9 +72,10 @@ enum Slot {
         center: f64,
         scale: f64,
     },
-    /// Filled in per window (the time index, the relative time index, the encoder length, and
-    /// a per-window normaliser's center and scale).
-    PerWindow,
+    /// Filled in when the row is windowed: per window (the time index, the relative time index,
+    /// the encoder length, and a per-window normaliser's center and scale), or from the series'
+    /// earlier rows (a lagged input).
+    Later,
 }
 
 /// Where each model input is in the input table.
@@ -127,7 +128,8 @@ impl RowEncoder {
                 | RealSource::RelativeTimeIndex
                 | RealSource::EncoderLength
                 | RealSource::TargetCenter
-                | RealSource::TargetScale => Slot::PerWindow,
+                | RealSource::TargetScale
+                | RealSource::Lagged { .. } => Slot::Later,
                 RealSource::Column(name) => {
                     let affine = || Normaliser::Fitted {
                         transformation: None,

@@ -25,10 +25,10 @@ impl Network {
         let weights = Weights::new(&saved.weights, device);
         let mut embeddings = Vec::with_capacity(saved.embeddings.len());
         let mut width = saved.reals.len() as i64;
-        for embedding in &saved.embeddings {
+        for (categorical, embedding) in saved.embeddings.iter().enumerate() {
             let name = format!("embeddings.embeddings.{}.weight", embedding.name);
             let table = weights.tensor(&name, &[embedding.cardinality, embedding.dim])?;
-            let codes = saved.categoricals[embedding.categorical].classes.values();
+            let codes = saved.categoricals[categorical].classes.values();
             if let Some(&code) = codes.clone().find(|&&c| c < 0 || c >= embedding.cardinality) {
                 bail!(
                     "{}: the encoder of '{}' gives code {code}, but its embedding table has {} rows; is the checkpoint damaged?",
@@ -38,7 +38,7 @@ impl Network {
                 );
             }
             width += embedding.dim;
-            embeddings.push((embedding.categorical as i64, table));
+            embeddings.push((categorical as i64, table));
         }
         let gates = match saved.cell {
             Cell::Lstm => 4,

@@ -30,7 +30,8 @@ pub struct Record {
     pub target: f32,
     /// Continuous inputs in the model's order, already scaled; the target's slot holds this
     /// row's normalised target. Inputs normalised per window hold their prepared values (see
-    /// `EncoderNormaliser::prepare`), and those derived per window (the time index) 0 until then.
+    /// `EncoderNormaliser::prepare`), and those derived per window (the time index) or lagged 0
+    /// until windowing fills them.
     pub reals: Vec<f32>,
     /// Category codes, in the model's order.
     pub codes: Vec<u32>,

@@ -29,7 +29,7 @@ use crate::record::Record;
 use crate::saved::{RealSource, SavedDeepAr};
 use crate::spill::{sorted, Spill, TempDir};
 use crate::time::TimeAxis;
-use crate::windows::{Derived, History, Placed, Windowing};
+use crate::windows::{Derived, History, LaggedInput, Placed, Windowing};
 
 /// DeepTune's MODEL_STR for DeepAR.
 const MODEL_STR: &str = "deepAR";
@@ -131,6 +131,16 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
             .filter_map(|(slot, real)| Some((slot, real.normaliser.as_ref()?.per_window()?.clone())))
             .collect(),
         derived: derived_inputs(&saved),
+        lagged: saved
+            .reals
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, real)| match real.source {
+                RealSource::Lagged { of, lag } => Some(LaggedInput { slot, of, lag }),
+                _ => None,
+            })
+            .collect(),
+        max_lag: saved.max_lag,
     };
     let mut model = Model { network: &network, steps: length, layout: encoder.layout() };
     let batch_size = ctx.batch_size();

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use deepembed_sdk::checkpoint::sklearn::StandardScaler;
 use deepembed_sdk::checkpoint::{Checkpoint, StateDict, Value};
 
-use crate::normaliser::Normaliser;
+use crate::normaliser::{Normaliser, Scales};
 
 /// The recurrent cell (`cell_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,12 @@ pub enum RealSource {
     /// (`<target>_scale`) for the row's series or window, standardised by its scaler.
     TargetCenter,
     TargetScale,
+    /// `lags`: the input in slot `of` (the target or a column) `lag` rows earlier in the row's
+    /// series (rows, not hours), scaled as that input is.
+    Lagged {
+        of: usize,
+        lag: usize,
+    },
 }
 
 /// One continuous input, in the network's order (`x_reals`), with its fitted scaling:
@@ -106,12 +112,11 @@ impl Categorical {
     }
 }
 
-/// One embedding table: which categorical it reads and its shape. The tables' outputs are
+/// One embedding table's shape; table `i` reads categorical input `i`. The tables' outputs are
 /// concatenated in this order (`embedding_sizes`' order), after the continuous inputs.
 #[derive(Debug, Clone)]
 pub struct Embedding {
     pub name: String,
-    pub categorical: usize,
     pub cardinality: i64,
     pub dim: i64,
 }
@@ -147,6 +152,9 @@ pub struct SavedDeepAr {
     pub target_normaliser: Normaliser,
     pub categoricals: Vec<Categorical>,
     pub embeddings: Vec<Embedding>,
+    /// The largest of the training's `lags` (0 without): pytorch-forecasting drops each series'
+    /// first `max_lag` rows, which have no lagged values.
+    pub max_lag: usize,
     pub weights: StateDict,
 }
 
@@ -212,7 +220,9 @@ impl SavedDeepAr {
             label_encoder(column, encoder, &path).map(Some)
         };
         let target_normaliser = Normaliser::from_value(normaliser, &path, "the target normaliser", &encoder_of)?;
-        let reals = read_reals(hparams, dataset, &target, &time_idx, &path, &encoder_of)?;
+        let lags = read_lags(dataset, &path)?;
+        let reals = read_reals(hparams, dataset, &target, &time_idx, &lags, &path, &encoder_of)?;
+        check_lagged_scaling(&reals, &target_normaliser, &group_ids, &path)?;
         let (categoricals, embeddings) = read_categoricals(hparams, dataset, &path)?;
         let weights =
             checkpoint.state_dict_where(|name| name.starts_with("rnn.") || name.starts_with("embeddings."))?;
@@ -240,6 +250,7 @@ impl SavedDeepAr {
             target_normaliser,
             categoricals,
             embeddings,
+            max_lag: lags.iter().flat_map(|(_, lags)| lags.iter().copied()).max().unwrap_or(0),
             weights,
             path,
         })
@@ -268,9 +279,7 @@ fn locate(path: &Path) -> Result<PathBuf> {
 /// Options of pytorch-forecasting whose inputs are not reproduced, so such a model is refused
 /// rather than fed something else.
 fn refuse_features(hparams: &Value, dataset: &Value, path: &Path) -> Result<()> {
-    for (value, key) in
-        [(dataset, "lags"), (hparams, "target_lags"), (hparams, "categorical_groups"), (dataset, "variable_groups")]
-    {
+    for (value, key) in [(hparams, "categorical_groups"), (dataset, "variable_groups")] {
         if value.get(key).and_then(Value::dict_entries).is_some_and(|e| !e.is_empty()) {
             bail!(
                 "{}: the model was trained with {key}, which deepembed does not reproduce (DeepTune trains without it)",
@@ -284,23 +293,58 @@ fn refuse_features(hparams: &Value, dataset: &Value, path: &Path) -> Result<()> 
     Ok(())
 }
 
+/// The dataset's `lags`: each lagged variable with its lags (whole numbers of rows, at least 1).
+fn read_lags(dataset: &Value, path: &Path) -> Result<Vec<(String, Vec<usize>)>> {
+    let mut lags = Vec::new();
+    for (name, values) in dataset.get("lags").and_then(Value::dict_entries).unwrap_or_default() {
+        let name = name.as_str().ok_or_else(|| anyhow!("{}: lags has a non-string key", path.display()))?;
+        let values: Option<Vec<usize>> = match values {
+            Value::List(v) | Value::Tuple(v) => {
+                v.iter().map(|lag| lag.as_i64().and_then(|l| usize::try_from(l).ok())).collect()
+            }
+            _ => None,
+        };
+        match values {
+            Some(values) if values.iter().all(|&l| l > 0) => lags.push((name.to_string(), values)),
+            _ => bail!("{}: lags['{name}'] is not a list of positive whole numbers of rows", path.display()),
+        }
+    }
+    Ok(lags)
+}
+
 /// The continuous inputs in `x_reals` order, each with its scaler, but the target and the inputs
 /// pytorch-forecasting fills in per sample unscaled. A scaler is scikit-learn's `StandardScaler`
 /// (the default) or `RobustScaler`, none, or a pytorch-forecasting normaliser (not for the time
-/// index).
+/// index). A lagged input (`<name>_lagged_by_<lag>`) has no scaler of its own: it takes its
+/// variable's value rows earlier, scaled as that is.
 fn read_reals(
     hparams: &Value,
     dataset: &Value,
     target: &str,
     time_idx: &str,
+    lags: &[(String, Vec<usize>)],
     path: &Path,
     encoder_of: &dyn Fn(&str) -> Result<Option<Categorical>>,
 ) -> Result<Vec<Real>> {
     let names = str_list(hparams, "x_reals").unwrap_or_default();
     let scalers = dataset.get("scalers");
     let added = |flag: &str| matches!(dataset.get(flag), Some(Value::Bool(true)));
+    let lagged = |name: &str| {
+        lags.iter().find_map(|(of, lags)| {
+            lags.iter().find(|lag| name == format!("{of}_lagged_by_{lag}")).map(|&lag| (of, lag))
+        })
+    };
     let mut reals = Vec::with_capacity(names.len());
-    for name in names {
+    for name in &names {
+        if let Some((of, lag)) = lagged(name) {
+            let Some(of) = names.iter().position(|n| n == of) else {
+                bail!("{}: the model's input '{name}' lags '{of}', which is not one of its inputs", path.display());
+            };
+            let source = RealSource::Lagged { of, lag };
+            reals.push(Real { name: name.clone(), source, center: 0.0, scale: 1.0, normaliser: None });
+            continue;
+        }
+        let name = name.clone();
         let source = match name.as_str() {
             n if n == target => RealSource::Target,
             n if n == time_idx => RealSource::TimeIndex,
@@ -349,6 +393,18 @@ fn read_reals(
         };
         reals.push(Real { name, source, center, scale, normaliser });
     }
+    for real in &reals {
+        if let RealSource::Lagged { of, .. } = real.source {
+            if !matches!(reals[of].source, RealSource::Target | RealSource::Column(_)) {
+                bail!(
+                    "{}: the model's input '{}' lags '{}', which pytorch-forecasting computes per sample; deepembed lags the target and input columns",
+                    path.display(),
+                    real.name,
+                    reals[of].name
+                );
+            }
+        }
+    }
     if !reals.iter().any(|r| r.source == RealSource::Target) {
         bail!(
             "{}: the target '{target}' is not among the model's inputs (x_reals), as DeepAR requires",
@@ -358,26 +414,23 @@ fn read_reals(
     Ok(reals)
 }
 
-/// The categorical inputs (`x_categoricals` order) with their encoders, and the embedding tables
-/// (`embedding_sizes` order).
+/// The embedding tables (`embedding_sizes` order) and the categorical inputs they read, with
+/// their encoders, in the same order. A categorical input no table reads (a lagged category: the
+/// dataset makes it, the network has no embedding for it) does not reach the network.
 fn read_categoricals(hparams: &Value, dataset: &Value, path: &Path) -> Result<(Vec<Categorical>, Vec<Embedding>)> {
     let names = str_list(hparams, "x_categoricals").unwrap_or_default();
     let encoders = dataset.get("categorical_encoders");
-    let mut categoricals = Vec::with_capacity(names.len());
-    for name in &names {
-        let encoder = encoders.and_then(|e| e.get(name)).ok_or_else(|| {
-            anyhow!("{}: the categorical input '{name}' has no saved encoder in dataset_parameters", path.display())
-        })?;
-        categoricals.push(label_encoder(name, encoder, path)?);
-    }
     let sizes = hparams.get("embedding_sizes").and_then(Value::dict_entries).unwrap_or_default();
+    let mut categoricals = Vec::with_capacity(sizes.len());
     let mut embeddings = Vec::with_capacity(sizes.len());
     for (key, size) in sizes {
         let name = key.as_str().ok_or_else(|| anyhow!("{}: embedding_sizes has a non-string key", path.display()))?;
-        let categorical = names
-            .iter()
-            .position(|n| n == name)
-            .ok_or_else(|| anyhow!("{}: embedding '{name}' reads no categorical input", path.display()))?;
+        if !names.iter().any(|n| n == name) {
+            bail!("{}: embedding '{name}' reads no categorical input", path.display());
+        }
+        let encoder = encoders.and_then(|e| e.get(name)).ok_or_else(|| {
+            anyhow!("{}: the categorical input '{name}' has no saved encoder in dataset_parameters", path.display())
+        })?;
         let pair = match size {
             Value::Tuple(v) | Value::List(v) if v.len() == 2 => (v[0].as_i64(), v[1].as_i64()),
             _ => (None, None),
@@ -385,9 +438,33 @@ fn read_categoricals(hparams: &Value, dataset: &Value, path: &Path) -> Result<(V
         let (Some(cardinality), Some(dim)) = pair else {
             bail!("{}: embedding_sizes['{name}'] is not a (classes, size) pair", path.display());
         };
-        embeddings.push(Embedding { name: name.to_string(), categorical, cardinality, dim });
+        embeddings.push(Embedding { name: name.to_string(), cardinality, dim });
+        categoricals.push(label_encoder(name, encoder, path)?);
     }
     Ok((categoricals, embeddings))
+}
+
+/// A lagged input is its variable's scaled value at an earlier row of the series, which is what
+/// pytorch-forecasting computes when the variable's scaling is the same for both rows: one
+/// scaling, or one per series. A normaliser by other columns (which may change within a series)
+/// is refused.
+fn check_lagged_scaling(reals: &[Real], target: &Normaliser, group_ids: &[String], path: &Path) -> Result<()> {
+    for real in reals {
+        let RealSource::Lagged { of, .. } = real.source else { continue };
+        let lagged = &reals[of];
+        let normaliser = if lagged.source == RealSource::Target { Some(target) } else { lagged.normaliser.as_ref() };
+        if let Some(Normaliser::Fitted { scales: Scales::ByGroup(groups), .. }) = normaliser {
+            if let Some(column) = groups.columns.iter().find(|c| !group_ids.contains(c)) {
+                bail!(
+                    "{}: the model's input '{}' lags '{}', whose normaliser scales by '{column}', which is not a series id; deepembed lags inputs scaled per series or globally",
+                    path.display(),
+                    real.name,
+                    lagged.name
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A fitted `NaNLabelEncoder`: its `classes_` (value to code) and `add_nan`.

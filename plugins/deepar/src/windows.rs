@@ -9,6 +9,10 @@
 //! latest earlier row's inputs (pytorch-forecasting's forward fill with
 //! `allow_missing_timesteps`), and the time index input, when the model has one, counts every
 //! hour. Rows without such a window are padded.
+//!
+//! A lagged input (pytorch-forecasting's `lags`) holds its variable's value `lag` rows earlier
+//! in the series (rows, not hours), taken as each row arrives; a series' first `max_lag` rows
+//! have no such values, and, as pytorch-forecasting drops them, start no window.
 
 use std::collections::VecDeque;
 
@@ -37,6 +41,19 @@ pub struct Windowing {
     pub per_window_inputs: Vec<(usize, EncoderNormaliser)>,
     /// The other inputs pytorch-forecasting fills in per sample, by slot.
     pub derived: Vec<(usize, Derived)>,
+    /// The lagged inputs, and the largest lag of the training (a lagged category's counts too,
+    /// though no embedding reads it).
+    pub lagged: Vec<LaggedInput>,
+    pub max_lag: usize,
+}
+
+/// A lagged input: slot `slot` takes slot `of` of the series' row `lag` rows back. For a variable
+/// normalised on each window, the value is its prepared one, normalised with the variable's fit.
+#[derive(Debug, Clone, Copy)]
+pub struct LaggedInput {
+    pub slot: usize,
+    pub of: usize,
+    pub lag: usize,
 }
 
 /// An input pytorch-forecasting computes for each sample rather than reads.
@@ -79,10 +96,22 @@ impl Derived {
     }
 }
 
-/// The rows of one series still needed for later windows: those of the last `L + 1` hours.
+/// What one series keeps for later rows: its rows of the last `L + 1` hours, and the lagged
+/// variables' values at its last `max_lag` rows.
 #[derive(Default)]
 pub struct History {
-    recent: VecDeque<(i64, Record)>,
+    recent: VecDeque<Held>,
+    /// How many rows of the series came so far.
+    rows: usize,
+    /// Per row, oldest first: the value each lagged input takes from it.
+    earlier: VecDeque<Vec<f32>>,
+}
+
+/// A row of the series, with its hour and its place in the series (0 for the first row).
+struct Held {
+    hour: i64,
+    place: usize,
+    record: Record,
 }
 
 /// A row, placed in its series.
@@ -103,7 +132,7 @@ impl Windowing {
     /// Adds `record`, the next row of its series in time order, and returns its window.
     pub fn push(&self, history: &mut History, record: Record, series: &SeriesIds) -> Result<Placed> {
         let hour = self.axis.index(record.time);
-        if let Some((last_hour, last)) = history.recent.back() {
+        if let Some(Held { hour: last_hour, record: last, .. }) = history.recent.back() {
             let gap = hour - last_hour;
             if gap == 0 {
                 match self.axis.kind {
@@ -131,19 +160,44 @@ impl Windowing {
                 );
             }
         }
+        let mut record = record;
+        self.fill_lags(history, &mut record);
         let (row, target) = (record.row, record.target);
-        history.recent.push_back((hour, record));
+        let place = history.rows;
+        history.rows += 1;
+        history.recent.push_back(Held { hour, place, record });
         let start = hour - self.length;
-        while history.recent.front().is_some_and(|(h, _)| *h < start) {
+        while history.recent.front().is_some_and(|h| h.hour < start) {
             history.recent.pop_front();
         }
-        let window =
-            (history.recent.front().map(|(h, _)| *h) == Some(start)).then(|| self.window(&history.recent, start));
+        let window = history
+            .recent
+            .front()
+            .is_some_and(|first| first.hour == start && first.place >= self.max_lag)
+            .then(|| self.window(&history.recent, start));
         Ok(Placed { row, target, window })
     }
 
+    /// Fills `record`'s lagged inputs from the series' earlier rows (left 0 for its first rows,
+    /// which start no window), then keeps what later rows take from it.
+    fn fill_lags(&self, history: &mut History, record: &mut Record) {
+        if self.lagged.is_empty() {
+            return;
+        }
+        let earlier = history.earlier.len();
+        for (i, input) in self.lagged.iter().enumerate() {
+            if let Some(at) = earlier.checked_sub(input.lag) {
+                record.reals[input.slot] = history.earlier[at][i];
+            }
+        }
+        history.earlier.push_back(self.lagged.iter().map(|input| record.reals[input.of]).collect());
+        if history.earlier.len() > self.max_lag {
+            history.earlier.pop_front();
+        }
+    }
+
     /// The steps of hours `start + 1 ..= start + L`; `recent` starts with the row at `start`.
-    fn window(&self, recent: &VecDeque<(i64, Record)>, start: i64) -> Window {
+    fn window(&self, recent: &VecDeque<Held>, start: i64) -> Window {
         let steps = self.length as usize;
         let mut reals = Vec::with_capacity(steps * self.layout.reals);
         let mut codes = Vec::with_capacity(steps * self.layout.categoricals);
@@ -159,20 +213,20 @@ impl Windowing {
             .iter()
             .map(|(slot, _)| {
                 let mut values = Vec::with_capacity(steps + 1);
-                values.push(recent[0].1.reals[*slot]);
+                values.push(recent[0].record.reals[*slot]);
                 values
             })
             .collect();
         for step in 1..=self.length {
             let hour = start + step;
             let previous = current;
-            while current + 1 < recent.len() && recent[current + 1].0 <= hour {
+            while current + 1 < recent.len() && recent[current + 1].hour <= hour {
                 current += 1;
             }
-            let (_, row) = &recent[current];
+            let row = &recent[current].record;
             let first = reals.len();
             reals.extend_from_slice(&row.reals);
-            reals[first + self.target_slot] = recent[previous].1.reals[self.target_slot];
+            reals[first + self.target_slot] = recent[previous].record.reals[self.target_slot];
             if self.per_window.is_some() {
                 encoder.push(reals[first + self.target_slot]);
             }
@@ -185,6 +239,15 @@ impl Windowing {
             codes.extend(row.codes.iter().map(|&c| i64::from(c)));
         }
         let width = self.layout.reals;
+        // A variable's lagged inputs are normalised with the variable's fit on the window.
+        let normalise_lagged = |reals: &mut [f32], of: usize, normaliser: &EncoderNormaliser, fit: &WindowFit| {
+            for input in self.lagged.iter().filter(|input| input.of == of) {
+                for step in 0..steps {
+                    let value = &mut reals[step * width + input.slot];
+                    *value = normaliser.apply(fit, *value);
+                }
+            }
+        };
         // The target's encoder is fitted on and fed (shifted by one hour); another input's is
         // fitted on and the window's last L hours fed.
         let fit = self.per_window.as_ref().map(|normaliser| {
@@ -192,6 +255,7 @@ impl Windowing {
             for (step, &y) in encoder.iter().enumerate() {
                 reals[step * width + self.target_slot] = normaliser.apply(&fit, y);
             }
+            normalise_lagged(&mut reals, self.target_slot, normaliser, &fit);
             fit
         });
         for ((slot, normaliser), values) in self.per_window_inputs.iter().zip(&inputs) {
@@ -199,6 +263,7 @@ impl Windowing {
             for step in 0..steps {
                 reals[step * width + slot] = normaliser.apply(&input_fit, values[step + 1]);
             }
+            normalise_lagged(&mut reals, *slot, normaliser, &input_fit);
         }
         for (slot, derived) in &self.derived {
             for step in 0..self.length {
@@ -235,6 +300,8 @@ mod tests {
             per_window: None,
             per_window_inputs: Vec::new(),
             derived: Vec::new(),
+            lagged: Vec::new(),
+            max_lag: 0,
         }
     }
 
@@ -278,6 +345,29 @@ mod tests {
         // (rows 0, 0, 1); the time index counts hours.
         assert_eq!(window.reals, vec![0.0, 1.0, 0.0, 2.0, 10.0, 3.0]);
         assert_eq!(window.codes, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn lags_count_rows_and_the_first_max_lag_rows_start_no_window() {
+        // Slot 2 holds the target one row back; the training's largest lag is 2.
+        let w = Windowing {
+            layout: Layout { reals: 3, categoricals: 1 },
+            lagged: vec![LaggedInput { slot: 2, of: 0, lag: 1 }],
+            max_lag: 2,
+            ..windowing(2, true)
+        };
+        let (mut history, ids) = (History::default(), series());
+        let row = |row: u64, hour: i64| Record { reals: vec![row as f32 * 10.0, -1.0, 0.0], ..record(row, hour) };
+        // Hours 0, 2, 3, 4, 5: the row at hour 2 (the series' second) is where hour 4's window
+        // would start, but lags drop it.
+        let windows: Vec<Option<Window>> = [(0, 0), (1, 2), (2, 3), (3, 4), (4, 5)]
+            .iter()
+            .map(|&(r, h)| w.push(&mut history, row(r, h), &ids).unwrap().window)
+            .collect();
+        assert!(windows[..4].iter().all(Option::is_none));
+        // Hours 4 and 5 (rows 3 and 4): targets of hours 3 and 4, the time index, and each row's
+        // previous row's target (rows 2 and 3, across the gap it does not count).
+        assert_eq!(windows[4].as_ref().expect("a window").reals, vec![20.0, 4.0, 20.0, 30.0, 5.0, 30.0]);
     }
 
     #[test]
