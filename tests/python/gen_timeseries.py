@@ -9,8 +9,8 @@ with a log or relu transformation from the training target), GroupNormalizers by
 columns (scale_by_group, robust, uncentred), EncoderNormalizers (robust, max_length, center=False)
 and every transformation; with the inputs pytorch-forecasting adds per sample (relative time
 index, encoder length, target scales); with other scalers for the other inputs (RobustScaler,
-GroupNormalizer, EncoderNormalizer); with lags of the target, of inputs and of a category; and on
-pytorch-forecasting's own integer time index. The reference embeddings are pytorch-forecasting's own
+GroupNormalizer, EncoderNormalizer); with lags of the target, of inputs and of a category; with a
+variable group of categories; and on pytorch-forecasting's own integer time index. The reference embeddings are pytorch-forecasting's own
 view of the evaluation rows: DeepAR.load_from_checkpoint, TimeSeriesDataSet.from_parameters with
 the checkpoint's dataset_parameters (its fitted scalers, target normalizer and category encoders,
 not refitted), the model's forward in eval mode, and the output of its last RNN call (the decoder
@@ -209,6 +209,14 @@ CASES = {
         integer_time=True, shape="lognormal", normalizer=lambda: GroupNormalizer(transformation="log"),
         dataset=dict(lags={"hr": [1], "dose": [2]}, scalers={"dose": None}), time_varying_known_reals=["dose"],
     ),
+    # A variable group (pytorch-forecasting's `variable_groups`, as in its tutorials' special
+    # days): two category columns sharing one encoder, their embedding rows summed.
+    "gru1_variable_group": dict(
+        cell_type="GRU", rnn_layers=1, hidden_size=6, max_encoder_length=5, group_ids=["patient"], style="multi",
+        special_days=True, dataset=dict(variable_groups={"special": ["holiday", "event"]}),
+        static_categoricals=["ward"], time_varying_known_categoricals=["shift", "special"],
+        time_varying_known_reals=["dose"],
+    ),
 }
 LISTS = [
     "static_categoricals", "static_reals", "time_varying_known_categoricals",
@@ -244,6 +252,9 @@ def series(rng, name: str, case: dict, start: pd.Timestamp, hours: np.ndarray, s
         posture = POSTURES[rng.integers(0, 3, n)]
         df["posture"] = posture
         hr = hr + np.select([posture == "lying", posture == "standing"], [-4.0, 6.0], 0.0)
+    if case.get("special_days"):  # drawn for these cases only, so the others keep their data
+        df["holiday"] = rng.choice(["-", "-", "-", "easter", "xmas"], n)
+        df["event"] = rng.choice(["-", "-", "fair", "strike"], n)
     shape = case.get("shape", "level")
     if shape == "lognormal":  # positive and skewed (sample skew well over 2.5)
         hr = 4.0 * np.exp(rng.normal(0, 1.0, n) + 0.05 * (hr - 75.0))

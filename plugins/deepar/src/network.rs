@@ -1,5 +1,6 @@
 //! DeepAR's network up to its RNN: the continuous inputs, then one embedding per categorical
-//! input (`MultiEmbedding`, concatenated in `embedding_sizes` order), into a stacked LSTM or GRU
+//! input or variable group (`MultiEmbedding`, concatenated in `embedding_sizes` order; a group's
+//! rows summed), into a stacked LSTM or GRU
 //! (`batch_first`, no dropout at inference). The embedding of a window is the top layer's
 //! output at its last step.
 
@@ -13,8 +14,8 @@ pub struct Network {
     cell: Cell,
     layers: i64,
     hidden: i64,
-    /// `(categorical input index, table)` per embedding, in concatenation order.
-    embeddings: Vec<(i64, Tensor)>,
+    /// `(categorical input indices, table)` per embedding, in concatenation order.
+    embeddings: Vec<(Vec<i64>, Tensor)>,
     /// Per layer: `weight_ih, weight_hh, bias_ih, bias_hh`, as libtorch's RNN kernels take them.
     params: Vec<Tensor>,
     device: Device,
@@ -25,10 +26,11 @@ impl Network {
         let weights = Weights::new(&saved.weights, device);
         let mut embeddings = Vec::with_capacity(saved.embeddings.len());
         let mut width = saved.reals.len() as i64;
-        for (categorical, embedding) in saved.embeddings.iter().enumerate() {
+        for embedding in &saved.embeddings {
             let name = format!("embeddings.embeddings.{}.weight", embedding.name);
             let table = weights.tensor(&name, &[embedding.cardinality, embedding.dim])?;
-            let codes = saved.categoricals[categorical].classes.values();
+            // A group's columns share one encoder.
+            let codes = saved.categoricals[embedding.inputs[0]].classes.values();
             if let Some(&code) = codes.clone().find(|&&c| c < 0 || c >= embedding.cardinality) {
                 bail!(
                     "{}: the encoder of '{}' gives code {code}, but its embedding table has {} rows; is the checkpoint damaged?",
@@ -38,7 +40,7 @@ impl Network {
                 );
             }
             width += embedding.dim;
-            embeddings.push((categorical as i64, table));
+            embeddings.push((embedding.inputs.iter().map(|&i| i as i64).collect(), table));
         }
         let gates = match saved.cell {
             Cell::Lstm => 4,
@@ -69,8 +71,9 @@ impl Network {
         let reals = reals.to_device(self.device);
         let codes = codes.to_device(self.device);
         let mut parts = vec![reals.shallow_clone()];
-        for (categorical, table) in &self.embeddings {
-            parts.push(Tensor::embedding(table, &codes.select(2, *categorical), -1, false, false));
+        for (inputs, table) in &self.embeddings {
+            let rows = inputs.iter().map(|&i| Tensor::embedding(table, &codes.select(2, i), -1, false, false));
+            parts.push(rows.reduce(|sum, row| sum + row).expect("an embedding reads an input"));
         }
         let input = Tensor::cat(&parts, 2);
         let windows = input.size()[0];

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use deepembed_sdk::checkpoint::pandas::PyKey;
 use deepembed_sdk::checkpoint::sklearn::StandardScaler;
 use deepembed_sdk::checkpoint::{Checkpoint, StateDict, Value};
 
@@ -112,11 +113,13 @@ impl Categorical {
     }
 }
 
-/// One embedding table's shape; table `i` reads categorical input `i`. The tables' outputs are
-/// concatenated in this order (`embedding_sizes`' order), after the continuous inputs.
+/// One embedding table: its shape and the categorical inputs it reads: one, or a variable
+/// group's columns (`variable_groups`), whose rows are summed (an `EmbeddingBag`). The tables'
+/// outputs are concatenated in this order (`embedding_sizes`' order), after the continuous inputs.
 #[derive(Debug, Clone)]
 pub struct Embedding {
     pub name: String,
+    pub inputs: Vec<usize>,
     pub cardinality: i64,
     pub dim: i64,
 }
@@ -198,7 +201,7 @@ impl SavedDeepAr {
             ),
             None => bail!("{}: no target", what("hyper_parameters")),
         };
-        refuse_features(hparams, dataset, &path)?;
+        refuse_features(dataset, &path)?;
         let time_idx = str_field(dataset, "time_idx").unwrap_or("time_idx").to_string();
         let group_ids = str_list(dataset, "group_ids").unwrap_or_default();
         let normaliser =
@@ -278,15 +281,7 @@ fn locate(path: &Path) -> Result<PathBuf> {
 
 /// Options of pytorch-forecasting whose inputs are not reproduced, so such a model is refused
 /// rather than fed something else.
-fn refuse_features(hparams: &Value, dataset: &Value, path: &Path) -> Result<()> {
-    for (value, key) in [(hparams, "categorical_groups"), (dataset, "variable_groups")] {
-        if value.get(key).and_then(Value::dict_entries).is_some_and(|e| !e.is_empty()) {
-            bail!(
-                "{}: the model was trained with {key}, which deepembed does not reproduce (DeepTune trains without it)",
-                path.display()
-            );
-        }
-    }
+fn refuse_features(dataset: &Value, path: &Path) -> Result<()> {
     if dataset.get("constant_fill_strategy").and_then(Value::dict_entries).is_some_and(|e| !e.is_empty()) {
         bail!("{}: the model was trained with a constant_fill_strategy for gaps, which deepembed does not reproduce (DeepTune forward-fills)", path.display());
     }
@@ -415,18 +410,38 @@ fn read_reals(
 }
 
 /// The embedding tables (`embedding_sizes` order) and the categorical inputs they read, with
-/// their encoders, in the same order. A categorical input no table reads (a lagged category: the
-/// dataset makes it, the network has no embedding for it) does not reach the network.
+/// their encoders, in the order the tables read them. A variable group's columns share the
+/// group's encoder. A categorical input no table reads (a lagged category: the dataset makes it,
+/// the network has no embedding for it) does not reach the network.
 fn read_categoricals(hparams: &Value, dataset: &Value, path: &Path) -> Result<(Vec<Categorical>, Vec<Embedding>)> {
     let names = str_list(hparams, "x_categoricals").unwrap_or_default();
     let encoders = dataset.get("categorical_encoders");
+    let groups = hparams.get("categorical_groups").and_then(Value::dict_entries).unwrap_or_default();
     let sizes = hparams.get("embedding_sizes").and_then(Value::dict_entries).unwrap_or_default();
-    let mut categoricals = Vec::with_capacity(sizes.len());
+    if let Some((group, _)) = groups.iter().find(|(g, _)| !sizes.iter().any(|(name, _)| name == g)) {
+        bail!(
+            "{}: the model was trained with the variable group {}, which no embedding reads (a group of continuous inputs); deepembed reproduces groups of categories",
+            path.display(),
+            group.as_str().unwrap_or("?")
+        );
+    }
+    let mut categoricals = Vec::with_capacity(names.len());
     let mut embeddings = Vec::with_capacity(sizes.len());
     for (key, size) in sizes {
         let name = key.as_str().ok_or_else(|| anyhow!("{}: embedding_sizes has a non-string key", path.display()))?;
-        if !names.iter().any(|n| n == name) {
-            bail!("{}: embedding '{name}' reads no categorical input", path.display());
+        let columns = match groups.iter().find(|(g, _)| g.as_str() == Some(name)) {
+            Some((_, columns)) => match columns {
+                Value::List(items) | Value::Tuple(items) => {
+                    items.iter().map(|c| c.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().ok_or_else(
+                        || anyhow!("{}: the variable group '{name}' is not a list of columns", path.display()),
+                    )?
+                }
+                _ => bail!("{}: the variable group '{name}' is not a list of columns", path.display()),
+            },
+            None => vec![name.to_string()],
+        };
+        if let Some(column) = columns.iter().find(|c| !names.contains(c)) {
+            bail!("{}: embedding '{name}' reads '{column}', which is not a categorical input", path.display());
         }
         let encoder = encoders.and_then(|e| e.get(name)).ok_or_else(|| {
             anyhow!("{}: the categorical input '{name}' has no saved encoder in dataset_parameters", path.display())
@@ -438,8 +453,11 @@ fn read_categoricals(hparams: &Value, dataset: &Value, path: &Path) -> Result<(V
         let (Some(cardinality), Some(dim)) = pair else {
             bail!("{}: embedding_sizes['{name}'] is not a (classes, size) pair", path.display());
         };
-        embeddings.push(Embedding { name: name.to_string(), cardinality, dim });
-        categoricals.push(label_encoder(name, encoder, path)?);
+        let inputs = (categoricals.len()..categoricals.len() + columns.len()).collect();
+        for column in &columns {
+            categoricals.push(label_encoder(column, encoder, path)?);
+        }
+        embeddings.push(Embedding { name: name.to_string(), inputs, cardinality, dim });
     }
     Ok((categoricals, embeddings))
 }
@@ -488,9 +506,10 @@ fn label_encoder(name: &str, value: &Value, path: &Path) -> Result<Categorical> 
     let mut codes = HashMap::with_capacity(classes.len());
     for (class, code) in classes {
         // Whole-number series ids (group ids may be integers) match the input's text of them.
-        let text = match class {
-            Value::Str(s) => Some(s.clone()),
-            Value::Int(i) => Some(i.to_string()),
+        // numpy string scalars when the encoder was fitted on an array (a variable group's).
+        let text = match PyKey::of(class) {
+            Some(PyKey::Str(s)) => Some(s),
+            Some(PyKey::Int(i)) if !matches!(class, Value::Bool(_)) => Some(i.to_string()),
             _ => None,
         };
         let (Some(class), Some(code)) = (text, code.as_i64()) else {
