@@ -10,7 +10,8 @@ columns (scale_by_group, robust, uncentred), EncoderNormalizers (robust, max_len
 and every transformation; with the inputs pytorch-forecasting adds per sample (relative time
 index, encoder length, target scales); with other scalers for the other inputs (RobustScaler,
 GroupNormalizer, EncoderNormalizer); with lags of the target, of inputs and of a category; with a
-variable group of categories; and on pytorch-forecasting's own integer time index. The reference embeddings are pytorch-forecasting's own
+variable group of categories; with constants for missing hours (constant_fill_strategy); and on
+pytorch-forecasting's own integer time index. The reference embeddings are pytorch-forecasting's own
 view of the evaluation rows: DeepAR.load_from_checkpoint, TimeSeriesDataSet.from_parameters with
 the checkpoint's dataset_parameters (its fitted scalers, target normalizer and category encoders,
 not refitted), the model's forward in eval mode, and the output of its last RNN call (the decoder
@@ -215,6 +216,19 @@ CASES = {
         cell_type="GRU", rnn_layers=1, hidden_size=6, max_encoder_length=5, group_ids=["patient"], style="multi",
         special_days=True, dataset=dict(variable_groups={"special": ["holiday", "event"]}),
         static_categoricals=["ward"], time_varying_known_categoricals=["shift", "special"],
+        time_varying_known_reals=["dose"],
+    ),
+    # constant_fill_strategy: hours missing inside a window take constants instead of the latest
+    # row's values (scaled, normalised and coded as the dataset does); other inputs forward-fill.
+    "lstm1_constant_fill": dict(
+        cell_type="LSTM", rnn_layers=1, hidden_size=7, max_encoder_length=6, group_ids=["patient"], style="gaps",
+        dataset=dict(constant_fill_strategy={"hr": 75.0, "dose": 2.0, "posture": "sitting"}),
+        time_varying_known_categoricals=["posture"], time_varying_known_reals=["dose"],
+    ),
+    # The target's constant joins the encoder an EncoderNormalizer is fitted on.
+    "gru1_constant_fill_encoder": dict(
+        cell_type="GRU", rnn_layers=1, hidden_size=6, max_encoder_length=8, group_ids=["patient"], style="gaps",
+        normalizer=lambda: EncoderNormalizer(), dataset=dict(constant_fill_strategy={"hr": 80.0}),
         time_varying_known_reals=["dose"],
     ),
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod encode;
+pub mod fill;
 pub mod network;
 pub mod normaliser;
 pub mod options;

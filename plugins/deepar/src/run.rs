@@ -141,6 +141,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
             })
             .collect(),
         max_lag: saved.max_lag,
+        fill: saved.constant_fill.clone(),
     };
     let mut model = Model { network: &network, steps: length, layout: encoder.layout() };
     let batch_size = ctx.batch_size();

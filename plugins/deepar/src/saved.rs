@@ -12,6 +12,7 @@ use deepembed_sdk::checkpoint::pandas::PyKey;
 use deepembed_sdk::checkpoint::sklearn::StandardScaler;
 use deepembed_sdk::checkpoint::{Checkpoint, StateDict, Value};
 
+use crate::fill::ConstantFill;
 use crate::normaliser::{Normaliser, Scales};
 
 /// The recurrent cell (`cell_type`).
@@ -158,6 +159,9 @@ pub struct SavedDeepAr {
     /// The largest of the training's `lags` (0 without): pytorch-forecasting drops each series'
     /// first `max_lag` rows, which have no lagged values.
     pub max_lag: usize,
+    /// The constants of the hours a window fills, for the variables `constant_fill_strategy`
+    /// names (the others are forward-filled).
+    pub constant_fill: ConstantFill,
     pub weights: StateDict,
 }
 
@@ -201,7 +205,6 @@ impl SavedDeepAr {
             ),
             None => bail!("{}: no target", what("hyper_parameters")),
         };
-        refuse_features(dataset, &path)?;
         let time_idx = str_field(dataset, "time_idx").unwrap_or("time_idx").to_string();
         let group_ids = str_list(dataset, "group_ids").unwrap_or_default();
         let normaliser =
@@ -227,6 +230,7 @@ impl SavedDeepAr {
         let reals = read_reals(hparams, dataset, &target, &time_idx, &lags, &path, &encoder_of)?;
         check_lagged_scaling(&reals, &target_normaliser, &group_ids, &path)?;
         let (categoricals, embeddings) = read_categoricals(hparams, dataset, &path)?;
+        let constant_fill = ConstantFill::read(dataset, &reals, &target_normaliser, &categoricals, &path)?;
         let weights =
             checkpoint.state_dict_where(|name| name.starts_with("rnn.") || name.starts_with("embeddings."))?;
         Ok(SavedDeepAr {
@@ -253,6 +257,7 @@ impl SavedDeepAr {
             target_normaliser,
             categoricals,
             embeddings,
+            constant_fill,
             max_lag: lags.iter().flat_map(|(_, lags)| lags.iter().copied()).max().unwrap_or(0),
             weights,
             path,
@@ -277,15 +282,6 @@ fn locate(path: &Path) -> Result<PathBuf> {
     found.into_iter().next().ok_or_else(|| {
         anyhow!("--model_weights {}: the directory holds no *.ckpt file (give the Lightning checkpoint pytorch-forecasting's training wrote)", path.display())
     })
-}
-
-/// Options of pytorch-forecasting whose inputs are not reproduced, so such a model is refused
-/// rather than fed something else.
-fn refuse_features(dataset: &Value, path: &Path) -> Result<()> {
-    if dataset.get("constant_fill_strategy").and_then(Value::dict_entries).is_some_and(|e| !e.is_empty()) {
-        bail!("{}: the model was trained with a constant_fill_strategy for gaps, which deepembed does not reproduce (DeepTune forward-fills)", path.display());
-    }
-    Ok(())
 }
 
 /// The dataset's `lags`: each lagged variable with its lags (whole numbers of rows, at least 1).

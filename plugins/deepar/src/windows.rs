@@ -8,7 +8,8 @@
 //! `L` of them (hours `t - L .. t - 1`, the sample's encoder) together. Missing hours take the
 //! latest earlier row's inputs (pytorch-forecasting's forward fill with
 //! `allow_missing_timesteps`), and the time index input, when the model has one, counts every
-//! hour. Rows without such a window are padded.
+//! hour. Rows without such a window are padded. A model trained with a `constant_fill_strategy`
+//! takes its constants instead in the filled hours, for the variables it names.
 //!
 //! A lagged input (pytorch-forecasting's `lags`) holds its variable's value `lag` rows earlier
 //! in the series (rows, not hours), taken as each row arrives; a series' first `max_lag` rows
@@ -19,6 +20,7 @@ use std::collections::VecDeque;
 use anyhow::{bail, Result};
 
 use crate::encode::SeriesIds;
+use crate::fill::ConstantFill;
 use crate::normaliser::{EncoderNormaliser, WindowFit};
 use crate::record::{Layout, Record};
 use crate::time::{TimeAxis, TimeKind};
@@ -45,6 +47,8 @@ pub struct Windowing {
     /// though no embedding reads it).
     pub lagged: Vec<LaggedInput>,
     pub max_lag: usize,
+    /// The constants of filled hours, for the variables the training named.
+    pub fill: ConstantFill,
 }
 
 /// A lagged input: slot `slot` takes slot `of` of the series' row `lag` rows back. For a variable
@@ -204,6 +208,8 @@ impl Windowing {
         // `current` is the latest row at or before the step's hour; `previous` the one before
         // the step's hour (forward fill).
         let mut current = 0;
+        // Whether the previous step's hour was filled (the window's first hour has its row).
+        let mut previous_filled = false;
         // The prepared targets of the steps' previous hours: the encoder a per-window normaliser
         // fits.
         let mut encoder = Vec::with_capacity(if self.per_window.is_some() { steps } else { 0 });
@@ -223,10 +229,25 @@ impl Windowing {
             while current + 1 < recent.len() && recent[current + 1].hour <= hour {
                 current += 1;
             }
+            let filled = recent[current].hour < hour;
             let row = &recent[current].record;
             let first = reals.len();
             reals.extend_from_slice(&row.reals);
-            reals[first + self.target_slot] = recent[previous].record.reals[self.target_slot];
+            reals[first + self.target_slot] = match self.fill.target {
+                Some(constant) if previous_filled => constant,
+                _ => recent[previous].record.reals[self.target_slot],
+            };
+            let first_code = codes.len();
+            codes.extend(row.codes.iter().map(|&c| i64::from(c)));
+            if filled {
+                for &(slot, constant) in &self.fill.reals {
+                    reals[first + slot] = constant;
+                }
+                for &(input, code) in &self.fill.codes {
+                    codes[first_code + input] = i64::from(code);
+                }
+            }
+            previous_filled = filled;
             if self.per_window.is_some() {
                 encoder.push(reals[first + self.target_slot]);
             }
@@ -236,7 +257,6 @@ impl Windowing {
             if let Some((slot, center, scale)) = self.time_slot {
                 reals[first + slot] = ((hour as f64 - center) / scale) as f32;
             }
-            codes.extend(row.codes.iter().map(|&c| i64::from(c)));
         }
         let width = self.layout.reals;
         // A variable's lagged inputs are normalised with the variable's fit on the window.
@@ -302,6 +322,7 @@ mod tests {
             derived: Vec::new(),
             lagged: Vec::new(),
             max_lag: 0,
+            fill: ConstantFill::default(),
         }
     }
 
@@ -368,6 +389,27 @@ mod tests {
         // Hours 4 and 5 (rows 3 and 4): targets of hours 3 and 4, the time index, and each row's
         // previous row's target (rows 2 and 3, across the gap it does not count).
         assert_eq!(windows[4].as_ref().expect("a window").reals, vec![20.0, 4.0, 20.0, 30.0, 5.0, 30.0]);
+    }
+
+    #[test]
+    fn filled_hours_take_the_constants_of_the_fill_strategy() {
+        // Slot 2 is a scaled input; the category and the target have constants too.
+        let w = Windowing {
+            layout: Layout { reals: 3, categoricals: 1 },
+            fill: ConstantFill { reals: vec![(2, 9.0)], codes: vec![(0, 7)], target: Some(-5.0) },
+            ..windowing(2, true)
+        };
+        let (mut history, ids) = (History::default(), series());
+        let row = |row: u64, hour: i64| Record {
+            reals: vec![row as f32 * 10.0, -1.0, row as f32 * 100.0],
+            ..record(row, hour)
+        };
+        w.push(&mut history, row(0, 0), &ids).unwrap();
+        let window = w.push(&mut history, row(1, 2), &ids).unwrap().window.expect("a window");
+        // Hour 1 is filled: its input and category are the constants, and hour 2's target slot
+        // (hour 1's target) is the target's; hour 1's target slot is hour 0's own.
+        assert_eq!(window.reals, vec![0.0, 1.0, 9.0, -5.0, 2.0, 100.0]);
+        assert_eq!(window.codes, vec![7, 1]);
     }
 
     #[test]
