@@ -175,6 +175,8 @@ def pandas_fixtures(out: Path):
 
     def plain(values):
         def one(v):
+            if v is pd.NA:
+                return None
             if isinstance(v, tuple):
                 return plain(v)
             if isinstance(v, float) and np.isnan(v):
@@ -192,6 +194,12 @@ def pandas_fixtures(out: Path):
         "empty": pd.DataFrame({"a": pd.Series([], dtype="float64")}),
         # A groupby over two columns (pytorch-forecasting's GroupNormalizer): a MultiIndex, whose
         # labels are tuples, one of them with a missing level value.
+        # Nullable integers (an ISO week from dt.isocalendar(), as a pytorch-tabular category
+        # mapping's index) and nullable floats and booleans, with missing values.
+        "nullable": pd.DataFrame(
+            {"value": pd.array([1, None, 3], dtype="Int64"), "f": pd.array([0.5, None, 2.0], dtype="Float64"), "b": pd.array([True, None, False], dtype="boolean")},
+            index=pd.Index(pd.array([53, 1, None], dtype="UInt32"), name="week"),
+        ),
         "multi_index": pd.DataFrame(
             {"center": [1.5, 2.5, 3.5, 4.5]},
             index=pd.MultiIndex.from_arrays([[0, 1, 0, 2], ["a", "b", None, "a"]], names=["k", "s"]),

@@ -58,10 +58,15 @@ CASES = {
     "cls_yeo_johnson": dict(task="classification", continuous=["age", "dose", "score"], categorical=["grade"], layout="model", unseen=True, transform="yeo-johnson"),
     # Box-Cox needs strictly positive values: a positive frame, and no scaler after it.
     "reg_box_cox": dict(task="regression", continuous=["age", "dose", "score"], categorical=["site"], layout="model", transform="box-cox", positive=True, normalize=False),
+    # DataConfig's date_columns: calendar parts as categories, by frequency: a Parquet timestamp
+    # by day, text with a strftime format by hour (its "date" suffix dropped from the parts'
+    # names), ISO text with offsets by week. Eval dates include missing ones.
+    "cls_dates": dict(task="classification", continuous=["age", "score"], categorical=["site"], layout="model", unseen=True,
+                      dates=[["visit", "D", "%Y-%m-%d"], ["admit_date", "h", "%d/%m/%Y %H:%M"], ["week_of", "W", "ISO8601"]]),
 }
 
 
-def frame(rng: np.random.Generator, n: int, task: str, unseen: bool = False, positive: bool = False) -> pd.DataFrame:
+def frame(rng: np.random.Generator, n: int, task: str, unseen: bool = False, positive: bool = False, dates: bool = False) -> pd.DataFrame:
     sites = np.array(["north", "south", "east", "west"])
     df = pd.DataFrame(
         {
@@ -79,6 +84,16 @@ def frame(rng: np.random.Generator, n: int, task: str, unseen: bool = False, pos
         df["score"] = np.exp(df["score"])
     df["cohort"] = np.where(rng.random(n) < 0.5, "A", "B")
     df["note"] = [f"row {i}" for i in range(n)]
+    if dates:  # drawn for these cases only, so the others keep their data
+        start = pd.Timestamp("2023-01-01")
+        df["visit"] = start + pd.to_timedelta(rng.integers(0, 800 * 24, n), unit="h")
+        admit = start + pd.to_timedelta(rng.integers(0, 800 * 24 * 60, n), unit="min")
+        df["admit_date"] = admit.strftime("%d/%m/%Y %H:%M")
+        week = start + pd.to_timedelta(rng.integers(0, 800 * 24, n), unit="h")
+        df["week_of"] = week.strftime("%Y-%m-%dT%H:%M:%S+02:00")
+        if unseen:
+            df.loc[5, "visit"] = pd.NaT
+            df.loc[6, "admit_date"] = None
     if unseen:
         df.loc[3, "site"] = "mars"  # never seen in training: the unseen code 0
         df.loc[7, "grade"] = 9
@@ -93,6 +108,7 @@ def train(case: dict, train_df: pd.DataFrame, seed: int) -> TabularModel:
         continuous_cols=case["continuous"],
         categorical_cols=case["categorical"],
         continuous_feature_transform=case.get("transform"),
+        date_columns=case.get("dates", []),
         normalize_continuous_features=case.get("normalize", True),
     )
     trainer_config = TrainerConfig(
@@ -131,11 +147,11 @@ def generate(out: Path):
     for i, (name, case) in enumerate(CASES.items()):
         torch.manual_seed(i)
         rng = np.random.default_rng(100 + i)
-        train_df = frame(rng, TRAIN_ROWS, case["task"], positive=case.get("positive", False))
+        train_df = frame(rng, TRAIN_ROWS, case["task"], positive=case.get("positive", False), dates="dates" in case)
         model = train(case, train_df, seed=i)
         model_dir = out / name / case["layout"]
         model.save_model(str(model_dir))
-        eval_df = frame(rng, EVAL_ROWS, case["task"], unseen=case.get("unseen", False), positive=case.get("positive", False))
+        eval_df = frame(rng, EVAL_ROWS, case["task"], unseen=case.get("unseen", False), positive=case.get("positive", False), dates="dates" in case)
         eval_path = out / name / "eval.parquet"
         eval_df.to_parquet(eval_path, index=False)
         # The reference reads the file back, as a user's pandas would.

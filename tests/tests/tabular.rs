@@ -104,6 +104,7 @@ fn every_generated_model_matches_pytorch_tabular() {
         "reg_quantile_uniform",
         "cls_yeo_johnson",
         "reg_box_cox",
+        "cls_dates",
     ] {
         assert!(cases.contains_key(wanted), "the generator wrote no {wanted} case");
     }
@@ -361,6 +362,23 @@ fn a_non_numeric_continuous_value_names_row_and_column() {
     for (a, b) in ours.iter().zip(&survivors) {
         assert!((a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5, "{a} vs {b}");
     }
+}
+
+/// A date that the column's format cannot read fails its row (pytorch-tabular fails the run),
+/// naming row, column and value.
+#[test]
+fn an_unreadable_date_names_row_column_and_value() {
+    let scratch = scratch("gandalf-bad-date");
+    let case = case("cls_dates");
+    let eval = read_parquet(Path::new(&path_of(&case, "eval")));
+    let mut dates: Vec<Option<String>> =
+        eval.column_by_name("admit_date").unwrap().as_string::<i32>().iter().map(|d| d.map(str::to_string)).collect();
+    dates[4] = Some("2024-13-45".into());
+    let df = scratch.join("bad_date.parquet");
+    write_parquet(&df, &replace_column(&eval, "admit_date", Arc::new(StringArray::from(dates))));
+    let model = path_of(&case, "model_arg");
+    let err = fails(&["--df", df.to_str().unwrap(), "--model_weights", &model], &scratch.join("out"));
+    assert!(err.contains("row 4") && err.contains("column 'admit_date'") && err.contains("'2024-13-45'"), "{err}");
 }
 
 /// Text columns holding numbers are read as pandas reads them.

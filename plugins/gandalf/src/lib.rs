@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dates;
 pub mod gandalf;
 pub mod options;
 mod pipeline;

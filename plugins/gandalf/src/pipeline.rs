@@ -23,7 +23,13 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &GandalfOptions) -> Result<()> {
     let saved = SavedModel::load(&opts.model_weights)?;
     let config = &saved.config;
     check_user_columns("--continuous_cols", opts.continuous_cols.as_deref(), &config.continuous_cols)?;
-    check_user_columns("--categorical_cols", opts.categorical_cols.as_deref(), &config.categorical_cols)?;
+    // A user names the categorical columns training was given, or all of them with the ones
+    // derived from dates.
+    let given_categorical: Vec<String> =
+        config.categorical_cols.iter().filter(|c| saved.preprocessing.date_part(c).is_none()).cloned().collect();
+    if opts.categorical_cols.as_deref() != Some(&config.categorical_cols[..]) {
+        check_user_columns("--categorical_cols", opts.categorical_cols.as_deref(), &given_categorical)?;
+    }
     let device = ctx.tch_device();
     let model = Gandalf::from_weights(
         &saved.weights,
@@ -43,7 +49,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &GandalfOptions) -> Result<()> {
     }
     let schema = ctx.input_schema("df")?.clone();
     let label = label_column(&schema, opts, &config.target)?;
-    check_input(&schema, config, opts)?;
+    check_input(&schema, &saved.preprocessing, opts)?;
     saved.preprocessing.check_types(&schema)?;
     log::info!(
         "GANDALF ({}) from {}: {} continuous, {} categorical columns, {} GFLU stages, {} dims",
@@ -180,12 +186,15 @@ fn check_user_columns(flag: &str, given: Option<&[String]>, saved: &[String]) ->
 }
 
 /// Every model column and the grouper must be in the input.
-fn check_input(schema: &Schema, config: &crate::saved_model::SavedConfig, opts: &GandalfOptions) -> Result<()> {
+fn check_input(schema: &Schema, preprocessing: &Preprocessing, opts: &GandalfOptions) -> Result<()> {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let missing: Vec<&str> = config
-        .continuous_cols
+    let categorical = preprocessing.encoders.iter().map(|e| &e.column).filter(|c| preprocessing.date_part(c).is_none());
+    let dates = preprocessing.dates.iter().map(|d| &d.column);
+    let missing: Vec<&str> = preprocessing
+        .continuous
         .iter()
-        .chain(&config.categorical_cols)
+        .chain(categorical)
+        .chain(dates)
         .map(String::as_str)
         .filter(|c| !names.contains(c))
         .collect();

@@ -2,7 +2,7 @@
 //! categories become the saved codes (`fillna(0).map(mapping)`, unseen values the imputed code),
 //! continuous values go through the saved quantile or power transform, if the model was trained
 //! with one (`continuous_feature_transform`), and the saved StandardScaler, in float64, then to
-//! float32.
+//! float32. Categories derived from date columns (see [`crate::dates`]) are computed from them.
 
 use std::collections::HashMap;
 
@@ -13,6 +13,8 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use deepembed_sdk::checkpoint::pandas::PyKey;
 use deepembed_sdk::checkpoint::sklearn::{FeatureTransform, StandardScaler};
 use deepembed_sdk::checkpoint::Value;
+
+use crate::dates::{DateColumn, Part};
 
 /// What the encoder does with a category training never saw.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +78,8 @@ pub struct Preprocessing {
     pub transform: Option<FeatureTransform>,
     pub scaler: Option<StandardScaler>,
     pub encoders: Vec<CategoryEncoder>,
+    /// The date columns whose parts are among the encoders' columns.
+    pub dates: Vec<DateColumn>,
 }
 
 /// One batch, ready for the model: only the rows that could be encoded.
@@ -140,7 +144,13 @@ impl Preprocessing {
                 bail!("continuous column '{name}' has type {dt}; it must hold numbers");
             }
         }
-        for encoder in &self.encoders {
+        for date in &self.dates {
+            let dt = value_type(schema.field_with_name(&date.column)?.data_type());
+            if !(matches!(dt, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) || is_text(dt)) {
+                bail!("date column '{}' has type {dt}; it must hold dates, timestamps or text dates", date.column);
+            }
+        }
+        for encoder in self.encoders.iter().filter(|e| self.date_part(&e.column).is_none()) {
             let dt = value_type(schema.field_with_name(&encoder.column)?.data_type());
             if !(dt.is_integer() || dt.is_floating() || is_text(dt) || matches!(dt, DataType::Boolean | DataType::Null))
             {
@@ -151,6 +161,14 @@ impl Preprocessing {
             }
         }
         Ok(())
+    }
+
+    /// The date column and part a category column is derived from, if it is.
+    pub fn date_part(&self, column: &str) -> Option<(usize, Part)> {
+        self.dates
+            .iter()
+            .enumerate()
+            .find_map(|(d, date)| date.parts.iter().find(|(name, _)| name == column).map(|&(_, part)| (d, part)))
     }
 
     pub fn encode(&self, batch: &RecordBatch, counts: &mut Counts) -> Result<Encoded> {
@@ -175,10 +193,29 @@ impl Preprocessing {
                 continuous[r * width + c] = x as f32;
             }
         }
+        let mut dates = Vec::with_capacity(self.dates.len());
+        for date in &self.dates {
+            let values = date.dates(&plain(column(batch, &date.column)?)?)?;
+            dates.push(
+                values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(r, t)| {
+                        t.unwrap_or_else(|reason| {
+                            errors[r].get_or_insert(reason);
+                            None
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
         let n_cat = self.encoders.len();
         let mut categorical = vec![0i64; rows * n_cat];
         for (c, encoder) in self.encoders.iter().enumerate() {
-            let keys = category_keys(column(batch, &encoder.column)?)?;
+            let keys = match self.date_part(&encoder.column) {
+                Some((d, part)) => dates[d].iter().map(|&t| part.of(t).map(PyKey::Int)).collect(),
+                None => category_keys(column(batch, &encoder.column)?)?,
+            };
             for (r, key) in keys.into_iter().enumerate() {
                 let missing = key.is_none();
                 let key = match key {
@@ -320,7 +357,7 @@ mod tests {
     }
 
     fn preprocessing(encoders: Vec<CategoryEncoder>, scaler: Option<StandardScaler>) -> Preprocessing {
-        Preprocessing { continuous: vec!["x".into()], transform: None, scaler, encoders }
+        Preprocessing { continuous: vec!["x".into()], transform: None, scaler, encoders, dates: vec![] }
     }
 
     #[test]
@@ -362,7 +399,13 @@ mod tests {
         ];
         for (i, (encoder, column, want)) in cases.into_iter().enumerate() {
             let rows = column.len();
-            let p = Preprocessing { continuous: vec![], transform: None, scaler: None, encoders: vec![encoder] };
+            let p = Preprocessing {
+                continuous: vec![],
+                transform: None,
+                scaler: None,
+                encoders: vec![encoder],
+                dates: vec![],
+            };
             let encoded = p.encode(&batch(vec![("c", column)]), &mut p.counts()).unwrap();
             assert_eq!(encoded.categorical, want, "case {i}");
             assert_eq!(encoded.kept.len(), rows, "case {i}");

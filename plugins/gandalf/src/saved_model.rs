@@ -11,6 +11,7 @@ use deepembed_sdk::checkpoint::sklearn::{FeatureTransform, OutputDistribution, P
 use deepembed_sdk::checkpoint::{read_pickle_file, Checkpoint, StateDict, Value};
 use serde::Deserialize;
 
+use crate::dates::DateColumn;
 use crate::preprocessing::{CategoryEncoder, Preprocessing, Unseen};
 
 /// What DeepTune names the save directory inside its output directory.
@@ -105,9 +106,6 @@ fn read_config(dir: &Path) -> Result<SavedConfig> {
             dir.display(),
             config.model_name
         );
-    }
-    if config.encode_date_columns && !config.date_columns.is_empty() {
-        bail!("the model was trained with date_columns (pytorch-tabular derives calendar features from them), which deepembed does not reproduce; nothing was computed");
     }
     Ok(config)
 }
@@ -217,7 +215,31 @@ fn read_datamodule(dir: &Path, config: &SavedConfig) -> Result<Preprocessing> {
         })?;
         read_encoders(encoder, &config.categorical_cols).with_context(context)?
     };
-    Ok(Preprocessing { continuous: config.continuous_cols.clone(), transform, scaler, encoders })
+    Ok(Preprocessing {
+        continuous: config.continuous_cols.clone(),
+        transform,
+        scaler,
+        encoders,
+        dates: read_dates(config)?,
+    })
+}
+
+/// The date columns, when pytorch-tabular derived categories from them: each part's column must
+/// be among config.yml's categorical columns, where training added it.
+fn read_dates(config: &SavedConfig) -> Result<Vec<DateColumn>> {
+    if !config.encode_date_columns {
+        return Ok(vec![]);
+    }
+    let dates = DateColumn::read_all(&config.date_columns)?;
+    for date in &dates {
+        if let Some((name, _)) = date.parts.iter().find(|(name, _)| !config.categorical_cols.contains(name)) {
+            bail!(
+                "config.yml: date column '{}' gives the category '{name}', which categorical_cols does not list; was the config edited?",
+                date.column
+            );
+        }
+    }
+    Ok(dates)
 }
 
 /// The fitted transform is the one config.yml names, fitted on its continuous columns.

@@ -6,8 +6,9 @@
 //! holds. pandas 2 writes the manager with `__reduce__` (`BlockManager(blocks, axes)`, each block
 //! `_unpickle_block(values, placement, ndim)`); older pandas and every `SingleBlockManager` write a
 //! state tuple whose fourth item is `{"0.14.1": {"axes": ..., "blocks": [...]}}`. Both are read.
-//! Columns held by pandas extension arrays (categoricals, Arrow strings, nullable integers) are
-//! refused with the array's class name.
+//! Nullable integer, float and boolean columns and indexes (pandas' masked arrays: `Int64`,
+//! `UInt32`, `boolean`, ...) are read, missing values as `None`; other extension arrays
+//! (categoricals, Arrow strings) are refused with the array's class name.
 
 use std::collections::HashMap;
 
@@ -351,10 +352,24 @@ fn positions(placement: &Value) -> Result<Vec<usize>> {
     }
 }
 
-/// The elements of a numpy array; anything else (a pandas extension array) is refused by name.
+/// pandas' masked arrays: numpy `_data` with a boolean `_mask` of missing values.
+const MASKED_ARRAYS: [&str; 3] = ["IntegerArray", "FloatingArray", "BooleanArray"];
+
+/// The elements of a numpy array or a masked array (missing ones `None`); anything else (another
+/// pandas extension array) is refused by name.
 fn numpy_values(value: &Value) -> Result<Vec<Value>> {
     match value {
         Value::Array(array) => array.to_values(),
+        Value::Object(o) if o.module.starts_with("pandas.core.arrays") && MASKED_ARRAYS.contains(&o.name.as_str()) => {
+            let state = o.state.as_ref().ok_or_else(|| data_error!("pandas {} without state", o.name))?;
+            let field = |key: &str| state.get(key).ok_or_else(|| data_error!("pandas {} without {key}", o.name));
+            let data = numpy_values(field("_data")?)?;
+            let mask = numpy_values(field("_mask")?)?;
+            if mask.len() != data.len() {
+                data_err!("pandas {}: {} values but a mask of {}", o.name, data.len(), mask.len());
+            }
+            Ok(data.into_iter().zip(mask).map(|(v, m)| if m == Value::Bool(true) { Value::None } else { v }).collect())
+        }
         Value::Object(o) => {
             // Cython classes pickle as `__pyx_unpickle_<Base>(class, checksum, state)`.
             let class = match o.args.first() {
