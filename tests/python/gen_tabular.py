@@ -59,8 +59,8 @@ CASES = {
     # Box-Cox needs strictly positive values: a positive frame, and no scaler after it.
     "reg_box_cox": dict(task="regression", continuous=["age", "dose", "score"], categorical=["site"], layout="model", transform="box-cox", positive=True, normalize=False),
     # DataConfig's date_columns: calendar parts as categories, by frequency: a Parquet timestamp
-    # by day, text with a strftime format by hour (its "date" suffix dropped from the parts'
-    # names), ISO text with offsets by week. Eval dates include missing ones.
+    # in a named time zone by day, text with a strftime format by hour (its "date" suffix dropped
+    # from the parts' names), ISO text with offsets by week. Eval dates include missing ones.
     "cls_dates": dict(task="classification", continuous=["age", "score"], categorical=["site"], layout="model", unseen=True,
                       dates=[["visit", "D", "%Y-%m-%d"], ["admit_date", "h", "%d/%m/%Y %H:%M"], ["week_of", "W", "ISO8601"]]),
 }
@@ -86,7 +86,8 @@ def frame(rng: np.random.Generator, n: int, task: str, unseen: bool = False, pos
     df["note"] = [f"row {i}" for i in range(n)]
     if dates:  # drawn for these cases only, so the others keep their data
         start = pd.Timestamp("2023-01-01")
-        df["visit"] = start + pd.to_timedelta(rng.integers(0, 800 * 24, n), unit="h")
+        visit = start + pd.to_timedelta(rng.integers(0, 800 * 24, n), unit="h")
+        df["visit"] = visit.tz_localize("UTC").tz_convert("Europe/Berlin")  # parts in Berlin time
         admit = start + pd.to_timedelta(rng.integers(0, 800 * 24 * 60, n), unit="min")
         df["admit_date"] = admit.strftime("%d/%m/%Y %H:%M")
         week = start + pd.to_timedelta(rng.integers(0, 800 * 24, n), unit="h")

@@ -2,12 +2,12 @@
 //! calendar parts, chosen by the column's frequency, that the model takes as categories
 //! (`add_datepart`: `visit_Month`, `visit_Is_month_start`, ...). The date is read as pandas reads
 //! it (`to_datetime` with the column's format, or a Parquet timestamp or date), in its own local
-//! time.
+//! time (a timestamp's zone: a fixed offset or an IANA name, through chrono-tz).
 
 use anyhow::{anyhow, bail, Result};
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Date32Type, Date64Type, Int64Type, TimeUnit};
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, Timelike};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, TimeZone, Timelike};
 use serde_yaml_ng::Value as Yaml;
 
 /// One calendar part, as pandas' `.dt` computes it.
@@ -145,9 +145,11 @@ impl DateColumn {
         let valid = |i: usize| array.is_valid(i);
         Ok(match array.data_type() {
             DataType::Timestamp(unit, tz) => {
-                let offset = match tz {
-                    None => 0,
-                    Some(tz) => fixed_offset(tz).ok_or_else(|| anyhow!("date column '{name}' is in time zone {tz}; deepembed reads dates without a zone, in UTC or at a fixed offset"))?,
+                let zone = match tz {
+                    None => Zone::Fixed(0),
+                    Some(tz) => {
+                        Zone::of(tz).ok_or_else(|| anyhow!("date column '{name}': unknown time zone '{tz}'"))?
+                    }
                 };
                 let per_second = match unit {
                     TimeUnit::Second => 1,
@@ -165,7 +167,7 @@ impl DateColumn {
                         let v = values.value(i);
                         let nanos = (v.rem_euclid(per_second) * (1_000_000_000 / per_second)) as u32;
                         DateTime::from_timestamp(v.div_euclid(per_second), nanos)
-                            .map(|t| Some(t.naive_utc() + TimeDelta::seconds(offset)))
+                            .map(|t| Some(zone.local(t.naive_utc())))
                             .ok_or_else(|| format!("column '{name}': timestamp {v} out of range"))
                     })
                     .collect()
@@ -220,6 +222,27 @@ impl DateColumn {
         NaiveDateTime::parse_from_str(text, &self.format)
             .ok()
             .or_else(|| NaiveDate::parse_from_str(text, &self.format).ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
+    }
+}
+
+/// A Parquet timestamp's zone, whose local time pandas' `.dt` parts are in.
+enum Zone {
+    /// Seconds east of UTC.
+    Fixed(i64),
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// A fixed offset (`UTC`, `+02:00`) or an IANA name (`Europe/Berlin`).
+    fn of(tz: &str) -> Option<Zone> {
+        fixed_offset(tz).map(Zone::Fixed).or_else(|| tz.parse().ok().map(Zone::Named))
+    }
+
+    fn local(&self, utc: NaiveDateTime) -> NaiveDateTime {
+        match self {
+            Zone::Fixed(offset) => utc + TimeDelta::seconds(*offset),
+            Zone::Named(tz) => tz.from_utc_datetime(&utc).naive_local(),
+        }
     }
 }
 
@@ -330,6 +353,12 @@ mod tests {
         // 2024-03-31 23:30 UTC is 2024-04-01 01:30 at +02:00.
         let stamps: ArrayRef = Arc::new(TimestampSecondArray::from(vec![1_711_927_800]).with_timezone("+02:00"));
         assert_eq!(column.dates(&stamps).unwrap()[0], Ok(at("2024-04-01 01:30")));
+        // Berlin is at +01:00 until 2024-03-31 01:00 UTC, then at +02:00.
+        let berlin: ArrayRef =
+            Arc::new(TimestampSecondArray::from(vec![1_711_845_000, 1_711_927_800]).with_timezone("Europe/Berlin"));
+        assert_eq!(column.dates(&berlin).unwrap(), vec![Ok(at("2024-03-31 01:30")), Ok(at("2024-04-01 01:30"))]);
+        let mars: ArrayRef = Arc::new(TimestampSecondArray::from(vec![0]).with_timezone("Mars/Olympus"));
+        assert!(column.dates(&mars).unwrap_err().to_string().contains("'Mars/Olympus'"));
         let iso = DateColumn { format: "ISO8601".into(), ..column };
         let text: ArrayRef = Arc::new(StringArray::from(vec!["2024-03-31T17:45:00+05:00", "2024-03-31"]));
         assert_eq!(iso.dates(&text).unwrap(), vec![Ok(at("2024-03-31 17:45")), Ok(at("2024-03-31 00:00"))]);
