@@ -10,12 +10,13 @@ columns (scale_by_group, robust, uncentred), EncoderNormalizers (robust, max_len
 and every transformation; with the inputs pytorch-forecasting adds per sample (relative time
 index, encoder length, target scales); with other scalers for the other inputs (RobustScaler,
 GroupNormalizer, EncoderNormalizer); with lags of the target, of inputs and of a category; with a
-variable group of categories; with constants for missing hours (constant_fill_strategy); and on
-pytorch-forecasting's own integer time index. The reference embeddings are pytorch-forecasting's own
+variable group of categories; with constants for missing hours (constant_fill_strategy); with
+shorter windows (min_encoder_length); and on pytorch-forecasting's own integer time index. The reference embeddings are pytorch-forecasting's own
 view of the evaluation rows: DeepAR.load_from_checkpoint, TimeSeriesDataSet.from_parameters with
 the checkpoint's dataset_parameters (its fitted scalers, target normalizer and category encoders,
 not refitted), the model's forward in eval mode, and the output of its last RNN call (the decoder
-step: the top layer's state at the row, having seen max_encoder_length rows of history).
+step: the top layer's state at the row, having seen max_encoder_length rows of history; of the
+longest sample, where several end at a row).
 
 pytorch-forecasting's DeepAR accepts no time-varying unknown input but the target ("Encoder and
 decoder variables have to be the same apart from target variable"), so a DeepTune checkpoint never
@@ -231,6 +232,19 @@ CASES = {
         normalizer=lambda: EncoderNormalizer(), dataset=dict(constant_fill_strategy={"hr": 80.0}),
         time_varying_known_reals=["dose"],
     ),
+    # min_encoder_length < max_encoder_length: rows without a full window get the longest
+    # shorter one pytorch-forecasting's index has, across gaps; the time index as an input.
+    "lstm1_short_windows_gaps": dict(
+        cell_type="LSTM", rnn_layers=1, hidden_size=6, max_encoder_length=6, group_ids=["patient"], style="gaps",
+        dataset=dict(min_encoder_length=2), time_varying_known_reals=["time_idx", "dose"],
+    ),
+    # The same in series without gaps, with the inputs that follow each window's length (relative
+    # time index, encoder length) and a normaliser fitted on each window.
+    "gru1_short_windows_added": dict(
+        cell_type="GRU", rnn_layers=1, hidden_size=6, max_encoder_length=8, group_ids=["patient"], style="multi",
+        normalizer=lambda: EncoderNormalizer(), dataset=dict(min_encoder_length=3, add_relative_time_idx=True, add_encoder_length=True),
+        time_varying_known_reals=["dose"],
+    ),
 }
 LISTS = [
     "static_categoricals", "static_reals", "time_varying_known_categoricals",
@@ -425,7 +439,7 @@ def reference(ckpt: Path, frame: pd.DataFrame, case: dict) -> tuple[np.ndarray, 
 
     hidden = case["hidden_size"]
     emb = np.zeros((len(frame), hidden), dtype=np.float32)
-    filled = np.zeros(len(frame), dtype=bool)
+    longest = np.zeros(len(frame), dtype=np.int64)  # by file row: the longest sample's encoder
     calls = []
     hook = model.rnn.register_forward_hook(lambda module, args, out: calls.append(out))
     with torch.no_grad():
@@ -438,26 +452,49 @@ def reference(ckpt: Path, frame: pd.DataFrame, case: dict) -> tuple[np.ndarray, 
             top = (state[0] if isinstance(state, tuple) else state)[-1]
             assert torch.equal(out[:, 0], top), "decoder output is the top layer's state"
             index = ds.x_to_index(x)
+            lengths = x["encoder_lengths"].tolist()
             for b, key in enumerate(zip(*[index[g] for g in gids], index["time_idx"])):
+                # Several samples end at a series' last row (and, with min_encoder_length, at
+                # some others): the row's window is the longest.
                 row = row_of[tuple(key)]
-                assert not filled[row], f"two samples end at {key}"
-                filled[row] = True
-                emb[row] = out[b, 0].numpy()
+                if lengths[b] > longest[row]:
+                    longest[row] = lengths[b]
+                    emb[row] = out[b, 0].numpy()
     hook.remove()
-
-    # A row gets a sample iff its series has a row exactly max_encoder_length hours before it,
-    # other than the series' first max_lag rows, which lags drop.
-    max_lag = max((max(lags) for lags in (params.get("lags") or {}).values()), default=0)
-    kept = frame.sort_values("time_idx", kind="stable").groupby(gids, observed=True).cumcount() >= max_lag
-    kept = frame[kept.reindex(frame.index)]
-    back = set(zip(*[kept[g] for g in gids], kept["time_idx"] + case["max_encoder_length"]))
-    expected = np.array([k in back for k in keys])
-    rows = frame["__row"].to_numpy()
-    want = np.zeros(len(frame), dtype=bool)
-    want[rows] = expected
-    assert np.array_equal(filled, want), "rows with samples differ from the L-hours-back rule"
+    filled = longest > 0
+    assert np.array_equal(longest, np.array(expected_windows(frame, case, params, gids))), "windows differ from the rule"
     info = {"x_reals": list(model.hparams.x_reals), "x_categoricals": list(model.hparams.x_categoricals)}
     return emb, ~filled, info
+
+
+def expected_windows(frame: pd.DataFrame, case: dict, params: dict, gids: list) -> list:
+    """Per file row, the encoder length of the longest sample pytorch-forecasting's index ends
+    at it (0 for none), by the rule deepembed follows: each series without its first max_lag
+    rows (lags drop them); a row has the full window when the series has a row exactly L hours
+    earlier; otherwise, with min_encoder_length m < L, a window from the series' earliest row
+    after t - L, of at least m hours, when no row between the previous row's t' - L (excluded)
+    and t - L (included) could start a longer one, when the next row lies more than L hours
+    after the window's start, or when the row is the series' last."""
+    L = case["max_encoder_length"]
+    m = params.get("min_encoder_length") or L
+    max_lag = max((max(lags) for lags in (params.get("lags") or {}).values()), default=0)
+    out = [0] * len(frame)
+    for _, series in frame.sort_values("time_idx", kind="stable").groupby(gids, observed=True):
+        times = series["time_idx"].tolist()[max_lag:]
+        rows = series["__row"].tolist()[max_lag:]
+        for i, (t, row) in enumerate(zip(times, rows)):
+            earlier = [s for s in times[:i] if s >= t - L]
+            if not earlier:
+                continue
+            k = t - earlier[0]
+            if k == L:
+                out[row] = L
+                continue
+            no_longer = i > 0 and not any(times[i - 1] - L < s <= t - L for s in times[:i])
+            far_next = i + 1 < len(times) and times[i + 1] - earlier[0] > L
+            if k >= m and (no_longer or far_next or i + 1 == len(times)):
+                out[row] = k
+    return out
 
 
 def eval_order(rng, case: dict, df: pd.DataFrame) -> pd.DataFrame:

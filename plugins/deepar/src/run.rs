@@ -11,7 +11,7 @@
 //!    that order, written to a file of fixed-size results by row number, and read back from it
 //!    in input order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
@@ -118,6 +118,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
     let time_slot = saved.reals.iter().position(|r| r.source == RealSource::TimeIndex);
     let windowing = Windowing {
         length,
+        min_length: saved.min_encoder_length.min(length),
         allow_gaps: saved.allow_missing_timesteps,
         target_slot: saved.reals.iter().position(|r| r.source == RealSource::Target).expect("checked at load"),
         time_slot: time_slot.map(|s| (s, saved.reals[s].center, saved.reals[s].scale)),
@@ -143,16 +144,17 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
         max_lag: saved.max_lag,
         fill: saved.constant_fill.clone(),
     };
-    let mut model = Model { network: &network, steps: length, layout: encoder.layout() };
+    let mut model = Model { network: &network, layout: encoder.layout() };
     let batch_size = ctx.batch_size();
-    if scan.in_order {
+    // Rows placed one row late (short windows) are written by row number too.
+    if scan.in_order && !windowing.places_late() {
         let mut histories: HashMap<u32, History> = HashMap::new();
         let mut sink = InOrder { output: &output };
         let mut chunk = Chunk::default();
         for record in spilled.read()? {
             let record = record?;
             let history = histories.entry(record.series).or_default();
-            chunk.add(windowing.push(history, record, &series)?);
+            chunk.extend(windowing.push(history, record, &series)?);
             if chunk.len() >= batch_size {
                 sink.put(ctx, chunk.embed(&mut model)?)?;
             }
@@ -167,14 +169,16 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
         for record in sorted(&spilled, &temp, budget)? {
             let record = record?;
             if current != Some(record.series) {
+                chunk.extend(windowing.finish(&mut history));
                 history = History::default();
                 current = Some(record.series);
             }
-            chunk.add(windowing.push(&mut history, record, &series)?);
+            chunk.extend(windowing.push(&mut history, record, &series)?);
             if chunk.len() >= batch_size {
                 sink.put(chunk.embed(&mut model)?)?;
             }
         }
+        chunk.extend(windowing.finish(&mut history));
         sink.put(chunk.embed(&mut model)?)?;
         sink.emit_in_order(ctx, &output, total_rows, &skipped, batch_size)?;
     }
@@ -246,8 +250,15 @@ impl Scan {
 struct Chunk {
     rows: Vec<u64>,
     rows_out: Rows,
-    /// Indices (into this chunk) of the rows that have a window, and those windows' inputs.
-    windowed: Vec<usize>,
+    /// The rows that have a window (indices into this chunk), by window length (all full ones
+    /// but a series' first few rows, with short windows).
+    windowed: BTreeMap<usize, Windows>,
+}
+
+/// Windows of one length, their inputs concatenated.
+#[derive(Default)]
+struct Windows {
+    rows: Vec<usize>,
     reals: Vec<f32>,
     codes: Vec<i64>,
 }
@@ -257,11 +268,13 @@ impl Chunk {
         self.rows.len()
     }
 
-    fn add(&mut self, placed: Placed) {
+    fn extend(&mut self, placed: Option<Placed>) {
+        let Some(placed) = placed else { return };
         if let Some(window) = placed.window {
-            self.windowed.push(self.rows.len());
-            self.reals.extend_from_slice(&window.reals);
-            self.codes.extend_from_slice(&window.codes);
+            let windows = self.windowed.entry(window.steps).or_default();
+            windows.rows.push(self.rows.len());
+            windows.reals.extend_from_slice(&window.reals);
+            windows.codes.extend_from_slice(&window.codes);
         }
         self.rows.push(placed.row);
         self.rows_out.targets.push(placed.target);
@@ -273,9 +286,9 @@ impl Chunk {
         let mut done = std::mem::take(self);
         let dims = model.network.dims();
         done.rows_out.embeddings = vec![0.0; done.rows.len() * dims];
-        if !done.windowed.is_empty() {
-            let values = model.embed(done.windowed.len(), &done.reals, &done.codes)?;
-            for (k, &i) in done.windowed.iter().enumerate() {
+        for (steps, windows) in &done.windowed {
+            let values = model.embed(windows.rows.len(), *steps, &windows.reals, &windows.codes)?;
+            for (k, &i) in windows.rows.iter().enumerate() {
                 done.rows_out.embeddings[i * dims..(i + 1) * dims].copy_from_slice(&values[k * dims..(k + 1) * dims]);
                 done.rows_out.padded[i] = false;
             }
@@ -286,15 +299,14 @@ impl Chunk {
 
 struct Model<'n> {
     network: &'n Network,
-    steps: i64,
     layout: crate::record::Layout,
 }
 
 impl Model<'_> {
-    fn embed(&mut self, windows: usize, reals: &[f32], codes: &[i64]) -> Result<Vec<f32>> {
-        let n = windows as i64;
-        let reals = Tensor::from_slice(reals).view([n, self.steps, self.layout.reals as i64]);
-        let codes = Tensor::from_slice(codes).view([n, self.steps, self.layout.categoricals as i64]);
+    fn embed(&mut self, windows: usize, steps: usize, reals: &[f32], codes: &[i64]) -> Result<Vec<f32>> {
+        let (n, steps) = (windows as i64, steps as i64);
+        let reals = Tensor::from_slice(reals).view([n, steps, self.layout.reals as i64]);
+        let codes = Tensor::from_slice(codes).view([n, steps, self.layout.categoricals as i64]);
         let out = tch::no_grad(|| self.network.forward(&reals, &codes));
         let out = out.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
         Vec::<f32>::try_from(out.view([-1])).context("reading embeddings back")

@@ -147,6 +147,9 @@ pub struct SavedDeepAr {
     pub time_idx: String,
     pub group_ids: Vec<String>,
     pub max_encoder_length: i64,
+    /// The shortest encoder pytorch-forecasting's index samples (`max_encoder_length` unless
+    /// set lower).
+    pub min_encoder_length: i64,
     pub max_prediction_length: i64,
     /// Whether training allowed gaps in the hourly index (DeepTune: yes); they are then
     /// forward-filled as pytorch-forecasting does.
@@ -241,6 +244,10 @@ impl SavedDeepAr {
             time_idx,
             group_ids,
             max_encoder_length: int_field(dataset, "max_encoder_length", &path)?,
+            min_encoder_length: match dataset.get("min_encoder_length") {
+                None | Some(Value::None) => int_field(dataset, "max_encoder_length", &path)?,
+                Some(_) => int_field(dataset, "min_encoder_length", &path)?.max(1),
+            },
             max_prediction_length: int_field(dataset, "max_prediction_length", &path)?,
             allow_missing_timesteps: matches!(dataset.get("allow_missing_timesteps"), Some(Value::Bool(true))),
             lists: VariableLists {

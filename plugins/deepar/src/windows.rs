@@ -2,7 +2,12 @@
 //! as pytorch-forecasting's `TimeSeriesDataSet` cuts a sample and DeepAR feeds its RNN.
 //!
 //! A row at hour `t` has a window when its series has a row at hour `t - L` exactly (the
-//! sample's first encoder step). The RNN then runs over hours `t - L + 1 ..= t`: each step holds
+//! sample's first encoder step). A model trained with `min_encoder_length` m < L also gives a
+//! row without one a shorter window, from its series' earliest row after `t - L`, of at least m
+//! hours, when pytorch-forecasting's index has that sample: when no row between the previous
+//! row's `t' - L` and `t - L` starts a longer one (a gap), when the next row lies more than L
+//! hours after the window's start, or when the row is its series' last. That depends on the next
+//! row, so such rows are placed one row late. The RNN then runs over hours `t - L + 1 ..= t`: each step holds
 //! that hour's inputs, except the target's slot, which holds the previous hour's normalised
 //! target (DeepAR's teacher forcing): normalised per row, or, for an `EncoderNormalizer`, all
 //! `L` of them (hours `t - L .. t - 1`, the sample's encoder) together. Missing hours take the
@@ -28,6 +33,8 @@ use crate::time::{TimeAxis, TimeKind};
 /// How windows are cut and filled, for one run.
 pub struct Windowing {
     pub length: i64,
+    /// The shortest window (`min_encoder_length`); `length` when every window is full.
+    pub min_length: i64,
     pub allow_gaps: bool,
     pub target_slot: usize,
     /// The time index input's slot and scaling, when the model reads the time index.
@@ -109,6 +116,20 @@ pub struct History {
     rows: usize,
     /// Per row, oldest first: the value each lagged input takes from it.
     earlier: VecDeque<Vec<f32>>,
+    /// With short windows, the latest row, placed when the next one (or the series' end) comes.
+    pending: Option<Pending>,
+}
+
+/// A row waiting to be placed.
+struct Pending {
+    row: u64,
+    target: f32,
+    hour: i64,
+    /// Whether it starts pytorch-forecasting's index (it is not among the first `max_lag` rows).
+    kept: bool,
+    /// Whether no row between the previous row's `t' - L` (excluded) and this row's `t - L`
+    /// (included) could start a longer sample: then a short window ends here whatever follows.
+    no_longer_start: bool,
 }
 
 /// A row of the series, with its hour and its place in the series (0 for the first row).
@@ -128,13 +149,20 @@ pub struct Placed {
 /// One window's model inputs, step-major: `steps x reals` values and `steps x categoricals`
 /// codes.
 pub struct Window {
+    pub steps: usize,
     pub reals: Vec<f32>,
     pub codes: Vec<i64>,
 }
 
 impl Windowing {
-    /// Adds `record`, the next row of its series in time order, and returns its window.
-    pub fn push(&self, history: &mut History, record: Record, series: &SeriesIds) -> Result<Placed> {
+    /// Whether rows are placed one row late (short windows depend on the next row).
+    pub fn places_late(&self) -> bool {
+        self.min_length < self.length
+    }
+
+    /// Adds `record`, the next row of its series in time order, and returns its placed row: this
+    /// one, or with short windows the previous one (see [`Windowing::finish`] for the last).
+    pub fn push(&self, history: &mut History, record: Record, series: &SeriesIds) -> Result<Option<Placed>> {
         let hour = self.axis.index(record.time);
         if let Some(Held { hour: last_hour, record: last, .. }) = history.recent.back() {
             let gap = hour - last_hour;
@@ -164,22 +192,54 @@ impl Windowing {
                 );
             }
         }
+        let previous = history.pending.take().map(|pending| self.place(&history.recent, pending, Some(hour)));
         let mut record = record;
         self.fill_lags(history, &mut record);
-        let (row, target) = (record.row, record.target);
         let place = history.rows;
         history.rows += 1;
+        let kept = place >= self.max_lag;
+        // pytorch-forecasting's index closed the samples starting at or before the previous
+        // row's `t' - L`; one starting after it but at or before `t - L` would be longer.
+        let earlier_kept = history.recent.iter().rev().find(|h| h.place >= self.max_lag).map(|h| h.hour);
+        let no_longer_start = earlier_kept.is_some_and(|p| {
+            !history
+                .recent
+                .iter()
+                .any(|h| h.place >= self.max_lag && h.hour > p - self.length && h.hour <= hour - self.length)
+        });
+        let pending = Pending { row: record.row, target: record.target, hour, kept, no_longer_start };
         history.recent.push_back(Held { hour, place, record });
         let start = hour - self.length;
         while history.recent.front().is_some_and(|h| h.hour < start) {
             history.recent.pop_front();
         }
-        let window = history
-            .recent
-            .front()
-            .is_some_and(|first| first.hour == start && first.place >= self.max_lag)
-            .then(|| self.window(&history.recent, start));
-        Ok(Placed { row, target, window })
+        if self.places_late() {
+            history.pending = Some(pending);
+            return Ok(previous);
+        }
+        Ok(Some(self.place(&history.recent, pending, None)))
+    }
+
+    /// The series' last row, when rows are placed late.
+    pub fn finish(&self, history: &mut History) -> Option<Placed> {
+        history.pending.take().map(|pending| self.place(&history.recent, pending, None))
+    }
+
+    /// Places `row`, the latest row in `recent`, given the hour of the series' next row (`None`
+    /// for its last): its full window, or else a short one (see the module's comment).
+    fn place(&self, recent: &VecDeque<Held>, row: Pending, next: Option<i64>) -> Placed {
+        let start = row.hour - self.length;
+        // The earliest row of the index at or after `t - L`, other than the row itself.
+        let first = recent.iter().position(|h| h.place >= self.max_lag && h.hour >= start && h.hour < row.hour);
+        let window = first.filter(|_| row.kept).and_then(|first| {
+            let from = recent[first].hour;
+            let length = row.hour - from;
+            let full = from == start;
+            let short =
+                length >= self.min_length && (row.no_longer_start || next.is_none_or(|next| next - from > self.length));
+            (full || short).then(|| self.window(recent, first, length))
+        });
+        Placed { row: row.row, target: row.target, window }
     }
 
     /// Fills `record`'s lagged inputs from the series' earlier rows (left 0 for its first rows,
@@ -200,14 +260,15 @@ impl Windowing {
         }
     }
 
-    /// The steps of hours `start + 1 ..= start + L`; `recent` starts with the row at `start`.
-    fn window(&self, recent: &VecDeque<Held>, start: i64) -> Window {
-        let steps = self.length as usize;
+    /// The `length` steps after the hour of `recent[first]`, the window's first row.
+    fn window(&self, recent: &VecDeque<Held>, first: usize, length: i64) -> Window {
+        let start = recent[first].hour;
+        let steps = length as usize;
         let mut reals = Vec::with_capacity(steps * self.layout.reals);
         let mut codes = Vec::with_capacity(steps * self.layout.categoricals);
         // `current` is the latest row at or before the step's hour; `previous` the one before
         // the step's hour (forward fill).
-        let mut current = 0;
+        let mut current = first;
         // Whether the previous step's hour was filled (the window's first hour has its row).
         let mut previous_filled = false;
         // The prepared targets of the steps' previous hours: the encoder a per-window normaliser
@@ -219,11 +280,11 @@ impl Windowing {
             .iter()
             .map(|(slot, _)| {
                 let mut values = Vec::with_capacity(steps + 1);
-                values.push(recent[0].record.reals[*slot]);
+                values.push(recent[first].record.reals[*slot]);
                 values
             })
             .collect();
-        for step in 1..=self.length {
+        for step in 1..=length {
             let hour = start + step;
             let previous = current;
             while current + 1 < recent.len() && recent[current + 1].hour <= hour {
@@ -286,11 +347,11 @@ impl Windowing {
             normalise_lagged(&mut reals, *slot, normaliser, &input_fit);
         }
         for (slot, derived) in &self.derived {
-            for step in 0..self.length {
-                reals[step as usize * width + slot] = derived.value(step + 1, self.length, fit.as_ref());
+            for step in 0..length {
+                reals[step as usize * width + slot] = derived.value(step + 1, length, fit.as_ref());
             }
         }
-        Window { reals, codes }
+        Window { steps, reals, codes }
     }
 }
 
@@ -312,6 +373,7 @@ mod tests {
     fn windowing(length: i64, allow_gaps: bool) -> Windowing {
         Windowing {
             length,
+            min_length: length,
             allow_gaps,
             target_slot: 0,
             time_slot: Some((1, 0.0, 1.0)),
@@ -349,7 +411,7 @@ mod tests {
         let (mut history, ids) = (History::default(), series());
         let windows: Vec<bool> = [0, 1, 2, 3]
             .iter()
-            .map(|&h| w.push(&mut history, record(h as u64, h), &ids).unwrap().window.is_some())
+            .map(|&h| w.push(&mut history, record(h as u64, h), &ids).unwrap().unwrap().window.is_some())
             .collect();
         assert_eq!(windows, [false, false, true, true]);
     }
@@ -361,7 +423,7 @@ mod tests {
         // Hours 0, 2, 3: hour 1 is missing and takes hour 0's row.
         w.push(&mut history, record(0, 0), &ids).unwrap();
         w.push(&mut history, record(1, 2), &ids).unwrap();
-        let window = w.push(&mut history, record(2, 3), &ids).unwrap().window.expect("a window");
+        let window = w.push(&mut history, record(2, 3), &ids).unwrap().unwrap().window.expect("a window");
         // Steps are hours 1, 2, 3: inputs of rows 0 (filled), 1, 2; targets of hours 0, 1, 2
         // (rows 0, 0, 1); the time index counts hours.
         assert_eq!(window.reals, vec![0.0, 1.0, 0.0, 2.0, 10.0, 3.0]);
@@ -383,7 +445,7 @@ mod tests {
         // would start, but lags drop it.
         let windows: Vec<Option<Window>> = [(0, 0), (1, 2), (2, 3), (3, 4), (4, 5)]
             .iter()
-            .map(|&(r, h)| w.push(&mut history, row(r, h), &ids).unwrap().window)
+            .map(|&(r, h)| w.push(&mut history, row(r, h), &ids).unwrap().unwrap().window)
             .collect();
         assert!(windows[..4].iter().all(Option::is_none));
         // Hours 4 and 5 (rows 3 and 4): targets of hours 3 and 4, the time index, and each row's
@@ -405,11 +467,33 @@ mod tests {
             ..record(row, hour)
         };
         w.push(&mut history, row(0, 0), &ids).unwrap();
-        let window = w.push(&mut history, row(1, 2), &ids).unwrap().window.expect("a window");
+        let window = w.push(&mut history, row(1, 2), &ids).unwrap().unwrap().window.expect("a window");
         // Hour 1 is filled: its input and category are the constants, and hour 2's target slot
         // (hour 1's target) is the target's; hour 1's target slot is hour 0's own.
         assert_eq!(window.reals, vec![0.0, 1.0, 9.0, -5.0, 2.0, 100.0]);
         assert_eq!(window.codes, vec![7, 1]);
+    }
+
+    #[test]
+    fn short_windows_where_pytorch_forecastings_index_has_them() {
+        // L = 4, m = 2: rows at hours 0, 1, 2, 5, 6, 7, 9, 14, 15.
+        let w = Windowing { min_length: 2, ..windowing(4, true) };
+        let (mut history, ids) = (History::default(), series());
+        let mut placed = Vec::new();
+        for (r, h) in [0, 1, 2, 5, 6, 7, 9, 14, 15].into_iter().enumerate() {
+            placed.extend(w.push(&mut history, record(r as u64, h), &ids).unwrap());
+        }
+        placed.extend(w.finish(&mut history));
+        let steps: Vec<Option<usize>> = placed.iter().map(|p| p.window.as_ref().map(|w| w.steps)).collect();
+        // Hour 0: no earlier row; 1: one hour (< m); 2: from hour 0; 5: from hour 1 (full);
+        // 6: from hour 2 (full); 7: from hour 5 (nothing since hour 2 - 4 could start longer);
+        // 9: from hour 5 (full); 14: none between hours 10 and 14; 15: from 14, one hour (< m).
+        assert_eq!(steps, [None, None, Some(2), Some(4), Some(4), Some(2), Some(4), None, None]);
+        assert_eq!(placed.iter().map(|p| p.row).collect::<Vec<_>>(), (0..9).collect::<Vec<_>>());
+        // The window of hour 7 runs over hours 6 and 7 from the row at hour 5: the targets of
+        // hours 5 and 6, the time index.
+        let window = placed[5].window.as_ref().unwrap();
+        assert_eq!(window.reals, vec![30.0, 6.0, 40.0, 7.0]);
     }
 
     #[test]
