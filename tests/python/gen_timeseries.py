@@ -239,10 +239,12 @@ CASES = {
         dataset=dict(min_encoder_length=2), time_varying_known_reals=["time_idx", "dose"],
     ),
     # The same in series without gaps, with the inputs that follow each window's length (relative
-    # time index, encoder length) and a normaliser fitted on each window.
+    # time index, encoder length), a normaliser fitted on each window, and a lag of the target
+    # (the index then starts at each series' third row).
     "gru1_short_windows_added": dict(
         cell_type="GRU", rnn_layers=1, hidden_size=6, max_encoder_length=8, group_ids=["patient"], style="multi",
-        normalizer=lambda: EncoderNormalizer(), dataset=dict(min_encoder_length=3, add_relative_time_idx=True, add_encoder_length=True),
+        normalizer=lambda: EncoderNormalizer(),
+        dataset=dict(min_encoder_length=3, add_relative_time_idx=True, add_encoder_length=True, lags={"hr": [2]}),
         time_varying_known_reals=["dose"],
     ),
 }
