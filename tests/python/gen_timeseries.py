@@ -11,7 +11,8 @@ and every transformation; with the inputs pytorch-forecasting adds per sample (r
 index, encoder length, target scales); with other scalers for the other inputs (RobustScaler,
 GroupNormalizer, EncoderNormalizer); with lags of the target, of inputs and of a category; with a
 variable group of categories; with constants for missing hours (constant_fill_strategy); with
-shorter windows (min_encoder_length); and on pytorch-forecasting's own integer time index. The reference embeddings are pytorch-forecasting's own
+shorter windows (min_encoder_length); with two targets; and on pytorch-forecasting's own integer
+time index. The reference embeddings are pytorch-forecasting's own
 view of the evaluation rows: DeepAR.load_from_checkpoint, TimeSeriesDataSet.from_parameters with
 the checkpoint's dataset_parameters (its fitted scalers, target normalizer and category encoders,
 not refitted), the model's forward in eval mode, and the output of its last RNN call (the decoder
@@ -49,8 +50,8 @@ logging.disable(logging.WARNING)
 
 import lightning.pytorch as pl  # noqa: E402
 from pytorch_forecasting import DeepAR, TimeSeriesDataSet  # noqa: E402
-from pytorch_forecasting.data.encoders import EncoderNormalizer, GroupNormalizer, TorchNormalizer  # noqa: E402
-from pytorch_forecasting.metrics import NormalDistributionLoss  # noqa: E402
+from pytorch_forecasting.data.encoders import EncoderNormalizer, GroupNormalizer, MultiNormalizer, TorchNormalizer  # noqa: E402
+from pytorch_forecasting.metrics import MultiLoss, NormalDistributionLoss  # noqa: E402
 from sklearn.preprocessing import RobustScaler, StandardScaler  # noqa: E402
 
 TIME = "timestamp"
@@ -247,6 +248,14 @@ CASES = {
         dataset=dict(min_encoder_length=3, add_relative_time_idx=True, add_encoder_length=True, lags={"hr": [2]}),
         time_varying_known_reals=["dose"],
     ),
+    # Two targets (a MultiNormalizer: one fitted once, one on each window), each teacher-forced,
+    # each with its normaliser's center and scale as inputs; both written.
+    "lstm1_two_targets": dict(
+        cell_type="LSTM", rnn_layers=1, hidden_size=6, max_encoder_length=6, group_ids=["patient"], style="multi",
+        targets=["hr", "spo2"], normalizer=lambda: MultiNormalizer([TorchNormalizer(), EncoderNormalizer()]),
+        known_series_only=True, dataset=dict(add_target_scales=True),
+        static_reals=["age"], time_varying_known_reals=["dose"],
+    ),
 }
 LISTS = [
     "static_categoricals", "static_reals", "time_varying_known_categoricals",
@@ -360,16 +369,21 @@ def target_normalizer(case: dict):
     return make() if callable(make) else make
 
 
+def targets(case: dict) -> list:
+    return case.get("targets", [TARGET])
+
+
 def train(case: dict, df: pd.DataFrame) -> pl.Trainer:
     cutoff = int(df["time_idx"].max() * 0.8)
+    names = targets(case)
     training = TimeSeriesDataSet(
-        df[df["time_idx"] <= cutoff], time_idx="time_idx", target=TARGET,
+        df[df["time_idx"] <= cutoff], time_idx="time_idx", target=names[0] if len(names) == 1 else names,
         max_prediction_length=1, max_encoder_length=case["max_encoder_length"],
         time_varying_known_categoricals=case.get("time_varying_known_categoricals", []),
         time_varying_unknown_categoricals=case.get("time_varying_unknown_categoricals", []),
         static_categoricals=case.get("static_categoricals", []),
         time_varying_known_reals=case.get("time_varying_known_reals", []),
-        time_varying_unknown_reals=case.get("time_varying_unknown_reals", []) + [TARGET],
+        time_varying_unknown_reals=case.get("time_varying_unknown_reals", []) + names,
         static_reals=case.get("static_reals", []),
         group_ids=group_ids(case), allow_missing_timesteps=True,
         target_normalizer=target_normalizer(case), **case.get("dataset", {}),
@@ -380,7 +394,8 @@ def train(case: dict, df: pd.DataFrame) -> pl.Trainer:
     validation = TimeSeriesDataSet.from_dataset(training, df, min_prediction_idx=cutoff + 1, stop_randomization=True)
     net = DeepAR.from_dataset(
         training, learning_rate=0.01, hidden_size=case["hidden_size"], rnn_layers=case["rnn_layers"],
-        cell_type=case["cell_type"], loss=NormalDistributionLoss(), optimizer="Adam",
+        cell_type=case["cell_type"], optimizer="Adam",
+        loss=NormalDistributionLoss() if len(names) == 1 else MultiLoss([NormalDistributionLoss() for _ in names]),
     )
     trainer = pl.Trainer(
         accelerator="cpu", max_epochs=1, limit_train_batches=3, limit_val_batches=1, deterministic=True,
@@ -408,6 +423,18 @@ def check_fitted_state_used(params: dict, ds: TimeSeriesDataSet, frame: pd.DataF
         refit = StandardScaler().fit(frame[[name]].astype(np.float64))
         assert abs(refit.mean_[0] - scaler.mean_[0]) > 0.5, f"{name}: eval data too like training"
     saved, used = params["target_normalizer"], ds.target_normalizer
+    if isinstance(saved, MultiNormalizer):
+        pairs = zip(saved.normalizers, used.normalizers, params["target"])
+    else:
+        pairs = [(saved, used, TARGET)]
+    for saved, used, target in pairs:
+        check_target_normaliser(saved, used, frame[target])
+    for name, encoder in params["categorical_encoders"].items():
+        if not name.startswith("__group_id__"):  # group ids get new series appended, as intended
+            assert ds._categorical_encoders[name].classes_ == encoder.classes_, name
+
+
+def check_target_normaliser(saved, used, values: pd.Series):
     if isinstance(saved, EncoderNormalizer):
         pass  # fitted on each window at prediction time
     elif isinstance(saved, GroupNormalizer):
@@ -418,10 +445,7 @@ def check_fitted_state_used(params: dict, ds: TimeSeriesDataSet, frame: pd.DataF
     else:
         assert used.center_ == saved.center_ and used.scale_ == saved.scale_
         if saved.method != "identity":
-            assert abs(saved.preprocess(frame[TARGET]).mean() - saved.center_) > 2.0, "eval target too like training"
-    for name, encoder in params["categorical_encoders"].items():
-        if not name.startswith("__group_id__"):  # group ids get new series appended, as intended
-            assert ds._categorical_encoders[name].classes_ == encoder.classes_, name
+            assert abs(saved.preprocess(values).mean() - saved.center_) > 2.0, "eval target too like training"
 
 
 def reference(ckpt: Path, frame: pd.DataFrame, case: dict) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -538,7 +562,8 @@ def generate(out: Path):
 
         hidden = case["hidden_size"]
         expected = pd.DataFrame({f"emb_{j}": emb[:, j] for j in range(hidden)})
-        expected[TARGET] = read[TARGET].astype(np.float32)
+        for target in targets(case):
+            expected[target] = read[target].astype(np.float32)
         expected["is_padded"] = padded
         expected.to_parquet(out / name / "expected.parquet", index=False)
         assert 0 < padded.sum() < len(read) / 3, padded.sum()
@@ -551,7 +576,7 @@ def generate(out: Path):
         (out / name / "args.json").write_text(json.dumps(args, indent=1))
         normalizer = torch.load(ckpt, weights_only=False)["dataset_parameters"]["target_normalizer"]
         cases[name] = {
-            "target_normalizer": [type(normalizer).__name__, normalizer.transformation],
+            "target_normalizer": [type(normalizer).__name__, getattr(normalizer, "transformation", None)],
             "model_weights": f"{name}/model",
             "eval": f"{name}/eval.parquet",
             "expected": f"{name}/expected.parquet",

@@ -1,5 +1,5 @@
 //! Input rows to [`Record`]s with the checkpoint's own preprocessing: each real standardised in
-//! float64 by its saved scaler then held as float32, the target by the saved target normaliser
+//! float64 by its saved scaler then held as float32, each target by its saved normaliser
 //! (or left raw, for one fitted on each window), each category coded by its saved
 //! `NaNLabelEncoder`, the row's series and timestamp. A row that cannot be encoded is a reason
 //! naming the column and value, not a record.
@@ -61,14 +61,16 @@ enum Slot {
         name: String,
         normalising: Normalising,
     },
-    /// The target, through the target normaliser.
-    Target,
-    /// The fitted target normaliser's center or scale for the row, standardised.
+    /// Target `k`, through its normaliser.
+    Target(usize),
+    /// Target `k`'s fitted normaliser's center or scale for the row, standardised.
     TargetCenter {
+        target: usize,
         center: f64,
         scale: f64,
     },
     TargetScale {
+        target: usize,
         center: f64,
         scale: f64,
     },
@@ -83,22 +85,16 @@ pub struct RowEncoder {
     layout: Layout,
     time: (usize, String),
     time_kind: TimeKind,
-    target: (usize, String),
+    /// The target columns, in the model's order, with their normalisers.
+    targets: Vec<(usize, String, Normalising)>,
     reals: Vec<Slot>,
-    target_normalising: Normalising,
     categoricals: Vec<(usize, Categorical)>,
     /// The series columns; empty for DeepTune's constant single series.
     groups: Vec<(usize, String)>,
 }
 
 impl RowEncoder {
-    pub fn new(
-        saved: &SavedDeepAr,
-        schema: &Schema,
-        time: &str,
-        target: &str,
-        groups: &[String],
-    ) -> Result<RowEncoder> {
+    pub fn new(saved: &SavedDeepAr, schema: &Schema, time: &str, groups: &[String]) -> Result<RowEncoder> {
         let index = |name: &str, what: &str| {
             schema.index_of(name).map_err(|_| {
                 anyhow!("the input has no '{name}' column ({what}); its columns are: {}", column_names(schema))
@@ -113,24 +109,27 @@ impl RowEncoder {
             Ok(i)
         };
         let time = (index(time, "--time_idx_column")?, time.to_string());
-        let target_index = numeric(target, "the target")?;
+        let targets = saved
+            .targets
+            .iter()
+            .map(|t| Ok((numeric(&t.name, "a target")?, t.name.clone(), Normalising::new(&t.normaliser, &index)?)))
+            .collect::<Result<Vec<_>>>()?;
         // A per-window normaliser's center and scale are the window's, not the row's.
-        let per_window = saved.target_normaliser.per_window().is_some();
+        let per_window = |k: usize| saved.targets[k].normaliser.per_window().is_some();
         let mut reals = Vec::with_capacity(saved.reals.len());
         for real in &saved.reals {
-            reals.push(match &real.source {
-                RealSource::Target => Slot::Target,
-                RealSource::TargetCenter if !per_window => {
-                    Slot::TargetCenter { center: real.center, scale: real.scale }
-                }
-                RealSource::TargetScale if !per_window => Slot::TargetScale { center: real.center, scale: real.scale },
+            let (center, scale) = (real.center, real.scale);
+            reals.push(match real.source {
+                RealSource::Target(k) => Slot::Target(k),
+                RealSource::TargetCenter(target) if !per_window(target) => Slot::TargetCenter { target, center, scale },
+                RealSource::TargetScale(target) if !per_window(target) => Slot::TargetScale { target, center, scale },
                 RealSource::TimeIndex
                 | RealSource::RelativeTimeIndex
                 | RealSource::EncoderLength
-                | RealSource::TargetCenter
-                | RealSource::TargetScale
+                | RealSource::TargetCenter(_)
+                | RealSource::TargetScale(_)
                 | RealSource::Lagged { .. } => Slot::Later,
-                RealSource::Column(name) => {
+                RealSource::Column(ref name) => {
                     let affine = || Normaliser::Fitted {
                         transformation: None,
                         scales: Scales::Global { center: real.center, scale: real.scale },
@@ -143,7 +142,6 @@ impl RowEncoder {
                 }
             });
         }
-        let target_normalising = Normalising::new(&saved.target_normaliser, &index)?;
         let mut categoricals = Vec::with_capacity(saved.categoricals.len());
         for categorical in &saved.categoricals {
             let i = index(&categorical.name, "a categorical input of the model")?;
@@ -162,14 +160,13 @@ impl RowEncoder {
         } else {
             groups.iter().map(|g| Ok((index(g, "a series id, --group_ids")?, g.clone()))).collect::<Result<_>>()?
         };
-        let layout = Layout { reals: reals.len(), categoricals: categoricals.len() };
+        let layout = Layout { targets: targets.len(), reals: reals.len(), categoricals: categoricals.len() };
         Ok(RowEncoder {
             layout,
             time_kind: TimeKind::of(schema.field(time.0).data_type()),
             time,
-            target: (target_index, target.to_string()),
+            targets,
             reals,
-            target_normalising,
             categoricals,
             groups,
         })
@@ -192,7 +189,8 @@ impl RowEncoder {
     ) -> Result<Vec<Result<Record, String>>> {
         let n = batch.num_rows();
         let times = column_times(batch.column(self.time.0), &self.time.1)?;
-        let target = floats(batch.column(self.target.0))?;
+        let targets: Vec<Vec<Option<f64>>> =
+            self.targets.iter().map(|(index, _, _)| floats(batch.column(*index))).collect::<Result<_>>()?;
         let reals: Vec<Option<Vec<Option<f64>>>> = self
             .reals
             .iter()
@@ -203,8 +201,8 @@ impl RowEncoder {
             .collect::<Result<_>>()?;
         // The series columns each by-series normaliser reads; the values per-window normalisers
         // fit on, prepared for the whole batch.
-        let target_series = self.target_normalising.series_of(batch)?;
-        let target_prepared = self.target_normalising.prepare(&target);
+        let target_series: Vec<_> = self.targets.iter().map(|(_, _, n)| n.series_of(batch)).collect::<Result<_>>()?;
+        let target_prepared: Vec<_> = self.targets.iter().zip(&targets).map(|((_, _, n), t)| n.prepare(t)).collect();
         let mut real_series: Vec<Vec<Arc<StringArray>>> = Vec::with_capacity(self.reals.len());
         let mut real_prepared = Vec::with_capacity(self.reals.len());
         for (slot, column) in self.reals.iter().zip(&reals) {
@@ -225,13 +223,17 @@ impl RowEncoder {
             let record = time.and_then(|time| {
                 let key = self.series_key(&groups, i)?;
                 let id = series.id(&key).map_err(|e| e.to_string())?;
-                let raw_target =
-                    target[i].ok_or_else(|| format!("column '{}': missing target value", self.target.1))?;
-                let (target_input, fitted) = self
-                    .target_normalising
-                    .input(raw_target, target_prepared.as_ref().map(|p| &p[i]), &target_series, i)
-                    .map_err(|e| format!("column '{}': {e}", self.target.1))?;
-                let (target_center, target_scale) = fitted.unwrap_or((0.0, 1.0));
+                // Each target's raw value, its input, and its fitted center and scale.
+                let mut raw_targets = Vec::with_capacity(self.targets.len());
+                let mut target_inputs = Vec::with_capacity(self.targets.len());
+                for (k, (_, name, normalising)) in self.targets.iter().enumerate() {
+                    let raw = targets[k][i].ok_or_else(|| format!("column '{name}': missing target value"))?;
+                    let (input, fitted) = normalising
+                        .input(raw, target_prepared[k].as_ref().map(|p| &p[i]), &target_series[k], i)
+                        .map_err(|e| format!("column '{name}': {e}"))?;
+                    raw_targets.push(raw as f32);
+                    target_inputs.push((input, fitted.unwrap_or((0.0, 1.0))));
+                }
                 let mut values = Vec::with_capacity(self.layout.reals);
                 let columns = self.reals.iter().zip(&reals).zip(real_series.iter().zip(&real_prepared));
                 for ((slot, column), (series, prepared)) in columns {
@@ -241,9 +243,13 @@ impl RowEncoder {
                             let prepared = prepared.as_ref().map(|p| &p[i]);
                             normalising.input(x, prepared, series, i).map_err(|e| format!("column '{name}': {e}"))?.0
                         }
-                        (Slot::Target, _) => target_input,
-                        (Slot::TargetCenter { center, scale }, _) => ((target_center - center) / scale) as f32,
-                        (Slot::TargetScale { center, scale }, _) => ((target_scale - center) / scale) as f32,
+                        (Slot::Target(k), _) => target_inputs[*k].0,
+                        (Slot::TargetCenter { target, center, scale }, _) => {
+                            ((target_inputs[*target].1 .0 - center) / scale) as f32
+                        }
+                        (Slot::TargetScale { target, center, scale }, _) => {
+                            ((target_inputs[*target].1 .1 - center) / scale) as f32
+                        }
                         _ => 0.0,
                     });
                 }
@@ -251,14 +257,7 @@ impl RowEncoder {
                 for ((_, categorical), values) in self.categoricals.iter().zip(&categories) {
                     codes.push(code(categorical, values, i)?);
                 }
-                Ok(Record {
-                    row: first_row + i as u64,
-                    series: id,
-                    time,
-                    target: raw_target as f32,
-                    reals: values,
-                    codes,
-                })
+                Ok(Record { row: first_row + i as u64, series: id, time, targets: raw_targets, reals: values, codes })
             });
             records.push(record);
         }

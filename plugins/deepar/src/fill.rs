@@ -10,7 +10,7 @@ use anyhow::{anyhow, Result};
 use deepembed_sdk::checkpoint::Value;
 
 use crate::normaliser::{fitted_input, Normaliser, Scales};
-use crate::saved::{Categorical, Real, RealSource};
+use crate::saved::{Categorical, Real, RealSource, Target};
 
 /// The constants, ready for a window: in the form the records hold their slots.
 #[derive(Debug, Clone, Default)]
@@ -19,9 +19,9 @@ pub struct ConstantFill {
     pub reals: Vec<(usize, f32)>,
     /// Categorical inputs and their constants' codes.
     pub codes: Vec<(usize, u32)>,
-    /// The target's constant as its slot holds it: normalised, or, for a normaliser fitted on each
-    /// window, prepared (transformed) for the window's fit.
-    pub target: Option<f32>,
+    /// Targets' constants (by target) as their slots hold them: normalised, or, for a normaliser
+    /// fitted on each window, prepared (transformed) for the window's fit.
+    pub targets: Vec<(usize, f32)>,
 }
 
 impl ConstantFill {
@@ -29,7 +29,7 @@ impl ConstantFill {
     pub fn read(
         dataset: &Value,
         reals: &[Real],
-        target_normaliser: &Normaliser,
+        targets: &[Target],
         categoricals: &[Categorical],
         path: &Path,
     ) -> Result<ConstantFill> {
@@ -56,8 +56,8 @@ impl ConstantFill {
             } else if let Some(slot) = reals.iter().position(|r| r.name == name) {
                 let real = &reals[slot];
                 match &real.source {
-                    RealSource::Target => {
-                        fill.target = Some(match target_normaliser {
+                    RealSource::Target(k) => {
+                        fill.targets.push((*k, match &targets[*k].normaliser {
                             Normaliser::Fitted { transformation, scales: Scales::Global { center, scale } } => {
                                 fitted_input(*transformation, (*center, *scale), number()?).map_err(|e| refuse(&e))?
                             }
@@ -67,7 +67,7 @@ impl ConstantFill {
                             Normaliser::Fitted { scales: Scales::ByGroup(_), .. } => return Err(refuse(
                                 "and its normaliser scales by series: pytorch-forecasting encodes the constant with the scales of whichever series sorts first, which deepembed does not copy",
                             )),
-                        });
+                        }));
                     }
                     RealSource::Column(_) => {
                         let scaled = match &real.normaliser {

@@ -271,10 +271,8 @@ impl Normaliser {
             "EncoderNormalizer" => {
                 Ok(Normaliser::PerWindow(EncoderNormaliser::from_state(state, transformation, &what)?))
             }
-            "MultiNormalizer" => bail!(
-                "{}: {role} is a MultiNormalizer, for several targets; deepembed reads single-target DeepAR models",
-                path.display()
-            ),
+            // A model of several targets has one at the top (see `saved::read_targets`), not here.
+            "MultiNormalizer" => bail!("{}: {role} is a MultiNormalizer inside another normaliser", path.display()),
             other => bail!(
                 "{}: {role} is {}.{other}; deepembed reproduces TorchNormalizer, GroupNormalizer and EncoderNormalizer",
                 path.display(),

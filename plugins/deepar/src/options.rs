@@ -15,7 +15,8 @@ options! {
         /// Or an integer column: pytorch-forecasting's own time index, taken as it is.
         #[arg(default = "labels")]
         pub time_idx_column: String,
-        /// The target column (default: the checkpoint's target).
+        /// The target column (default: the checkpoint's target; one of them, for a model of
+        /// several, which all go to the output).
         pub target_column: Option<String>,
         /// The columns that tell series apart (default: the checkpoint's; DeepTune's constant
         /// `group` column when the input has none).

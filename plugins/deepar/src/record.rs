@@ -4,17 +4,18 @@
 /// The order rows are windowed in: series, time, then row number.
 pub type SortKey = (u32, i64, u64);
 
-/// How many continuous and categorical inputs each record holds.
+/// How many targets, continuous and categorical inputs each record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
+    pub targets: usize,
     pub reals: usize,
     pub categoricals: usize,
 }
 
 impl Layout {
-    /// Bytes per record: row, series, time, target, then the inputs.
+    /// Bytes per record: row, series, time, targets, then the inputs.
     pub fn record_bytes(&self) -> usize {
-        8 + 4 + 8 + 4 + 4 * self.reals + 4 * self.categoricals
+        8 + 4 + 8 + 4 * self.targets + 4 * self.reals + 4 * self.categoricals
     }
 }
 
@@ -26,10 +27,10 @@ pub struct Record {
     pub series: u32,
     /// Nanoseconds since 1970 (UTC when the input said so).
     pub time: i64,
-    /// The row's own target, as written to the output.
-    pub target: f32,
-    /// Continuous inputs in the model's order, already scaled; the target's slot holds this
-    /// row's normalised target. Inputs normalised per window hold their prepared values (see
+    /// The row's own targets, as written to the output.
+    pub targets: Vec<f32>,
+    /// Continuous inputs in the model's order, already scaled; the targets' slots hold this
+    /// row's normalised targets. Inputs normalised per window hold their prepared values (see
     /// `EncoderNormaliser::prepare`), and those derived per window (the time index) or lagged 0
     /// until windowing fills them.
     pub reals: Vec<f32>,
@@ -48,8 +49,7 @@ impl Record {
         out.extend_from_slice(&self.row.to_le_bytes());
         out.extend_from_slice(&self.series.to_le_bytes());
         out.extend_from_slice(&self.time.to_le_bytes());
-        out.extend_from_slice(&self.target.to_le_bytes());
-        for x in &self.reals {
+        for x in self.targets.iter().chain(&self.reals) {
             out.extend_from_slice(&x.to_le_bytes());
         }
         for c in &self.codes {
@@ -68,11 +68,14 @@ impl Record {
         let row = u64::from_le_bytes(take(8).try_into().expect("8 bytes"));
         let series = u32::from_le_bytes(take(4).try_into().expect("4 bytes"));
         let time = i64::from_le_bytes(take(8).try_into().expect("8 bytes"));
-        let target = f32::from_le_bytes(take(4).try_into().expect("4 bytes"));
-        let reals = (0..layout.reals).map(|_| f32::from_le_bytes(take(4).try_into().expect("4 bytes"))).collect();
+        let mut floats = |n: usize| -> Vec<f32> {
+            (0..n).map(|_| f32::from_le_bytes(take(4).try_into().expect("4 bytes"))).collect()
+        };
+        let targets = floats(layout.targets);
+        let reals = floats(layout.reals);
         let codes =
             (0..layout.categoricals).map(|_| u32::from_le_bytes(take(4).try_into().expect("4 bytes"))).collect();
-        Record { row, series, time, target, reals, codes }
+        Record { row, series, time, targets, reals, codes }
     }
 
     /// [`Record::sort_key`] of a record's bytes, without decoding the rest.
@@ -90,8 +93,9 @@ mod tests {
 
     #[test]
     fn round_trips_and_keys() {
-        let layout = Layout { reals: 2, categoricals: 1 };
-        let record = Record { row: 7, series: 3, time: -5, target: 1.5, reals: vec![0.25, -2.0], codes: vec![9] };
+        let layout = Layout { targets: 2, reals: 2, categoricals: 1 };
+        let record =
+            Record { row: 7, series: 3, time: -5, targets: vec![1.5, 3.0], reals: vec![0.25, -2.0], codes: vec![9] };
         let mut bytes = Vec::new();
         record.write_to(&mut bytes);
         assert_eq!(bytes.len(), layout.record_bytes());

@@ -29,7 +29,7 @@ use crate::record::Record;
 use crate::saved::{RealSource, SavedDeepAr};
 use crate::spill::{sorted, Spill, TempDir};
 use crate::time::TimeAxis;
-use crate::windows::{Derived, History, LaggedInput, Placed, Windowing};
+use crate::windows::{Derived, History, LaggedInput, Placed, TargetSlot, Windowing};
 
 /// DeepTune's MODEL_STR for DeepAR.
 const MODEL_STR: &str = "deepAR";
@@ -38,13 +38,14 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
     ctx.require_fp32("its recurrent network runs outside the SDK's pipeline, in float32")?;
     let saved = SavedDeepAr::load(&opts.model_weights)?;
     check_lists(opts, &saved)?;
-    let target = match &opts.target_column {
-        Some(t) if *t != saved.target => bail!(
-            "--target_column {t}: the checkpoint's model forecasts '{}' (its target is one of its inputs, so it cannot be swapped)",
-            saved.target
+    let targets: Vec<String> = saved.targets.iter().map(|t| t.name.clone()).collect();
+    match &opts.target_column {
+        Some(t) if !targets.contains(t) => bail!(
+            "--target_column {t}: the checkpoint's model forecasts '{}' (its targets are among its inputs, so they cannot be swapped)",
+            targets.join("', '")
         ),
-        _ => saved.target.clone(),
-    };
+        _ => {}
+    }
     let group_ids = opts.group_ids.clone().unwrap_or_else(|| saved.group_ids.clone());
     let length = opts.max_encoder_length.unwrap_or(saved.max_encoder_length);
     if length != saved.max_encoder_length {
@@ -54,7 +55,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
         );
     }
     let schema = ctx.input_schema("df")?.clone();
-    let encoder = RowEncoder::new(&saved, &schema, &opts.time_idx_column, &target, &group_ids)?;
+    let encoder = RowEncoder::new(&saved, &schema, &opts.time_idx_column, &group_ids)?;
     let network = Network::from_saved(&saved, ctx.tch_device())?;
     log::info!(
         "DeepAR ({}, {} layers, hidden {}) from {}: {} continuous and {} categorical inputs, windows of {length} hours, series by [{}]",
@@ -111,7 +112,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
     details.insert("series".into(), series.len().into());
     let plan =
         OutputPlan { model_str: MODEL_STR.into(), file_name: format!("{MODEL_STR}_embeddings.parquet"), dims, details };
-    let output = OutputRows::new(dims, &target)?;
+    let output = OutputRows::new(dims, &targets)?;
     ctx.begin(&plan)?;
 
     // Pass 2: window, embed, write in input order.
@@ -120,11 +121,15 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
         length,
         min_length: saved.min_encoder_length.min(length),
         allow_gaps: saved.allow_missing_timesteps,
-        target_slot: saved.reals.iter().position(|r| r.source == RealSource::Target).expect("checked at load"),
+        targets: (0..saved.targets.len())
+            .map(|k| TargetSlot {
+                slot: saved.reals.iter().position(|r| r.source == RealSource::Target(k)).expect("checked at load"),
+                per_window: saved.targets[k].normaliser.per_window().cloned(),
+            })
+            .collect(),
         time_slot: time_slot.map(|s| (s, saved.reals[s].center, saved.reals[s].scale)),
         layout: encoder.layout(),
         axis: TimeAxis { kind: encoder.time_kind(), earliest: scan.earliest },
-        per_window: saved.target_normaliser.per_window().cloned(),
         per_window_inputs: saved
             .reals
             .iter()
@@ -162,7 +167,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
         sink.put(ctx, chunk.embed(&mut model)?)?;
     } else {
         let budget = usize::try_from(opts.sort_memory_mb).unwrap_or(usize::MAX).saturating_mul(1 << 20);
-        let mut sink = ByRow::create(temp.file("results"), dims)?;
+        let mut sink = ByRow::create(temp.file("results"), dims, targets.len())?;
         let mut history = History::default();
         let mut current = None;
         let mut chunk = Chunk::default();
@@ -188,7 +193,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
 /// The inputs filled in per window, by slot: the relative time index, the encoder length, and
 /// a per-window normaliser's center and scale.
 fn derived_inputs(saved: &SavedDeepAr) -> Vec<(usize, Derived)> {
-    let per_window = saved.target_normaliser.per_window().is_some();
+    let per_window = |k: usize| saved.targets[k].normaliser.per_window().is_some();
     let max_encoder_length = saved.max_encoder_length;
     let mut derived = Vec::new();
     for (slot, real) in saved.reals.iter().enumerate() {
@@ -198,8 +203,10 @@ fn derived_inputs(saved: &SavedDeepAr) -> Vec<(usize, Derived)> {
             match real.source {
                 RealSource::RelativeTimeIndex => Derived::RelativeTimeIndex { max_encoder_length },
                 RealSource::EncoderLength => Derived::EncoderLength { max_encoder_length },
-                RealSource::TargetCenter if per_window => Derived::WindowCenter { center, scale },
-                RealSource::TargetScale if per_window => Derived::WindowScale { center, scale },
+                RealSource::TargetCenter(target) if per_window(target) => {
+                    Derived::WindowCenter { target, center, scale }
+                }
+                RealSource::TargetScale(target) if per_window(target) => Derived::WindowScale { target, center, scale },
                 _ => continue,
             },
         ));
@@ -277,7 +284,7 @@ impl Chunk {
             windows.codes.extend_from_slice(&window.codes);
         }
         self.rows.push(placed.row);
-        self.rows_out.targets.push(placed.target);
+        self.rows_out.targets.extend_from_slice(&placed.targets);
         self.rows_out.padded.push(true);
     }
 
@@ -335,22 +342,23 @@ struct ByRow {
     path: PathBuf,
     file: File,
     dims: usize,
+    targets: usize,
 }
 
 impl ByRow {
-    fn create(path: PathBuf, dims: usize) -> Result<ByRow> {
+    fn create(path: PathBuf, dims: usize, targets: usize) -> Result<ByRow> {
         let file = File::options()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(ByRow { path, file, dims })
+        Ok(ByRow { path, file, dims, targets })
     }
 
-    /// Bytes per row: the embedding, the target, the padded flag.
+    /// Bytes per row: the embedding, the targets, the padded flag.
     fn slot(&self) -> usize {
-        4 * self.dims + 4 + 1
+        4 * self.dims + 4 * self.targets + 1
     }
 
     fn put(&mut self, (row_numbers, rows): (Vec<u64>, Rows)) -> Result<()> {
@@ -361,7 +369,9 @@ impl ByRow {
             for x in &rows.embeddings[i * self.dims..(i + 1) * self.dims] {
                 bytes.extend_from_slice(&x.to_le_bytes());
             }
-            bytes.extend_from_slice(&rows.targets[i].to_le_bytes());
+            for x in &rows.targets[i * self.targets..(i + 1) * self.targets] {
+                bytes.extend_from_slice(&x.to_le_bytes());
+            }
             bytes.push(u8::from(rows.padded[i]));
             self.file
                 .write_all_at(&bytes, row * slot as u64)
@@ -396,8 +406,10 @@ impl ByRow {
                 rows.embeddings.push(f32::from_le_bytes(bytes[4 * d..4 * d + 4].try_into().expect("4 bytes")));
             }
             let at = 4 * self.dims;
-            rows.targets.push(f32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")));
-            rows.padded.push(bytes[at + 4] == 1);
+            for k in 0..self.targets {
+                rows.targets.push(f32::from_le_bytes(bytes[at + 4 * k..at + 4 * k + 4].try_into().expect("4 bytes")));
+            }
+            rows.padded.push(bytes[at + 4 * self.targets] == 1);
             if rows.len() >= batch_size {
                 let full = std::mem::take(&mut rows);
                 ctx.emit(&output.batch(&full)?)?;
@@ -415,8 +427,9 @@ impl ByRow {
 /// The `--static_*` / `--time_varying_*` flags, when given, must be the checkpoint's lists.
 fn check_lists(opts: &DeepArOptions, saved: &SavedDeepAr) -> Result<()> {
     let lists = &saved.lists;
+    let is_target = |r: &String| saved.targets.iter().any(|t| t.name == *r);
     let unknown_reals: Vec<String> =
-        lists.time_varying_unknown_reals.iter().filter(|r| **r != saved.target).cloned().collect();
+        lists.time_varying_unknown_reals.iter().filter(|r| !is_target(r)).cloned().collect();
     check_list("--static_categoricals", &opts.static_categoricals, &lists.static_categoricals)?;
     check_list("--static_reals", &opts.static_reals, &lists.static_reals)?;
     check_list(

@@ -34,9 +34,9 @@ impl std::fmt::Display for Cell {
 /// Where a continuous input's value comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RealSource {
-    /// The target, normalised by the target normaliser; at each step it holds the previous
-    /// step's value (teacher forcing).
-    Target,
+    /// Target `k`, normalised by its normaliser; at each step it holds the previous step's value
+    /// (teacher forcing).
+    Target(usize),
     /// The hourly time index itself.
     TimeIndex,
     /// An input column.
@@ -46,10 +46,10 @@ pub enum RealSource {
     RelativeTimeIndex,
     /// `add_encoder_length`: the window's encoder length, scaled to [-1, 1] (not scaled further).
     EncoderLength,
-    /// `add_target_scales`: the target normaliser's center (`<target>_center`) or scale
+    /// `add_target_scales`: target `k`'s normaliser's center (`<target>_center`) or scale
     /// (`<target>_scale`) for the row's series or window, standardised by its scaler.
-    TargetCenter,
-    TargetScale,
+    TargetCenter(usize),
+    TargetScale(usize),
     /// `lags`: the input in slot `of` (the target or a column) `lag` rows earlier in the row's
     /// series (rows, not hours), scaled as that input is.
     Lagged {
@@ -59,7 +59,7 @@ pub enum RealSource {
 }
 
 /// One continuous input, in the network's order (`x_reals`), with its fitted scaling:
-/// `(x - center) / scale` in float64. The target's scaling is the [`Normaliser`] instead
+/// `(x - center) / scale` in float64. A target's scaling is its [`Normaliser`] instead
 /// (here 0 and 1).
 #[derive(Debug, Clone)]
 pub struct Real {
@@ -137,12 +137,21 @@ pub struct VariableLists {
     pub time_varying_unknown_reals: Vec<String>,
 }
 
+/// A variable the model forecasts (one, or several with a `MultiNormalizer`), with its fitted
+/// normaliser.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub normaliser: Normaliser,
+}
+
 pub struct SavedDeepAr {
     pub path: PathBuf,
     pub cell: Cell,
     pub hidden_size: i64,
     pub rnn_layers: i64,
-    pub target: String,
+    /// The targets, in the model's order (`target`).
+    pub targets: Vec<Target>,
     /// The training frame's name for the derived hourly index (`"time_idx"` in DeepTune).
     pub time_idx: String,
     pub group_ids: Vec<String>,
@@ -156,7 +165,6 @@ pub struct SavedDeepAr {
     pub allow_missing_timesteps: bool,
     pub lists: VariableLists,
     pub reals: Vec<Real>,
-    pub target_normaliser: Normaliser,
     pub categoricals: Vec<Categorical>,
     pub embeddings: Vec<Embedding>,
     /// The largest of the training's `lags` (0 without): pytorch-forecasting drops each series'
@@ -199,13 +207,11 @@ impl SavedDeepAr {
             "GRU" => Cell::Gru,
             other => bail!("{}: cell_type '{other}' is not a DeepAR cell (LSTM or GRU)", what("hyper_parameters")),
         };
-        let target = match hparams.get("target") {
-            Some(Value::Str(t)) => t.clone(),
-            Some(other) => bail!(
-                "{}: target is {} (several targets); deepembed reads single-target DeepAR models",
-                what("hyper_parameters"),
-                other.type_name()
-            ),
+        let targets = match hparams.get("target") {
+            Some(Value::Str(t)) => vec![t.clone()],
+            Some(_) => str_list(hparams, "target")
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| anyhow!("{}: target is neither a name nor a list of names", what("hyper_parameters")))?,
             None => bail!("{}: no target", what("hyper_parameters")),
         };
         let time_idx = str_field(dataset, "time_idx").unwrap_or("time_idx").to_string();
@@ -213,9 +219,9 @@ impl SavedDeepAr {
         let normaliser =
             dataset.get("target_normalizer").ok_or_else(|| anyhow!("{}: no target_normalizer", path.display()))?;
         // The columns the dataset codes before fitting normalisers: its categorical inputs, and
-        // the group ids when the target normaliser is a GroupNormalizer.
+        // the group ids when the target normaliser is a GroupNormalizer or a MultiNormalizer.
         let mut coded: Vec<String> = str_list(hparams, "x_categoricals").unwrap_or_default();
-        if matches!(normaliser, Value::Object(o) if o.name == "GroupNormalizer") {
+        if matches!(normaliser, Value::Object(o) if o.name == "GroupNormalizer" || o.name == "MultiNormalizer") {
             coded.extend(group_ids.iter().cloned());
         }
         let encoders = dataset.get("categorical_encoders");
@@ -228,19 +234,19 @@ impl SavedDeepAr {
             })?;
             label_encoder(column, encoder, &path).map(Some)
         };
-        let target_normaliser = Normaliser::from_value(normaliser, &path, "the target normaliser", &encoder_of)?;
+        let targets = read_targets(targets, normaliser, &path, &encoder_of)?;
         let lags = read_lags(dataset, &path)?;
-        let reals = read_reals(hparams, dataset, &target, &time_idx, &lags, &path, &encoder_of)?;
-        check_lagged_scaling(&reals, &target_normaliser, &group_ids, &path)?;
+        let reals = read_reals(hparams, dataset, &targets, &time_idx, &lags, &path, &encoder_of)?;
+        check_lagged_scaling(&reals, &targets, &group_ids, &path)?;
         let (categoricals, embeddings) = read_categoricals(hparams, dataset, &path)?;
-        let constant_fill = ConstantFill::read(dataset, &reals, &target_normaliser, &categoricals, &path)?;
+        let constant_fill = ConstantFill::read(dataset, &reals, &targets, &categoricals, &path)?;
         let weights =
             checkpoint.state_dict_where(|name| name.starts_with("rnn.") || name.starts_with("embeddings."))?;
         Ok(SavedDeepAr {
             cell,
             hidden_size: int_field(hparams, "hidden_size", &path)?,
             rnn_layers: int_field(hparams, "rnn_layers", &path)?,
-            target,
+            targets,
             time_idx,
             group_ids,
             max_encoder_length: int_field(dataset, "max_encoder_length", &path)?,
@@ -261,7 +267,6 @@ impl SavedDeepAr {
                 time_varying_unknown_reals: str_list(dataset, "time_varying_unknown_reals").unwrap_or_default(),
             },
             reals,
-            target_normaliser,
             categoricals,
             embeddings,
             constant_fill,
@@ -291,6 +296,49 @@ fn locate(path: &Path) -> Result<PathBuf> {
     })
 }
 
+/// The targets with their normalisers: the target normaliser itself for one, a `MultiNormalizer`'s
+/// for several.
+fn read_targets(
+    names: Vec<String>,
+    normaliser: &Value,
+    path: &Path,
+    encoder_of: &dyn Fn(&str) -> Result<Option<Categorical>>,
+) -> Result<Vec<Target>> {
+    let multi = match normaliser {
+        Value::Object(o) if o.name == "MultiNormalizer" => {
+            let state = o.state.as_ref();
+            match state.and_then(|s| s.get("normalizers")) {
+                Some(Value::List(items)) | Some(Value::Tuple(items)) => Some(items),
+                _ => bail!("{}: the MultiNormalizer has no list of normalizers", path.display()),
+            }
+        }
+        _ => None,
+    };
+    match multi {
+        Some(normalisers) if normalisers.len() != names.len() => bail!(
+            "{}: the MultiNormalizer holds {} normalisers for {} targets",
+            path.display(),
+            normalisers.len(),
+            names.len()
+        ),
+        Some(normalisers) => names
+            .into_iter()
+            .zip(normalisers)
+            .map(|(name, value)| {
+                let role = format!("the normaliser of the target '{name}'");
+                Ok(Target { normaliser: Normaliser::from_value(value, path, &role, encoder_of)?, name })
+            })
+            .collect(),
+        None if names.len() > 1 => {
+            bail!("{}: {} targets but no MultiNormalizer for them", path.display(), names.len())
+        }
+        None => {
+            let normaliser = Normaliser::from_value(normaliser, path, "the target normaliser", encoder_of)?;
+            Ok(names.into_iter().map(|name| Target { name, normaliser: normaliser.clone() }).collect())
+        }
+    }
+}
+
 /// The dataset's `lags`: each lagged variable with its lags (whole numbers of rows, at least 1).
 fn read_lags(dataset: &Value, path: &Path) -> Result<Vec<(String, Vec<usize>)>> {
     let mut lags = Vec::new();
@@ -318,7 +366,7 @@ fn read_lags(dataset: &Value, path: &Path) -> Result<Vec<(String, Vec<usize>)>> 
 fn read_reals(
     hparams: &Value,
     dataset: &Value,
-    target: &str,
+    targets: &[Target],
     time_idx: &str,
     lags: &[(String, Vec<usize>)],
     path: &Path,
@@ -343,16 +391,21 @@ fn read_reals(
             continue;
         }
         let name = name.clone();
+        let target_named = |name: &str| targets.iter().position(|t| t.name == name);
+        let scale_of = |suffix: &str| {
+            targets.iter().position(|t| added("add_target_scales") && name == format!("{}_{suffix}", t.name))
+        };
         let source = match name.as_str() {
-            n if n == target => RealSource::Target,
+            n if target_named(n).is_some() => RealSource::Target(target_named(n).expect("just found")),
             n if n == time_idx => RealSource::TimeIndex,
             "relative_time_idx" if added("add_relative_time_idx") => RealSource::RelativeTimeIndex,
             "encoder_length" if added("add_encoder_length") => RealSource::EncoderLength,
-            n if added("add_target_scales") && n == format!("{target}_center") => RealSource::TargetCenter,
-            n if added("add_target_scales") && n == format!("{target}_scale") => RealSource::TargetScale,
+            _ if scale_of("center").is_some() => RealSource::TargetCenter(scale_of("center").expect("just found")),
+            _ if scale_of("scale").is_some() => RealSource::TargetScale(scale_of("scale").expect("just found")),
             n => RealSource::Column(n.to_string()),
         };
-        let unscaled = matches!(source, RealSource::Target | RealSource::RelativeTimeIndex | RealSource::EncoderLength);
+        let unscaled =
+            matches!(source, RealSource::Target(_) | RealSource::RelativeTimeIndex | RealSource::EncoderLength);
         let mut normaliser = None;
         let (source, (center, scale)) = if unscaled {
             (source, (0.0, 1.0))
@@ -393,7 +446,7 @@ fn read_reals(
     }
     for real in &reals {
         if let RealSource::Lagged { of, .. } = real.source {
-            if !matches!(reals[of].source, RealSource::Target | RealSource::Column(_)) {
+            if !matches!(reals[of].source, RealSource::Target(_) | RealSource::Column(_)) {
                 bail!(
                     "{}: the model's input '{}' lags '{}', which pytorch-forecasting computes per sample; deepembed lags the target and input columns",
                     path.display(),
@@ -403,11 +456,14 @@ fn read_reals(
             }
         }
     }
-    if !reals.iter().any(|r| r.source == RealSource::Target) {
-        bail!(
-            "{}: the target '{target}' is not among the model's inputs (x_reals), as DeepAR requires",
-            path.display()
-        );
+    for (k, target) in targets.iter().enumerate() {
+        if !reals.iter().any(|r| r.source == RealSource::Target(k)) {
+            bail!(
+                "{}: the target '{}' is not among the model's inputs (x_reals), as DeepAR requires",
+                path.display(),
+                target.name
+            );
+        }
     }
     Ok(reals)
 }
@@ -469,11 +525,14 @@ fn read_categoricals(hparams: &Value, dataset: &Value, path: &Path) -> Result<(V
 /// pytorch-forecasting computes when the variable's scaling is the same for both rows: one
 /// scaling, or one per series. A normaliser by other columns (which may change within a series)
 /// is refused.
-fn check_lagged_scaling(reals: &[Real], target: &Normaliser, group_ids: &[String], path: &Path) -> Result<()> {
+fn check_lagged_scaling(reals: &[Real], targets: &[Target], group_ids: &[String], path: &Path) -> Result<()> {
     for real in reals {
         let RealSource::Lagged { of, .. } = real.source else { continue };
         let lagged = &reals[of];
-        let normaliser = if lagged.source == RealSource::Target { Some(target) } else { lagged.normaliser.as_ref() };
+        let normaliser = match lagged.source {
+            RealSource::Target(k) => Some(&targets[k].normaliser),
+            _ => lagged.normaliser.as_ref(),
+        };
         if let Some(Normaliser::Fitted { scales: Scales::ByGroup(groups), .. }) = normaliser {
             if let Some(column) = groups.columns.iter().find(|c| !group_ids.contains(c)) {
                 bail!(

@@ -210,13 +210,14 @@ mod tests {
     #[test]
     fn sorts_across_runs_on_disk() {
         let dir = TempDir::new().unwrap();
-        let layout = Layout { reals: 1, categoricals: 0 };
+        let layout = Layout { targets: 1, reals: 1, categoricals: 0 };
         let mut spill = Spill::create(dir.file("in"), layout).unwrap();
         let mut expected = Vec::new();
         for row in 0..1000u64 {
             let series = (row * 7919 % 13) as u32;
             let time = (row * 104_729 % 997) as i64;
-            let record = Record { row, series, time, target: row as f32, reals: vec![row as f32], codes: vec![] };
+            let record =
+                Record { row, series, time, targets: vec![row as f32], reals: vec![row as f32], codes: vec![] };
             expected.push(record.sort_key());
             spill.push(&record).unwrap();
         }

@@ -36,15 +36,14 @@ pub struct Windowing {
     /// The shortest window (`min_encoder_length`); `length` when every window is full.
     pub min_length: i64,
     pub allow_gaps: bool,
-    pub target_slot: usize,
+    /// The targets' slots, each with its normaliser when that is fitted on each window (the
+    /// records' target slots then hold prepared values; otherwise they are already normalised).
+    pub targets: Vec<TargetSlot>,
     /// The time index input's slot and scaling, when the model reads the time index.
     pub time_slot: Option<(usize, f64, f64)>,
     pub layout: Layout,
     /// Where rows fall on the time index.
     pub axis: TimeAxis,
-    /// The target normaliser fitted on each window, when the model has one (the records' target
-    /// slots then hold prepared values); otherwise they are already normalised.
-    pub per_window: Option<EncoderNormaliser>,
     /// The other inputs normalised on each window (an `EncoderNormalizer` among the scalers),
     /// by slot; the records hold their prepared values.
     pub per_window_inputs: Vec<(usize, EncoderNormaliser)>,
@@ -56,6 +55,12 @@ pub struct Windowing {
     pub max_lag: usize,
     /// The constants of filled hours, for the variables the training named.
     pub fill: ConstantFill,
+}
+
+/// A target's slot, and its normaliser when it is fitted on each window.
+pub struct TargetSlot {
+    pub slot: usize,
+    pub per_window: Option<EncoderNormaliser>,
 }
 
 /// A lagged input: slot `slot` takes slot `of` of the series' row `lag` rows back. For a variable
@@ -79,13 +84,15 @@ pub enum Derived {
     EncoderLength {
         max_encoder_length: i64,
     },
-    /// A per-window normaliser's center or scale, through its `StandardScaler`, as scikit-learn
-    /// applies one to float32 values.
+    /// A target's per-window normaliser's center or scale, through its `StandardScaler`, as
+    /// scikit-learn applies one to float32 values.
     WindowCenter {
+        target: usize,
         center: f64,
         scale: f64,
     },
     WindowScale {
+        target: usize,
         center: f64,
         scale: f64,
     },
@@ -93,7 +100,8 @@ pub enum Derived {
 
 impl Derived {
     /// The value at a window's step `step` (1..=L, the last the predicted one).
-    fn value(&self, step: i64, length: i64, fit: Option<&WindowFit>) -> f32 {
+    fn value(&self, step: i64, length: i64, fits: &[Option<WindowFit>]) -> f32 {
+        let fit = |target: usize| fits.get(target).and_then(Option::as_ref);
         let standardised = |x: f32, center: f64, scale: f64| ((f64::from(x) - center) as f32 as f64 / scale) as f32;
         match *self {
             Derived::RelativeTimeIndex { max_encoder_length } => (step - length) as f32 / max_encoder_length as f32,
@@ -101,8 +109,12 @@ impl Derived {
                 let max = max_encoder_length as f64;
                 ((length as f64 - 0.5 * max) / max * 2.0) as f32
             }
-            Derived::WindowCenter { center, scale } => fit.map_or(0.0, |f| standardised(f.center, center, scale)),
-            Derived::WindowScale { center, scale } => fit.map_or(0.0, |f| standardised(f.scale, center, scale)),
+            Derived::WindowCenter { target, center, scale } => {
+                fit(target).map_or(0.0, |f| standardised(f.center, center, scale))
+            }
+            Derived::WindowScale { target, center, scale } => {
+                fit(target).map_or(0.0, |f| standardised(f.scale, center, scale))
+            }
         }
     }
 }
@@ -123,7 +135,7 @@ pub struct History {
 /// A row waiting to be placed.
 struct Pending {
     row: u64,
-    target: f32,
+    targets: Vec<f32>,
     hour: i64,
     /// Whether it starts pytorch-forecasting's index (it is not among the first `max_lag` rows).
     kept: bool,
@@ -142,7 +154,8 @@ struct Held {
 /// A row, placed in its series.
 pub struct Placed {
     pub row: u64,
-    pub target: f32,
+    /// The row's own targets, as written to the output.
+    pub targets: Vec<f32>,
     pub window: Option<Window>,
 }
 
@@ -207,7 +220,7 @@ impl Windowing {
                 .iter()
                 .any(|h| h.place >= self.max_lag && h.hour > p - self.length && h.hour <= hour - self.length)
         });
-        let pending = Pending { row: record.row, target: record.target, hour, kept, no_longer_start };
+        let pending = Pending { row: record.row, targets: record.targets.clone(), hour, kept, no_longer_start };
         history.recent.push_back(Held { hour, place, record });
         let start = hour - self.length;
         while history.recent.front().is_some_and(|h| h.hour < start) {
@@ -239,7 +252,7 @@ impl Windowing {
                 length >= self.min_length && (row.no_longer_start || next.is_none_or(|next| next - from > self.length));
             (full || short).then(|| self.window(recent, first, length))
         });
-        Placed { row: row.row, target: row.target, window }
+        Placed { row: row.row, targets: row.targets, window }
     }
 
     /// Fills `record`'s lagged inputs from the series' earlier rows (left 0 for its first rows,
@@ -271,9 +284,10 @@ impl Windowing {
         let mut current = first;
         // Whether the previous step's hour was filled (the window's first hour has its row).
         let mut previous_filled = false;
-        // The prepared targets of the steps' previous hours: the encoder a per-window normaliser
-        // fits.
-        let mut encoder = Vec::with_capacity(if self.per_window.is_some() { steps } else { 0 });
+        // Per target, its prepared values at the steps' previous hours: the encoder a per-window
+        // normaliser fits.
+        let mut encoders: Vec<Vec<f32>> =
+            self.targets.iter().map(|t| Vec::with_capacity(if t.per_window.is_some() { steps } else { 0 })).collect();
         // The prepared values of the per-window normalised inputs at hours `start ..= start + L`.
         let mut inputs: Vec<Vec<f32>> = self
             .per_window_inputs
@@ -294,10 +308,16 @@ impl Windowing {
             let row = &recent[current].record;
             let first = reals.len();
             reals.extend_from_slice(&row.reals);
-            reals[first + self.target_slot] = match self.fill.target {
-                Some(constant) if previous_filled => constant,
-                _ => recent[previous].record.reals[self.target_slot],
-            };
+            for (k, (target, encoder)) in self.targets.iter().zip(&mut encoders).enumerate() {
+                let constant = self.fill.targets.iter().find(|(t, _)| *t == k).map(|&(_, c)| c);
+                reals[first + target.slot] = match constant {
+                    Some(constant) if previous_filled => constant,
+                    _ => recent[previous].record.reals[target.slot],
+                };
+                if target.per_window.is_some() {
+                    encoder.push(reals[first + target.slot]);
+                }
+            }
             let first_code = codes.len();
             codes.extend(row.codes.iter().map(|&c| i64::from(c)));
             if filled {
@@ -309,9 +329,6 @@ impl Windowing {
                 }
             }
             previous_filled = filled;
-            if self.per_window.is_some() {
-                encoder.push(reals[first + self.target_slot]);
-            }
             for ((slot, _), values) in self.per_window_inputs.iter().zip(&mut inputs) {
                 values.push(row.reals[*slot]);
             }
@@ -331,14 +348,17 @@ impl Windowing {
         };
         // The target's encoder is fitted on and fed (shifted by one hour); another input's is
         // fitted on and the window's last L hours fed.
-        let fit = self.per_window.as_ref().map(|normaliser| {
-            let fit = normaliser.fit(&encoder);
-            for (step, &y) in encoder.iter().enumerate() {
-                reals[step * width + self.target_slot] = normaliser.apply(&fit, y);
-            }
-            normalise_lagged(&mut reals, self.target_slot, normaliser, &fit);
-            fit
-        });
+        let mut fits = Vec::with_capacity(self.targets.len());
+        for (target, encoder) in self.targets.iter().zip(&encoders) {
+            fits.push(target.per_window.as_ref().map(|normaliser| {
+                let fit = normaliser.fit(encoder);
+                for (step, &y) in encoder.iter().enumerate() {
+                    reals[step * width + target.slot] = normaliser.apply(&fit, y);
+                }
+                normalise_lagged(&mut reals, target.slot, normaliser, &fit);
+                fit
+            }));
+        }
         for ((slot, normaliser), values) in self.per_window_inputs.iter().zip(&inputs) {
             let input_fit = normaliser.fit(&values[..steps]);
             for step in 0..steps {
@@ -348,7 +368,7 @@ impl Windowing {
         }
         for (slot, derived) in &self.derived {
             for step in 0..length {
-                reals[step as usize * width + slot] = derived.value(step + 1, length, fit.as_ref());
+                reals[step as usize * width + slot] = derived.value(step + 1, length, &fits);
             }
         }
         Window { steps, reals, codes }
@@ -375,11 +395,10 @@ mod tests {
             length,
             min_length: length,
             allow_gaps,
-            target_slot: 0,
+            targets: vec![TargetSlot { slot: 0, per_window: None }],
             time_slot: Some((1, 0.0, 1.0)),
-            layout: Layout { reals: 2, categoricals: 1 },
+            layout: Layout { targets: 1, reals: 2, categoricals: 1 },
             axis: TimeAxis { kind: TimeKind::Timestamps, earliest: 0 },
-            per_window: None,
             per_window_inputs: Vec::new(),
             derived: Vec::new(),
             lagged: Vec::new(),
@@ -393,7 +412,7 @@ mod tests {
             row,
             series: 0,
             time: hour * HOUR + 17,
-            target: row as f32,
+            targets: vec![row as f32],
             reals: vec![row as f32 * 10.0, -1.0],
             codes: vec![row as u32],
         }
@@ -434,7 +453,7 @@ mod tests {
     fn lags_count_rows_and_the_first_max_lag_rows_start_no_window() {
         // Slot 2 holds the target one row back; the training's largest lag is 2.
         let w = Windowing {
-            layout: Layout { reals: 3, categoricals: 1 },
+            layout: Layout { targets: 1, reals: 3, categoricals: 1 },
             lagged: vec![LaggedInput { slot: 2, of: 0, lag: 1 }],
             max_lag: 2,
             ..windowing(2, true)
@@ -457,8 +476,8 @@ mod tests {
     fn filled_hours_take_the_constants_of_the_fill_strategy() {
         // Slot 2 is a scaled input; the category and the target have constants too.
         let w = Windowing {
-            layout: Layout { reals: 3, categoricals: 1 },
-            fill: ConstantFill { reals: vec![(2, 9.0)], codes: vec![(0, 7)], target: Some(-5.0) },
+            layout: Layout { targets: 1, reals: 3, categoricals: 1 },
+            fill: ConstantFill { reals: vec![(2, 9.0)], codes: vec![(0, 7)], targets: vec![(0, -5.0)] },
             ..windowing(2, true)
         };
         let (mut history, ids) = (History::default(), series());
@@ -500,14 +519,14 @@ mod tests {
     fn derived_inputs_follow_pytorch_forecasting() {
         // A window of 4 steps (positions 1..=4 of arange(-4, 1)), trained with windows of 5.
         let relative = Derived::RelativeTimeIndex { max_encoder_length: 5 };
-        let values: Vec<f32> = (1..=4).map(|step| relative.value(step, 4, None)).collect();
+        let values: Vec<f32> = (1..=4).map(|step| relative.value(step, 4, &[])).collect();
         assert_eq!(values, [-3.0 / 5.0, -2.0 / 5.0, -1.0 / 5.0, 0.0]);
         let length = Derived::EncoderLength { max_encoder_length: 5 };
-        assert_eq!(length.value(1, 5, None), 1.0);
-        assert_eq!(length.value(1, 4, None), 0.6);
-        let fit = WindowFit { center: 3.0, scale: 0.5 };
-        assert_eq!(Derived::WindowCenter { center: 1.0, scale: 4.0 }.value(1, 4, Some(&fit)), 0.5);
-        assert_eq!(Derived::WindowScale { center: 1.0, scale: 0.25 }.value(1, 4, Some(&fit)), -2.0);
+        assert_eq!(length.value(1, 5, &[]), 1.0);
+        assert_eq!(length.value(1, 4, &[]), 0.6);
+        let fits = [None, Some(WindowFit { center: 3.0, scale: 0.5 })];
+        assert_eq!(Derived::WindowCenter { target: 1, center: 1.0, scale: 4.0 }.value(1, 4, &fits), 0.5);
+        assert_eq!(Derived::WindowScale { target: 1, center: 1.0, scale: 0.25 }.value(1, 4, &fits), -2.0);
     }
 
     #[test]
