@@ -1,20 +1,22 @@
-//! Each row's window: the `max_encoder_length` hourly steps of its own series that end at it,
+//! Each row's window: the `max_encoder_length` (L) hourly steps of its own series that end at it,
 //! as pytorch-forecasting's `TimeSeriesDataSet` cuts a sample and DeepAR feeds its RNN.
 //!
 //! A row at hour `t` has a window when its series has a row at hour `t - L` exactly (the
-//! sample's first encoder step). A model trained with `min_encoder_length` m < L also gives a
-//! row without one a shorter window, from its series' earliest row after `t - L`, of at least m
-//! hours, when pytorch-forecasting's index has that sample: when no row between the previous
-//! row's `t' - L` and `t - L` starts a longer one (a gap), when the next row lies more than L
-//! hours after the window's start, or when the row is its series' last. That depends on the next
-//! row, so such rows are placed one row late. The RNN then runs over hours `t - L + 1 ..= t`: each step holds
-//! that hour's inputs, except the target's slot, which holds the previous hour's normalised
-//! target (DeepAR's teacher forcing): normalised per row, or, for an `EncoderNormalizer`, all
+//! sample's first encoder step). The RNN then runs over hours `t - L + 1 ..= t`: each step holds
+//! that hour's inputs, except the targets' slots, which hold the previous hour's normalised
+//! targets (DeepAR's teacher forcing): normalised per row, or, for an `EncoderNormalizer`, all
 //! `L` of them (hours `t - L .. t - 1`, the sample's encoder) together. Missing hours take the
 //! latest earlier row's inputs (pytorch-forecasting's forward fill with
-//! `allow_missing_timesteps`), and the time index input, when the model has one, counts every
-//! hour. Rows without such a window are padded. A model trained with a `constant_fill_strategy`
-//! takes its constants instead in the filled hours, for the variables it names.
+//! `allow_missing_timesteps`), or the constants of a `constant_fill_strategy` for the variables
+//! it names; the time index input, when the model has one, counts every hour. Rows without a
+//! window are padded.
+//!
+//! A model trained with `min_encoder_length` m < L also gives a row without a full window a
+//! shorter one, from its series' earliest row after `t - L`, of at least m hours, where
+//! pytorch-forecasting's index has that sample: when no row between the previous row's `t' - L`
+//! (excluded) and `t - L` could start a longer one, when the next row lies more than L hours
+//! after the window's start, or when the row is its series' last. That depends on the next row,
+//! so such rows are placed one row late.
 //!
 //! A lagged input (pytorch-forecasting's `lags`) holds its variable's value `lag` rows earlier
 //! in the series (rows, not hours), taken as each row arrives; a series' first `max_lag` rows
@@ -212,14 +214,16 @@ impl Windowing {
         history.rows += 1;
         let kept = place >= self.max_lag;
         // pytorch-forecasting's index closed the samples starting at or before the previous
-        // row's `t' - L`; one starting after it but at or before `t - L` would be longer.
+        // row's `t' - L`; one starting after it but at or before `t - L` would be longer. (Only
+        // short windows ask.)
         let earlier_kept = history.recent.iter().rev().find(|h| h.place >= self.max_lag).map(|h| h.hour);
-        let no_longer_start = earlier_kept.is_some_and(|p| {
-            !history
-                .recent
-                .iter()
-                .any(|h| h.place >= self.max_lag && h.hour > p - self.length && h.hour <= hour - self.length)
-        });
+        let no_longer_start = self.places_late()
+            && earlier_kept.is_some_and(|p| {
+                !history
+                    .recent
+                    .iter()
+                    .any(|h| h.place >= self.max_lag && h.hour > p - self.length && h.hour <= hour - self.length)
+            });
         let pending = Pending { row: record.row, targets: record.targets.clone(), hour, kept, no_longer_start };
         history.recent.push_back(Held { hour, place, record });
         let start = hour - self.length;
