@@ -19,9 +19,9 @@ pub struct ConstantFill {
     pub reals: Vec<(usize, f32)>,
     /// Categorical inputs and their constants' codes.
     pub codes: Vec<(usize, u32)>,
-    /// Targets' constants (by target) as their slots hold them: normalised, or, for a normaliser
-    /// fitted on each window, prepared (transformed) for the window's fit.
-    pub targets: Vec<(usize, f32)>,
+    /// Each target's constant, if it has one, as its slot holds it: normalised, or, for a
+    /// normaliser fitted on each window, prepared (transformed) for the window's fit.
+    pub targets: Vec<Option<f32>>,
 }
 
 impl ConstantFill {
@@ -33,7 +33,7 @@ impl ConstantFill {
         categoricals: &[Categorical],
         path: &Path,
     ) -> Result<ConstantFill> {
-        let mut fill = ConstantFill::default();
+        let mut fill = ConstantFill { targets: vec![None; targets.len()], ..ConstantFill::default() };
         let entries = dataset.get("constant_fill_strategy").and_then(Value::dict_entries).unwrap_or_default();
         for (name, value) in entries {
             let name = name
@@ -57,7 +57,7 @@ impl ConstantFill {
                 let real = &reals[slot];
                 match &real.source {
                     RealSource::Target(k) => {
-                        fill.targets.push((*k, match &targets[*k].normaliser {
+                        fill.targets[*k] = Some(match &targets[*k].normaliser {
                             Normaliser::Fitted { transformation, scales: Scales::Global { center, scale } } => {
                                 fitted_input(*transformation, (*center, *scale), number()?).map_err(|e| refuse(&e))?
                             }
@@ -67,19 +67,21 @@ impl ConstantFill {
                             Normaliser::Fitted { scales: Scales::ByGroup(_), .. } => return Err(refuse(
                                 "and its normaliser scales by series: pytorch-forecasting encodes the constant with the scales of whichever series sorts first, which deepembed does not copy",
                             )),
-                        }));
+                        });
                     }
                     RealSource::Column(_) => {
-                        let scaled = match &real.normaliser {
-                            None => ((number()? - real.center) / real.scale) as f32,
+                        // A scikit-learn scaler is the affine case of a fitted normaliser.
+                        let (transformation, params) = match &real.normaliser {
+                            None => (None, (real.center, real.scale)),
                             Some(Normaliser::Fitted { transformation, scales: Scales::Global { center, scale } }) => {
-                                fitted_input(*transformation, (*center, *scale), number()?).map_err(|e| refuse(&e))?
+                                (*transformation, (*center, *scale))
                             }
                             Some(_) => return Err(refuse(
                                 "and its scaler is fitted per series or per window, which pytorch-forecasting applies to the constant in ways deepembed does not copy",
                             )),
                         };
-                        fill.reals.push((slot, scaled));
+                        fill.reals
+                            .push((slot, fitted_input(transformation, params, number()?).map_err(|e| refuse(&e))?));
                     }
                     _ => {
                         return Err(refuse(

@@ -366,10 +366,8 @@ impl ByRow {
         let mut bytes = Vec::with_capacity(slot);
         for (i, &row) in row_numbers.iter().enumerate() {
             bytes.clear();
-            for x in &rows.embeddings[i * self.dims..(i + 1) * self.dims] {
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
-            for x in &rows.targets[i * self.targets..(i + 1) * self.targets] {
+            let embedding = &rows.embeddings[i * self.dims..(i + 1) * self.dims];
+            for x in embedding.iter().chain(&rows.targets[i * self.targets..(i + 1) * self.targets]) {
                 bytes.extend_from_slice(&x.to_le_bytes());
             }
             bytes.push(u8::from(rows.padded[i]));
@@ -402,14 +400,11 @@ impl ByRow {
                 continue;
             }
             reader.read_exact(&mut bytes).with_context(|| format!("reading {}", self.path.display()))?;
-            for d in 0..self.dims {
-                rows.embeddings.push(f32::from_le_bytes(bytes[4 * d..4 * d + 4].try_into().expect("4 bytes")));
-            }
-            let at = 4 * self.dims;
-            for k in 0..self.targets {
-                rows.targets.push(f32::from_le_bytes(bytes[at + 4 * k..at + 4 * k + 4].try_into().expect("4 bytes")));
-            }
-            rows.padded.push(bytes[at + 4 * self.targets] == 1);
+            let (floats, padded) = bytes.split_at(4 * (self.dims + self.targets));
+            let mut floats = floats.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")));
+            rows.embeddings.extend(floats.by_ref().take(self.dims));
+            rows.targets.extend(floats);
+            rows.padded.push(padded[0] == 1);
             if rows.len() >= batch_size {
                 let full = std::mem::take(&mut rows);
                 ctx.emit(&output.batch(&full)?)?;

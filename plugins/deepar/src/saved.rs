@@ -391,19 +391,22 @@ fn read_reals(
             continue;
         }
         let name = name.clone();
-        let target_named = |name: &str| targets.iter().position(|t| t.name == name);
-        let scale_of = |suffix: &str| {
+        // `<target>_center` / `<target>_scale`: which target's.
+        let scales_of = |suffix: &str| {
             targets.iter().position(|t| added("add_target_scales") && name == format!("{}_{suffix}", t.name))
         };
-        let source = match name.as_str() {
-            n if target_named(n).is_some() => RealSource::Target(target_named(n).expect("just found")),
-            n if n == time_idx => RealSource::TimeIndex,
-            "relative_time_idx" if added("add_relative_time_idx") => RealSource::RelativeTimeIndex,
-            "encoder_length" if added("add_encoder_length") => RealSource::EncoderLength,
-            _ if scale_of("center").is_some() => RealSource::TargetCenter(scale_of("center").expect("just found")),
-            _ if scale_of("scale").is_some() => RealSource::TargetScale(scale_of("scale").expect("just found")),
-            n => RealSource::Column(n.to_string()),
-        };
+        let source = targets
+            .iter()
+            .position(|t| t.name == name)
+            .map(RealSource::Target)
+            .or_else(|| (name == time_idx).then_some(RealSource::TimeIndex))
+            .or_else(|| {
+                (name == "relative_time_idx" && added("add_relative_time_idx")).then_some(RealSource::RelativeTimeIndex)
+            })
+            .or_else(|| (name == "encoder_length" && added("add_encoder_length")).then_some(RealSource::EncoderLength))
+            .or_else(|| scales_of("center").map(RealSource::TargetCenter))
+            .or_else(|| scales_of("scale").map(RealSource::TargetScale))
+            .unwrap_or_else(|| RealSource::Column(name.clone()));
         let unscaled =
             matches!(source, RealSource::Target(_) | RealSource::RelativeTimeIndex | RealSource::EncoderLength);
         let mut normaliser = None;
@@ -475,7 +478,8 @@ fn read_reals(
 fn read_categoricals(hparams: &Value, dataset: &Value, path: &Path) -> Result<(Vec<Categorical>, Vec<Embedding>)> {
     let names = str_list(hparams, "x_categoricals").unwrap_or_default();
     let encoders = dataset.get("categorical_encoders");
-    let groups = hparams.get("categorical_groups").and_then(Value::dict_entries).unwrap_or_default();
+    let groups_value = hparams.get("categorical_groups");
+    let groups = groups_value.and_then(Value::dict_entries).unwrap_or_default();
     let sizes = hparams.get("embedding_sizes").and_then(Value::dict_entries).unwrap_or_default();
     if let Some((group, _)) = groups.iter().find(|(g, _)| !sizes.iter().any(|(name, _)| name == g)) {
         bail!(
@@ -488,15 +492,9 @@ fn read_categoricals(hparams: &Value, dataset: &Value, path: &Path) -> Result<(V
     let mut embeddings = Vec::with_capacity(sizes.len());
     for (key, size) in sizes {
         let name = key.as_str().ok_or_else(|| anyhow!("{}: embedding_sizes has a non-string key", path.display()))?;
-        let columns = match groups.iter().find(|(g, _)| g.as_str() == Some(name)) {
-            Some((_, columns)) => match columns {
-                Value::List(items) | Value::Tuple(items) => {
-                    items.iter().map(|c| c.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().ok_or_else(
-                        || anyhow!("{}: the variable group '{name}' is not a list of columns", path.display()),
-                    )?
-                }
-                _ => bail!("{}: the variable group '{name}' is not a list of columns", path.display()),
-            },
+        let columns = match groups_value.filter(|g| g.get(name).is_some()) {
+            Some(groups) => str_list(groups, name)
+                .ok_or_else(|| anyhow!("{}: the variable group '{name}' is not a list of columns", path.display()))?,
             None => vec![name.to_string()],
         };
         if let Some(column) = columns.iter().find(|c| !names.contains(c)) {

@@ -130,17 +130,13 @@ pub struct History {
     rows: usize,
     /// Per row, oldest first: the value each lagged input takes from it.
     earlier: VecDeque<Vec<f32>>,
-    /// With short windows, the latest row, placed when the next one (or the series' end) comes.
+    /// With short windows, the latest row (the last in `recent`) waits to be placed until the
+    /// next one (or the series' end) comes.
     pending: Option<Pending>,
 }
 
-/// A row waiting to be placed.
+/// What placing the waiting row needs besides `recent`.
 struct Pending {
-    row: u64,
-    targets: Vec<f32>,
-    hour: i64,
-    /// Whether it starts pytorch-forecasting's index (it is not among the first `max_lag` rows).
-    kept: bool,
     /// Whether no row between the previous row's `t' - L` (excluded) and this row's `t - L`
     /// (included) could start a longer sample: then a short window ends here whatever follows.
     no_longer_start: bool,
@@ -151,6 +147,13 @@ struct Held {
     hour: i64,
     place: usize,
     record: Record,
+}
+
+impl Held {
+    /// Whether pytorch-forecasting's index has the row: lags drop a series' first `max_lag`.
+    fn kept(&self, max_lag: usize) -> bool {
+        self.place >= max_lag
+    }
 }
 
 /// A row, placed in its series.
@@ -210,21 +213,9 @@ impl Windowing {
         let previous = history.pending.take().map(|pending| self.place(&history.recent, pending, Some(hour)));
         let mut record = record;
         self.fill_lags(history, &mut record);
+        let pending = Pending { no_longer_start: self.places_late() && self.no_longer_start(&history.recent, hour) };
         let place = history.rows;
         history.rows += 1;
-        let kept = place >= self.max_lag;
-        // pytorch-forecasting's index closed the samples starting at or before the previous
-        // row's `t' - L`; one starting after it but at or before `t - L` would be longer. (Only
-        // short windows ask.)
-        let earlier_kept = history.recent.iter().rev().find(|h| h.place >= self.max_lag).map(|h| h.hour);
-        let no_longer_start = self.places_late()
-            && earlier_kept.is_some_and(|p| {
-                !history
-                    .recent
-                    .iter()
-                    .any(|h| h.place >= self.max_lag && h.hour > p - self.length && h.hour <= hour - self.length)
-            });
-        let pending = Pending { row: record.row, targets: record.targets.clone(), hour, kept, no_longer_start };
         history.recent.push_back(Held { hour, place, record });
         let start = hour - self.length;
         while history.recent.front().is_some_and(|h| h.hour < start) {
@@ -242,21 +233,32 @@ impl Windowing {
         history.pending.take().map(|pending| self.place(&history.recent, pending, None))
     }
 
-    /// Places `row`, the latest row in `recent`, given the hour of the series' next row (`None`
-    /// for its last): its full window, or else a short one (see the module's comment).
-    fn place(&self, recent: &VecDeque<Held>, row: Pending, next: Option<i64>) -> Placed {
+    /// For a row at `hour` arriving after the rows in `recent`: pytorch-forecasting's index
+    /// closed the samples starting at or before the previous row's `t' - L`, and one starting
+    /// after it but at or before `t - L` would be longer than a short window ending here.
+    fn no_longer_start(&self, recent: &VecDeque<Held>, hour: i64) -> bool {
+        let previous = recent.iter().rev().find(|h| h.kept(self.max_lag)).map(|h| h.hour);
+        previous.is_some_and(|p| {
+            !recent.iter().any(|h| h.kept(self.max_lag) && h.hour > p - self.length && h.hour <= hour - self.length)
+        })
+    }
+
+    /// Places the latest row in `recent`, given the hour of the series' next row (`None` for its
+    /// last): its full window, or else a short one (see the module's comment).
+    fn place(&self, recent: &VecDeque<Held>, pending: Pending, next: Option<i64>) -> Placed {
+        let row = recent.back().expect("the row being placed is in recent");
         let start = row.hour - self.length;
         // The earliest row of the index at or after `t - L`, other than the row itself.
-        let first = recent.iter().position(|h| h.place >= self.max_lag && h.hour >= start && h.hour < row.hour);
-        let window = first.filter(|_| row.kept).and_then(|first| {
+        let first = recent.iter().position(|h| h.kept(self.max_lag) && h.hour >= start && h.hour < row.hour);
+        let window = first.filter(|_| row.kept(self.max_lag)).and_then(|first| {
             let from = recent[first].hour;
             let length = row.hour - from;
             let full = from == start;
-            let short =
-                length >= self.min_length && (row.no_longer_start || next.is_none_or(|next| next - from > self.length));
+            let short = length >= self.min_length
+                && (pending.no_longer_start || next.is_none_or(|next| next - from > self.length));
             (full || short).then(|| self.window(recent, first, length))
         });
-        Placed { row: row.row, targets: row.targets, window }
+        Placed { row: row.record.row, targets: row.record.targets.clone(), window }
     }
 
     /// Fills `record`'s lagged inputs from the series' earlier rows (left 0 for its first rows,
@@ -313,8 +315,7 @@ impl Windowing {
             let first = reals.len();
             reals.extend_from_slice(&row.reals);
             for (k, (target, encoder)) in self.targets.iter().zip(&mut encoders).enumerate() {
-                let constant = self.fill.targets.iter().find(|(t, _)| *t == k).map(|&(_, c)| c);
-                reals[first + target.slot] = match constant {
+                reals[first + target.slot] = match self.fill.targets.get(k).copied().flatten() {
                     Some(constant) if previous_filled => constant,
                     _ => recent[previous].record.reals[target.slot],
                 };
@@ -481,7 +482,7 @@ mod tests {
         // Slot 2 is a scaled input; the category and the target have constants too.
         let w = Windowing {
             layout: Layout { targets: 1, reals: 3, categoricals: 1 },
-            fill: ConstantFill { reals: vec![(2, 9.0)], codes: vec![(0, 7)], targets: vec![(0, -5.0)] },
+            fill: ConstantFill { reals: vec![(2, 9.0)], codes: vec![(0, 7)], targets: vec![Some(-5.0)] },
             ..windowing(2, true)
         };
         let (mut history, ids) = (History::default(), series());
