@@ -14,7 +14,10 @@
 //! is 78 inputs per tile instead of 500: about a sixth of the products.
 //!
 //! Images of different sizes go together: each is padded with zeros to the largest height and
-//! width of its group, and to the widest window of the group; weights are zero there.
+//! width of its group, and to the widest window of the group; weights are zero there. A pass
+//! takes every image's weights in one gather from a pool of its group's distinct sides, as the
+//! host planned it ([`DeviceResize::plan`]): the same few operations for any number of images,
+//! where each operation costs the host microseconds to queue on a GPU, ahead of the model's.
 //!
 //! Each image side's weights are made once on the host and cached on the device. The
 //! `--decode gpu` path sends a chunk's new ones along with its other data, in its one
@@ -80,37 +83,92 @@ impl DeviceResize {
 
     /// `decoded`: (n, H, W, 3) bytes on the device, image `i` of `sizes[i]` = (width, height) at
     /// its top left. Returns the (n, size, size, 3) bytes Pillow's resize gives each image.
+    ///
+    /// The plan goes to the device in a copy of its own, which waits for the device's queued
+    /// work: the `--decode gpu` path sends it with its other data instead ([`DeviceResize::plan`]).
     pub fn resize(&mut self, decoded: &Tensor, sizes: &[(usize, usize)]) -> Tensor {
+        let plan = self.plan(sizes);
+        let uploaded = Tensor::from_slice(&plan.indices).to_device(self.device);
+        self.resize_planned(decoded, sizes, &plan, &uploaded)
+    }
+
+    /// What the host works out for resizing images of `sizes`, before anything runs on the
+    /// device: each pass's distinct sides, and per image where its weights are. The caller
+    /// sends `indices` to the device (int64) and hands them to [`DeviceResize::resize_planned`].
+    pub fn plan(&self, sizes: &[(usize, usize)]) -> ResizePlan {
+        let mut indices = Vec::with_capacity(6 * sizes.len());
+        let sides = [0, 1].map(|pass| {
+            let in_sizes: Vec<usize> = sizes.iter().map(|s| if pass == 0 { s.0 } else { s.1 }).collect();
+            let mut sides = in_sizes.clone();
+            sides.sort_unstable();
+            sides.dedup();
+            // Where each side's weights start in the pass's pool: the sides' weights one after
+            // the other, (tiles, window, tile) each.
+            let windows: Vec<usize> = sides.iter().map(|&s| self.window(s)).collect();
+            let tiles = self.size.div_ceil(self.tile);
+            let starts: Vec<usize> = windows
+                .iter()
+                .scan(0, |next, w| {
+                    let start = *next;
+                    *next += tiles * w * self.tile;
+                    Some(start)
+                })
+                .collect();
+            let place: Vec<usize> = in_sizes.iter().map(|s| sides.binary_search(s).expect("a side of these")).collect();
+            indices.extend(place.iter().map(|&k| k as i64));
+            indices.extend(place.iter().map(|&k| starts[k] as i64));
+            indices.extend(place.iter().map(|&k| windows[k] as i64));
+            sides
+        });
+        ResizePlan { sides, indices }
+    }
+
+    /// [`DeviceResize::resize`] with `plan` made by [`DeviceResize::plan`] for `sizes`, its
+    /// indices already on the device (`uploaded`).
+    pub fn resize_planned(
+        &mut self,
+        decoded: &Tensor,
+        sizes: &[(usize, usize)],
+        plan: &ResizePlan,
+        uploaded: &Tensor,
+    ) -> Tensor {
         let shape = decoded.size();
         let (n, height, width) = (shape[0], shape[1], shape[2]);
         let out = self.size as i64;
         assert_eq!(n as usize, sizes.len(), "one size per image");
+        assert_eq!(uploaded.size(), [6 * n], "the plan for these images");
+        let per_image = uploaded.view([2, 3, n]);
         // Horizontal: each of the (H, 3) rows of samples, along W.
         let rows = decoded.permute([0, 1, 3, 2]).reshape([n, height * 3, width]);
-        let between = self.pass(&rows, sizes.iter().map(|s| s.0)).reshape([n, height, 3 * out]);
+        let between = self.pass(&rows, &plan.sides[0], &per_image.get(0)).reshape([n, height, 3 * out]);
         // Vertical: each of the (3, out) columns, along H.
         let columns = between.transpose(1, 2);
-        let resized = self.pass(&columns, sizes.iter().map(|s| s.1)).reshape([n, 3, out, out]);
+        let resized = self.pass(&columns, &plan.sides[1], &per_image.get(1)).reshape([n, 3, out, out]);
         // (n, 3, out x, out y) -> (n, out y, out x, 3).
         resized.permute([0, 3, 2, 1]).to_kind(Kind::Uint8)
     }
 
-    /// One pass: `samples` (n, rows, len), image `i`'s first `in_sizes[i]` samples of each row
-    /// resized to `self.size`, as (n, rows, size) float64 fixed-point results.
-    fn pass(&mut self, samples: &Tensor, in_sizes: impl Iterator<Item = usize>) -> Tensor {
+    /// One pass: `samples` (n, rows, len), image `i`'s first samples of each row (as many as its
+    /// side) resized to `self.size`, as (n, rows, size) float64 fixed-point results. `sides`:
+    /// the pass's distinct input sides; `per_image` (3, n): each image's side's place among
+    /// them, where its weights start in their pool, and its window.
+    ///
+    /// A fixed number of operations whatever the images: on a GPU each costs the host
+    /// microseconds to queue, and the model's kernels are queued after them.
+    fn pass(&mut self, samples: &Tensor, sides: &[usize], per_image: &Tensor) -> Tensor {
         let shape = samples.size();
         let (n, rows, len) = (shape[0], shape[1], shape[2]);
         let tile = self.tile as i64;
         let tiles = self.size.div_ceil(self.tile) as i64;
-        let in_sizes: Vec<usize> = in_sizes.collect();
-        let bands: Vec<Band> = in_sizes.iter().map(|&s| self.band(s)).collect();
+        let bands: Vec<Band> = sides.iter().map(|&s| self.band(s)).collect();
         let window = bands.iter().map(|b| b.window).max().unwrap_or(1) as i64;
+        let (place, first, own_window) = (per_image.get(0), per_image.get(1), per_image.get(2).view([n, 1, 1, 1]));
         // Each image's tiles' windows, as indices into its samples; past an image's own window
         // (a narrower one padded to the group's), they may leave its samples: clamped, the
         // weights there being zero.
-        let starts = Tensor::stack(&bands.iter().map(|b| &b.starts).collect::<Vec<_>>(), 0);
+        let starts = Tensor::stack(&bands.iter().map(|b| &b.starts).collect::<Vec<_>>(), 0).index_select(0, &place);
         let offsets = Tensor::arange(window, (Kind::Int64, self.device));
-        let reach = (starts.unsqueeze(-1) + offsets).clamp_max(len - 1).view([n, tiles, 1, window]);
+        let reach = (starts.unsqueeze(-1) + &offsets).clamp_max(len - 1).view([n, tiles, 1, window]);
         // Gathered straight into (n, tiles, rows, window), the layout of the products.
         let gathered = samples
             .unsqueeze(1)
@@ -118,10 +176,19 @@ impl DeviceResize {
             .gather(3, &reach.expand([n, tiles, rows, window], false), false)
             .to_kind(Kind::Double)
             .view([n * tiles, rows, window]);
-        let weights = Tensor::zeros([n, tiles, window, tile], (Kind::Double, self.device));
-        for (slot, band) in bands.iter().enumerate() {
-            weights.get(slot as i64).narrow(1, 0, band.window as i64).copy_(&band.weights);
-        }
+        // Each image's (tiles, window, tile) weights, taken from the pool of the sides' weights
+        // (then `tile` zeros): weight (j, k, t) of an image is at `first + (j * its window + k) *
+        // tile + t`, and past its own window, in the zeros.
+        let mut pool: Vec<Tensor> = bands.iter().map(|b| b.weights.view([-1])).collect();
+        pool.push(Tensor::zeros([tile], (Kind::Double, self.device)));
+        let pool = Tensor::cat(&pool, 0);
+        let zeros_at = pool.size()[0] - tile;
+        let tile_index = Tensor::arange(tiles, (Kind::Int64, self.device)).view([1, tiles, 1, 1]);
+        let input = offsets.view([1, 1, window, 1]);
+        let output = Tensor::arange(tile, (Kind::Int64, self.device)).view([1, 1, 1, tile]);
+        let row_start = (first.view([n, 1, 1, 1]) + (tile_index * &own_window + &input) * tile)
+            .masked_fill(&input.ge_tensor(&own_window), zeros_at);
+        let weights = pool.take(&(row_start + output));
         // Pillow's `clip8`: `clamp(floor((sum + 2^21) / 2^22), 0, 255)`, exact in float64 (integer
         // sums, a division by a power of two); the rounding term is added by the product itself.
         // Filled on the device: a copy from the host would wait for the device's queued work.
@@ -132,6 +199,11 @@ impl DeviceResize {
         let _ = clipped.clamp_(0.0, 255.0);
         let outputs = clipped.view([n, tiles, rows, tile]).permute([0, 2, 1, 3]).reshape([n, rows, tiles * tile]);
         outputs.narrow(2, 0, self.size as i64)
+    }
+
+    /// The window of `in_size`'s tiles, from the cache or worked out.
+    fn window(&self, in_size: usize) -> usize {
+        self.bands.get(&in_size).map_or_else(|| self.host_band(in_size).window, |c| c.band.window)
     }
 
     /// The weights of those of `in_sizes` not cached yet, made on the host, once each: a caller
@@ -205,6 +277,16 @@ impl DeviceResize {
         let starts = spans.iter().map(|&(first, _)| first as i64).collect();
         HostBand { in_size, window, starts, weights }
     }
+}
+
+/// The host's part of a resize (see [`DeviceResize::plan`]).
+pub struct ResizePlan {
+    /// Per pass (horizontal, vertical), the distinct input sides, in the order their weights
+    /// are pooled.
+    sides: [Vec<usize>; 2],
+    /// (2 passes, 3, n images), flat, for the device: each image's side's place in its pass's
+    /// sides, where its weights start in the pass's pool, and its window.
+    pub indices: Vec<i64>,
 }
 
 /// One input side's weights made on the host (see [`DeviceResize::missing`]).

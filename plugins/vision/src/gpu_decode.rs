@@ -334,8 +334,8 @@ impl DevicePreprocess {
             }
         }
         // The host's side of the chunk: the CPU-resized pixels, then, 8-byte aligned, the
-        // indices: the CPU rows' positions, per resize group its slots and positions, and the
-        // resize weights of image sides not seen before (their tiles' starts, then as float64
+        // indices: the CPU rows' positions, per resize group its slots, positions and resize
+        // plan, and the resize weights of image sides not seen before (their tiles' starts, then as float64
         // their weights).
         let cpu_rows = cpu_positions.len();
         let mut indices: Vec<i64> = cpu_positions;
@@ -350,7 +350,9 @@ impl DevicePreprocess {
                 let start = indices.len();
                 indices.extend(members[group.clone()].iter().map(|m| m.slot as i64));
                 indices.extend(members[group.clone()].iter().map(|m| m.position as i64));
-                resizes.push((Arc::clone(*batch), sizes[group].to_vec(), start));
+                let plan = self.resize.plan(&sizes[group.clone()]);
+                indices.extend_from_slice(&plan.indices);
+                resizes.push((Arc::clone(*batch), sizes[group].to_vec(), plan, start));
             }
         }
         let band_starts = indices.len();
@@ -372,12 +374,14 @@ impl DevicePreprocess {
             let resized = sent.narrow(0, 0, cpu.len() as i64).view([cpu_rows as i64, size, size, 3]);
             let _ = images.index_copy_(0, &indices.narrow(0, 0, cpu_rows as i64), &resized);
         }
-        for (batch, sizes, start) in resizes {
-            let n = sizes.len() as i64;
+        for (batch, sizes, plan, start) in resizes {
+            let (n, start) = (sizes.len() as i64, start as i64);
             let (width, height) = padded(&sizes);
-            let picked = batch.tensor().index_select(0, &indices.narrow(0, start as i64, n));
-            let resized = self.resize.resize(&picked.narrow(1, 0, height).narrow(2, 0, width), &sizes);
-            let _ = images.index_copy_(0, &indices.narrow(0, start as i64 + n, n), &resized);
+            let picked = batch.tensor().index_select(0, &indices.narrow(0, start, n));
+            let planned = indices.narrow(0, start + 2 * n, plan.indices.len() as i64);
+            let resized =
+                self.resize.resize_planned(&picked.narrow(1, 0, height).narrow(2, 0, width), &sizes, &plan, &planned);
+            let _ = images.index_copy_(0, &indices.narrow(0, start + n, n), &resized);
         }
         Ok(images)
     }
