@@ -29,6 +29,7 @@ pub mod options;
 pub mod output;
 pub mod pipeline;
 pub mod plugin;
+pub mod suspect_rows;
 pub mod text;
 pub mod weights;
 

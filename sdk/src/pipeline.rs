@@ -12,6 +12,8 @@
 //!
 //! The model runs under `--precision`: with fp16 or bf16, inside libtorch's autocast to that
 //! type on the run's device ([`autocast`]); the embeddings are read back as float32 either way.
+//! Rows whose embeddings hold a NaN or an infinity (or, in fp16, are all zero) are counted and
+//! reported at the end ([`SuspectRows`]).
 //!
 //! At the end it logs where the time went (preparing; on the model's thread: waiting for
 //! windows, sending chunks, reading back, emitting): when the model's thread waits for windows,
@@ -38,6 +40,7 @@ use tch::Tensor;
 
 use crate::abi::autocast::autocast;
 use crate::output::OutputColumns;
+use crate::suspect_rows::SuspectRows;
 use crate::{Device, DeviceKind, RunContext};
 
 /// CPU work on input rows. Runs on its own thread, so it owns its state (which it may keep
@@ -275,6 +278,7 @@ fn consume<Row>(
     let mut pending: VecDeque<Pending<Row>> = VecDeque::new();
     let mut in_flight: Option<InFlight> = None;
     let mut first_read_back = FirstReadBack::default();
+    let mut suspect = SuspectRows::new(ctx.precision());
     for seq in 0.. {
         let started = Instant::now();
         let Ok(window) = windows.recv() else { break };
@@ -319,7 +323,7 @@ fn consume<Row>(
             times.sending += started.elapsed();
             let started = Instant::now();
             if let Some(previous) = previous {
-                previous.store(&mut pending, dims);
+                previous.store(&mut pending, dims, &mut suspect);
             }
             times.reading_back += started.elapsed();
         }
@@ -329,7 +333,7 @@ fn consume<Row>(
     }
     let started = Instant::now();
     if let Some(last) = in_flight.take() {
-        read_back(last, &pending)?.store(&mut pending, dims);
+        read_back(last, &pending)?.store(&mut pending, dims, &mut suspect);
         first_read_back.note(true);
     }
     times.reading_back += started.elapsed();
@@ -337,6 +341,7 @@ fn consume<Row>(
     emit_finished(ctx, columns, &mut pending)?;
     times.emitting += started.elapsed();
     debug_assert!(pending.is_empty(), "every window is emitted");
+    suspect.report();
     Ok(())
 }
 
@@ -386,10 +391,12 @@ struct ReadBack {
 }
 
 impl ReadBack {
-    fn store<Row>(self, pending: &mut VecDeque<Pending<Row>>, dims: usize) {
+    fn store<Row>(self, pending: &mut VecDeque<Pending<Row>>, dims: usize, suspect: &mut SuspectRows) {
         let window = pending.iter_mut().find(|w| w.seq == self.window).expect("a chunk's window is pending");
         for (j, &k) in self.positions.iter().enumerate() {
-            window.embeddings[k * dims..(k + 1) * dims].copy_from_slice(&self.values[j * dims..(j + 1) * dims]);
+            let embedding = &self.values[j * dims..(j + 1) * dims];
+            suspect.check(window.window.first_row + u64::from(window.kept[k]), embedding);
+            window.embeddings[k * dims..(k + 1) * dims].copy_from_slice(embedding);
         }
         window.chunks_left -= 1;
     }
