@@ -1,6 +1,8 @@
 """A benchmark dataset: N JPEGs of mixed sizes around 500x375 (photo-like content), with labels
 and an id column, plus random weights for the model (seeded) in the format a run of it reads:
 - torchvision versions: torchvision's weights file (`--use_case pretrained`);
+  BatchNorm statistics are those of random images run through the random model (see
+  `calibrated`), so that activations keep the scale of a trained model's;
 - DenseNets, which DeepTune embeds only through its added fc1: a DeepTune checkpoint of the
   adjusted model with two added layers (`--use_case finetuned`);
 - `siglip`: a Hugging Face directory of a SiglipVisionModel the size of DeepTune's
@@ -63,6 +65,26 @@ def main(out: Path, n: int, model: str, grey: float = 0.0):
     print(use_case)
 
 
+def calibrated(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with BatchNorm running statistics measured on random inputs.
+
+    Fresh statistics (mean 0, variance 1) leave a random network's activations shrinking layer
+    after layer: EfficientNet-B0's output is about 1e-13, below fp16's range, so a drift
+    measurement in fp16 would compare zeros. A trained model's BatchNorm layers keep activations
+    of order one; these statistics do the same for random weights."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over the batches below
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.randn(16, 3, 224, 224))
+    return model.eval()
+
+
 def random_weights(out: Path, model: str):
     """The model's random weights (made once, seed 0) and the use case they are for."""
     torch.manual_seed(0)
@@ -80,14 +102,14 @@ def random_weights(out: Path, model: str):
         from vision_families.common import Adjusted
         weights = out / f"{model}-deeptune-random" / "model_weights.pth"
         if not weights.exists():
-            backbone = getattr(torchvision.models, model)(weights=None)
+            backbone = calibrated(getattr(torchvision.models, model)(weights=None))
             adjusted = Adjusted(backbone, "classifier", backbone.classifier.in_features, 2, EMBED_SIZE, CLASSES)
             weights.parent.mkdir(parents=True, exist_ok=True)
             torch.save(adjusted.state_dict(), weights)
         return weights, "finetuned"
     weights = out / f"{model}-random.pth"
     if not weights.exists():
-        torch.save(getattr(torchvision.models, model)(weights=None).state_dict(), weights)
+        torch.save(calibrated(getattr(torchvision.models, model)(weights=None)).state_dict(), weights)
     return weights, "pretrained"
 
 
