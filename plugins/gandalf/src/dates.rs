@@ -216,12 +216,19 @@ impl DateColumn {
         if self.format == "ISO8601" {
             return parse_iso8601(text);
         }
-        if self.format.contains("%z") {
-            return DateTime::parse_from_str(text, &self.format).ok().map(|t| t.naive_local());
+        let parsed = if self.format.contains("%z") {
+            DateTime::parse_from_str(text, &self.format).ok().map(|t| t.naive_local())
+        } else {
+            NaiveDateTime::parse_from_str(text, &self.format)
+                .ok()
+                .or_else(|| NaiveDate::parse_from_str(text, &self.format).ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
+        };
+        // A two-digit year: Python (and so pandas) reads 69-99 as 19xx, chrono reads 69 as 2069.
+        // 2069 comes only from "69", and every day of 2069 exists in 1969 (neither is a leap year).
+        match parsed {
+            Some(t) if self.format.contains("%y") && t.year() == 2069 => t.with_year(1969),
+            other => other,
         }
-        NaiveDateTime::parse_from_str(text, &self.format)
-            .ok()
-            .or_else(|| NaiveDate::parse_from_str(text, &self.format).ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
     }
 }
 
@@ -326,6 +333,16 @@ mod tests {
         assert_eq!(Part::Week.of(at("2021-01-01 00:00")), Some(53));
         assert_eq!(Part::IsYearStart.of(at("2021-01-01 00:00")), Some(1));
         assert_eq!((Part::Month.of(None), Part::IsMonthStart.of(None)), (None, Some(0)));
+    }
+
+    #[test]
+    fn two_digit_years_pivot_as_pythons() {
+        let entry: Yaml = serde_yaml_ng::from_str("[d, D, '%d/%m/%y']").unwrap();
+        let column = DateColumn::read(&entry).unwrap();
+        let text: ArrayRef =
+            Arc::new(StringArray::from(vec!["01/02/68", "01/02/69", "01/02/70", "31/12/99", "01/01/00"]));
+        let years: Vec<i32> = column.dates(&text).unwrap().into_iter().map(|d| d.unwrap().unwrap().year()).collect();
+        assert_eq!(years, [2068, 1969, 1970, 1999, 2000]);
     }
 
     #[test]
