@@ -71,3 +71,55 @@ fn bf16_on_the_cpu_autocasts_a_text_model() {
         assert_close_but_not_equal(name, &run(&[]), &run(&["--precision", "bf16"]), dims);
     }
 }
+
+/// Embeddings no downstream model can use are reported, not passed over in silence: a ResNet-18
+/// whose last BatchNorm has a negative running variance in three channels (torchvision's own
+/// model gives NaN there too) writes NaN in those three columns of every row, and the run ends
+/// with one warning counting the rows and naming the first.
+#[test]
+fn rows_with_nan_embeddings_are_counted_in_a_warning() {
+    let out = scratch("precision-nan");
+    let weights = out.join("resnet18-nan.pth");
+    let made = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys, torch, torchvision\n\
+             torch.manual_seed(0)\n\
+             state = torchvision.models.resnet18(weights=None).state_dict()\n\
+             state['layer4.1.bn2.running_var'][:3] = -1.0\n\
+             torch.save(state, sys.argv[1])",
+            weights.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let df = fixtures().join("vision").join("images.parquet");
+    let run = deepembed(&[
+        "embed",
+        "vision",
+        "--df",
+        df.to_str().unwrap(),
+        "--model_version",
+        "resnet18",
+        "--use_case",
+        "pretrained",
+        "--model_weights",
+        weights.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+        "--quiet",
+    ]);
+    let log = stderr(&run);
+    assert!(run.status.success(), "{log}");
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let batch = read_parquet(&output_parquet(std::path::Path::new(summary["output_dir"].as_str().unwrap())));
+    let embeddings = embedding_matrix(&batch, 512);
+    let nan_columns: Vec<usize> = (0..512).filter(|&d| embeddings.chunks(512).all(|row| row[d].is_nan())).collect();
+    assert_eq!(nan_columns, [0, 1, 2], "NaN where the variance is negative, and only there");
+    let rows = batch.num_rows();
+    let warning = format!("{rows} row(s) have NaN or infinite embedding values (the first: input row 0)");
+    assert!(log.contains(&warning), "expected '{warning}' in:\n{log}");
+}
