@@ -78,6 +78,15 @@ def encode(arr, mode, fmt, **save):
         g = np.array(rgb.convert("L"), dtype=np.uint16)
         # Values above 255 too: Pillow clips them when converting to RGB.
         im = Image.fromarray((g * 3).astype(np.uint16))
+    elif mode == "F":
+        # Float grey (microscopy, scientific imaging): below 0, above 255, fractions, and a
+        # NaN and infinities, each of which Pillow's conversion to RGB clips its own way.
+        f = np.array(rgb.convert("L"), dtype=np.float32) * 1.3 - 30.0 + 0.37
+        f[0, :3] = [np.nan, np.inf, -np.inf]
+        im = Image.fromarray(f)
+    elif mode == "I":
+        # 32-bit signed grey, negative and above 255 too.
+        im = Image.fromarray(np.array(rgb.convert("L"), dtype=np.int32) * 4 - 200)
     elif mode == "RGB16":
         # Pillow cannot write 16-bit RGB; build the PNG with numpy through a minimal writer.
         return png16_rgb(arr)
@@ -105,6 +114,9 @@ FORMAT_SPECS = [
     (160, 120, "L", "TIFF", {}),
     (160, 120, "RGBA", "TIFF", {}),
     (230, 225, "I;16", "TIFF", {}),
+    (150, 110, "F", "TIFF", {}),
+    (150, 110, "I", "TIFF", {}),
+    (150, 110, "LA", "TIFF", {}),
     (90, 70, "RGB16", "TIFF", {}),
     (64, 48, "1", "TIFF", {}),
     (140, 100, "CMYK-K", "TIFF", {}),
@@ -117,9 +129,11 @@ FORMAT_SPECS = [
     (260, 180, "CMYK-K", "JPEG", {"quality": 92}),
 ]
 
-# Formats refused with a reason: JPEG inside TIFF (another JPEG decoder than Pillow's libjpeg).
+# Formats refused with a reason: JPEG inside TIFF (another JPEG decoder than Pillow's libjpeg),
+# palette TIFF (not read).
 REFUSED_SPECS = [
     (200, 150, "RGB", "TIFF", {"compression": "jpeg"}),
+    (120, 90, "P", "TIFF", {}),
 ]
 
 

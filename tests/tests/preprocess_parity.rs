@@ -70,12 +70,14 @@ fn other_image_formats_are_identical_to_pillow() {
     assert!(failures.is_empty(), "these formats differ from Pillow's:\n{}", failures.join("\n"));
 }
 
-/// A JPEG-compressed TIFF would go through another JPEG decoder than Pillow's: refused, saying
-/// what to do instead.
+/// A JPEG-compressed TIFF would go through another JPEG decoder than Pillow's, and a palette
+/// TIFF is not read: each refused, saying what to do instead.
 #[test]
-fn a_jpeg_compressed_tiff_is_refused_with_what_to_do() {
+fn tiffs_we_do_not_read_as_pillow_are_refused_with_what_to_do() {
     let batch = read_parquet(&fixtures().join("vision").join("formats_refused.parquet"));
     let images = batch.column_by_name("images").unwrap().as_binary::<i32>();
     let err = format!("{:#}", preprocess(images.value(0)).unwrap_err());
     assert!(err.contains("TIFF") && err.contains("JPEG-compressed") && err.contains("LZW"), "{err}");
+    let err = format!("{:#}", preprocess(images.value(1)).unwrap_err());
+    assert!(err.contains("palette TIFF is not supported") && err.contains("save the image as RGB"), "{err}");
 }

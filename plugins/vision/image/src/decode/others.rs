@@ -1,7 +1,8 @@
 //! BMP, GIF, TIFF and WebP through image-rs's decoders (lossless formats and lossy VP8 alike
 //! decode to the pixels Pillow's decoders give), each colour type converted to RGB as Pillow
-//! converts its mode. Two TIFF variants take their own path: 8-bit CMYK, whose conversion
-//! image-rs rounds differently from Pillow, is converted from its raw samples here;
+//! converts its mode. Some TIFF variants take their own path: 8-bit CMYK, whose conversion
+//! image-rs rounds differently from Pillow, and grey with alpha and 32-bit float or integer
+//! grey, which image-rs does not read, are converted from their raw samples here;
 //! JPEG-compressed TIFF, whose JPEG decoder is not libjpeg, is refused.
 
 use std::io::Cursor;
@@ -74,35 +75,107 @@ fn to_rgb(image: DynamicImage) -> Result<Vec<u8>> {
     })
 }
 
-/// The TIFFs image-rs would decode differently from Pillow, read with one parse of the header:
-/// JPEG-compressed ones (compression 6 or 7: another JPEG decoder than Pillow's libjpeg, a level
-/// off in places) are refused; 8-bit CMYK ones are converted here from their raw samples (not
-/// inverted, as TIFF stores them) through Pillow's CMYK to RGB. `None`: image-rs decodes it.
+/// The TIFFs image-rs would decode differently from Pillow, or not at all, read with one parse
+/// of the header: JPEG-compressed ones (compression 6 or 7: another JPEG decoder than Pillow's
+/// libjpeg, a level off in places) are refused; the [`TiffVariant`]s are converted here from
+/// their raw samples. `None`: image-rs decodes it.
 fn decode_tiff_variant(bytes: &[u8], limits: &Limits) -> Result<Option<RgbImage>> {
     let mut tiff = tiff::decoder::Decoder::new(Cursor::new(bytes))?;
     let compression = tiff.find_tag_unsigned::<u16>(tiff::tags::Tag::Compression)?.unwrap_or(1);
     if matches!(compression, 6 | 7) {
         bail!("JPEG-compressed TIFF is not supported; save the image uncompressed, LZW or deflate, or as a JPEG file");
     }
-    // A colour type the tiff crate does not know is left to image-rs, which words the refusal.
-    if !matches!(tiff.colortype(), Ok(tiff::ColorType::CMYK(8))) {
-        return Ok(None);
+    // Greyscale as Pillow reads it: black is zero (Pillow ignores "white is zero" for float
+    // samples, and inverts 8-bit ones, which image-rs does too).
+    let black_is_zero = tiff.find_tag_unsigned::<u16>(tiff::tags::Tag::PhotometricInterpretation)? == Some(1);
+    if tiff.find_tag_unsigned::<u16>(tiff::tags::Tag::PhotometricInterpretation)? == Some(3) {
+        bail!("palette TIFF is not supported; save the image as RGB (in Pillow: image.convert('RGB'))");
     }
+    // A colour type the tiff crate does not know is left to image-rs, which words the refusal.
+    let variant = match tiff.colortype() {
+        Ok(tiff::ColorType::CMYK(8)) => TiffVariant::Cmyk,
+        // The tiff crate calls grey with alpha two bands; Pillow reads it (as LA) when the
+        // second is unassociated alpha.
+        Ok(tiff::ColorType::Multiband { bit_depth: 8, num_samples: 2 })
+            if black_is_zero && unassociated_alpha(&mut tiff)? =>
+        {
+            TiffVariant::GreyAlpha
+        }
+        Ok(tiff::ColorType::Gray(32)) if black_is_zero => TiffVariant::Grey32,
+        _ => return Ok(None),
+    };
     let (width, height) = tiff.dimensions()?;
     check_size(width as usize, height as usize, limits)?;
-    // The size is within the pixel limit; the buffer is the image's four samples.
+    // The size is within the pixel limit; the buffer is the image's samples, at most 4 bytes a
+    // pixel in every variant.
     let mut tiff_limits = tiff::decoder::Limits::default();
     tiff_limits.decoding_buffer_size = (width as usize).saturating_mul(height as usize).saturating_mul(4);
     let mut tiff = tiff.with_limits(tiff_limits);
-    if tiff.find_tag_unsigned::<u16>(tiff::tags::Tag::PlanarConfiguration)?.unwrap_or(1) != 1 {
-        bail!("planar CMYK TIFF is not supported; save the image with interleaved samples");
+    if variant != TiffVariant::Grey32
+        && tiff.find_tag_unsigned::<u16>(tiff::tags::Tag::PlanarConfiguration)?.unwrap_or(1) != 1
+    {
+        bail!("planar {} TIFF is not supported; save the image with interleaved samples", variant.name());
     }
-    let tiff::decoder::DecodingResult::U8(samples) = tiff.read_image()? else {
-        bail!("CMYK TIFF with more than 8 bits a sample is not supported");
+    use tiff::decoder::DecodingResult;
+    let pixels: Vec<u8> = match (variant, tiff.read_image()?) {
+        (TiffVariant::Cmyk, DecodingResult::U8(samples)) => {
+            samples.chunks_exact(4).flat_map(|p| cmyk_to_rgb([p[0], p[1], p[2], p[3]])).collect()
+        }
+        // Pillow's LA to RGB: grey replicated, alpha dropped.
+        (TiffVariant::GreyAlpha, DecodingResult::U8(samples)) => {
+            samples.chunks_exact(2).flat_map(|p| [p[0]; 3]).collect()
+        }
+        // Pillow's F to L (`f2l`): 0 at or below zero, 255 at or above 255, else the integer
+        // part; a NaN becomes 0. Rust's saturating cast is exactly that.
+        (TiffVariant::Grey32, DecodingResult::F32(samples)) => samples.iter().flat_map(|&v| [v as u8; 3]).collect(),
+        // Pillow's I to L: clipped to 0..=255.
+        (TiffVariant::Grey32, DecodingResult::I32(samples)) => {
+            samples.iter().flat_map(|&v| [v.clamp(0, 255) as u8; 3]).collect()
+        }
+        (variant, _) => bail!(
+            "{} TIFF with these samples is not supported; save the image with {}",
+            variant.name(),
+            variant.supported()
+        ),
     };
-    let pixels: Vec<u8> = samples.chunks_exact(4).flat_map(|p| cmyk_to_rgb([p[0], p[1], p[2], p[3]])).collect();
     if pixels.len() != width as usize * height as usize * 3 {
-        bail!("the CMYK TIFF holds {} samples for {width}x{height} pixels", samples.len());
+        bail!("the {} TIFF holds {} pixels' samples for {width}x{height} pixels", variant.name(), pixels.len() / 3);
     }
     Ok(Some(RgbImage { width: width as usize, height: height as usize, pixels }))
+}
+
+/// Whether the TIFF's one extra sample is unassociated alpha (`ExtraSamples` = 2).
+fn unassociated_alpha(tiff: &mut tiff::decoder::Decoder<Cursor<&[u8]>>) -> Result<bool> {
+    let extra = tiff.find_tag(tiff::tags::Tag::ExtraSamples)?.map(|v| v.into_u16_vec()).transpose()?;
+    Ok(extra.as_deref() == Some(&[2]))
+}
+
+/// The TIFFs read from their raw samples here rather than by image-rs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TiffVariant {
+    /// 8-bit CMYK, whose conversion image-rs rounds differently from Pillow (not inverted, as
+    /// TIFF stores it, through Pillow's CMYK to RGB).
+    Cmyk,
+    /// 8-bit grey with alpha (Pillow's LA), which image-rs does not read.
+    GreyAlpha,
+    /// 32-bit float or signed integer grey (Pillow's F and I: microscopy, scientific imaging),
+    /// which image-rs does not read.
+    Grey32,
+}
+
+impl TiffVariant {
+    fn name(self) -> &'static str {
+        match self {
+            TiffVariant::Cmyk => "CMYK",
+            TiffVariant::GreyAlpha => "grey-with-alpha",
+            TiffVariant::Grey32 => "32-bit greyscale",
+        }
+    }
+
+    fn supported(self) -> &'static str {
+        match self {
+            TiffVariant::Cmyk | TiffVariant::GreyAlpha => "8-bit samples",
+            TiffVariant::Grey32 => "float or signed integer samples",
+        }
+    }
 }
