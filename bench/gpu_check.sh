@@ -29,7 +29,7 @@
 #    cost per chunk (examples/device_resize, by tile size), its drift against the
 #    bit-identical default (cosine similarity per row, ResNet-50, 1024 images, then 1024 of which
 #    a quarter are greyscale, with the run's own count of images decoded on the device), then the table of
-#    section 3 for ResNet-50 with `--decode gpu`. The drift runs first: it shows at once whether
+#    section 3 for ResNet-50 and ResNet-18 with `--decode gpu`. The drift runs first: it shows at once whether
 #    nvJPEG loads and decodes there.
 # 3c. Starting the device early (bench/warm_up.py): a 1024-image ResNet-50 run with the CUDA
 #    warm-up thread on and off, 3 alternating rounds, each run's start-up split as in section 3.
@@ -134,7 +134,7 @@ gpu_decode() {
         --model_weights "${made[1]}" --device "$device" --batch_size 128 || return 1
     echo
     "$py" "$here/model_only.py" --deepembed "$bin" --example "$example" --work "$work" --images "$images" \
-        --models "${DECODE_MODELS:-resnet50}" --precisions "$precisions" --batch_size "$batch" --device "$device" --rounds 1 \
+        --models "${DECODE_MODELS:-resnet50,resnet18}" --precisions "$precisions" --batch_size "$batch" --device "$device" --rounds 1 \
         --seconds 8 --model_seconds "${MODEL_SECONDS:-8}" --max_copies 4 --decode gpu
 }
 
