@@ -41,6 +41,12 @@ rgb.save(out / "image" / "rgb.bmp")
 rgb.convert("P").save(out / "image" / "palette.gif")
 rgb.save(out / "image" / "lzw.tif", compression="tiff_lzw")
 rgb.convert("CMYK").save(out / "image" / "cmyk.tif")
+# 32-bit float (with a NaN) and signed integer grey TIFFs (Pillow's F and I), and grey with alpha.
+grey = np.array(rgb.convert("L"), dtype=np.float32) * 1.3 - 30.0
+grey[0, 0] = np.nan
+Image.fromarray(grey).save(out / "image" / "float.tif")
+Image.fromarray(np.array(rgb.convert("L"), dtype=np.int32) * 4 - 200).save(out / "image" / "int32.tif")
+rgb.convert("LA").save(out / "image" / "la.tif")
 rgb.save(out / "image" / "lossless.webp", lossless=True)
 rgb.save(out / "image" / "lossy.webp", quality=80)
 rgb.convert("CMYK").save(out / "image" / "cmyk.jpg")
