@@ -85,12 +85,13 @@ fn decode_tiff_variant(bytes: &[u8], limits: &Limits) -> Result<Option<RgbImage>
     if matches!(compression, 6 | 7) {
         bail!("JPEG-compressed TIFF is not supported; save the image uncompressed, LZW or deflate, or as a JPEG file");
     }
-    // Greyscale as Pillow reads it: black is zero (Pillow ignores "white is zero" for float
-    // samples, and inverts 8-bit ones, which image-rs does too).
-    let black_is_zero = tiff.find_tag_unsigned::<u16>(tiff::tags::Tag::PhotometricInterpretation)? == Some(1);
-    if tiff.find_tag_unsigned::<u16>(tiff::tags::Tag::PhotometricInterpretation)? == Some(3) {
+    let photometric = tiff.find_tag_unsigned::<u16>(tiff::tags::Tag::PhotometricInterpretation)?;
+    if photometric == Some(3) {
         bail!("palette TIFF is not supported; save the image as RGB (in Pillow: image.convert('RGB'))");
     }
+    // Greyscale as Pillow reads it: black is zero (Pillow ignores "white is zero" for float
+    // samples, and inverts 8-bit ones, which image-rs does too).
+    let black_is_zero = photometric == Some(1);
     // A colour type the tiff crate does not know is left to image-rs, which words the refusal.
     let variant = match tiff.colortype() {
         Ok(tiff::ColorType::CMYK(8)) => TiffVariant::Cmyk,
