@@ -33,10 +33,14 @@ use serde_json::{json, Value};
 use loader::Discovery;
 
 fn main() {
+    // Before any other thread starts: libtorch's CPU tensors reuse freed memory instead of
+    // mapping fresh pages every batch.
+    let keeps_large_blocks = deepembed_sdk::abi::large_blocks::keep_large_blocks();
     device::put_cudnn_attention_last();
     let argv: Vec<_> = std::env::args_os().collect();
     let quiet = argv.iter().any(|a| a == "--quiet" || a == "-q");
     logger::init(quiet);
+    log::debug!("large freed blocks kept for reuse (glibc): {keeps_large_blocks}");
     signals::install();
     let status = match run_cli(argv) {
         Ok(()) => 0,

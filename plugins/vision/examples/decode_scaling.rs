@@ -44,6 +44,8 @@ use rayon::prelude::*;
 use tch::Device;
 
 fn main() -> Result<()> {
+    // As the host runs: large freed blocks kept for reuse.
+    deepembed_sdk::abi::large_blocks::keep_large_blocks();
     let mut args = std::env::args().skip(1);
     let (mut parquet, mut column, mut threads, mut window, mut seconds, mut limit) =
         (None, "images".to_string(), None, 256usize, 5.0f64, usize::MAX);

@@ -22,6 +22,8 @@ use deepembed_vision::options::VisionOptions;
 use tch::{Device, Kind, Tensor};
 
 fn main() -> Result<()> {
+    // As the host runs: large freed blocks kept for reuse.
+    deepembed_sdk::abi::large_blocks::keep_large_blocks();
     let mut args = std::env::args().skip(1);
     let (mut version, mut weights, mut batch, mut device, mut seconds, mut precision) =
         (None, None, 32i64, Device::Cpu, 20.0f64, Precision::Fp32);

@@ -3,8 +3,9 @@
 //! This is the one deepembed crate that holds `unsafe` code, each block with the invariant that
 //! makes it sound: the host-plugin boundary in [`boundary`], in [`autocast`] the libtorch
 //! autocast switches tch does not bind, in [`staging`] byte buffers that Rust code fills and a
-//! device copies from, in [`exit`] ending the process without libtorch's teardown, and in
-//! [`nvjpeg`] NVIDIA's GPU JPEG decoder, loaded at run time.
+//! device copies from, in [`exit`] ending the process without libtorch's teardown, in
+//! [`large_blocks`] glibc's allocator settings, and in [`nvjpeg`] NVIDIA's GPU JPEG decoder,
+//! loaded at run time.
 //! Everything else here is plain data that crosses the boundary:
 //!
 //! - [`PluginMod`], the root module a plugin library exports: an abi_stable prefix type whose
@@ -21,6 +22,7 @@
 pub mod autocast;
 mod boundary;
 pub mod exit;
+pub mod large_blocks;
 mod libtorch_dir;
 pub mod manifest;
 pub mod nvjpeg;
