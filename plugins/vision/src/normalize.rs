@@ -34,9 +34,25 @@ impl Normalizer {
 
     /// `resized`: (B, H, W, 3) bytes, already on the model's device (the window's buffer sends
     /// them: `WindowPixels::to_device`). Returns (B, 3, H, W) floats there.
+    ///
+    /// One float tensor is allocated, in the layout [`input_layout`] picks, and the three
+    /// operations run in place on it: the same IEEE operations on the same values as one new
+    /// tensor per step, without four more batch-sized allocations and passes over memory (on
+    /// the CPU, 154 MB each at batch 256).
     pub fn apply(&self, resized: &Tensor) -> Tensor {
-        let x = resized.permute([0, 3, 1, 2]).to_kind(Kind::Float) / &self.max;
-        input_layout((x - &self.mean) / &self.std, self.precision)
+        let (batch, height, width, channels) = resized.size4().expect("resized pixels are (B, H, W, C)");
+        let options = (Kind::Float, resized.device());
+        let mut x = match self.precision {
+            Precision::Fp32 => Tensor::empty([batch, channels, height, width], options),
+            Precision::Fp16 | Precision::Bf16 => {
+                Tensor::empty([batch, height, width, channels], options).permute([0, 3, 1, 2])
+            }
+        };
+        x.copy_(&resized.permute([0, 3, 1, 2]));
+        let _ = x.g_div_(&self.max);
+        let _ = x.g_sub_(&self.mean);
+        let _ = x.g_div_(&self.std);
+        x
     }
 }
 
