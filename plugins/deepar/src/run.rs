@@ -6,10 +6,11 @@
 //!    output exists.
 //! 2. **embed**: rows are windowed per series and run through the network in chunks of
 //!    `batch_size`. When every series arrived in time order (the common case), rows are
-//!    windowed in input order and written as they go, holding `L + 1` rows per series.
-//!    Otherwise they are sorted by (series, time) on disk within `--sort_memory_mb`, windowed in
-//!    that order, written to a file of fixed-size results by row number, and read back from it
-//!    in input order.
+//!    windowed in input order, holding `L + 1` rows per series, and written as they go (with
+//!    short windows, which place a row only once its series' next row is seen, by row number
+//!    as below). Otherwise they are sorted by (series, time) on disk within `--sort_memory_mb`,
+//!    windowed in that order, written to a file of fixed-size results by row number, and read
+//!    back from it in input order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -151,11 +152,17 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
     };
     let mut model = Model { network: &network, layout: encoder.layout() };
     let batch_size = ctx.batch_size();
-    // Rows placed one row late (short windows) are written by row number too.
-    if scan.in_order && !windowing.places_late() {
+    if scan.in_order {
+        // Each series' rows arrive in time order: windowed as they come, one history per series.
         let mut histories: HashMap<u32, History> = HashMap::new();
-        let mut sink = InOrder { output: &output };
         let mut chunk = Chunk::default();
+        let mut sink = if windowing.places_late() {
+            // A row placed late waits for its series' next row, which may come much later in
+            // the input: such rows are written by row number.
+            Sink::ByRow(ByRow::create(temp.file("results"), dims, targets.len())?)
+        } else {
+            Sink::InOrder(InOrder { output: &output })
+        };
         for record in spilled.read()? {
             let record = record?;
             let history = histories.entry(record.series).or_default();
@@ -164,7 +171,20 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
                 sink.put(ctx, chunk.embed(&mut model)?)?;
             }
         }
+        // Each series' last row, when rows are placed late (in series order, for the same
+        // chunks run after run).
+        let mut histories: Vec<(u32, History)> = histories.into_iter().collect();
+        histories.sort_unstable_by_key(|(id, _)| *id);
+        for (_, mut history) in histories {
+            chunk.extend(windowing.finish(&mut history));
+            if chunk.len() >= batch_size {
+                sink.put(ctx, chunk.embed(&mut model)?)?;
+            }
+        }
         sink.put(ctx, chunk.embed(&mut model)?)?;
+        if let Sink::ByRow(by_row) = sink {
+            by_row.emit_in_order(ctx, &output, total_rows, &skipped, batch_size)?;
+        }
     } else {
         let budget = usize::try_from(opts.sort_memory_mb).unwrap_or(usize::MAX).saturating_mul(1 << 20);
         let mut sink = ByRow::create(temp.file("results"), dims, targets.len())?;
@@ -317,6 +337,22 @@ impl Model<'_> {
         let out = tch::no_grad(|| self.network.forward(&reals, &codes));
         let out = out.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
         Vec::<f32>::try_from(out.view([-1])).context("reading embeddings back")
+    }
+}
+
+/// Where the in-order pass puts its chunks: straight to the host, or by row number when rows
+/// are placed late.
+enum Sink<'o> {
+    InOrder(InOrder<'o>),
+    ByRow(ByRow),
+}
+
+impl Sink<'_> {
+    fn put(&mut self, ctx: &mut RunContext<'_>, chunk: (Vec<u64>, Rows)) -> Result<()> {
+        match self {
+            Sink::InOrder(sink) => sink.put(ctx, chunk),
+            Sink::ByRow(sink) => sink.put(chunk),
+        }
     }
 }
 
