@@ -13,6 +13,11 @@
 //! keeps the largest batch's working set once it reached it, instead of mapping it again each
 //! time. It stays bounded by the batch size, not by the row count.
 //!
+//! What it covers: the main thread's heap, where the pipeline runs the model (the SDK's
+//! pipeline embeds on the thread that calls it, the host's main thread). Other threads allocate
+//! from heaps of their own of at most 64 MiB, and glibc still maps a block larger than that for
+//! them; keep the model on the main thread for this to hold.
+//!
 //! A user who tunes glibc's allocator through `GLIBC_TUNABLES` keeps their settings: then this
 //! does nothing. Other C libraries (musl) and other systems are left as they are.
 //!
