@@ -10,8 +10,10 @@
 //! [`keep_large_blocks`] tells glibc to serve large blocks from its heap and to keep freed
 //! memory there (`mallopt`: no mmap for large blocks, trim only beyond 2 GiB of free memory at
 //! the top). The next batch reuses the same pages. The cost is resident memory: the process
-//! keeps the largest batch's working set once it reached it, instead of mapping it again each
-//! time. It stays bounded by the batch size, not by the row count.
+//! keeps what the batches used once it reached it, instead of mapping it again each time. It
+//! stays bounded by the batch size, not by the row count, but where tensor sizes change from
+//! batch to batch (text) the heap can hold about three times one batch's working set
+//! (docs/BENCHMARKS.md: a GPT-2-sized model, 500-700 MiB more at its peak, 1.14-1.27x faster).
 //!
 //! What it covers: the main thread's heap, where the pipeline runs the model (the SDK's
 //! pipeline embeds on the thread that calls it, the host's main thread). Other threads allocate
