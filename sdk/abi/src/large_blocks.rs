@@ -31,10 +31,15 @@
 /// whether it did: false on other C libraries, or when the user tunes glibc through
 /// `GLIBC_TUNABLES`.
 pub fn keep_large_blocks() -> bool {
-    if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
+    if user_tunes_malloc(std::env::var("GLIBC_TUNABLES").ok().as_deref()) {
         return false;
     }
     set()
+}
+
+/// Whether `GLIBC_TUNABLES` (its value, if set) sets any of glibc's malloc tunables.
+fn user_tunes_malloc(tunables: Option<&str>) -> bool {
+    tunables.is_some_and(|t| t.split(':').any(|setting| setting.starts_with("glibc.malloc.")))
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -54,4 +59,18 @@ fn set() -> bool {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn set() -> bool {
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_tunes_malloc;
+
+    #[test]
+    fn a_users_malloc_tunables_are_left_alone_and_others_are_not() {
+        assert!(!user_tunes_malloc(None));
+        assert!(user_tunes_malloc(Some("glibc.malloc.perturb=0")));
+        assert!(user_tunes_malloc(Some("glibc.cpu.hwcaps=-AVX512F:glibc.malloc.arena_max=2")));
+        assert!(!user_tunes_malloc(Some("glibc.cpu.hwcaps=-AVX512F")));
+        assert!(!user_tunes_malloc(Some("")));
+    }
 }
