@@ -35,19 +35,13 @@ impl Normalizer {
     /// `resized`: (B, H, W, 3) bytes, already on the model's device (the window's buffer sends
     /// them: `WindowPixels::to_device`). Returns (B, 3, H, W) floats there.
     ///
-    /// One float tensor is allocated, in the layout [`input_layout`] picks, and the three
+    /// One float tensor is allocated, in the layout [`empty_in_layout`] picks, and the three
     /// operations run in place on it: the same IEEE operations on the same values as one new
     /// tensor per step, without four more batch-sized allocations and passes over memory (on
     /// the CPU, 154 MB each at batch 256).
     pub fn apply(&self, resized: &Tensor) -> Tensor {
         let (batch, height, width, channels) = resized.size4().expect("resized pixels are (B, H, W, C)");
-        let options = (Kind::Float, resized.device());
-        let mut x = match self.precision {
-            Precision::Fp32 => Tensor::empty([batch, channels, height, width], options),
-            Precision::Fp16 | Precision::Bf16 => {
-                Tensor::empty([batch, height, width, channels], options).permute([0, 3, 1, 2])
-            }
-        };
+        let mut x = empty_in_layout([batch, channels, height, width], (Kind::Float, resized.device()), self.precision);
         x.copy_(&resized.permute([0, 3, 1, 2]));
         let _ = x.g_div_(&self.max);
         let _ = x.g_sub_(&self.mean);
@@ -56,7 +50,17 @@ impl Normalizer {
     }
 }
 
-/// `x` (B, 3, H, W) in the memory layout the model runs fastest on at `precision`, same values.
+/// `x` (B, 3, H, W) in the memory layout the model runs fastest on at `precision`, same values
+/// (a copy in the layout of [`empty_in_layout`]).
+pub fn input_layout(x: Tensor, precision: Precision) -> Tensor {
+    let shape = x.size4().expect("model input is (B, 3, H, W)");
+    let mut laid_out = empty_in_layout(shape.into(), (x.kind(), x.device()), precision);
+    laid_out.copy_(&x);
+    laid_out
+}
+
+/// An uninitialised tensor of `shape` (B, C, H, W) in the memory layout the model runs fastest
+/// on at `precision`:
 ///
 /// - fp32: contiguous (NCHW), libtorch's default and the reference's, where the parity tests
 ///   are exact (a layout changes the convolutions' summation order).
@@ -65,10 +69,13 @@ impl Normalizer {
 ///   each convolution hands the layout on to the next layer. Measured with torchvision's
 ///   ResNet-18, bf16 on 2 CPU cores: 64 images/s from NCHW input, 106 from channels-last
 ///   (fp32: 41). The drift against fp32 stays what bf16's rounding makes it.
-pub fn input_layout(x: Tensor, precision: Precision) -> Tensor {
+fn empty_in_layout(shape: [i64; 4], options: (Kind, Device), precision: Precision) -> Tensor {
+    let [batch, channels, height, width] = shape;
     match precision {
-        Precision::Fp32 => x.contiguous(),
-        // tch has no memory-format argument: NHWC order made contiguous, viewed back as NCHW.
-        Precision::Fp16 | Precision::Bf16 => x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]),
+        Precision::Fp32 => Tensor::empty(shape, options),
+        // tch has no memory-format argument: NHWC contiguous, viewed as NCHW.
+        Precision::Fp16 | Precision::Bf16 => {
+            Tensor::empty([batch, height, width, channels], options).permute([0, 3, 1, 2])
+        }
     }
 }
