@@ -150,64 +150,48 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
         max_lag: saved.max_lag,
         fill: saved.constant_fill.clone(),
     };
-    let mut model = Model { network: &network, layout: encoder.layout() };
-    let batch_size = ctx.batch_size();
+    let model = Model { network: &network, layout: encoder.layout() };
+    let sink = if scan.in_order && !windowing.places_late() {
+        Sink::InOrder(InOrder { output: &output })
+    } else {
+        // Rows come out of windowing in another order than the input's (sorted by series, or
+        // with short windows a row placed only once its series' next row is seen, which may be
+        // much later in the input): they are written by row number.
+        Sink::ByRow(ByRow::create(temp.file("results"), dims, targets.len())?)
+    };
+    let mut batcher = Batcher { chunk: Chunk::default(), model, sink, batch_size: ctx.batch_size() };
     if scan.in_order {
         // Each series' rows arrive in time order: windowed as they come, one history per series.
         let mut histories: HashMap<u32, History> = HashMap::new();
-        let mut chunk = Chunk::default();
-        let mut sink = if windowing.places_late() {
-            // A row placed late waits for its series' next row, which may come much later in
-            // the input: such rows are written by row number.
-            Sink::ByRow(ByRow::create(temp.file("results"), dims, targets.len())?)
-        } else {
-            Sink::InOrder(InOrder { output: &output })
-        };
         for record in spilled.read()? {
             let record = record?;
             let history = histories.entry(record.series).or_default();
-            chunk.extend(windowing.push(history, record, &series)?);
-            if chunk.len() >= batch_size {
-                sink.put(ctx, chunk.embed(&mut model)?)?;
-            }
+            batcher.add(ctx, windowing.push(history, record, &series)?)?;
         }
-        // Each series' last row, when rows are placed late (in series order, for the same
-        // chunks run after run).
-        let mut histories: Vec<(u32, History)> = histories.into_iter().collect();
-        histories.sort_unstable_by_key(|(id, _)| *id);
-        for (_, mut history) in histories {
-            chunk.extend(windowing.finish(&mut history));
-            if chunk.len() >= batch_size {
-                sink.put(ctx, chunk.embed(&mut model)?)?;
+        if windowing.places_late() {
+            // Each series' last row (in series order, for the same chunks run after run).
+            let mut histories: Vec<(u32, History)> = histories.into_iter().collect();
+            histories.sort_unstable_by_key(|(id, _)| *id);
+            for (_, mut history) in histories {
+                batcher.add(ctx, windowing.finish(&mut history))?;
             }
-        }
-        sink.put(ctx, chunk.embed(&mut model)?)?;
-        if let Sink::ByRow(by_row) = sink {
-            by_row.emit_in_order(ctx, &output, total_rows, &skipped, batch_size)?;
         }
     } else {
         let budget = usize::try_from(opts.sort_memory_mb).unwrap_or(usize::MAX).saturating_mul(1 << 20);
-        let mut sink = ByRow::create(temp.file("results"), dims, targets.len())?;
         let mut history = History::default();
         let mut current = None;
-        let mut chunk = Chunk::default();
         for record in sorted(&spilled, &temp, budget)? {
             let record = record?;
             if current != Some(record.series) {
-                chunk.extend(windowing.finish(&mut history));
+                batcher.add(ctx, windowing.finish(&mut history))?;
                 history = History::default();
                 current = Some(record.series);
             }
-            chunk.extend(windowing.push(&mut history, record, &series)?);
-            if chunk.len() >= batch_size {
-                sink.put(chunk.embed(&mut model)?)?;
-            }
+            batcher.add(ctx, windowing.push(&mut history, record, &series)?)?;
         }
-        chunk.extend(windowing.finish(&mut history));
-        sink.put(chunk.embed(&mut model)?)?;
-        sink.emit_in_order(ctx, &output, total_rows, &skipped, batch_size)?;
+        batcher.add(ctx, windowing.finish(&mut history))?;
     }
-    Ok(())
+    batcher.finish(ctx, &output, total_rows, &skipped)
 }
 
 /// The inputs filled in per window, by slot: the relative time index, the encoder length, and
@@ -340,8 +324,36 @@ impl Model<'_> {
     }
 }
 
-/// Where the in-order pass puts its chunks: straight to the host, or by row number when rows
-/// are placed late.
+/// Collects placed rows into chunks of `batch_size`, runs each full chunk through the model and
+/// hands its results to the sink.
+struct Batcher<'m, 'o> {
+    chunk: Chunk,
+    model: Model<'m>,
+    sink: Sink<'o>,
+    batch_size: usize,
+}
+
+impl Batcher<'_, '_> {
+    fn add(&mut self, ctx: &mut RunContext<'_>, placed: Option<Placed>) -> Result<()> {
+        self.chunk.extend(placed);
+        if self.chunk.len() >= self.batch_size {
+            self.sink.put(ctx, self.chunk.embed(&mut self.model)?)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the last chunk; results kept by row number are then emitted in input order.
+    fn finish(mut self, ctx: &mut RunContext<'_>, output: &OutputRows, total_rows: u64, skipped: &[u64]) -> Result<()> {
+        self.sink.put(ctx, self.chunk.embed(&mut self.model)?)?;
+        if let Sink::ByRow(by_row) = self.sink {
+            by_row.emit_in_order(ctx, output, total_rows, skipped, self.batch_size)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where chunks' results go: straight to the host when they come in input order, else by row
+/// number.
 enum Sink<'o> {
     InOrder(InOrder<'o>),
     ByRow(ByRow),
