@@ -74,6 +74,15 @@ def main(out: Path):
     dtypes["empty"] = torch.zeros(0, 4)
     write(out, "dtypes.pth", dtypes, dtypes)
 
+    # torch.save names the archive after the file; with some name lengths (21 characters, as
+    # "finetuned-resnet18-a2") the first entry is as long as the record PyTorch puts before the
+    # zip's end record, which misleads a reader that guesses where the archive starts.
+    names = out / "names"
+    names.mkdir(exist_ok=True)
+    small = collections.OrderedDict(weight=torch.randn(3, 2, generator=g), bias=torch.randn(3, generator=g))
+    for length in range(12, 33):
+        write(names, f"{'finetuned-resnet18-a2-and-more-text'[:length]}.pth", small, small)
+
     # Views: storage offsets, strides, and storages shared between tensors.
     base = torch.arange(60, dtype=torch.float32).reshape(6, 10)
     views = collections.OrderedDict()

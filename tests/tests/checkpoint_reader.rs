@@ -58,6 +58,20 @@ fn every_dtype_loads_exactly() {
 }
 
 #[test]
+fn archives_saved_under_any_name_length_load() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir().join("names"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pth"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 21, "{files:?}");
+    for file in files {
+        check_against_expected(&file);
+    }
+}
+
+#[test]
 fn views_offsets_strides_and_shared_storages() {
     check_against_expected(&dir().join("views.pth"));
 }

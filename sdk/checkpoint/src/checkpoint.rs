@@ -70,16 +70,21 @@ impl Checkpoint {
 
     fn open_boxed(mut reader: Box<dyn ReadSeek>) -> Result<(Value, Source)> {
         let io = |err| Error::Io { what: "the file".into(), err };
-        let mut magic = Vec::with_capacity(8);
-        (&mut reader).take(8).read_to_end(&mut magic).map_err(io)?;
+        // A zip's signature; a safetensors file's header length (8 bytes) and then its JSON,
+        // which starts with '{'; a pickle's PROTO opcode. The JSON is checked before the pickle:
+        // a header of 128 or 640 bytes starts with the same two bytes as a pickle.
+        let mut magic = Vec::with_capacity(9);
+        (&mut reader).take(9).read_to_end(&mut magic).map_err(io)?;
         reader.seek(SeekFrom::Start(0)).map_err(io)?;
         if magic.starts_with(b"PK\x03\x04") {
             open_torch_zip(reader)
+        } else if magic.len() == 9 && magic[8] == b'{' {
+            open_safetensors(reader)
         } else if magic.len() >= 2 && magic[0] == 0x80 && magic[1] <= 5 {
             Err(Error::Format(
                 "this is a legacy (before PyTorch 1.6) torch.save file, which is not supported; re-save it with a current torch.save".into(),
             ))
-        } else if magic.len() == 8 {
+        } else if magic.len() == 9 {
             open_safetensors(reader)
         } else {
             Err(Error::Format("not a PyTorch zip checkpoint nor a safetensors file".into()))
@@ -344,7 +349,13 @@ fn stream_pieces(
 }
 
 fn open_torch_zip(reader: Box<dyn ReadSeek>) -> Result<(Value, Source)> {
-    let mut archive = zip::ZipArchive::new(reader).map_err(|err| Error::Zip { what: "is not readable".into(), err })?;
+    // torch.save writes the archive from the file's first byte. The zip crate's default guesses
+    // the start from the central directory, and guesses wrong when the first entry is exactly as
+    // long as the extra record PyTorch puts before the end record (76 bytes: an archive saved
+    // under a 21-character name).
+    let config = zip::read::Config { archive_offset: zip::read::ArchiveOffset::Known(0) };
+    let mut archive =
+        zip::ZipArchive::with_config(config, reader).map_err(|err| Error::Zip { what: "is not readable".into(), err })?;
     let pkl_name = archive
         .file_names()
         .filter_map(|n| n.ok().map(|n| n.into_owned()))

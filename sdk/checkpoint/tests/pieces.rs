@@ -117,3 +117,17 @@ fn a_storage_that_ends_early_or_a_failing_taker_is_an_error_naming_the_file_and_
     assert_eq!(calls, 1, "reading stops at the first error");
     assert!(err.starts_with("fine.pth: ") && err.contains("tensor 'w'") && err.contains("full"), "{err}");
 }
+
+#[test]
+fn a_safetensors_header_whose_length_looks_like_a_pickle_opcode_is_read() {
+    // Headers of 128 or 640 bytes start with 0x80 0x00 / 0x80 0x02, a pickle's PROTO opcode.
+    for len in [128usize, 640] {
+        let json = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        let header = format!("{json:<len$}");
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        bytes.extend(floats([2.5]));
+        let ckpt = Checkpoint::from_bytes("padded.safetensors", bytes).unwrap_or_else(|e| panic!("{len}: {e}"));
+        assert!(matches!(ckpt.root().get("a"), Some(Value::Tensor(_))), "{len}");
+    }
+}
