@@ -82,7 +82,10 @@ fn lora_weights_of_the_wrong_rank_are_an_error_not_a_panic() {
             ("layer.lora_A.default.weight", a),
             ("layer.lora_B.default.weight", b),
         ]);
-        let err = deepembed_sdk::lora::merge(&sd, 16.0).err().expect("refused").to_string();
+        let err = deepembed_sdk::lora::merge(&sd, &deepembed_sdk::lora::LoraSettings::with_alpha(16.0))
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(err.starts_with("model.ckpt: layer.lora_"), "{err}");
     }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use deepembed_sdk::checkpoint::StateDict;
+use deepembed_sdk::lora::LoraSettings;
 use deepembed_sdk::options::HeadOptions;
 use deepembed_sdk::weights::{Linear, Weights, ANY};
 use tch::{Device, Tensor};
@@ -99,10 +100,11 @@ fn load_deeptune(
 
     let peft = deepembed_sdk::lora::check_use_case(&sd, opts.use_case)?;
     let encoder = if peft {
-        let alpha = lora_alpha(opts, dir)?;
-        let merged = deepembed_sdk::lora::merge(&sd.strip_prefix("bert.base_model.model."), alpha)?;
-        log::info!("merged LoRA updates (rank {}, alpha {alpha}) into {} layers", merged.rank, merged.layers);
-        details.insert("lora_rank".into(), merged.rank.into());
+        let settings = lora_settings(opts, dir)?;
+        let merged = deepembed_sdk::lora::merge(&sd.strip_prefix("bert.base_model.model."), &settings)?;
+        let alpha = settings.alpha;
+        log::info!("merged LoRA updates (rank {}, alpha {alpha}) into {} layers", merged.ranks_text(), merged.layers);
+        details.insert("lora_rank".into(), merged.ranks_text().into());
         details.insert("lora_alpha".into(), alpha.into());
         merged.weights
     } else {
@@ -152,20 +154,29 @@ fn load_deeptune(
     Ok(TextModel { bert, additional, dims, tokenizer_dir, details })
 }
 
-/// `--lora_alpha`, else the adapter config peft saved next to the weights, else DeepTune's 32.
-fn lora_alpha(opts: &MbertOptions, dir: &Path) -> Result<f64> {
-    if let Some(alpha) = opts.lora_alpha {
-        return Ok(alpha);
+/// The adapter config peft saved next to the weights ([`adapter_config`]), else
+/// DeepTune's alpha 32; `--lora_alpha` replaces either's alpha.
+fn lora_settings(opts: &MbertOptions, dir: &Path) -> Result<LoraSettings> {
+    let settings = match adapter_config(&dir.join("bert_model")) {
+        Some(adapter) => LoraSettings::from_adapter_config(&adapter)?,
+        None => LoraSettings::with_alpha(32.0),
+    };
+    Ok(settings.with_alpha_override(opts.lora_alpha))
+}
+
+/// peft's `adapter_config.json` in `bert_model/`: at its top for the adapter named `default`,
+/// else in the one subdirectory peft saves an adapter of another name to.
+fn adapter_config(bert_model: &Path) -> Option<PathBuf> {
+    let top = bert_model.join("adapter_config.json");
+    if top.is_file() {
+        return Some(top);
     }
-    let adapter = dir.join("bert_model").join("adapter_config.json");
-    if let Ok(text) = std::fs::read_to_string(&adapter) {
-        let config: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", adapter.display()))?;
-        if let Some(alpha) = config["lora_alpha"].as_f64() {
-            return Ok(alpha);
-        }
-    }
-    Ok(32.0)
+    let mut named = std::fs::read_dir(bert_model)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("adapter_config.json")))
+        .filter(|p| p.is_file());
+    let first = named.next()?;
+    named.next().is_none().then_some(first)
 }
 
 /// The encoder's configuration: `--bert_config`, bert_model/config.json, or (peft, whose
@@ -180,9 +191,8 @@ fn encoder_config(opts: &MbertOptions, dir: &Path) -> Result<BertConfig> {
     if direct.is_file() {
         return BertConfig::from_file(&direct);
     }
-    let adapter = bert_model.join("adapter_config.json");
-    let base = std::fs::read_to_string(&adapter)
-        .ok()
+    let base = adapter_config(&bert_model)
+        .and_then(|adapter| std::fs::read_to_string(adapter).ok())
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|c| c["base_model_name_or_path"].as_str().map(str::to_string));
     if let Some(base) = &base {

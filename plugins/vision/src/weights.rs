@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
 use deepembed_sdk::checkpoint::StateDict;
+use deepembed_sdk::lora::LoraSettings;
 use deepembed_sdk::options::HeadOptions;
 use deepembed_sdk::weights::{Linear, Weights, ANY};
 use tch::Device;
@@ -196,16 +197,19 @@ const DEEPTUNE_LORA_ALPHA: f64 = 16.0;
 
 fn merge_lora(sd: &StateDict, opts: &VisionOptions) -> Result<StateDict> {
     let alpha = opts.lora_alpha.unwrap_or(DEEPTUNE_LORA_ALPHA);
-    let merged = deepembed_sdk::lora::merge(sd, alpha)?;
-    if let Some(given) = opts.head.embed_size {
-        if given != merged.rank {
+    let merged = deepembed_sdk::lora::merge(sd, &LoraSettings::with_alpha(alpha))?;
+    if let (Some(given), Some(rank)) = (opts.head.embed_size, merged.rank()) {
+        if given != rank {
             log::warn!(
-                "--embed_size {given} was given, but the checkpoint's LoRA rank is {}; using the checkpoint's",
-                merged.rank
+                "--embed_size {given} was given, but the checkpoint's LoRA rank is {rank}; using the checkpoint's"
             );
         }
     }
-    log::info!("merged LoRA updates (rank {}, alpha {}) into {} backbone layers", merged.rank, alpha, merged.layers);
+    log::info!(
+        "merged LoRA updates (rank {}, alpha {alpha}) into {} backbone layers",
+        merged.ranks_text(),
+        merged.layers
+    );
     Ok(merged.weights)
 }
 

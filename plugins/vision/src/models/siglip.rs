@@ -610,10 +610,14 @@ fn deeptune_backbone(
         return Ok(tower);
     }
     let alpha = opts.lora_alpha.unwrap_or(DEEPTUNE_LORA_ALPHA);
-    let merged = deepembed_sdk::lora::merge(&tower, alpha)?;
-    log::info!("merged LoRA updates (rank {}, alpha {alpha}) into {} vision layers", merged.rank, merged.layers);
+    let merged = deepembed_sdk::lora::merge(&tower, &deepembed_sdk::lora::LoraSettings::with_alpha(alpha))?;
+    log::info!(
+        "merged LoRA updates (rank {}, alpha {alpha}) into {} vision layers",
+        merged.ranks_text(),
+        merged.layers
+    );
     details.insert("lora_alpha".into(), alpha.into());
-    details.insert("lora_rank".into(), merged.rank.into());
+    details.insert("lora_rank".into(), merged.ranks_text().into());
     Ok(merged.weights)
 }
 
