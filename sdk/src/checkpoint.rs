@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use tch::{Kind, Tensor};
 
 pub use deepembed_checkpoint::{
@@ -180,6 +180,47 @@ impl Weight {
     }
 }
 
+/// The weight files of a Hugging Face model directory, in transformers' order of preference:
+/// one file, or the shards its index names (each once, in sorted order).
+fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    for base in ["model.safetensors", "pytorch_model.bin"] {
+        let single = dir.join(base);
+        if single.is_file() {
+            return Ok(vec![single]);
+        }
+        let index = dir.join(format!("{base}.index.json"));
+        if index.is_file() {
+            return shards(dir, &index);
+        }
+    }
+    bail!("{} holds no model.safetensors or pytorch_model.bin (nor a sharded one's .index.json)", dir.display())
+}
+
+/// The shard files a `*.index.json` names in its `weight_map`: plain file names in `dir`.
+fn shards(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index).with_context(|| format!("cannot read {}", index.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", index.display()))?;
+    let map = json["weight_map"].as_object().ok_or_else(|| anyhow!("{} has no weight_map", index.display()))?;
+    let mut names = std::collections::BTreeSet::new();
+    for (tensor, file) in map {
+        let file =
+            file.as_str().ok_or_else(|| anyhow!("{}: weight_map[{tensor}] is not a file name", index.display()))?;
+        if file.contains(['/', '\\']) || file.starts_with('.') {
+            bail!("{}: shard {file:?} is not a file name in {}", index.display(), dir.display());
+        }
+        names.insert(file);
+    }
+    if names.is_empty() {
+        bail!("{}: its weight_map is empty", index.display());
+    }
+    let files: Vec<PathBuf> = names.into_iter().map(|n| dir.join(n)).collect();
+    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+        bail!("{} names the shard {}, which is missing", index.display(), missing.display());
+    }
+    Ok(files)
+}
+
 /// The most bytes of a weight in memory at once on its way from a file into a tensor.
 const PIECE_BYTES: usize = 16 << 20;
 
@@ -195,21 +236,33 @@ impl StateDict {
         Checkpoint::open(path)?.state_dict()
     }
 
-    /// The weights of a Hugging Face model directory (`model.safetensors`, else
-    /// `pytorch_model.bin`), with `prefix` removed when the file nests the base model under it
-    /// (task models save `bert.*`, `transformer.*`); `probe` is a key of the bare model.
+    /// The weights of a Hugging Face model directory, found as transformers finds them:
+    /// `model.safetensors`, its shards (`model.safetensors.index.json`), `pytorch_model.bin`, its
+    /// shards (`pytorch_model.bin.index.json`). `prefix` is removed when the file nests the base
+    /// model under it (task models save `bert.*`, `transformer.*`); `probe` is a key of the bare
+    /// model. Old BERT names (`LayerNorm.gamma` / `.beta`) are read as transformers renames them.
     pub fn load_hf_dir(dir: &Path, prefix: &str, probe: &str) -> Result<StateDict> {
         StateDict::load_hf_dir_where(dir, prefix, probe, |_| true)
     }
 
     /// [`StateDict::load_hf_dir`] with only the tensors whose names (as stored) `keep` accepts.
     pub fn load_hf_dir_where(dir: &Path, prefix: &str, probe: &str, keep: impl Fn(&str) -> bool) -> Result<StateDict> {
-        let file = ["model.safetensors", "pytorch_model.bin"]
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.is_file())
-            .ok_or_else(|| anyhow!("{} holds no model.safetensors or pytorch_model.bin", dir.display()))?;
-        let sd = Checkpoint::open(&file)?.state_dict_where(keep)?;
+        let files = hf_weight_files(dir)?;
+        let mut sd = Checkpoint::open(&files[0])?.state_dict_where(&keep)?;
+        for shard in &files[1..] {
+            let more = Checkpoint::open(shard)?.state_dict_where(&keep)?;
+            for (name, weight) in more.weights {
+                if sd.weights.insert(name.clone(), weight).is_some() {
+                    bail!("{}: tensor {name} is in two shards", dir.display());
+                }
+            }
+        }
+        if files.len() > 1 {
+            sd.source = dir.to_path_buf();
+        }
+        let sd = sd.renamed(|k| {
+            Some(k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"))
+        });
         Ok(if !sd.contains(probe) && sd.contains(&format!("{prefix}{probe}")) { sd.strip_prefix(prefix) } else { sd })
     }
 

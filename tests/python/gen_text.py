@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file, save_file
 from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
 from transformers import BertConfig, BertModel, BertTokenizer, GPT2Config, GPT2Model, GPT2Tokenizer
 
@@ -50,6 +51,7 @@ HARD_TEXTS = [
     "Punctuation!!! ??? ... ;;; ---",
     " ".join(["Repeated clinical narrative sentence number %d describes findings." % i for i in range(60)]),
     " ".join(["词%d" % i for i in range(300)]),
+    "[CLS] special [SEP] tokens [MASK] in [PAD] text [UNK] and <|endoftext|> too",
 ]
 
 
@@ -80,16 +82,21 @@ class DeepTuneBert(nn.Module):
     """DeepTune's CustomMultilingualBERT / CustomMultilingualPeftBERT layout: `bert`, then
     `additional` (two added layers) and `classifier`."""
 
-    def __init__(self, bert, added_layers, embed_size, num_classes, peft=False):
+    def __init__(self, bert, added_layers, embed_size, num_classes, peft=False, adapter_name="default"):
+        """`peft`: True for DeepTune's LoRA, or a LoraConfig of other settings."""
         super().__init__()
         hidden = bert.config.hidden_size
         if peft:
-            config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.1, target_modules=["query", "key", "value", "dense"])
-            bert = get_peft_model(bert, config)
+            config = peft if isinstance(peft, LoraConfig) else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.1, target_modules=["query", "key", "value", "dense"])
+            bert = get_peft_model(bert, config, adapter_name=adapter_name)
+            # Trained-looking adapters: peft starts B (an Embedding's A), DoRA's magnitudes and
+            # the saved modules' copies where the update is nothing.
             with torch.no_grad():
                 for name, p in bert.named_parameters():
-                    if "lora_B" in name:
+                    if "lora_B" in name or "lora_embedding_A" in name:
                         p.normal_(0, 0.05)
+                    elif "lora_magnitude_vector" in name or "modules_to_save" in name:
+                        p.mul_(1 + 0.1 * torch.randn_like(p))
         self.bert = bert
         self.added_layers = added_layers
         if added_layers == 2:
@@ -271,6 +278,51 @@ def main(out: Path):
     (d / "model_config.json").write_text(json.dumps({"num_classes": 3, "added_layers": 2, "embedding_layer": 16, "use_peft": True}))
     add_case("peft-a2", ["--use_case", "peft", "--model_weights", str(d)], uncased, wrapper.embed)
 
+    # peft's other settings, each in a DeepTune peft directory whose bert_model/ holds peft's
+    # adapter_config.json (an adapter of another name than `default` goes to a subdirectory).
+    peft_variants = {
+        "peft-rslora": (dict(r=16, lora_alpha=32, use_rslora=True, target_modules=["query", "value"]), "default"),
+        "peft-dora": (dict(r=8, lora_alpha=16, use_dora=True, target_modules=["query", "value", "dense"]), "default"),
+        "peft-lora-bias": (dict(r=8, lora_alpha=16, lora_bias=True, target_modules=["query", "value"]), "default"),
+        "peft-patterns": (dict(r=8, lora_alpha=16, target_modules=["query", "value"], rank_pattern={"value": 4},
+                               alpha_pattern={"layer.1.attention.self.query": 40}), "default"),
+        "peft-embeddings-saved-norms": (dict(r=8, lora_alpha=16, target_modules=["word_embeddings", "query"],
+                                             modules_to_save=["LayerNorm"]), "default"),
+        "peft-named-adapter": (dict(r=8, lora_alpha=16, target_modules=["query", "value"]), "clinical"),
+    }
+    for seed, (name, (settings, adapter_name)) in enumerate(peft_variants.items(), start=40):
+        torch.manual_seed(seed)
+        base = BertModel.from_pretrained(base_dir).eval()
+        wrapper = DeepTuneBert(base, 2, 16, 3, peft=LoraConfig(**settings), adapter_name=adapter_name).eval()
+        d = out / name
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save(wrapper.state_dict(), d / "model_weights.pth")
+        wrapper.bert.save_pretrained(d / "bert_model")
+        uncased.save_pretrained(d / "tokenizer")
+        (d / "model_config.json").write_text(json.dumps({"num_classes": 3, "added_layers": 2, "embedding_layer": 16, "use_peft": True}))
+        add_case(name, ["--use_case", "peft", "--model_weights", str(d)], uncased, wrapper.embed)
+
+    # A sharded Hugging Face directory (model.safetensors.index.json and its shards).
+    sharded = out / "hf-tiny-bert-sharded"
+    model_s = random_bert(uncased.vocab_size, seed=4)
+    model_s.save_pretrained(sharded, max_shard_size="20KB")
+    uncased.save_pretrained(sharded)
+    assert (sharded / "model.safetensors.index.json").is_file() and not (sharded / "model.safetensors").exists()
+    add_case("pretrained-sharded", ["--use_case", "pretrained", "--model_weights", str(sharded)], uncased,
+             lambda **x: model_s(**x).last_hidden_state[:, 0, :])
+
+    # BERT's old weight names (LayerNorm.gamma / .beta), which transformers renames on load.
+    legacy = out / "hf-tiny-bert-gamma-beta"
+    random_bert(uncased.vocab_size, seed=6).save_pretrained(legacy)
+    uncased.save_pretrained(legacy)
+    weights = load_file(legacy / "model.safetensors")
+    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v for k, v in weights.items()}
+    assert renamed.keys() != weights.keys()
+    save_file(renamed, legacy / "model.safetensors", metadata={"format": "pt"})
+    model_l = BertModel.from_pretrained(legacy).eval()
+    add_case("pretrained-gamma-beta", ["--use_case", "pretrained", "--model_weights", str(legacy)], uncased,
+             lambda **x: model_l(**x).last_hidden_state[:, 0, :])
+
     # GPT-2: byte-level BPE trained offline; pad = eos, as DeepTune.
     gpt2_tok = train_bpe(texts, out / "bpe")
     vocab_size = len(gpt2_tok)
@@ -285,6 +337,18 @@ def main(out: Path):
     for f in ("vocab.json", "merges.txt"):
         (g2 / f).write_text((out / "bpe" / f).read_text())
     add_case("gpt2-pretrained-vocab-merges", ["--use_case", "pretrained", "--model_weights", str(g2)], gpt2_tok, masked_mean(gpt2_b), plugin="gpt2")
+    # vocab.json + merges.txt with tokenizer_config.json's add_prefix_space and add_bos_token.
+    g4 = out / "hf-tiny-gpt2-vocab-merges-prefix-bos"
+    gpt2_d = random_gpt2(vocab_size, seed=34)
+    gpt2_d.save_pretrained(g4)
+    for f in ("vocab.json", "merges.txt"):
+        (g4 / f).write_text((out / "bpe" / f).read_text())
+    (g4 / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer", "add_prefix_space": True, "add_bos_token": True, "bos_token": "<|endoftext|>"}))
+    tok_d = GPT2Tokenizer.from_pretrained(g4)
+    tok_d.pad_token = tok_d.eos_token
+    ids = tok_d(["plain words"])["input_ids"][0]
+    assert ids[0] == tok_d.bos_token_id and ids[1:] == gpt2_tok([" plain words"])["input_ids"][0], ids
+    add_case("gpt2-vocab-merges-prefix-bos", ["--use_case", "pretrained", "--model_weights", str(g4)], tok_d, masked_mean(gpt2_d), plugin="gpt2")
     g3 = out / "hf-tiny-gpt2-gelu-fast-unscaled"
     gpt2_c = random_gpt2(vocab_size, seed=33, activation_function="gelu_fast", scale_attn_weights=False, scale_attn_by_inverse_layer_idx=True)
     gpt2_c.save_pretrained(g3)

@@ -9,7 +9,7 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{Model, Tokenizer};
+use tokenizers::{AddedToken, Model, Tokenizer};
 
 /// The tokenizer in `dir`, truncating to `max_length` tokens ([CLS] and [SEP] included), as
 /// transformers' `truncation=True, max_length=...` does. Padding is ours.
@@ -37,18 +37,27 @@ fn from_vocab(dir: &Path, vocab: &Path) -> Result<Tokenizer> {
     let token = |key: &str, default: &str| config[key].as_str().unwrap_or(default).to_string();
     let (unk, cls, sep) = (token("unk_token", "[UNK]"), token("cls_token", "[CLS]"), token("sep_token", "[SEP]"));
     let model = WordPiece::from_file(&vocab.to_string_lossy())
-        .unk_token(unk)
+        .unk_token(unk.clone())
         .continuing_subword_prefix("##".into())
         .max_input_chars_per_word(100)
         .build()
         .map_err(|e| anyhow!("cannot read {}: {e}", vocab.display()))?;
     let cls_id = model.get_vocab().get(&cls).copied().ok_or_else(|| anyhow!("{} has no {cls}", vocab.display()))?;
     let sep_id = model.get_vocab().get(&sep).copied().ok_or_else(|| anyhow!("{} has no {sep}", vocab.display()))?;
+    // The special tokens are whole tokens also where a text spells them out ("[CLS]" is one id,
+    // not "[", "cl", "##s", "]"), matched before normalisation, as transformers does.
+    let specials: Vec<AddedToken> =
+        [unk.clone(), sep.clone(), token("pad_token", "[PAD]"), cls.clone(), token("mask_token", "[MASK]")]
+            .into_iter()
+            .filter(|t| model.get_vocab().contains_key(t))
+            .map(|t| AddedToken::from(t, true))
+            .collect();
     let mut tokenizer = Tokenizer::new(model);
     tokenizer
         .with_normalizer(Some(BertNormalizer::new(true, chinese, strip_accents, lowercase)))
         .map_err(|e| anyhow!("{e}"))?;
     tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+    tokenizer.add_special_tokens(specials).map_err(|e| anyhow!("{e}"))?;
     tokenizer.with_post_processor(Some(BertProcessing::new((sep, sep_id), (cls, cls_id))));
     Ok(tokenizer)
 }

@@ -354,8 +354,8 @@ fn open_torch_zip(reader: Box<dyn ReadSeek>) -> Result<(Value, Source)> {
     // long as the extra record PyTorch puts before the end record (76 bytes: an archive saved
     // under a 21-character name).
     let config = zip::read::Config { archive_offset: zip::read::ArchiveOffset::Known(0) };
-    let mut archive =
-        zip::ZipArchive::with_config(config, reader).map_err(|err| Error::Zip { what: "is not readable".into(), err })?;
+    let mut archive = zip::ZipArchive::with_config(config, reader)
+        .map_err(|err| Error::Zip { what: "is not readable".into(), err })?;
     let pkl_name = archive
         .file_names()
         .filter_map(|n| n.ok().map(|n| n.into_owned()))
