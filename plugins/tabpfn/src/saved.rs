@@ -275,6 +275,13 @@ impl InitParams {
             Some(Json::Bool(b)) => p.ignore_pretraining_limits = *b,
             Some(v) => bail!("ignore_pretraining_limits is {v}, not true or false"),
         }
+        // "low_memory" preprocesses at predict time, with other random draws than a fit's.
+        match f.get("fit_mode").and_then(Json::as_str) {
+            None | Some("fit_preprocessors" | "fit_with_cache" | "batched") => {}
+            Some(mode) => bail!(
+                "fit_mode is \"{mode}\": tabpfn then preprocesses each prediction afresh, which deepembed does not reproduce; refit with fit_mode=\"fit_preprocessors\" (tabpfn's default)"
+            ),
+        }
         if f.get("differentiable_input").is_some_and(|v| v != &Json::Bool(false) && !v.is_null()) {
             bail!(
                 "differentiable_input is set: tabpfn then preprocesses differently, which deepembed does not reproduce"
@@ -513,6 +520,7 @@ mod tests {
             (json!({"inference_precision": "torch.float16"}), "inference_precision is \"torch.float16\""),
             (json!({"inference_precision": "autocast"}), "inference_precision"),
             (json!({"differentiable_input": true}), "differentiable_input"),
+            (json!({"fit_mode": "low_memory"}), "fit_mode is \"low_memory\""),
             (json!({"categorical_features_indices": [1, -2]}), "categorical_features_indices"),
             (json!({"model_path": ["a.ckpt", "b.ckpt"]}), "lists 2 checkpoints"),
             (json!({"inference_config": [1]}), "inference_config is [1]"),

@@ -68,8 +68,10 @@ pub fn fit(columns: &[Vec<f64>], k: usize) -> Result<(Svd, Vec<Vec<f64>>)> {
         }
     }
     let matrix = Tensor::from_slice(&flat).view([rows as i64, width as i64]);
-    let (u, s, v) =
-        matrix.f_svd(true, true).map_err(|e| anyhow!("SVD of the {rows} x {width} train matrix failed: {e}"))?;
+    let (u, s, v) = {
+        let _one = OneThread::new();
+        matrix.f_svd(true, true).map_err(|e| anyhow!("SVD of the {rows} x {width} train matrix failed: {e}"))?
+    };
     let u = to_rows(&u)?;
     let s: Vec<f64> = Vec::try_from(&s.to_kind(Kind::Double).contiguous()).map_err(|e| anyhow!("{e}"))?;
     let v = to_rows(&v)?;
@@ -91,6 +93,25 @@ pub fn fit(columns: &[Vec<f64>], k: usize) -> Result<(Svd, Vec<Vec<f64>>)> {
         components.push(vector);
     }
     Ok((Svd { components, ..step }, train))
+}
+
+/// libtorch's LAPACK SVD gives last bits that change with the number of threads, and the
+/// fingerprint hashes those bits: one thread makes the result the same on every machine (and
+/// agreed with tabpfn's more often than two or eight did). Restores the thread count on drop.
+struct OneThread(i32);
+
+impl OneThread {
+    fn new() -> OneThread {
+        let threads = tch::get_num_threads();
+        tch::set_num_threads(1);
+        OneThread(threads)
+    }
+}
+
+impl Drop for OneThread {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.0);
+    }
 }
 
 fn to_rows(t: &Tensor) -> Result<Vec<Vec<f64>>> {
