@@ -67,6 +67,13 @@ CASES = {
         cell_type="LSTM", rnn_layers=1, hidden_size=8, max_encoder_length=4, group_ids=None, style="single",
         time_varying_known_reals=["dose"],
     ),
+    # DeepTune's single series with a target normaliser by its constant `group` column, which
+    # eval.parquet does not have: the column DeepTune adds is what the scales are read by.
+    "gru1_single_group_normaliser": dict(
+        cell_type="GRU", rnn_layers=1, hidden_size=5, max_encoder_length=4, group_ids=None, style="single",
+        normalizer=lambda: GroupNormalizer(groups=["group"]),
+        time_varying_known_reals=["dose"],
+    ),
     # Several series, one of them new (group ids are not model inputs), statics, a known
     # category; Parquet timestamps; rows shuffled across series and time.
     "gru2_multi": dict(

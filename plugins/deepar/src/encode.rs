@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Float64Type, Schema};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use deepembed_sdk::output::column_names;
 
 use crate::normaliser::{fitted_input, Normaliser, Scales};
@@ -19,6 +19,41 @@ use crate::time::{column_times, text_values, TimeKind};
 
 /// DeepTune's single-series convention: a constant `group` column of "0" it adds itself.
 const DEEPTUNE_GROUP: &str = "group";
+
+/// DeepTune's frame preparation: a model whose series are told apart by `group` alone, given an
+/// input without that column, gets the column DeepTune adds itself (`group = "0"`, one series),
+/// so that everything that reads it (the series, a normaliser's scales by group, a category)
+/// sees what DeepTune's dataset saw.
+pub struct DeepTuneGroup {
+    add: bool,
+}
+
+impl DeepTuneGroup {
+    pub fn for_input(groups: &[String], schema: &Schema) -> DeepTuneGroup {
+        DeepTuneGroup { add: groups == [DEEPTUNE_GROUP] && schema.index_of(DEEPTUNE_GROUP).is_err() }
+    }
+
+    /// The input's schema, with the column when it is added.
+    pub fn schema(&self, schema: Schema) -> Schema {
+        if !self.add {
+            return schema;
+        }
+        let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(DEEPTUNE_GROUP, DataType::Utf8, false)));
+        Schema::new_with_metadata(fields, schema.metadata().clone())
+    }
+
+    /// A batch of the input, with the column when it is added.
+    pub fn batch(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        if !self.add {
+            return Ok(batch);
+        }
+        let schema = Arc::new(self.schema(batch.schema().as_ref().clone()));
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(StringArray::from(vec!["0"; batch.num_rows()])));
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
 
 /// The series seen so far, numbered in order of first appearance, with their keys for messages.
 #[derive(Default)]
@@ -89,7 +124,7 @@ pub struct RowEncoder {
     targets: Vec<(usize, String, Normalising)>,
     reals: Vec<Slot>,
     categoricals: Vec<(usize, Categorical)>,
-    /// The series columns; empty for DeepTune's constant single series.
+    /// The series columns (none: one series).
     groups: Vec<(usize, String)>,
 }
 
@@ -154,12 +189,8 @@ impl RowEncoder {
             }
             categoricals.push((i, categorical.clone()));
         }
-        let constant = groups == [DEEPTUNE_GROUP] && schema.index_of(DEEPTUNE_GROUP).is_err();
-        let groups = if constant {
-            Vec::new()
-        } else {
-            groups.iter().map(|g| Ok((index(g, "a series id, --group_ids")?, g.clone()))).collect::<Result<_>>()?
-        };
+        let groups =
+            groups.iter().map(|g| Ok((index(g, "a series id, --group_ids")?, g.clone()))).collect::<Result<_>>()?;
         let layout = Layout { targets: targets.len(), reals: reals.len(), categoricals: categoricals.len() };
         Ok(RowEncoder {
             layout,

@@ -22,7 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use deepembed_sdk::{OutputPlan, RunContext};
 use tch::Tensor;
 
-use crate::encode::{RowEncoder, SeriesIds};
+use crate::encode::{DeepTuneGroup, RowEncoder, SeriesIds};
 use crate::network::Network;
 use crate::options::DeepArOptions;
 use crate::output::{OutputRows, Rows};
@@ -55,7 +55,8 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
             saved.max_encoder_length
         );
     }
-    let schema = ctx.input_schema("df")?.clone();
+    let frame = DeepTuneGroup::for_input(&group_ids, ctx.input_schema("df")?);
+    let schema = frame.schema(ctx.input_schema("df")?.as_ref().clone());
     let encoder = RowEncoder::new(&saved, &schema, &opts.time_idx_column, &group_ids)?;
     let network = Network::from_saved(&saved, ctx.tch_device())?;
     log::info!(
@@ -80,7 +81,7 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
         if ctx.cancelled() {
             bail!("interrupted");
         }
-        let batch = batch.map_err(|e| anyhow!("reading input: {e}"))?;
+        let batch = frame.batch(batch.map_err(|e| anyhow!("reading input: {e}"))?)?;
         for (i, record) in encoder.encode(&batch, first_row, &mut series)?.into_iter().enumerate() {
             match record {
                 Ok(record) => {
