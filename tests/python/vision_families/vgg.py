@@ -1,7 +1,9 @@
 """VGG cases (vgg11 only: the others differ in the number of convolutions alone, which
 `identify` and the Rust builder read from the same configuration table).
 
-- pretrained: torchvision hub file; embedding = classifier.3's output after its ReLU (4096).
+- pretrained: torchvision hub file; embedding = the flattened 7x7 pool output (25088): DeepTune
+  sets classifier.6 to identity, then keeps every child of the model but the last (the whole
+  classifier) and flattens.
 - finetuned, 1 added layer: the flattened 7x7 pool output (25088); 2 added layers: fc1.
 - peft: LoRA on every convolution (DeepTune's targets: Conv2d, Linear and Flatten modules of
   the backbone, whose classifier is already an identity), rank = embed_size, alpha 16.
@@ -90,13 +92,15 @@ def adjusted(added, embed, outputs, lora_rank=None):
 
 
 def generate(ctx):
-    # Pretrained: the torchvision hub file; DeepTune sets classifier.6 to identity.
+    # Pretrained: the torchvision hub file; DeepTune sets classifier.6 to identity, then its
+    # embedding step keeps all children but the last (the classifier) and flattens.
     # The classifier's weights share one storage, which classifier.0 needs anyway.
     classifier = ("classifier.0.weight", "classifier.3.weight", "classifier.6.weight")
     model, views = backbone(shared=classifier)
     ctx.save(saved(model.state_dict(), views), ctx.hub / HUB_FILE)
     model.classifier[6] = torch.nn.Identity()
-    ctx.reference("pretrained-vgg11", model, ["--use_case", "pretrained", "--model_version", "vgg11"])
+    embedding = torch.nn.Sequential(*list(model.children())[:-1], torch.nn.Flatten(1)).eval()
+    ctx.reference("pretrained-vgg11", embedding, ["--use_case", "pretrained", "--model_version", "vgg11"])
 
     # DeepTune fine-tuned checkpoints: whole classifier replaced by identity.
     for added, embed, outputs, mode in [(1, None, 3, "cls"), (2, 24, 1, "reg")]:

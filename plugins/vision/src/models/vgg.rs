@@ -1,14 +1,14 @@
 //! VGG-11/13/16/19 without batch norm (torchvision's configurations A, B, D, E).
 //!
-//! - finetuned and peft: DeepTune replaces the whole `classifier` by identity, so the backbone
-//!   is `features`, the 7x7 adaptive average pool and flatten: 512 * 7 * 7 = 25088 features.
-//! - pretrained: DeepTune replaces only the last classifier layer, so the embedding is the 4096
-//!   outputs of `classifier.3` after its ReLU (dropout is an identity in eval mode).
+//! Every use case embeds `features`, the 7x7 adaptive average pool and flatten: 512 * 7 * 7 =
+//! 25088 features. Finetuned and peft: DeepTune replaces the whole `classifier` by identity.
+//! Pretrained: DeepTune replaces the last classifier layer, then its embedding step keeps every
+//! child of the model but the last, which is the whole `classifier`.
 
 use anyhow::Result;
 use deepembed_sdk::checkpoint::StateDict;
 use deepembed_sdk::options::UseCase;
-use tch::nn::{self, Module, ModuleT};
+use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 use super::{layers, Backbone, Family, Registration, Version};
@@ -19,10 +19,9 @@ pub struct Vgg;
 inventory::submit! { Registration(&Vgg) }
 
 const FEATURES: i64 = 512 * 7 * 7;
-const HIDDEN: i64 = 4096;
 
 const fn version(name: &'static str, hub_file: &'static str) -> Version {
-    Version { name, hub_file, features: FEATURES, pretrained: Some(HIDDEN) }
+    Version { name, hub_file, features: FEATURES, pretrained: Some(FEATURES) }
 }
 
 const VERSIONS: &[Version] = &[
@@ -69,8 +68,6 @@ enum Layer {
 
 struct Model {
     features: Vec<Layer>,
-    /// `classifier.0` and `classifier.3`, for the pretrained embedding only.
-    classifier: Option<(nn::Linear, nn::Linear)>,
 }
 
 impl std::fmt::Debug for Model {
@@ -89,11 +86,7 @@ impl ModuleT for Model {
             };
         }
         // At 224x224 the features are already 7x7 and the pool changes nothing.
-        let x = x.adaptive_avg_pool2d([7, 7]).flatten(1, -1);
-        match &self.classifier {
-            Some((fc0, fc3)) => fc3.forward(&fc0.forward(&x).relu_()).relu_(),
-            None => x,
-        }
+        x.adaptive_avg_pool2d([7, 7]).flatten(1, -1)
     }
 }
 
@@ -106,7 +99,7 @@ impl Family for Vgg {
         VERSIONS
     }
 
-    fn build(&self, version: &Version, use_case: UseCase, _: &StateDict, p: &nn::Path) -> Result<Backbone> {
+    fn build(&self, version: &Version, _: UseCase, _: &StateDict, p: &nn::Path) -> Result<Backbone> {
         let cfg = config(version.name);
         let f = p / "features";
         let mut features = Vec::new();
@@ -124,14 +117,7 @@ impl Family for Vgg {
                 index += 2;
             }
         }
-        let classifier = (use_case == UseCase::Pretrained).then(|| {
-            let c = p / "classifier";
-            (
-                layers::linear(&c / 0, FEATURES, HIDDEN, Default::default()),
-                layers::linear(&c / 3, HIDDEN, HIDDEN, Default::default()),
-            )
-        });
-        Ok(Backbone { module: Box::new(Model { features, classifier }), transform: Transform::IMAGENET })
+        Ok(Backbone { module: Box::new(Model { features }), transform: Transform::IMAGENET })
     }
 
     fn identify(&self, weights: &StateDict) -> Option<&'static str> {
@@ -147,10 +133,9 @@ impl Family for Vgg {
         VERSIONS.iter().map(|v| v.name).find(|name| conv_indices(config(name)) == convs)
     }
 
-    fn unused(&self, use_case: UseCase, key: &str) -> bool {
-        // The pretrained embedding stops before the last classifier layer; a DeepTune checkpoint
-        // has no classifier at all.
-        key.starts_with("classifier.6.") || (use_case != UseCase::Pretrained && key.starts_with("classifier."))
+    fn unused(&self, _: UseCase, key: &str) -> bool {
+        // The embedding stops before the classifier (a DeepTune checkpoint has none at all).
+        key.starts_with("classifier.")
     }
 }
 
