@@ -209,6 +209,11 @@ def pandas_fixtures(out: Path):
             {"value": pd.array([1, None, 3], dtype="Int64"), "f": pd.array([0.5, None, 2.0], dtype="Float64"), "b": pd.array([True, None, False], dtype="boolean")},
             index=pd.Index(pd.array([53, 1, None], dtype="UInt32"), name="week"),
         ),
+        # pandas' own strings (dtype "string", as `convert_dtypes()` and pandas 3 make text columns).
+        "strings": pd.DataFrame(
+            {"t": pd.array(["x", None, "ñ"], dtype="string[python]")},
+            index=pd.Index(pd.array(["a", "b", None], dtype="string[python]"), name="s"),
+        ),
         "multi_index": pd.DataFrame(
             {"center": [1.5, 2.5, 3.5, 4.5]},
             index=pd.MultiIndex.from_arrays([[0, 1, 0, 2], ["a", "b", None, "a"]], names=["k", "s"]),

@@ -106,7 +106,7 @@ fn parts_for_frequency(frequency: &str) -> Result<Vec<Part>> {
 #[derive(Debug, Clone)]
 pub struct DateColumn {
     pub column: String,
-    /// `to_datetime`'s format for text: a strftime pattern, or `ISO8601`.
+    /// `to_datetime`'s format for text: a strftime pattern, `ISO8601` or `mixed`.
     format: String,
     /// The derived columns, `<prefix>_<part>`, with their parts.
     pub parts: Vec<(String, Part)>,
@@ -197,11 +197,11 @@ impl DateColumn {
                             return Ok(None);
                         }
                         self.parse(text.value(i)).map(Some).ok_or_else(|| {
-                            format!(
-                                "column '{name}': cannot read '{}' as a date with format '{}'",
-                                text.value(i),
-                                self.format
-                            )
+                            let format = match self.format.as_str() {
+                                "mixed" => "'mixed' (deepembed reads such values in ISO 8601 only)".to_string(),
+                                other => format!("'{other}'"),
+                            };
+                            format!("column '{name}': cannot read '{}' as a date with format {format}", text.value(i))
                         })
                     })
                     .collect()
@@ -213,7 +213,9 @@ impl DateColumn {
     /// Text as `to_datetime(text, format=...)` reads it, in the text's own local time.
     fn parse(&self, text: &str) -> Option<NaiveDateTime> {
         let text = text.trim();
-        if self.format == "ISO8601" {
+        // "mixed" reads each value by its own format; deepembed reads those in ISO 8601 (the
+        // error for another names the format).
+        if self.format == "ISO8601" || self.format == "mixed" {
             return parse_iso8601(text);
         }
         let parsed = if self.format.contains("%z") {

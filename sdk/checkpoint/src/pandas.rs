@@ -7,8 +7,9 @@
 //! `_unpickle_block(values, placement, ndim)`); older pandas and every `SingleBlockManager` write a
 //! state tuple whose fourth item is `{"0.14.1": {"axes": ..., "blocks": [...]}}`. Both are read.
 //! Nullable integer, float and boolean columns and indexes (pandas' masked arrays: `Int64`,
-//! `UInt32`, `boolean`, ...) are read, missing values as `None`; other extension arrays
-//! (categoricals, Arrow strings) are refused with the array's class name.
+//! `UInt32`, `boolean`, ...) and pandas' own strings (`string[python]`) are read, missing values
+//! as `None`; other extension arrays (categoricals, Arrow strings) are refused with the array's
+//! class name.
 
 use std::collections::HashMap;
 
@@ -370,6 +371,14 @@ fn numpy_values(value: &Value) -> Result<Vec<Value>> {
             }
             Ok(data.into_iter().zip(mask).map(|(v, m)| if m == Value::Bool(true) { Value::None } else { v }).collect())
         }
+        Value::Object(o) if is_string_array(o) => {
+            // `BUILD` with `(dtype, ndarray, attributes)`; the array holds str and pd.NA.
+            let array = match o.state.as_ref() {
+                Some(Value::Tuple(items)) if items.len() >= 2 => &items[1],
+                _ => data_err!("pandas StringArray without its (dtype, values) state"),
+            };
+            Ok(numpy_values(array)?.into_iter().map(|v| if is_missing(&v) { Value::None } else { v }).collect())
+        }
         Value::Object(o) => {
             // Cython classes pickle as `__pyx_unpickle_<Base>(class, checksum, state)`.
             let class = match o.args.first() {
@@ -383,6 +392,24 @@ fn numpy_values(value: &Value) -> Result<Vec<Value>> {
             )
         }
         other => data_err!("expected a numpy array, got {}", other.type_name()),
+    }
+}
+
+/// pandas' `StringArray` (dtype `string[python]`), pickled by its Cython base class as
+/// `__pyx_unpickle_NDArrayBacked(StringArray, checksum, None)`.
+fn is_string_array(o: &Object) -> bool {
+    o.name == "__pyx_unpickle_NDArrayBacked"
+        && matches!(o.args.first(), Some(Value::Global { module, name })
+            if module == "pandas.core.arrays.string_" && name == "StringArray")
+}
+
+/// A missing value in an object array: `None`, NaN or `pd.NA`.
+fn is_missing(v: &Value) -> bool {
+    match v {
+        Value::None => true,
+        Value::Float(f) => f.is_nan(),
+        Value::Global { module, name } => module == "pandas._libs.missing" && name == "NA",
+        _ => false,
     }
 }
 
