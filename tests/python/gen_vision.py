@@ -120,6 +120,9 @@ FORMAT_SPECS = [
     (90, 70, "RGB16", "TIFF", {}),
     (64, 48, "1", "TIFF", {}),
     (140, 100, "CMYK-K", "TIFF", {}),
+    # The Orientation tag, which Pillow's TIFF reader applies on load: each of its eight values.
+    *[(130, 90, "RGB", "TIFF", {"tiffinfo": {274: o}}) for o in range(1, 9)],
+    (120, 80, "L", "TIFF", {"compression": "tiff_lzw", "tiffinfo": {274: 6}}),
     (200, 150, "P", "GIF", {}),
     (120, 160, "P-trns", "GIF", {}),
     (300, 220, "RGB", "WEBP", {"lossless": True}),

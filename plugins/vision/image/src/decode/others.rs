@@ -40,10 +40,20 @@ pub(super) fn name(format: ImageFormat) -> &'static str {
 
 pub(super) fn decode_other(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Result<RgbImage> {
     if format == ImageFormat::Tiff {
-        if let Some(image) = decode_tiff_variant(bytes, limits)? {
-            return Ok(image);
-        }
+        // Pillow's TIFF reader (alone among its formats) applies the Orientation tag on load.
+        let orientation = tiff::decoder::Decoder::new(Cursor::new(bytes))?
+            .find_tag_unsigned::<u16>(tiff::tags::Tag::Orientation)?
+            .unwrap_or(1);
+        let image = match decode_tiff_variant(bytes, limits)? {
+            Some(image) => image,
+            None => decode_with_image_rs(bytes, format, limits)?,
+        };
+        return Ok(oriented(image, orientation));
     }
+    decode_with_image_rs(bytes, format, limits)
+}
+
+fn decode_with_image_rs(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Result<RgbImage> {
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     // The pixel limit below is Pillow's. image-rs's own allocation cap (512 MiB) would refuse
     // images Pillow opens, so it becomes what the largest image allowed needs (8 bytes a pixel
@@ -56,6 +66,34 @@ pub(super) fn decode_other(bytes: &[u8], format: ImageFormat, limits: &Limits) -
     check_size(width as usize, height as usize, limits)?;
     let image = DynamicImage::from_decoder(decoder)?;
     Ok(RgbImage { width: width as usize, height: height as usize, pixels: to_rgb(image)? })
+}
+
+/// The image as `ImageOps.exif_transpose` turns it for a TIFF Orientation tag (1-8; others
+/// leave it as it is): flips, quarter turns, and the two diagonal mirrors.
+fn oriented(image: RgbImage, orientation: u16) -> RgbImage {
+    let (w, h) = (image.width, image.height);
+    let swaps = (5..=8).contains(&orientation);
+    // For an output pixel (x, y), the input pixel it takes.
+    let source: fn(usize, usize, usize, usize) -> (usize, usize) = match orientation {
+        2 => |x, y, w, _| (w - 1 - x, y),
+        3 => |x, y, w, h| (w - 1 - x, h - 1 - y),
+        4 => |x, y, _, h| (x, h - 1 - y),
+        5 => |x, y, _, _| (y, x),
+        6 => |x, y, _, h| (y, h - 1 - x),
+        7 => |x, y, w, h| (w - 1 - y, h - 1 - x),
+        8 => |x, y, w, _| (w - 1 - y, x),
+        _ => return image,
+    };
+    let (out_w, out_h) = if swaps { (h, w) } else { (w, h) };
+    let mut pixels = Vec::with_capacity(image.pixels.len());
+    for y in 0..out_h {
+        for x in 0..out_w {
+            let (sx, sy) = source(x, y, w, h);
+            let at = 3 * (sy * w + sx);
+            pixels.extend_from_slice(&image.pixels[at..at + 3]);
+        }
+    }
+    RgbImage { width: out_w, height: out_h, pixels }
 }
 
 /// Pillow's `convert('RGB')` of each mode: grey replicated, alpha dropped (not composited),
