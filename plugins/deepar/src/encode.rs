@@ -138,7 +138,8 @@ impl RowEncoder {
         let numeric = |name: &str, what: &str| -> Result<usize> {
             let i = index(name, what)?;
             let kind = schema.field(i).data_type();
-            if !kind.is_numeric() {
+            // pandas takes booleans as 0 and 1, as the scalers did in training.
+            if !kind.is_numeric() && kind != &DataType::Boolean {
                 bail!("column '{name}' ({what}) is {kind}, not numbers");
             }
             Ok(i)
@@ -258,7 +259,7 @@ impl RowEncoder {
                 let mut raw_targets = Vec::with_capacity(self.targets.len());
                 let mut target_inputs = Vec::with_capacity(self.targets.len());
                 for (k, (_, name, normalising)) in self.targets.iter().enumerate() {
-                    let raw = targets[k][i].ok_or_else(|| format!("column '{name}': missing target value"))?;
+                    let raw = targets[k][i].ok_or_else(|| format!("column '{name}': missing or infinite target value"))?;
                     let (input, fitted) = normalising
                         .input(raw, target_prepared[k].as_ref().map(|p| &p[i]), &target_series[k], i)
                         .map_err(|e| format!("column '{name}': {e}"))?;
@@ -270,7 +271,7 @@ impl RowEncoder {
                 for ((slot, column), (series, prepared)) in columns {
                     values.push(match (slot, column) {
                         (Slot::Column { name, normalising, .. }, Some(column)) => {
-                            let x = column[i].ok_or_else(|| format!("column '{name}': missing value"))?;
+                            let x = column[i].ok_or_else(|| format!("column '{name}': missing or infinite value"))?;
                             let prepared = prepared.as_ref().map(|p| &p[i]);
                             normalising.input(x, prepared, series, i).map_err(|e| format!("column '{name}': {e}"))?.0
                         }
