@@ -259,7 +259,8 @@ impl RowEncoder {
                 let mut raw_targets = Vec::with_capacity(self.targets.len());
                 let mut target_inputs = Vec::with_capacity(self.targets.len());
                 for (k, (_, name, normalising)) in self.targets.iter().enumerate() {
-                    let raw = targets[k][i].ok_or_else(|| format!("column '{name}': missing or infinite target value"))?;
+                    let raw =
+                        targets[k][i].ok_or_else(|| format!("column '{name}': missing or infinite target value"))?;
                     let (input, fitted) = normalising
                         .input(raw, target_prepared[k].as_ref().map(|p| &p[i]), &target_series[k], i)
                         .map_err(|e| format!("column '{name}': {e}"))?;

@@ -7,9 +7,9 @@
 //!   under `model.` and under `peftmodel.base_model.model.`; wrapped layers hold
 //!   `<path>.base_layer.*`, `<path>.lora_A.default.weight` and `<path>.lora_B.default.weight`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use deepembed_sdk::checkpoint::StateDict;
 use deepembed_sdk::lora::LoraSettings;
 use deepembed_sdk::options::HeadOptions;
@@ -19,10 +19,14 @@ use tch::Device;
 use crate::models::{self, Version};
 use crate::options::{Mode, VisionOptions};
 
-/// The weights file for a pretrained run: `--model_weights`, else torchvision's file in the
+/// The weights file for a pretrained run: `--model_weights` (a file, or a directory holding
+/// torchvision's file for the version or a single weights file), else torchvision's file in the
 /// torch hub cache.
 pub fn pretrained_file(opts: &VisionOptions, version: &Version) -> Result<PathBuf> {
     if let Some(path) = &opts.model_weights {
+        if path.is_dir() {
+            return weights_in_directory(path, version);
+        }
         if !path.is_file() {
             bail!("--model_weights {}: file not found", path.display());
         }
@@ -43,6 +47,41 @@ pub fn pretrained_file(opts: &VisionOptions, version: &Version) -> Result<PathBu
         hub.display(),
         version.name
     )
+}
+
+/// In a directory given as pretrained weights: torchvision's file for `version` (the torch hub
+/// cache's own folder), else its only weights file.
+fn weights_in_directory(dir: &Path, version: &Version) -> Result<PathBuf> {
+    let hub_file = dir.join(version.hub_file);
+    if !version.hub_file.is_empty() && hub_file.is_file() {
+        return Ok(hub_file);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("--model_weights {}: cannot list the directory", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && p.extension().is_some_and(|e| ["pth", "pt", "bin", "safetensors"].iter().any(|x| e == *x))
+        })
+        .collect();
+    files.sort();
+    match files.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!(
+            "--model_weights {}: the directory holds no weights file (.pth, .pt, .bin, .safetensors){}",
+            dir.display(),
+            if version.hub_file.is_empty() {
+                String::new()
+            } else {
+                format!(" nor torchvision's {}", version.hub_file)
+            }
+        ),
+        many => bail!(
+            "--model_weights {}: the directory holds {} weights files ({}); name the one to use",
+            dir.display(),
+            many.len(),
+            many.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy()).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 /// `$TORCH_HOME`, else `$XDG_CACHE_HOME/torch`, else `~/.cache/torch`, as torch.hub decides.
