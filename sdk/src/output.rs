@@ -77,9 +77,11 @@ impl OutputColumns {
         }
         match &carry {
             Carry::AllExcept(exclude) => {
+                let index_columns = pandas_index_columns(input);
                 for (index, field) in input.fields().iter().enumerate() {
                     let is_label = label_input.is_some_and(|(_, column, _)| column == field.name());
-                    if !is_label && !exclude.iter().any(|e| e == field.name()) {
+                    let skipped = exclude.iter().chain(&index_columns).any(|e| e == field.name());
+                    if !is_label && !skipped {
                         add(index, field.name());
                     }
                 }
@@ -167,6 +169,19 @@ pub fn require_column<'s>(schema: &'s Schema, column: &str, flag: &str) -> Resul
         .map_err(|_| anyhow!("the input has no '{column}' column ({flag}); its columns are: {}", column_names(schema)))
 }
 
+/// The columns a pandas frame's index was saved as (`__index_level_0__`, or the name of a
+/// column made the index): the schema's `pandas` metadata lists them in `index_columns` (a
+/// `RangeIndex` is listed as a description, not a column). pandas reads them back as the index,
+/// not as columns, so they are not the frame's columns to pass through.
+fn pandas_index_columns(schema: &Schema) -> Vec<String> {
+    let Some(json) = schema.metadata().get("pandas") else { return Vec::new() };
+    let Ok(meta) = serde_json::from_str::<serde_json::Value>(json) else { return Vec::new() };
+    meta["index_columns"]
+        .as_array()
+        .map(|columns| columns.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +223,38 @@ mod tests {
         let skipped = columns.batch(&input(vec![None, Some(3)]), Some(&[1]), &[1.0; 2]).unwrap();
         assert_eq!(skipped.num_rows(), 1);
         assert!(columns.batch(&full, None, &[0.0; 3]).is_err());
+    }
+
+    #[test]
+    fn a_pandas_index_saved_as_columns_is_not_passed_through() {
+        // pandas' metadata for a frame saved with a non-range index and one with set_index.
+        for (index_columns, kept) in [
+            (r#"["__index_level_0__"]"#, vec!["0", "label", "patient"]),
+            (r#"["patient"]"#, vec!["0", "label", "__index_level_0__"]),
+            (
+                r#"[{"kind": "range", "name": null, "start": 0, "stop": 2, "step": 1}]"#,
+                vec!["0", "label", "patient", "__index_level_0__"],
+            ),
+        ] {
+            let meta = format!(r#"{{"index_columns": {index_columns}, "columns": []}}"#);
+            let schema = Schema::new(vec![
+                Field::new("images", DataType::Utf8, false),
+                Field::new("labels", DataType::Int64, true),
+                Field::new("patient", DataType::Utf8, true),
+                Field::new("__index_level_0__", DataType::Int64, true),
+            ])
+            .with_metadata(std::collections::HashMap::from([("pandas".to_string(), meta)]));
+            let columns = OutputColumns::new(
+                &schema,
+                1,
+                EmbeddingNames::Index,
+                Some(("labels", "label")),
+                Carry::AllExcept(vec!["images".into()]),
+            )
+            .unwrap();
+            let names: Vec<&str> = columns.schema().fields().iter().map(|f| f.name().as_str()).collect();
+            assert_eq!(names, kept, "{index_columns}");
+        }
     }
 
     #[test]
