@@ -394,6 +394,11 @@ fn write_json_files(
                 map.insert("attempts".into(), serde_json::to_value(attempts)?);
             }
         }
+        // The host's fields win over a plugin's, but for DeepTune's `epochs`: 1, or what the
+        // plugin's DeepTune script writes there (TabPFN's sentence).
+        if let Some(epochs) = plan.details.get("epochs") {
+            map.insert("epochs".into(), epochs.clone());
+        }
         for (k, v) in &plan.details {
             map.entry(k.clone()).or_insert(v.clone());
         }

@@ -97,11 +97,16 @@ fn member0_and_embeddings_match_tabpfn() {
         let (file, ours) = run(&name, &out, &["--batch_size", "7"]);
         let expected = read_parquet(&case_dir(&name).join("expected.parquet"));
         let dims = expected.num_columns();
-        let prefix = if args(&name)["finetuning_mode"].as_bool().unwrap_or(false) { "FINETUNED_" } else { "" };
+        // DeepTune's layout: the directory says TRAINED or FINETUNED, the file only the mode.
+        let kind = if args(&name)["finetuning_mode"].as_bool().unwrap_or(false) { "FINETUNED" } else { "TRAINED" };
         let mode = args(&name)["mode"].as_str().unwrap().to_string();
-        assert_eq!(file.file_name().unwrap().to_str().unwrap(), format!("{prefix}TABPFN_{mode}_embeddings.parquet"));
+        assert_eq!(file.file_name().unwrap().to_str().unwrap(), format!("TABPFN_{mode}_embeddings.parquet"));
         let dir_name = file.parent().unwrap().file_name().unwrap().to_str().unwrap().to_string();
-        assert!(dir_name.starts_with("embed_output_TRAINED_TABPFN_embeddings_"), "{dir_name}");
+        assert!(dir_name.starts_with(&format!("embed_output_{kind}_TABPFN_embeddings_")), "{dir_name}");
+        let details: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(file.parent().unwrap().join("embedding_details.json")).unwrap())
+                .unwrap();
+        assert_eq!(details["epochs"], "We only track total time for embedding", "{name}");
         let names: Vec<String> = ours.schema().fields().iter().map(|f| f.name().clone()).collect();
         let mut want: Vec<String> = (0..dims).map(|d| d.to_string()).collect();
         want.extend(["label".to_string(), "patient_id".to_string()]);

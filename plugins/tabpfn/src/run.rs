@@ -19,8 +19,10 @@ use crate::rng::Generator;
 use crate::saved::{SavedTabPfn, Task};
 use crate::table::{feature_columns, table_of, targets};
 
-/// DeepTune's output directory name: `embed_output_TRAINED_TABPFN_embeddings_<id>/`.
+/// DeepTune's names: `embed_output_<MODEL_STR>_<id>/TABPFN_<mode>_embeddings.parquet`, the
+/// directory `FINETUNED_...` for a fine-tuned estimator.
 const MODEL_STR: &str = "TRAINED_TABPFN_embeddings";
+const FINETUNED_MODEL_STR: &str = "FINETUNED_TABPFN_embeddings";
 
 pub fn run(ctx: &mut RunContext<'_>, opts: &TabPfnOptions) -> Result<()> {
     let saved = SavedTabPfn::load(&opts.model_weights, opts.finetuning_mode)?;
@@ -95,7 +97,6 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &TabPfnOptions) -> Result<()> {
     let grouper = opts.grouper.iter().map(|g| (g.clone(), g.clone())).collect();
     let columns =
         OutputColumns::new(&eval_schema, model.dims() as usize, EmbeddingNames::Index, label, Carry::Only(grouper))?;
-    let prefix = if opts.finetuning_mode { "FINETUNED_" } else { "" };
     let mut details = serde_json::Map::new();
     details.insert("epochs".into(), "We only track total time for embedding".into());
     details.insert("model".into(), saved.source.display().to_string().into());
@@ -103,8 +104,8 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &TabPfnOptions) -> Result<()> {
     details.insert("training_rows".into(), prepared.rows.into());
     details.insert("features".into(), features.clone().into());
     ctx.begin(&OutputPlan {
-        model_str: MODEL_STR.into(),
-        file_name: format!("{prefix}TABPFN_{}_embeddings.parquet", opts.mode),
+        model_str: if opts.finetuning_mode { FINETUNED_MODEL_STR } else { MODEL_STR }.into(),
+        file_name: format!("TABPFN_{}_embeddings.parquet", opts.mode),
         dims: model.dims() as usize,
         details,
     })?;
