@@ -394,3 +394,19 @@ fn an_integer_time_index_is_checked_like_timestamps() {
     let err = fails("lstm1_integer_time_idx", &floats, &[]);
     assert!(err.contains("--time_idx_column time_idx") && err.contains("integer time index"), "{err}");
 }
+
+/// `--max_encoder_length` given is DeepTune's flag: its dataset's shortest window too, so a model
+/// trained with short windows pads, given its own length, every row without a full window.
+#[test]
+fn a_given_encoder_length_pads_rows_without_a_full_window() {
+    let cases = cases();
+    let case = &cases["lstm1_short_windows_gaps"];
+    let length = case["args"]["max_encoder_length"].as_i64().unwrap().to_string();
+    let expected = read_parquet(Path::new(&path_of(case, "expected")));
+    let out = scratch("ts-given-length");
+    let given = run(case, &path_of(case, "eval"), &out, &["--max_encoder_length", &length]);
+    let (short, full) = (padded(&expected), padded(&given));
+    let count = |p: &BooleanArray| p.iter().filter(|p| *p == Some(true)).count();
+    assert!((0..short.len()).all(|i| !short.value(i) || full.value(i)), "a row padded by default is padded too");
+    assert!(count(&full) > count(&short), "short windows become padding: {} vs {}", count(&full), count(&short));
+}

@@ -121,7 +121,10 @@ pub fn run(ctx: &mut RunContext<'_>, opts: &DeepArOptions) -> Result<()> {
     let time_slot = saved.reals.iter().position(|r| r.source == RealSource::TimeIndex);
     let windowing = Windowing {
         length,
-        min_length: saved.min_encoder_length.min(length),
+        // A length given on the command line is DeepTune's: its dataset, built with that
+        // max_encoder_length and pytorch-forecasting's default min_encoder_length (the same),
+        // pads rows with a shorter history. Otherwise the checkpoint's own lengths.
+        min_length: if opts.max_encoder_length.is_some() { length } else { saved.min_encoder_length.min(length) },
         allow_gaps: saved.allow_missing_timesteps,
         targets: (0..saved.targets.len())
             .map(|k| TargetSlot {
