@@ -125,18 +125,54 @@ fn resume_arg() -> Arg {
         )
 }
 
+/// Flags DeepTune's embedding command lines accept (its parsers' shared flags and those of each
+/// modality) that a plugin may not use. They are accepted, so that DeepTune's command lines run
+/// unchanged, recorded in `cli_arguments.json` when given, and otherwise change nothing (a
+/// warning says so). Kept out of `--help`.
+pub fn deeptune_args() -> Vec<ArgSpec> {
+    let flag = |name: &str, kind: ArgKind| ArgSpec::new(name, kind, "Accepted for DeepTune's command lines.");
+    vec![
+        flag("mode", ArgKind::String),
+        flag("grouper", ArgKind::String),
+        flag("model_version", ArgKind::String),
+        flag("added_layers", ArgKind::Int),
+        flag("embed_size", ArgKind::Int),
+        flag("num_classes", ArgKind::Int),
+        flag("use_case", ArgKind::String),
+        flag("freeze_backbone", ArgKind::Bool),
+        flag("fixed_seed", ArgKind::Bool),
+        flag("use_peft", ArgKind::Bool),
+        flag("adaptive_error", ArgKind::Bool),
+        flag("train_df", ArgKind::Path),
+        flag("val_df", ArgKind::Path),
+        flag("eval_df", ArgKind::Path),
+        flag("num_epochs", ArgKind::Int),
+        flag("learning_rate", ArgKind::Float),
+        flag("gflu_stages", ArgKind::Int),
+        flag("type", ArgKind::String),
+    ]
+}
+
 /// An input table's flag: a required path.
 fn input_arg(input: &InputSpec) -> ArgSpec {
     ArgSpec::new(&input.name, ArgKind::Path, &input.help).required()
 }
 
-/// The flags of `deepembed embed <plugin>`: the plugin's inputs, the host's, then the plugin's
-/// own (a plugin flag that repeats a host one is the host's).
-pub fn plugin_command_args(manifest: &Manifest) -> (Vec<ArgSpec>, Vec<ArgSpec>) {
+/// The flags of `deepembed embed <plugin>`: the plugin's inputs and the host's, the plugin's
+/// own (a plugin flag that repeats a host one is the host's), and DeepTune's that neither has.
+pub struct CommandArgs {
+    pub host: Vec<ArgSpec>,
+    pub own: Vec<ArgSpec>,
+    pub deeptune: Vec<ArgSpec>,
+}
+
+pub fn plugin_command_args(manifest: &Manifest) -> CommandArgs {
     let mut host: Vec<ArgSpec> = manifest.inputs.iter().map(input_arg).collect();
     host.extend(host_args());
-    let own = manifest.args.iter().filter(|a| !host.iter().any(|h| h.name == a.name)).cloned().collect();
-    (host, own)
+    let own: Vec<ArgSpec> = manifest.args.iter().filter(|a| !host.iter().any(|h| h.name == a.name)).cloned().collect();
+    let declared = |name: &str| host.iter().chain(&own).any(|a| a.name == name);
+    let deeptune = deeptune_args().into_iter().filter(|a| !declared(&a.name)).collect();
+    CommandArgs { host, own, deeptune }
 }
 
 /// `--plugin-path` values, read before clap runs because they decide which plugins (and so
@@ -168,11 +204,16 @@ pub fn build(discovery: &Discovery) -> Command {
         let mut sub = Command::new(m.name.clone())
             .about(format!("{} ({} embeddings)", m.description, m.modality))
             .after_help(format!("Models:\n  {}\nPlugin: {} {}", m.models.join("\n  "), m.name, m.version));
-        let (host, own) = plugin_command_args(m);
-        for spec in host.iter().chain(&own) {
+        let args = plugin_command_args(m);
+        for spec in args.host.iter().chain(&args.own) {
             sub = sub.arg(clap_arg(spec));
         }
-        embed = embed.subcommand(sub.arg(resume_arg()));
+        for spec in &args.deeptune {
+            sub = sub.arg(clap_arg(spec).hide(true));
+        }
+        // A unique prefix of a flag is the flag, as in DeepTune's argparse (`--target` for
+        // `--target_column`).
+        embed = embed.subcommand(sub.arg(resume_arg()).infer_long_args(true));
     }
     Command::new("deepembed")
         .version(env!("CARGO_PKG_VERSION"))

@@ -95,9 +95,14 @@ fn embed(
         let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
         anyhow!("unknown plugin '{name}'; known plugins: {known}\n{}", discovery.explain())
     })?;
-    let (host_specs, own_specs) = cli::plugin_command_args(&plugin.manifest);
-    let host = cli::collect_args(&host_specs, matches)?;
-    let options = cli::collect_args(&own_specs, matches)?;
+    let specs = cli::plugin_command_args(&plugin.manifest);
+    let host = cli::collect_args(&specs.host, matches)?;
+    let options = cli::collect_args(&specs.own, matches)?;
+    let mut deeptune = cli::collect_args(&specs.deeptune, matches)?;
+    deeptune.retain(|_, v| !v.is_null() && v != &Value::Bool(false));
+    for (flag, value) in &deeptune {
+        log::warn!("--{flag} {value}: accepted for DeepTune's command lines; the {name} plugin does not use it");
+    }
     let text = |key: &str| host.get(key).and_then(Value::as_str).ok_or_else(|| anyhow!("--{key} is missing"));
     let batch_size = host.get("batch_size").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
     let device = device::resolve(text("device")?)?;
@@ -138,6 +143,7 @@ fn embed(
     // cli_arguments.json records every argument, the host's and the plugin's.
     let mut arguments = host.clone();
     arguments.extend(options.clone());
+    arguments.extend(deeptune);
     // A pack's run records which validated model produced it.
     let expected_dims = pack.as_ref().and_then(|p| p.embedding_width);
     let pack_record = pack.map(|p| p.record);

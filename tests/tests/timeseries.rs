@@ -410,3 +410,39 @@ fn a_given_encoder_length_pads_rows_without_a_full_window() {
     assert!((0..short.len()).all(|i| !short.value(i) || full.value(i)), "a row padded by default is padded too");
     assert!(count(&full) > count(&short), "short windows become padding: {} vs {}", count(&full), count(&short));
 }
+
+/// DeepTune's documented command line (`--target`, argparse's prefix of `--target_column`) and
+/// flags its parser shares across modalities (`--mode`, `--grouper`) run unchanged; those the
+/// plugin does not use are recorded in cli_arguments.json and change nothing.
+#[test]
+fn deeptune_command_line_spellings_run() {
+    let cases = cases();
+    let case = &cases["lstm1_single"];
+    let expected = read_parquet(Path::new(&path_of(case, "expected")));
+    let out = scratch("ts-deeptune-spellings");
+    let (df, weights) = (path_of(case, "eval"), path_of(case, "model_weights"));
+    let args = [
+        "deepar",
+        "--df",
+        &df,
+        "--model_weights",
+        &weights,
+        "--time_idx_column",
+        "timestamp",
+        "--target",
+        "hr",
+        "--time_varying_known_reals",
+        "dose",
+        "--mode",
+        "reg",
+        "--grouper",
+        "group",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let dir = embed_ok(&args, &[]);
+    compare("DeepTune's spellings", &read_parquet(&output_parquet(&dir)), &expected);
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cli_arguments.json")).unwrap()).unwrap();
+    assert_eq!((recorded["target_column"].as_str(), recorded["mode"].as_str()), (Some("hr"), Some("reg")));
+}
