@@ -12,6 +12,7 @@
 //! - [`checkpoint`]: safe reading of PyTorch, safetensors and pickle files into tch tensors;
 //!   [`weights`]: fetching them by name with shape checks; [`lora`]: merging peft adapters.
 //! - [`activation`]: transformers' activation functions, by their config names.
+//! - [`iso8601`]: timestamps in text, as pandas reads ISO 8601.
 //! - [`device`], [`logging`]: the tch device of a run and the log bridge to the host.
 
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ extern crate self as deepembed_sdk;
 pub mod activation;
 pub mod checkpoint;
 pub mod device;
+pub mod iso8601;
 pub mod logging;
 pub mod lora;
 pub mod options;

@@ -540,8 +540,36 @@ def eval_order(rng, case: dict, df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def iso8601_fixture(out: Path):
+    """pandas' reading of ISO 8601 text (`to_datetime(format="ISO8601")`, which the time
+    columns of DeepAR and GANDALF take): each string's local time (nanoseconds, as if UTC) and
+    UTC offset in minutes, or null where pandas refuses it. For the shared parser's test."""
+    dates = ["2024-03-01", "2024-3-1", "2024/03/01", "2024.03.01", "2024 03 01", "2024\\03\\01", "20240301",
+             "2024-03", "2024", "202403", "2024-03/01", "2024-02-30", "2024-13-01", "2023-02-29", "2024-02-29",
+             " 2024-03-01", "24-03-01", "2024-03-01 ", "", "   ", "+2024-03-01", "2024-03-1"]
+    times = ["", "T02", " 02", "T2", " 2:05", "T02:05", "T0205", "T020500", "T02:05:07", "T02:5:7", "T02:05:07.5",
+             "T02:05:07.123456789", "T02:05:07.1234567891234", "T02:05:07.", "T24:00", "T23:60", "T23:59:60",
+             "T02:05:07,5", "t02:00", "  02:00", "T02:05:07 ", "T205", "T02:05:7", "T0205:07"]
+    zones = ["", "Z", " Z", "+02:00", "-0230", "+2", "+02:0", " +05:30", "+24", "+02:00:00", "UTC", "+02 ", "Z ", "-00:45"]
+    strings = dates + [d + t + z for d in ["2024-03-01", "20240301"] for t in times for z in zones]
+    rows = []
+    for text in strings:
+        try:
+            ts = pd.to_datetime(pd.Series([text]), format="ISO8601")[0]
+            if ts is pd.NaT:  # empty text: missing, not a time
+                raise ValueError(text)
+        except (ValueError, OverflowError):
+            rows.append({"text": text, "local_nanos": None, "offset_minutes": None})
+            continue
+        offset = ts.utcoffset()
+        rows.append({"text": text, "local_nanos": int(ts.tz_localize(None).value) if offset is not None else int(ts.value),
+                     "offset_minutes": None if offset is None else int(offset.total_seconds() // 60)})
+    (out / "iso8601.json").write_text(json.dumps(rows, indent=0))
+
+
 def main(out: Path):
     out.mkdir(parents=True, exist_ok=True)
+    iso8601_fixture(out)
     # Lightning writes into the working directory.
     with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
         generate(out)

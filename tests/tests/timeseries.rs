@@ -446,3 +446,24 @@ fn deeptune_command_line_spellings_run() {
         serde_json::from_slice(&std::fs::read(dir.join("cli_arguments.json")).unwrap()).unwrap();
     assert_eq!((recorded["target_column"].as_str(), recorded["mode"].as_str()), (Some("hr"), Some("reg")));
 }
+
+/// Timestamps in text read as pandas reads ISO 8601 (`format="ISO8601"`): the same local time
+/// and UTC offset, or refused where pandas refuses, on every string of the generator's table
+/// (date, time and offset forms, and their near misses).
+#[test]
+fn iso8601_text_reads_as_pandas_reads_it() {
+    let table: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(timeseries_dir().join("iso8601.json")).unwrap()).unwrap();
+    assert!(table.len() > 600, "{}", table.len());
+    let mut wrong = Vec::new();
+    for row in &table {
+        let text = row["text"].as_str().unwrap();
+        let want = row["local_nanos"].as_i64().map(|nanos| (nanos, row["offset_minutes"].as_i64()));
+        let got = deepembed_sdk::iso8601::parse(text)
+            .map(|t| (t.local.and_utc().timestamp_nanos_opt().unwrap(), t.offset_minutes.map(i64::from)));
+        if got != want {
+            wrong.push(format!("{text:?}: pandas {want:?}, ours {got:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {} differ:\n{}", wrong.len(), table.len(), wrong.join("\n"));
+}

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Date32Type, Date64Type, TimeUnit};
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 
 const NANOS_PER_SECOND: i64 = 1_000_000_000;
 const NANOS_PER_DAY: i64 = 86_400 * NANOS_PER_SECOND;
@@ -132,80 +131,18 @@ struct OffsetStyle {
     seen: Option<bool>,
 }
 
-/// ISO 8601 text as `pd.to_datetime` reads it: `YYYY-MM-DD` (or `/`), optionally followed by
-/// `T` or a space and `HH:MM[:SS[.fraction]]`, optionally by `Z` or `+HH:MM` / `-HHMM`.
+/// ISO 8601 text as `pd.to_datetime` reads it ([`deepembed_sdk::iso8601`]), in nanoseconds
+/// since the epoch in UTC.
 fn parse_timestamp(text: &str, offsets: &mut OffsetStyle) -> Result<i64, String> {
     let bad = || format!("cannot read '{text}' as a timestamp (expected ISO 8601, e.g. 2024-03-01 14:00:00)");
-    let trimmed = text.trim();
-    let (date, rest) = trimmed.split_at(trimmed.find(['T', ' ']).unwrap_or(trimmed.len()));
-    let date = parse_date(date).ok_or_else(bad)?;
-    let rest = rest.get(1..).unwrap_or("").trim();
-    let (clock, offset_seconds) = split_offset(rest).ok_or_else(bad)?;
-    let time = if clock.is_empty() { Some(NaiveTime::MIN) } else { parse_clock(clock) }.ok_or_else(bad)?;
-    let has_offset = offset_seconds.is_some();
+    let parsed = deepembed_sdk::iso8601::parse(text).ok_or_else(bad)?;
+    let has_offset = parsed.offset_minutes.is_some();
     if *offsets.seen.get_or_insert(has_offset) != has_offset {
         return Err(format!(
             "'{text}': the column mixes timestamps with and without a UTC offset, which pandas refuses"
         ));
     }
-    let local = NaiveDateTime::new(date, time).and_utc().timestamp_nanos_opt().ok_or_else(bad)?;
-    let offset = offset_seconds.unwrap_or(0) * NANOS_PER_SECOND;
-    local.checked_sub(offset).ok_or_else(bad)
-}
-
-fn parse_date(text: &str) -> Option<NaiveDate> {
-    let sep = if text.contains('/') { '/' } else { '-' };
-    let mut parts = text.splitn(3, sep);
-    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
-    if y.len() != 4 || !(1..=2).contains(&m.len()) || !(1..=2).contains(&d.len()) {
-        return None;
-    }
-    NaiveDate::from_ymd_opt(number(y)? as i32, number(m)? as u32, number(d)? as u32)
-}
-
-/// `HH:MM[:SS[.fraction]]`.
-fn parse_clock(text: &str) -> Option<NaiveTime> {
-    let mut parts = text.splitn(3, ':');
-    let (h, m) = (parts.next()?, parts.next()?);
-    let (s, nanos) = match parts.next() {
-        None => (0, 0),
-        Some(seconds) => {
-            let (whole, fraction) = seconds.split_once(['.', ',']).unwrap_or((seconds, ""));
-            if whole.len() != 2 || fraction.len() > 9 || (!fraction.is_empty() && number(fraction).is_none()) {
-                return None;
-            }
-            let nanos = if fraction.is_empty() { 0 } else { number(fraction)? * 10u64.pow(9 - fraction.len() as u32) };
-            (number(whole)?, nanos)
-        }
-    };
-    if h.len() != 2 || m.len() != 2 {
-        return None;
-    }
-    NaiveTime::from_hms_nano_opt(number(h)? as u32, number(m)? as u32, s as u32, nanos as u32)
-}
-
-/// Splits a trailing `Z` / `+HH:MM` / `-HHMM` / `+HH` off a clock, as seconds east of UTC.
-fn split_offset(text: &str) -> Option<(&str, Option<i64>)> {
-    if let Some(clock) = text.strip_suffix('Z') {
-        return Some((clock.trim_end(), Some(0)));
-    }
-    let Some(at) = text.rfind(['+', '-']) else { return Some((text, None)) };
-    let (clock, offset) = text.split_at(at);
-    let sign = if offset.starts_with('-') { -1 } else { 1 };
-    let digits: String = offset[1..].chars().filter(|c| *c != ':').collect();
-    if !matches!(digits.len(), 2 | 4) {
-        return None;
-    }
-    let hours = number(&digits[..2])? as i64;
-    let minutes = if digits.len() == 4 { number(&digits[2..])? as i64 } else { 0 };
-    Some((clock.trim_end(), Some(sign * (hours * 3600 + minutes * 60))))
-}
-
-fn number(text: &str) -> Option<u64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
+    parsed.utc_nanos().ok_or_else(bad)
 }
 
 /// The hourly index of `nanos` given the input's earliest timestamp, exactly as pandas and
@@ -259,7 +196,8 @@ mod tests {
         assert_eq!(parse("2024/03/01 02:30:00.5").unwrap(), base + 2 * hour + 1800 * NANOS_PER_SECOND + 500_000_000);
         assert_eq!(parse("2024-03-01T02:00:00+02:00").unwrap(), base);
         assert_eq!(parse("2024-03-01 02:00:00Z").unwrap(), base + 2 * hour);
-        for bad in ["yesterday", "2024-13-01", "2024-03-01 25:00", "01/03/2024", "2024-03-01 10"] {
+        assert_eq!(parse("2024-03-01 10").unwrap(), base + 10 * hour);
+        for bad in ["yesterday", "2024-13-01", "2024-03-01 25:00", "01/03/2024", "2024-03-01 1"] {
             assert!(parse(bad).is_err(), "{bad} was read");
         }
         let mut style = OffsetStyle::default();

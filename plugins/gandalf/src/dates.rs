@@ -278,26 +278,9 @@ fn fixed_offset(tz: &str) -> Option<i64> {
     Some(sign * (hours * 3600 + minutes * 60))
 }
 
-/// ISO 8601 as pandas' `format="ISO8601"` reads it: a date, optionally `T` or a space and a
-/// time, optionally an offset (the local time is kept).
+/// ISO 8601 as pandas' `format="ISO8601"` reads it, in the text's own local time.
 fn parse_iso8601(text: &str) -> Option<NaiveDateTime> {
-    let text = text.strip_suffix('Z').unwrap_or(text);
-    let date_end = text.find(['T', ' ']).unwrap_or(text.len());
-    let date = NaiveDate::parse_from_str(&text[..date_end], "%Y-%m-%d").ok()?;
-    let rest = text.get(date_end + 1..).unwrap_or("").trim();
-    if rest.is_empty() {
-        return date.and_hms_opt(0, 0, 0);
-    }
-    // An offset after the time: the last '+' or '-'.
-    let clock = match rest.rfind(['+', '-']) {
-        Some(at) if fixed_offset(&rest[at..]).is_some() => &rest[..at],
-        Some(_) => return None,
-        None => rest,
-    };
-    ["%H:%M:%S%.f", "%H:%M"]
-        .iter()
-        .find_map(|f| chrono::NaiveTime::parse_from_str(clock, f).ok())
-        .map(|t| date.and_time(t))
+    deepembed_sdk::iso8601::parse(text).map(|t| t.local)
 }
 
 #[cfg(test)]
