@@ -173,7 +173,7 @@ pub fn require_column<'s>(schema: &'s Schema, column: &str, flag: &str) -> Resul
 /// column made the index): the schema's `pandas` metadata lists them in `index_columns` (a
 /// `RangeIndex` is listed as a description, not a column). pandas reads them back as the index,
 /// not as columns, so they are not the frame's columns to pass through.
-fn pandas_index_columns(schema: &Schema) -> Vec<String> {
+pub fn pandas_index_columns(schema: &Schema) -> Vec<String> {
     let Some(json) = schema.metadata().get("pandas") else { return Vec::new() };
     let Ok(meta) = serde_json::from_str::<serde_json::Value>(json) else { return Vec::new() };
     meta["index_columns"]

@@ -251,7 +251,8 @@ CASES = {
     "cls_minimal": dict(task="cls", table=("mixed", 150, 40, 1), arch=TINY, config="minimal", where="init_params",
                         form="fit", what="classification, minimal config in init_params, 1 member"),
     "reg_default": dict(task="reg", table=("mixed", 150, 40, 2), arch=TINY, config="default", form="fit",
-                        what="regression, v2.5 default config (quantile), 8 members"),
+                        pandas_index=True,
+                        what="regression, v2.5 default config (quantile), 8 members; files saved with pandas indexes"),
     "reg_minimal": dict(task="reg", table=("mixed", 150, 40, 2), arch=TINY, config="minimal", where="checkpoint",
                         form="fit", what="regression, minimal config in the checkpoint, 1 member"),
     "cls6_default": dict(task="cls", table=("common", 250, 50, 3), arch=TINY, config="default", form="fit",
@@ -384,8 +385,13 @@ def make_case(name: str, case: dict, case_dir: Path, scratch: Path) -> str:
     Est = TabPFNClassifier if task == "cls" else TabPFNRegressor
     kind, n_train, n_eval, seed = case["table"]
     train_df, eval_df = TABLES[kind](n_train, n_eval, task, seed)
-    train_df.to_parquet(case_dir / "train.parquet", index=False)
-    eval_df.to_parquet(case_dir / "eval.parquet", index=False)
+    if case.get("pandas_index"):
+        # As after a shuffle or a split: pandas saves a non-range index as a column
+        # (__index_level_0__, or its name) and reads it back as the index, not a feature.
+        train_df.index = pd.Index(np.arange(len(train_df)) * 7 + 3)
+        eval_df.index = pd.Index(np.arange(len(eval_df)) * 5 + 1, name="row_id")
+    train_df.to_parquet(case_dir / "train.parquet", index=bool(case.get("pandas_index")))
+    eval_df.to_parquet(case_dir / "eval.parquet", index=bool(case.get("pandas_index")))
     # The reference reads the files back, as DeepTune's pandas would.
     train_df = pd.read_parquet(case_dir / "train.parquet")
     eval_df = pd.read_parquet(case_dir / "eval.parquet")

@@ -11,11 +11,14 @@ use crate::preprocess::{Column, Label, Table, Targets};
 /// Which input columns are features: every column but the target and the grouper, in input
 /// order (the grouper is not a feature, unlike in DeepTune; see the README).
 pub fn feature_columns(schema: &Schema, target: &str, grouper: Option<&str>) -> Result<Vec<String>> {
+    // A pandas index saved into the file is the frame's index once DeepTune reads it, not a
+    // feature.
+    let index = deepembed_sdk::output::pandas_index_columns(schema);
     let features: Vec<String> = schema
         .fields()
         .iter()
         .map(|f| f.name().clone())
-        .filter(|n| n != target && Some(n.as_str()) != grouper)
+        .filter(|n| n != target && Some(n.as_str()) != grouper && !index.contains(n))
         .collect();
     if features.is_empty() {
         bail!("the training table has no feature column besides the target; its columns are: {}", column_names(schema));
