@@ -136,9 +136,11 @@ pub fn embed_resnet18(df: &Path, out: &Path, extra: &[&str]) -> PathBuf {
 
 pub fn read_parquet(path: &Path) -> RecordBatch {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
-    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
-    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    // The file's schema, with its metadata (pandas' among it), which the batches do not carry.
+    let schema = builder.schema().clone();
+    let batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&schema, &batches).unwrap()
 }
 
 /// The single Parquet file in an output directory.
