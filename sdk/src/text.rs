@@ -95,6 +95,16 @@ pub trait TextModel {
     fn ignores_padding(&self) -> bool;
 }
 
+/// A Hugging Face tokenizer directory's `tokenizer_config.json` (null when there is none), whose
+/// options a tokenizer built from vocabulary files follows.
+pub fn tokenizer_config(dir: &Path) -> Result<serde_json::Value> {
+    match std::fs::read_to_string(dir.join("tokenizer_config.json")) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: tokenizer_config.json is not JSON: {e}", dir.display())),
+        Err(_) => Ok(serde_json::Value::Null),
+    }
+}
+
 /// Fails early, naming what is missing, instead of at the first batch.
 pub fn check_text_column(schema: &Schema, text_column: &str) -> Result<()> {
     let field = require_column(schema, text_column, "--text_column")?;

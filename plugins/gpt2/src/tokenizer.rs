@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use deepembed_sdk::text::HfTokenizer;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -32,10 +32,7 @@ pub fn load(dir: &Path, max_length: usize) -> Result<HfTokenizer> {
 /// (a space before the first word) and `add_bos_token` (the begin-of-text token first), both
 /// off by default as in transformers.
 fn from_vocab_merges(dir: &Path, vocab: &Path, merges: &Path) -> Result<Tokenizer> {
-    let config: serde_json::Value = match std::fs::read_to_string(dir.join("tokenizer_config.json")) {
-        Ok(text) => serde_json::from_str(&text).context("tokenizer_config.json is not JSON")?,
-        Err(_) => serde_json::Value::Null,
-    };
+    let config = deepembed_sdk::text::tokenizer_config(dir)?;
     let add_prefix_space = config["add_prefix_space"].as_bool().unwrap_or(false);
     let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
         .build()

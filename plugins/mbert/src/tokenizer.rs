@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use deepembed_sdk::text::HfTokenizer;
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
@@ -27,10 +27,7 @@ pub fn load(dir: &Path, max_length: usize) -> Result<HfTokenizer> {
 /// `BertTokenizer(vocab.txt)` with `tokenizer_config.json`'s `do_lower_case` (default true),
 /// `strip_accents` (default: follow lower-casing) and `tokenize_chinese_chars` (default true).
 fn from_vocab(dir: &Path, vocab: &Path) -> Result<Tokenizer> {
-    let config: serde_json::Value = match std::fs::read_to_string(dir.join("tokenizer_config.json")) {
-        Ok(text) => serde_json::from_str(&text).context("tokenizer_config.json is not JSON")?,
-        Err(_) => serde_json::Value::Null,
-    };
+    let config = deepembed_sdk::text::tokenizer_config(dir)?;
     let lowercase = config["do_lower_case"].as_bool().unwrap_or(true);
     let strip_accents = config["strip_accents"].as_bool();
     let chinese = config["tokenize_chinese_chars"].as_bool().unwrap_or(true);
