@@ -56,15 +56,7 @@ fn weights_in_directory(dir: &Path, version: &Version) -> Result<PathBuf> {
     if !version.hub_file.is_empty() && hub_file.is_file() {
         return Ok(hub_file);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("--model_weights {}: cannot list the directory", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file() && p.extension().is_some_and(|e| ["pth", "pt", "bin", "safetensors"].iter().any(|x| e == *x))
-        })
-        .collect();
-    files.sort();
-    match files.as_slice() {
+    match files_in(dir, &["pth", "pt", "bin", "safetensors"])?.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!(
             "--model_weights {}: the directory holds no weights file (.pth, .pt, .bin, .safetensors){}",
@@ -82,6 +74,17 @@ fn weights_in_directory(dir: &Path, version: &Version) -> Result<PathBuf> {
             many.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy()).collect::<Vec<_>>().join(", ")
         ),
     }
+}
+
+/// The files in `dir` with one of `extensions`, by name.
+fn files_in(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("--model_weights {}: cannot list the directory", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| extensions.iter().any(|x| e == *x)))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// `$TORCH_HOME`, else `$XDG_CACHE_HOME/torch`, else `~/.cache/torch`, as torch.hub decides.
@@ -106,12 +109,7 @@ pub fn deeptune_checkpoint(opts: &VisionOptions, extension: &str, what: &str) ->
         return Ok(path.clone());
     }
     if path.is_dir() {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(path)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == extension))
-            .collect();
-        found.sort();
-        return found.into_iter().next().ok_or_else(|| {
+        return files_in(path, &[extension])?.into_iter().next().ok_or_else(|| {
             anyhow!("--model_weights {}: the directory holds no .{extension} checkpoint", path.display())
         });
     }
